@@ -1,0 +1,108 @@
+//go:generate go tool packer-sdc struct-markdown
+//go:generate go tool packer-sdc mapstructure-to-hcl2 -type Config,DatasourceOutput
+
+// Package datasource is the nixos-sd-debian-ami data source: the newest
+// official Debian AMI for a release and an architecture.
+package datasource
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/hashicorp/hcl/v2/hcldec"
+	"github.com/hashicorp/packer-plugin-sdk/template/config"
+	"github.com/zclconf/go-cty/cty"
+
+	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
+
+	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/awscommon"
+	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/debianami"
+)
+
+// Config is the data source's configuration.
+type Config struct {
+	awscommon.AccessConfig `mapstructure:",squash"`
+	// The Debian release: a codename or a number, such as `bookworm`/`12` or
+	// `trixie`/`13`. Defaults to the newest stable release the plugin knows
+	// (`trixie`).
+	Release string `mapstructure:"release" required:"false"`
+	// The architecture: `arm64` (the default) or `amd64`.
+	Architecture string `mapstructure:"architecture" required:"false"`
+	// Consider images whose deprecation time has passed. Defaults to false.
+	IncludeDeprecated bool `mapstructure:"include_deprecated" required:"false"`
+	// The accounts whose images to consider. Defaults to Debian's official
+	// account, `["136693071363"]`.
+	Owners []string `mapstructure:"owners" required:"false"`
+	// Extra DescribeImages filters, name to value, for example
+	// `{ "virtualization-type" = "hvm" }`. They narrow the search; the release,
+	// architecture and owner filters always apply.
+	Filters map[string]string `mapstructure:"filters" required:"false"`
+
+	release debianami.Release
+	arch    string
+}
+
+// DatasourceOutput is what the data source returns.
+type DatasourceOutput struct {
+	// The AMI id, for example `ami-0123456789abcdef0`.
+	ID string `mapstructure:"id"`
+	// The AMI name, for example `debian-13-arm64-20251117-2299`.
+	Name string `mapstructure:"name"`
+	// When the AMI was created (RFC 3339).
+	CreationDate string `mapstructure:"creation_date"`
+	// The AMI description.
+	Description string `mapstructure:"description"`
+	// The EC2 architecture: `arm64` or `x86_64`.
+	Architecture string `mapstructure:"architecture"`
+	// The owning account.
+	Owner string `mapstructure:"owner"`
+	// The Debian release codename, for example `trixie`.
+	Release string `mapstructure:"release"`
+	// The root device name, for example `/dev/xvda`.
+	RootDeviceName string `mapstructure:"root_device_name"`
+	// The boot mode when EC2 reports one (`uefi`, `legacy-bios`, `uefi-preferred`).
+	BootMode string `mapstructure:"boot_mode"`
+	// When the AMI is or was deprecated (RFC 3339), empty when it is not.
+	DeprecationTime string `mapstructure:"deprecation_time"`
+}
+
+// Datasource is the nixos-sd-debian-ami data source.
+type Datasource struct {
+	config Config
+}
+
+// ConfigSpec returns the HCL2 spec of the configuration.
+func (d *Datasource) ConfigSpec() hcldec.ObjectSpec { return d.config.FlatMapstructure().HCL2Spec() }
+
+// OutputSpec returns the HCL2 spec of the output.
+func (d *Datasource) OutputSpec() hcldec.ObjectSpec {
+	return (&DatasourceOutput{}).FlatMapstructure().HCL2Spec()
+}
+
+// Configure decodes and validates the configuration.
+func (d *Datasource) Configure(raws ...interface{}) error {
+	if err := config.Decode(&d.config, nil, raws...); err != nil {
+		return err
+	}
+	var errs *packersdk.MultiError
+	errs = packersdk.MultiErrorAppend(errs, d.config.AccessConfig.Prepare()...)
+	var err error
+	if d.config.release, err = debianami.ParseRelease(d.config.Release); err != nil {
+		errs = packersdk.MultiErrorAppend(errs, fmt.Errorf("release: %w", err))
+	}
+	if d.config.arch, err = debianami.ParseArchitecture(d.config.Architecture); err != nil {
+		errs = packersdk.MultiErrorAppend(errs, fmt.Errorf("architecture: %w", err))
+	}
+	if len(d.config.Owners) == 0 {
+		d.config.Owners = []string{debianami.DebianOwner}
+	}
+	if errs != nil && len(errs.Errors) > 0 {
+		return errs
+	}
+	return nil
+}
+
+// Execute looks the image up.
+func (d *Datasource) Execute() (cty.Value, error) {
+	return cty.NullVal(cty.EmptyObject), errors.New("nixos-sd-debian-ami: the lookup is not implemented yet")
+}

@@ -1,0 +1,198 @@
+//go:generate go tool packer-sdc struct-markdown
+//go:generate go tool packer-sdc mapstructure-to-hcl2 -type Config
+
+// Package payload is the remote NixOS SD image build and the verified download
+// of its result. The provisioner runs it on any host a communicator reaches;
+// the builder runs the same code on the spot instance it launched.
+package payload
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// DefaultNixpkgs is the nixpkgs channel used when `nixpkgs` is not set: the
+// newest stable NixOS channel the plugin was tested with. A `nixos-*` channel
+// is served from the binary cache; `release-*` branches are not (builds then
+// take hours).
+const DefaultNixpkgs = "nixos-26.05"
+
+// Config is the NixOS build and the download of its image.
+type Config struct {
+	// A NixOS `configuration.nix` file, or a directory holding one (uploaded
+	// whole, so it may import other files). It is combined with nixpkgs'
+	// `sd-image-aarch64` module. When neither this nor `flake` is set, the
+	// plugin's built-in configuration builds a generic AArch64 SD image that
+	// boots Raspberry Pi 3 and 4, with SSH enabled for `ssh_authorized_keys`.
+	NixOSConfig string `mapstructure:"nixos_config" required:"false"`
+	// A flake reference with the `nixosConfigurations` attribute to build, for
+	// example `github:me/nixos-pi#rpi4`, or a local directory and attribute such
+	// as `./pi-flake#rpi4` (the directory is uploaded). The build targets
+	// `nixosConfigurations.<attr>.config.system.build.sdImage`. Mutually
+	// exclusive with `nixos_config`.
+	Flake string `mapstructure:"flake" required:"false"`
+	// The nixpkgs to build against: a channel name such as `nixos-26.05`, or a
+	// 40-hex-digit nixpkgs git revision. Defaults to `nixos-26.05`. Ignored
+	// with `flake`, which pins its own inputs.
+	Nixpkgs string `mapstructure:"nixpkgs" required:"false"`
+	// SSH public keys allowed to log in as `root` and `nixos` on the built image
+	// (built-in configuration only; a `nixos_config` of your own sets its own).
+	SSHAuthorizedKeys []string `mapstructure:"ssh_authorized_keys" required:"false"`
+	// The host name of the built system (built-in configuration only).
+	// Defaults to `nixos`.
+	Hostname string `mapstructure:"hostname" required:"false"`
+	// Extra Nix settings passed to the build as `--option NAME VALUE`, for
+	// example `{ "extra-substituters" = "https://cache.example.org",
+	// "extra-trusted-public-keys" = "cache.example.org-1:...", "max-jobs" = "8" }`.
+	NixOptions map[string]string `mapstructure:"nix_options" required:"false"`
+	// The local file name of the image, without directory. Defaults to the
+	// name the NixOS build gives it (for example
+	// `nixos-image-sd-card-26.05.20260601.abcdef0-aarch64-linux.img`).
+	ImageName string `mapstructure:"image_name" required:"false"`
+	// The local directory the image, its `.sha256` and its manifest are written
+	// to. Defaults to `output-<build name>`. It must not exist unless Packer runs
+	// with `-force`, which empties it first.
+	OutputDirectory string `mapstructure:"output_directory" required:"false"`
+	// Decompress the downloaded `.img.zst` into a plain, sparse `.img`.
+	// Defaults to true; set false to keep the compressed file.
+	Decompress *bool `mapstructure:"decompress" required:"false"`
+	// Keep the uploaded configuration and the build result on the remote host
+	// after the download, for debugging. Defaults to false.
+	KeepRemoteFiles bool `mapstructure:"keep_remote_files" required:"false"`
+	// How many SSH channels download the image in parallel, each fetching its
+	// own range. More channels fill a long, fast link better. Defaults to 4;
+	// 1 to 32.
+	DownloadChannels int `mapstructure:"download_channels" required:"false"`
+	// How long the remote build may run before it is stopped. Defaults to `2h`.
+	BuildTimeout string `mapstructure:"build_timeout" required:"false"`
+	// The directory on the remote host that receives the configuration and
+	// holds the build. Defaults to `/tmp/nixos-sd`.
+	RemoteDirectory string `mapstructure:"remote_directory" required:"false"`
+
+	buildTimeout time.Duration
+	force        bool
+}
+
+var (
+	revisionPattern = regexp.MustCompile(`^[0-9a-f]{40}$`)
+	channelPattern  = regexp.MustCompile(`^(nixos|nixpkgs)-[0-9a-z.\-]+$`)
+	flakeAttr       = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_'\-]*$`)
+)
+
+// Prepare validates the options and fills in defaults. buildName is Packer's
+// build name (for the output directory) and force is Packer's -force flag.
+func (c *Config) Prepare(buildName string, force bool) []error {
+	var errs []error
+	c.force = force
+	if c.NixOSConfig != "" && c.Flake != "" {
+		errs = append(errs, errors.New("nixos_config and flake: set one or the other; a flake pins its own configuration"))
+	}
+	if c.NixOSConfig != "" {
+		st, err := os.Stat(c.NixOSConfig)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("nixos_config: %q does not exist; give the path to a configuration.nix file or a directory holding one (relative paths are from where packer runs)", c.NixOSConfig))
+		case st.IsDir():
+			if _, err := os.Stat(filepath.Join(c.NixOSConfig, "configuration.nix")); err != nil {
+				errs = append(errs, fmt.Errorf("nixos_config: directory %q has no configuration.nix; add one or point nixos_config at the file itself", c.NixOSConfig))
+			}
+		case !strings.HasSuffix(st.Name(), ".nix"):
+			errs = append(errs, fmt.Errorf("nixos_config: %q is not a .nix file; point it at a configuration.nix or a directory holding one", c.NixOSConfig))
+		}
+	}
+	if c.Flake != "" {
+		ref, attr, ok := strings.Cut(c.Flake, "#")
+		if !ok || ref == "" || !flakeAttr.MatchString(attr) {
+			errs = append(errs, fmt.Errorf("flake: %q must be a flake reference and a nixosConfigurations attribute, for example \"github:me/nixos-pi#rpi4\" or \"./pi-flake#rpi4\"", c.Flake))
+		} else if IsLocalFlake(ref) {
+			if _, err := os.Stat(filepath.Join(ref, "flake.nix")); err != nil {
+				errs = append(errs, fmt.Errorf("flake: local directory %q has no flake.nix; fix the path before the '#'", ref))
+			}
+		}
+	}
+	if c.Nixpkgs == "" {
+		c.Nixpkgs = DefaultNixpkgs
+	} else if !revisionPattern.MatchString(c.Nixpkgs) && !channelPattern.MatchString(c.Nixpkgs) {
+		errs = append(errs, fmt.Errorf("nixpkgs: %q is neither a channel (such as \"nixos-26.05\") nor a 40-hex-digit nixpkgs revision", c.Nixpkgs))
+	}
+	if strings.HasPrefix(c.Nixpkgs, "nixos-") && strings.Contains(c.Nixpkgs, "release") {
+		errs = append(errs, fmt.Errorf("nixpkgs: %q is not a channel; use a nixos-* channel such as %q", c.Nixpkgs, DefaultNixpkgs))
+	}
+	for i, k := range c.SSHAuthorizedKeys {
+		f := strings.Fields(k)
+		if len(f) < 2 || !(strings.HasPrefix(f[0], "ssh-") || strings.HasPrefix(f[0], "ecdsa-") || strings.HasPrefix(f[0], "sk-")) {
+			errs = append(errs, fmt.Errorf("ssh_authorized_keys[%d]: not an OpenSSH public key line (\"ssh-ed25519 AAAA... comment\"); paste the contents of your ~/.ssh/id_*.pub", i))
+		}
+	}
+	if c.Hostname == "" {
+		c.Hostname = "nixos"
+	} else if !regexp.MustCompile(`^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$`).MatchString(c.Hostname) {
+		errs = append(errs, fmt.Errorf("hostname: %q is not a valid host name (letters, digits and '-', at most 63)", c.Hostname))
+	}
+	for k := range c.NixOptions {
+		if k == "" || strings.ContainsAny(k, " \t\n=") {
+			errs = append(errs, fmt.Errorf("nix_options: %q is not a Nix setting name; use names such as \"extra-substituters\" or \"max-jobs\"", k))
+		}
+	}
+	if c.ImageName != "" && (strings.ContainsRune(c.ImageName, '/') || c.ImageName == "." || c.ImageName == "..") {
+		errs = append(errs, fmt.Errorf("image_name: %q must be a plain file name; put the directory in output_directory", c.ImageName))
+	}
+	if c.OutputDirectory == "" {
+		name := buildName
+		if name == "" {
+			name = "nixos-sd"
+		}
+		c.OutputDirectory = "output-" + name
+	}
+	if !force {
+		if _, err := os.Stat(c.OutputDirectory); err == nil {
+			errs = append(errs, fmt.Errorf("output_directory: %q already exists; remove it, choose another output_directory, or run packer with -force", c.OutputDirectory))
+		}
+	}
+	if c.Decompress == nil {
+		t := true
+		c.Decompress = &t
+	}
+	if c.DownloadChannels == 0 {
+		c.DownloadChannels = 4
+	} else if c.DownloadChannels < 1 || c.DownloadChannels > 32 {
+		errs = append(errs, fmt.Errorf("download_channels: %d is out of range; use 1 to 32", c.DownloadChannels))
+	}
+	c.buildTimeout = 2 * time.Hour
+	if c.BuildTimeout != "" {
+		d, err := time.ParseDuration(c.BuildTimeout)
+		if err != nil || d <= 0 {
+			errs = append(errs, fmt.Errorf("build_timeout: %q is not a positive duration; use a value such as \"90m\" or \"3h\"", c.BuildTimeout))
+		} else {
+			c.buildTimeout = d
+		}
+	}
+	if c.RemoteDirectory == "" {
+		c.RemoteDirectory = "/tmp/nixos-sd"
+	} else if !strings.HasPrefix(c.RemoteDirectory, "/") || strings.ContainsAny(c.RemoteDirectory, " '\"$`\\") {
+		errs = append(errs, fmt.Errorf("remote_directory: %q must be an absolute path without spaces or shell characters", c.RemoteDirectory))
+	}
+	return errs
+}
+
+// BuildTimeoutDuration is the prepared build_timeout.
+func (c *Config) BuildTimeoutDuration() time.Duration {
+	if c.buildTimeout <= 0 {
+		return 2 * time.Hour
+	}
+	return c.buildTimeout
+}
+
+// Force reports whether packer runs with -force.
+func (c *Config) Force() bool { return c.force }
+
+// IsLocalFlake reports whether a flake reference names a local directory that
+// must be uploaded (a relative or absolute path, or path:...).
+func IsLocalFlake(ref string) bool {
+	return strings.HasPrefix(ref, "./") || strings.HasPrefix(ref, "../") || strings.HasPrefix(ref, "/") || ref == "."
+}
