@@ -20,4 +20,4 @@ cp .docs/builders/nixos-sd.mdx .web-docs/components/builder/nixos-sd/README.md
 cp .docs/provisioners/nixos-sd.mdx .web-docs/components/provisioner/nixos-sd/README.md
 cp .docs/datasources/debian-ami.mdx .web-docs/components/data-source/debian-ami/README.md
 rm -rf .docs
-gofmt -w $(git ls-files -co --exclude-standard '*.hcl2spec.go')
+git ls-files -co --exclude-standard "*.hcl2spec.go" | xargs -r gofmt -w

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the test bed needs: Debian packages (sshd, sudo, tools to make SD images, tc,
-# shellcheck, nix-instantiate for parsing) and moto's EC2 server in an ignored Python venv.
+# ShellCheck, nix-instantiate for parsing) and moto's EC2 server in an ignored Python venv.
 # Idempotent: does nothing that is already done.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
