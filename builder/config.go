@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
@@ -101,6 +102,7 @@ var (
 	typePattern     = regexp.MustCompile(`^[a-z][a-z0-9-]*\.[a-z0-9]+$`)
 	subnetPattern   = regexp.MustCompile(`^subnet-[0-9a-f]{8,17}$`)
 	vpcPattern      = regexp.MustCompile(`^vpc-[0-9a-f]{8,17}$`)
+	pricePattern    = regexp.MustCompile(`^[0-9]+(\.[0-9]+)?$`)
 	allocStrategies = []string{"price-capacity-optimized", "capacity-optimized", "lowest-price", "diversified"}
 	sshInterfaces   = []string{"public_ip", "private_ip", "public_dns", "private_dns"}
 )
@@ -194,7 +196,9 @@ func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
 		c.SpotPrice = "auto"
 	}
 	if c.SpotPrice != "auto" {
-		if p, err := strconv.ParseFloat(c.SpotPrice, 64); err != nil || p <= 0 {
+		// A plain decimal only: ParseFloat alone also takes "NaN", "Inf",
+		// exponents and hex floats, which EC2 would refuse mid-build.
+		if p, err := strconv.ParseFloat(c.SpotPrice, 64); err != nil || !pricePattern.MatchString(c.SpotPrice) || p <= 0 {
 			add(fmt.Errorf("spot_price: %q is neither \"auto\" nor a positive price in US dollars per hour such as \"0.12\"", c.SpotPrice))
 		}
 	}
@@ -219,15 +223,15 @@ func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
 	}
 
 	for _, cidr := range c.SSHSourceCIDRs {
-		if _, _, err := net.ParseCIDR(cidr); err != nil {
+		if _, ipnet, err := net.ParseCIDR(cidr); err != nil {
 			add(fmt.Errorf("ssh_source_cidrs: %q is not a CIDR block; use a form such as \"203.0.113.7/32\"", cidr))
-		} else if cidr == "0.0.0.0/0" || cidr == "::/0" {
+		} else if ones, _ := ipnet.Mask.Size(); ones == 0 {
 			warnings = append(warnings, fmt.Sprintf("ssh_source_cidrs: %s opens SSH to the whole internet; prefer your own address as a /32", cidr))
 		}
 	}
 	if c.PublicIPURL == "" {
 		c.PublicIPURL = "https://checkip.amazonaws.com"
-	} else if !strings.HasPrefix(c.PublicIPURL, "http://") && !strings.HasPrefix(c.PublicIPURL, "https://") {
+	} else if u, err := url.Parse(c.PublicIPURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		add(fmt.Errorf("public_ip_url: %q is not an http(s) URL", c.PublicIPURL))
 	}
 	if c.SSHInterface == "" {
@@ -236,7 +240,9 @@ func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
 		add(fmt.Errorf("ssh_interface: %q is not one of %s", c.SSHInterface, strings.Join(sshInterfaces, ", ")))
 	}
 
-	c.instanceMaxLifetime = 3 * time.Hour
+	// Unset, the lifetime is 3h or, for a longer build_timeout, just enough
+	// for it: a default must not fail validation.
+	c.instanceMaxLifetime = max(3*time.Hour, c.BuildTimeoutDuration()+15*time.Minute)
 	if c.InstanceMaxLifetime != "" {
 		d, err := time.ParseDuration(c.InstanceMaxLifetime)
 		if err != nil || d <= 0 {
