@@ -5,7 +5,6 @@ package debianami
 
 import (
 	"fmt"
-	"sort"
 	"strconv"
 	"strings"
 )
@@ -50,13 +49,18 @@ func ParseRelease(s string) (Release, error) {
 	return Release{}, fmt.Errorf("unknown Debian release %q; use one of %s", s, validReleases())
 }
 
+// validReleases lists the known releases, oldest first, as `"bookworm" (12)`.
 func validReleases() string {
 	var names []string
 	for _, r := range Releases {
-		names = append(names, fmt.Sprintf("%q/%q", r.Codename, strconv.Itoa(r.Number)))
+		names = append(names, fmt.Sprintf("%q (%d)", r.Codename, r.Number))
 	}
-	sort.Strings(names)
 	return strings.Join(names, ", ")
+}
+
+// String is the release as messages show it, for example "13 (trixie)".
+func (r Release) String() string {
+	return fmt.Sprintf("%d (%s)", r.Number, r.Codename)
 }
 
 // ParseArchitecture accepts "arm64" or "amd64" (and the EC2 spellings
