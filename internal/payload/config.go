@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -125,7 +126,9 @@ func (c *Config) Prepare(buildName string, force bool) []error {
 	}
 	for i, k := range c.SSHAuthorizedKeys {
 		f := strings.Fields(k)
-		if len(f) < 2 || !(strings.HasPrefix(f[0], "ssh-") || strings.HasPrefix(f[0], "ecdsa-") || strings.HasPrefix(f[0], "sk-")) {
+		if strings.ContainsAny(strings.TrimSpace(k), "\r\n") {
+			errs = append(errs, fmt.Errorf("ssh_authorized_keys[%d]: holds more than one line; give one key per list entry", i))
+		} else if len(f) < 2 || !(strings.HasPrefix(f[0], "ssh-") || strings.HasPrefix(f[0], "ecdsa-") || strings.HasPrefix(f[0], "sk-")) {
 			errs = append(errs, fmt.Errorf("ssh_authorized_keys[%d]: not an OpenSSH public key line (\"ssh-ed25519 AAAA... comment\"); paste the contents of your ~/.ssh/id_*.pub", i))
 		}
 	}
@@ -176,6 +179,9 @@ func (c *Config) Prepare(buildName string, force bool) []error {
 		c.RemoteDirectory = "/tmp/nixos-sd"
 	} else if !strings.HasPrefix(c.RemoteDirectory, "/") || strings.ContainsAny(c.RemoteDirectory, " '\"$`\\") {
 		errs = append(errs, fmt.Errorf("remote_directory: %q must be an absolute path without spaces or shell characters", c.RemoteDirectory))
+	} else if clean := path.Clean(c.RemoteDirectory); strings.Count(clean, "/") < 2 || strings.Contains(c.RemoteDirectory, "..") {
+		// The directory is removed after the build: never "/", "/tmp" or a path that climbs out.
+		errs = append(errs, fmt.Errorf("remote_directory: %q must be a directory of its own, at least two levels deep and without \"..\", such as \"/tmp/nixos-sd\" (it is removed after the build)", c.RemoteDirectory))
 	}
 	return errs
 }
