@@ -215,7 +215,7 @@ func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
 	}
 	for k := range c.Tags {
 		if strings.HasPrefix(strings.ToLower(k), "aws:") {
-			add(fmt.Errorf("tags: %q uses the reserved aws: prefix", k))
+			add(fmt.Errorf("tags: %q uses the reserved aws: prefix; rename the tag", k))
 		}
 	}
 	if _, ok := c.Tags[BuildIDTag]; ok {
@@ -232,7 +232,7 @@ func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
 	if c.PublicIPURL == "" {
 		c.PublicIPURL = "https://checkip.amazonaws.com"
 	} else if u, err := url.Parse(c.PublicIPURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		add(fmt.Errorf("public_ip_url: %q is not an http(s) URL", c.PublicIPURL))
+		add(fmt.Errorf("public_ip_url: %q is not an http(s) URL; use a URL such as \"https://checkip.amazonaws.com\", or set ssh_source_cidrs instead", c.PublicIPURL))
 	}
 	if c.SSHInterface == "" {
 		c.SSHInterface = "public_ip"
