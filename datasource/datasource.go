@@ -6,10 +6,13 @@
 package datasource
 
 import (
-	"errors"
+	"context"
 	"fmt"
+	"strings"
+	"time"
 
 	"github.com/hashicorp/hcl/v2/hcldec"
+	"github.com/hashicorp/packer-plugin-sdk/hcl2helper"
 	"github.com/hashicorp/packer-plugin-sdk/template/config"
 	"github.com/zclconf/go-cty/cty"
 
@@ -95,6 +98,13 @@ func (d *Datasource) Configure(raws ...interface{}) error {
 	}
 	if len(d.config.Owners) == 0 {
 		d.config.Owners = []string{debianami.DebianOwner}
+	} else if err := debianami.ValidateOwners(d.config.Owners); err != nil {
+		errs = packersdk.MultiErrorAppend(errs, fmt.Errorf("owners: %w", err))
+	}
+	for name := range d.config.Filters {
+		if strings.TrimSpace(name) == "" {
+			errs = packersdk.MultiErrorAppend(errs, fmt.Errorf("filters: a filter name is empty; use DescribeImages filter names such as \"virtualization-type\""))
+		}
 	}
 	if errs != nil && len(errs.Errors) > 0 {
 		return errs
@@ -102,7 +112,52 @@ func (d *Datasource) Configure(raws ...interface{}) error {
 	return nil
 }
 
+// lookupTimeout bounds one Execute: Packer gives data sources no context.
+const lookupTimeout = 5 * time.Minute
+
 // Execute looks the image up.
 func (d *Datasource) Execute() (cty.Value, error) {
-	return cty.NullVal(cty.EmptyObject), errors.New("nixos-sd-debian-ami: the lookup is not implemented yet")
+	ctx, cancel := context.WithTimeout(context.Background(), lookupTimeout)
+	defer cancel()
+	null := cty.NullVal(hcldec.ImpliedType(d.OutputSpec()))
+	client, err := d.config.AccessConfig.NewEC2Client(ctx)
+	if err != nil {
+		return null, fmt.Errorf("nixos-sd-debian-ami: %w", err)
+	}
+	img, err := debianami.Lookup(ctx, client, d.query())
+	if err != nil {
+		return null, fmt.Errorf("nixos-sd-debian-ami: %w", err)
+	}
+	return hcl2helper.HCL2ValueFromConfig(output(img), d.OutputSpec()), nil
+}
+
+func (d *Datasource) query() debianami.Query {
+	return debianami.Query{
+		Release:           d.config.release,
+		Architecture:      d.config.arch,
+		Owners:            d.config.Owners,
+		Filters:           d.config.Filters,
+		IncludeDeprecated: d.config.IncludeDeprecated,
+		Region:            d.config.Region,
+	}
+}
+
+func output(img *debianami.Image) DatasourceOutput {
+	out := DatasourceOutput{
+		ID:             img.ID,
+		Name:           img.Name,
+		Description:    img.Description,
+		Architecture:   img.Architecture,
+		Owner:          img.Owner,
+		Release:        img.Release.Codename,
+		RootDeviceName: img.RootDeviceName,
+		BootMode:       img.BootMode,
+	}
+	if !img.CreationDate.IsZero() {
+		out.CreationDate = img.CreationDate.UTC().Format(time.RFC3339)
+	}
+	if img.DeprecationTime != nil {
+		out.DeprecationTime = img.DeprecationTime.UTC().Format(time.RFC3339)
+	}
+	return out
 }
