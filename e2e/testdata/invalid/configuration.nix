@@ -1,0 +1,2 @@
+# A valid configuration, so that only the option under test is wrong.
+{ ... }: { }
