@@ -6,9 +6,16 @@ package builder
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/hashicorp/hcl/v2/hcldec"
+	"github.com/hashicorp/packer-plugin-sdk/multistep"
+	"github.com/hashicorp/packer-plugin-sdk/multistep/commonsteps"
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
+	"github.com/hashicorp/packer-plugin-sdk/uuid"
+
+	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/awscommon"
+	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/payload"
 )
 
 // BuilderID identifies this builder's artifacts. It must never change.
@@ -17,6 +24,10 @@ const BuilderID = "nixos-sd.builder"
 // Builder is the nixos-sd builder.
 type Builder struct {
 	config Config
+
+	// newEC2 builds the EC2 client; nil means config.NewEC2Client. Tests
+	// set it to a fake.
+	newEC2 func(context.Context) (awscommon.EC2API, error)
 }
 
 // ConfigSpec returns the HCL2 spec of the builder's configuration.
@@ -32,9 +43,74 @@ func (b *Builder) Prepare(raws ...interface{}) ([]string, []string, error) {
 }
 
 // GeneratedDataKeys are the build variables the builder sets (build.<Key>).
-var GeneratedDataKeys = []string{"InstanceType", "AvailabilityZone", "SourceAMI", "SpotPrice", "InstanceID", "ImagePath", "ImageSHA256"}
+var GeneratedDataKeys = []string{"InstanceType", "AvailabilityZone", "SourceAMI", "SpotPrice", "InstanceID", "ImagePath", "ImageSHA256", "Timings"}
+
+// steps is the build pipeline, in order. Cleanup runs in reverse for every
+// step that ran, so the instance is terminated (and waited for) before the
+// security group is deleted.
+func (b *Builder) steps() []multistep.Step {
+	return []multistep.Step{
+		&stepPreflight{},
+		&stepSourceAMI{},
+		&stepSSHKey{},
+		&stepSecurityGroup{},
+		&stepLaunch{},
+		&stepInterruption{},
+		&stepWaitInstance{},
+		&stepBuild{},
+		// Provisioners of the build block run on the instance after the
+		// image is home (build.ImagePath is set by then).
+		&commonsteps.StepProvision{},
+	}
+}
 
 // Run runs the build pipeline.
 func (b *Builder) Run(ctx context.Context, ui packersdk.Ui, hook packersdk.Hook) (packersdk.Artifact, error) {
-	return nil, errors.New("nixos-sd builder: the build pipeline is not implemented yet")
+	newEC2 := b.newEC2
+	if newEC2 == nil {
+		newEC2 = func(ctx context.Context) (awscommon.EC2API, error) { return b.config.AccessConfig.NewEC2Client(ctx) }
+	}
+	client, err := newEC2(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("creating the EC2 client: %w; check region, profile and credentials", err)
+	}
+
+	buildID := uuid.TimeOrderedUUID()
+	state := new(multistep.BasicStateBag)
+	state.Put(stateConfig, &b.config)
+	state.Put(stateUI, ui)
+	state.Put(stateHook, hook)
+	state.Put(stateEC2, client)
+	state.Put(stateBuildID, buildID)
+
+	runner := commonsteps.NewRunner(b.steps(), b.config.PackerConfig, ui)
+	runner.Run(ctx, state)
+
+	if raw, ok := state.GetOk("error"); ok {
+		if err, ok := raw.(error); ok {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%v", raw)
+	}
+	if _, ok := state.GetOk(multistep.StateCancelled); ok {
+		return nil, errors.New("build was cancelled")
+	}
+	if _, ok := state.GetOk(multistep.StateHalted); ok {
+		return nil, errors.New("build was halted")
+	}
+	res, ok := state.Get(stateResult).(*payload.Result)
+	if !ok || res == nil {
+		return nil, errors.New("internal error: the build finished without an image")
+	}
+	files := append([]string(nil), res.Files...)
+	if !contains(files, res.ImagePath) {
+		files = append([]string{res.ImagePath}, files...)
+	}
+	gd, _ := state.Get(stateGeneratedData).(map[string]interface{})
+	if gd == nil {
+		gd = generatedData(state, res)
+	}
+	// Timings now include everything up to the end of the build.
+	gd["Timings"] = formatTimings(state)
+	return &Artifact{ImagePath: res.ImagePath, SHA256: res.SHA256, Paths: files, Generated: gd}, nil
 }

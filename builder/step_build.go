@@ -1,0 +1,116 @@
+package builder
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/packer-plugin-sdk/multistep"
+	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
+
+	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/payload"
+)
+
+// runPayload is payload.Run, the provisioner's own code; a variable only so
+// tests can stand in for the remote build.
+var runPayload = payload.Run
+
+// stepBuild builds the image on the instance and downloads it, with the same
+// code the nixos-sd provisioner runs, under the interruption watcher's
+// context.
+type stepBuild struct{}
+
+func (s *stepBuild) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
+	e, err := env(state)
+	if err != nil {
+		return halt(state, err)
+	}
+	comm, ok := state.Get("communicator").(packersdk.Communicator)
+	if !ok || comm == nil {
+		return halt(state, errors.New("internal error: no communicator in the build state"))
+	}
+	ctx, release := watchContext(ctx, state)
+	defer release()
+
+	cfg := e.cfg
+	extra := map[string]string{
+		"builder":           "nixos-sd",
+		"region":            cfg.Region,
+		"instance_id":       getString(state, stateInstanceID),
+		"instance_type":     getString(state, stateInstanceType),
+		"availability_zone": getString(state, stateZone),
+		"source_ami":        getString(state, stateSourceAMI),
+		"spot_price":        getString(state, stateSpotPrice),
+		"lifecycle":         getString(state, stateLifecycle),
+		"build_id":          getString(state, stateBuildID),
+	}
+	started := time.Now()
+	res, err := runPayload(ctx, e.ui, comm, &cfg.Config, payload.RunOptions{ManifestExtra: extra})
+	if ierr := interruption(state); ierr != nil {
+		return halt(state, ierr)
+	}
+	if err != nil {
+		return halt(state, fmt.Errorf("building the NixOS SD image on instance %s: %w", extra["instance_id"], err))
+	}
+	if res == nil || res.ImagePath == "" {
+		return halt(state, errors.New("internal error: the build returned no image"))
+	}
+	recordTiming(state, "build_and_download", time.Since(started))
+	for k, d := range res.Timings {
+		recordTiming(state, k, d)
+	}
+	state.Put(stateResult, res)
+	for k, v := range generatedData(state, res) {
+		putGeneratedData(state, k, v)
+	}
+	return multistep.ActionContinue
+}
+
+func (s *stepBuild) Cleanup(multistep.StateBag) {}
+
+// generatedData is what the build tells Packer (build.<Key>) and
+// post-processors (the artifact's "generated_data").
+func generatedData(state multistep.StateBag, res *payload.Result) map[string]interface{} {
+	d := map[string]interface{}{
+		"InstanceType":     getString(state, stateInstanceType),
+		"AvailabilityZone": getString(state, stateZone),
+		"SourceAMI":        getString(state, stateSourceAMI),
+		"SpotPrice":        getString(state, stateSpotPrice),
+		"InstanceID":       getString(state, stateInstanceID),
+		"Timings":          formatTimings(state),
+	}
+	if res != nil {
+		d["ImagePath"] = res.ImagePath
+		d["ImageSHA256"] = res.SHA256
+	}
+	return d
+}
+
+// putGeneratedData adds one key to the state's "generated_data" map, as the
+// SDK's packerbuilderdata.GeneratedData does.
+func putGeneratedData(state multistep.StateBag, key string, value interface{}) {
+	m, _ := state.Get(stateGeneratedData).(map[string]interface{})
+	if m == nil {
+		m = map[string]interface{}{}
+	}
+	m[key] = value
+	state.Put(stateGeneratedData, m)
+}
+
+// formatTimings renders the recorded phase durations as "name=duration"
+// pairs in a stable order.
+func formatTimings(state multistep.StateBag) string {
+	t, _ := state.Get(stateTimings).(map[string]time.Duration)
+	keys := make([]string, 0, len(t))
+	for k := range t {
+		keys = append(keys, k)
+	}
+	sortStrings(keys)
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s=%s", k, t[k].Round(time.Millisecond)))
+	}
+	return strings.Join(parts, " ")
+}

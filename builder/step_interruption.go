@@ -1,0 +1,176 @@
+package builder
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/hashicorp/packer-plugin-sdk/multistep"
+)
+
+// interruptedCodes are spot request status codes meaning EC2 takes the
+// instance away.
+var interruptedCodes = []string{
+	"instance-terminated-by-price", "marked-for-termination", "instance-terminated-no-capacity",
+	"instance-terminated-capacity-oversubscribed", "instance-terminated-launch-group-constraint",
+	"marked-for-stop", "instance-stopped-by-price", "instance-stopped-no-capacity",
+	"instance-stopped-capacity-oversubscribed", "instance-terminated-by-service",
+}
+
+// ErrInterrupted is the build failing because EC2 took the instance away.
+type ErrInterrupted struct{ Reason string }
+
+func (e *ErrInterrupted) Error() string {
+	return fmt.Sprintf("the spot instance was interrupted by EC2 (%s); run the build again, add instance_types, try another availability_zone, or set on_demand_fallback = true", e.Reason)
+}
+
+// interruptionWatcher polls the instance while the build runs and cancels
+// its context, with an *ErrInterrupted cause, when EC2 takes the instance
+// away: the build stops at once instead of waiting on a dead SSH connection.
+type interruptionWatcher struct {
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	err    *ErrInterrupted
+}
+
+// Interrupted is the interruption seen, or nil.
+func (w *interruptionWatcher) Interrupted() *ErrInterrupted {
+	if w == nil {
+		return nil
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.err
+}
+
+func (w *interruptionWatcher) stop() {
+	w.cancel(nil)
+	w.wg.Wait()
+}
+
+// stepInterruption starts the watcher; later steps run under its context
+// (watchContext), and its Cleanup stops it before the instance is terminated
+// on purpose.
+type stepInterruption struct {
+	watcher *interruptionWatcher
+}
+
+// watchInterval is how often the watcher polls: poll_interval × 3 (6 s by
+// default), a few calls a minute.
+func watchInterval(cfg *Config) time.Duration { return 3 * cfg.PollIntervalDuration() }
+
+func (s *stepInterruption) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
+	e, err := env(state)
+	if err != nil {
+		return halt(state, err)
+	}
+	id := getString(state, stateInstanceID)
+	if id == "" {
+		return halt(state, errors.New("internal error: no instance id in the build state"))
+	}
+	wctx, cancel := context.WithCancelCause(ctx)
+	w := &interruptionWatcher{ctx: wctx, cancel: cancel}
+	s.watcher = w
+	state.Put(stateWatcher, w)
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		w.watch(e, id, watchInterval(e.cfg))
+	}()
+	return multistep.ActionContinue
+}
+
+func (w *interruptionWatcher) watch(e stepEnv, id string, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-w.ctx.Done():
+			return
+		case <-t.C:
+		}
+		if reason := checkInterruption(w.ctx, e, id); reason != "" {
+			ierr := &ErrInterrupted{Reason: reason}
+			w.mu.Lock()
+			w.err = ierr
+			w.mu.Unlock()
+			e.ui.Error(ierr.Error())
+			w.cancel(ierr)
+			return
+		}
+	}
+}
+
+// checkInterruption returns why the instance is gone or going, or "". API
+// errors count as "fine": a transient failure must not end the build.
+func checkInterruption(ctx context.Context, e stepEnv, id string) string {
+	out, err := e.ec2.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{id}})
+	if err != nil {
+		return ""
+	}
+	for _, r := range out.Reservations {
+		for _, inst := range r.Instances {
+			if inst.State != nil {
+				switch inst.State.Name {
+				case types.InstanceStateNameShuttingDown, types.InstanceStateNameTerminated,
+					types.InstanceStateNameStopping, types.InstanceStateNameStopped:
+					reason := "instance " + string(inst.State.Name)
+					if inst.StateReason != nil && aws.ToString(inst.StateReason.Message) != "" {
+						reason += ": " + aws.ToString(inst.StateReason.Message)
+					}
+					return reason
+				}
+			}
+			if sir := aws.ToString(inst.SpotInstanceRequestId); sir != "" {
+				sout, err := e.ec2.DescribeSpotInstanceRequests(ctx, &ec2.DescribeSpotInstanceRequestsInput{SpotInstanceRequestIds: []string{sir}})
+				if err != nil {
+					continue
+				}
+				for _, req := range sout.SpotInstanceRequests {
+					if req.Status != nil && slices.Contains(interruptedCodes, aws.ToString(req.Status.Code)) {
+						return "spot request " + aws.ToString(req.Status.Code)
+					}
+				}
+			}
+		}
+	}
+	return ""
+}
+
+func (s *stepInterruption) Cleanup(state multistep.StateBag) {
+	if s.watcher != nil {
+		s.watcher.stop()
+	}
+}
+
+// watchContext is ctx, also cancelled when the interruption watcher fires.
+// Call release when done.
+func watchContext(ctx context.Context, state multistep.StateBag) (context.Context, func()) {
+	w, ok := state.Get(stateWatcher).(*interruptionWatcher)
+	if !ok || w == nil {
+		return ctx, func() {}
+	}
+	c, cancel := context.WithCancelCause(ctx)
+	stop := context.AfterFunc(w.ctx, func() { cancel(context.Cause(w.ctx)) })
+	return c, func() { stop(); cancel(nil) }
+}
+
+// interruption is the watcher's *ErrInterrupted, if the instance was taken.
+func interruption(state multistep.StateBag) error {
+	w, ok := state.Get(stateWatcher).(*interruptionWatcher)
+	if !ok {
+		return nil
+	}
+	if ierr := w.Interrupted(); ierr != nil {
+		return ierr
+	}
+	return nil
+}

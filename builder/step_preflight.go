@@ -1,0 +1,275 @@
+package builder
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/hashicorp/packer-plugin-sdk/multistep"
+)
+
+// stepPreflight checks, before anything is created, that the credentials
+// work and that every name in the configuration exists in the region: a
+// mistake costs one Describe call instead of a half-made build to clean up.
+// It makes only Describe* calls.
+type stepPreflight struct{}
+
+// authErrorCodes are the EC2/STS codes that mean the credentials are wrong.
+var authErrorCodes = []string{
+	"AuthFailure", "UnauthorizedOperation", "InvalidClientTokenId", "SignatureDoesNotMatch",
+	"ExpiredToken", "RequestExpired", "OptInRequired", "Blocked", "AccessDenied",
+	"UnrecognizedClientException", "InvalidAccessKeyId",
+}
+
+func (s *stepPreflight) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
+	e, err := env(state)
+	if err != nil {
+		return halt(state, err)
+	}
+	e.ui.Say("Checking the AWS credentials and the configuration against EC2...")
+	if err := s.check(ctx, e, state); err != nil {
+		return halt(state, err)
+	}
+	return multistep.ActionContinue
+}
+
+func (s *stepPreflight) check(ctx context.Context, e stepEnv, state multistep.StateBag) error {
+	cfg := e.cfg
+	if err := checkRegion(ctx, e); err != nil {
+		return err
+	}
+	if cfg.AvailabilityZone != "" {
+		if err := checkZone(ctx, e); err != nil {
+			return err
+		}
+	}
+	offered, err := checkInstanceTypes(ctx, e)
+	if err != nil {
+		return err
+	}
+	state.Put(stateInstanceTypes, offered)
+	if cfg.SourceAMI != "" {
+		root, err := checkSourceAMI(ctx, e)
+		if err != nil {
+			return err
+		}
+		if root != "" {
+			state.Put(stateRootDevice, root)
+		}
+	}
+	return checkNetwork(ctx, e)
+}
+
+func checkRegion(ctx context.Context, e stepEnv) error {
+	cfg := e.cfg
+	out, err := e.ec2.DescribeRegions(ctx, &ec2.DescribeRegionsInput{AllRegions: aws.Bool(true)})
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		code := apiErrorCode(err)
+		var dnsErr *net.DNSError
+		switch {
+		case slices.Contains(authErrorCodes, code):
+			return fmt.Errorf("AWS rejected the credentials (%v); check your credentials or profile: the profile option or AWS_PROFILE, access_key/secret_key or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, and that the key is active and allowed ec2:Describe*", err)
+		case errors.As(err, &dnsErr):
+			return fmt.Errorf("region: cannot reach EC2 in %q (%v); check the region name (for example \"us-east-2\") or ec2_endpoint", cfg.Region, err)
+		case code == "":
+			return fmt.Errorf("cannot call EC2 in region %q: %v; check your credentials or profile (profile, AWS_PROFILE, access_key/secret_key) and the network", cfg.Region, err)
+		}
+		return fmt.Errorf("checking the region with DescribeRegions: %w; check your credentials or profile", err)
+	}
+	var names []string
+	for _, r := range out.Regions {
+		name := aws.ToString(r.RegionName)
+		if name == cfg.Region {
+			if st := aws.ToString(r.OptInStatus); st == "not-opted-in" {
+				return fmt.Errorf("region: %q is not enabled for this account; enable it in the AWS console (Account > AWS Regions) or use another region", cfg.Region)
+			}
+			return nil
+		}
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	return fmt.Errorf("region: %q is not an EC2 region; valid: %s", cfg.Region, strings.Join(names, ", "))
+}
+
+func checkZone(ctx context.Context, e stepEnv) error {
+	cfg := e.cfg
+	out, err := e.ec2.DescribeAvailabilityZones(ctx, &ec2.DescribeAvailabilityZonesInput{})
+	if err != nil {
+		return fmt.Errorf("availability_zone: listing the zones of %s failed: %w", cfg.Region, err)
+	}
+	var names []string
+	for _, z := range out.AvailabilityZones {
+		name := aws.ToString(z.ZoneName)
+		if name == cfg.AvailabilityZone {
+			if z.State != "" && z.State != types.AvailabilityZoneStateAvailable {
+				return fmt.Errorf("availability_zone: %q is %s; use another zone or leave availability_zone empty", name, z.State)
+			}
+			return nil
+		}
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	return fmt.Errorf("availability_zone: %q is not a zone of region %s; valid: %s, or leave it empty to let EC2 choose", cfg.AvailabilityZone, cfg.Region, strings.Join(names, ", "))
+}
+
+// checkInstanceTypes checks that every type exists, is arm64 and is offered
+// where the build asks. It returns the types to launch: all of them, except
+// that default types the location does not offer are dropped (the defaults
+// are a spread, not a demand).
+func checkInstanceTypes(ctx context.Context, e stepEnv) ([]string, error) {
+	cfg := e.cfg
+	want := cfg.InstanceTypes
+	known := map[string]types.InstanceTypeInfo{}
+	in := &ec2.DescribeInstanceTypesInput{}
+	for _, t := range want {
+		in.InstanceTypes = append(in.InstanceTypes, types.InstanceType(t))
+	}
+	for {
+		out, err := e.ec2.DescribeInstanceTypes(ctx, in)
+		if err != nil {
+			if apiErrorCode(err) == "InvalidInstanceType" {
+				return nil, fmt.Errorf("instance_types: EC2 in %s does not know some of %s (%v); fix or remove those names, for example use \"c7g.2xlarge\"", cfg.Region, joinQuoted(want), err)
+			}
+			return nil, fmt.Errorf("instance_types: DescribeInstanceTypes failed: %w", err)
+		}
+		for _, info := range out.InstanceTypes {
+			known[string(info.InstanceType)] = info
+		}
+		if aws.ToString(out.NextToken) == "" {
+			break
+		}
+		in.NextToken = out.NextToken
+	}
+	for _, t := range want {
+		info, ok := known[t]
+		if !ok {
+			return nil, fmt.Errorf("instance_types: %q does not exist in region %s; remove it or use a Graviton type such as \"c7g.2xlarge\"", t, cfg.Region)
+		}
+		var archs []string
+		if info.ProcessorInfo != nil {
+			for _, a := range info.ProcessorInfo.SupportedArchitectures {
+				archs = append(archs, string(a))
+			}
+		}
+		if !slices.Contains(archs, "arm64") {
+			return nil, fmt.Errorf("instance_types: %q is %s, not arm64; the build needs a Graviton type, so replace it with one such as %q", t, strings.Join(archs, "/"), graviton(t))
+		}
+	}
+
+	location, locType := cfg.Region, types.LocationTypeRegion
+	if cfg.AvailabilityZone != "" {
+		location, locType = cfg.AvailabilityZone, types.LocationTypeAvailabilityZone
+	}
+	offered := map[string]bool{}
+	oin := &ec2.DescribeInstanceTypeOfferingsInput{
+		LocationType: locType,
+		Filters: []types.Filter{
+			{Name: aws.String("location"), Values: []string{location}},
+			{Name: aws.String("instance-type"), Values: want},
+		},
+	}
+	for {
+		out, err := e.ec2.DescribeInstanceTypeOfferings(ctx, oin)
+		if err != nil {
+			return nil, fmt.Errorf("instance_types: DescribeInstanceTypeOfferings failed: %w", err)
+		}
+		for _, o := range out.InstanceTypeOfferings {
+			if aws.ToString(o.Location) == location {
+				offered[string(o.InstanceType)] = true
+			}
+		}
+		if aws.ToString(out.NextToken) == "" {
+			break
+		}
+		oin.NextToken = out.NextToken
+	}
+	var keep, missing []string
+	for _, t := range want {
+		if offered[t] {
+			keep = append(keep, t)
+		} else {
+			missing = append(missing, t)
+		}
+	}
+	where := "region " + location
+	if locType == types.LocationTypeAvailabilityZone {
+		where = "availability zone " + location
+	}
+	if len(keep) == 0 {
+		return nil, fmt.Errorf("instance_types: none of %s is offered in %s; add types offered there, or choose another availability_zone or region", joinQuoted(want), where)
+	}
+	if len(missing) > 0 {
+		if !slices.Equal(want, DefaultInstanceTypes) {
+			return nil, fmt.Errorf("instance_types: %s not offered in %s; remove them, or choose another availability_zone or region", joinQuoted(missing), where)
+		}
+		e.ui.Say(fmt.Sprintf("Default instance types not offered in %s, skipped: %s", where, strings.Join(missing, ", ")))
+	}
+	return keep, nil
+}
+
+// checkSourceAMI checks source_ami exists and is arm64, and returns its root
+// device name.
+func checkSourceAMI(ctx context.Context, e stepEnv) (string, error) {
+	cfg := e.cfg
+	out, err := e.ec2.DescribeImages(ctx, &ec2.DescribeImagesInput{ImageIds: []string{cfg.SourceAMI}})
+	if err != nil {
+		switch apiErrorCode(err) {
+		case "InvalidAMIID.NotFound", "InvalidAMIID.Unavailable", "InvalidAMIID.Malformed":
+			return "", fmt.Errorf("source_ami: %q does not exist in region %s or is not shared with this account (%v); use an AMI id of this region, or remove source_ami to use the newest Debian AMI", cfg.SourceAMI, cfg.Region, err)
+		}
+		return "", fmt.Errorf("source_ami: DescribeImages failed: %w", err)
+	}
+	if len(out.Images) == 0 {
+		return "", fmt.Errorf("source_ami: %q does not exist in region %s or is not shared with this account; use an AMI id of this region, or remove source_ami to use the newest Debian AMI", cfg.SourceAMI, cfg.Region)
+	}
+	img := out.Images[0]
+	if img.Architecture != types.ArchitectureValuesArm64 {
+		return "", fmt.Errorf("source_ami: %q is %s, not arm64; use an arm64 AMI, or remove source_ami to use the newest Debian arm64 AMI", cfg.SourceAMI, img.Architecture)
+	}
+	if img.State != "" && img.State != types.ImageStateAvailable {
+		return "", fmt.Errorf("source_ami: %q is %s, not available; use another AMI", cfg.SourceAMI, img.State)
+	}
+	return aws.ToString(img.RootDeviceName), nil
+}
+
+func checkNetwork(ctx context.Context, e stepEnv) error {
+	cfg := e.cfg
+	if cfg.VpcID != "" {
+		out, err := e.ec2.DescribeVpcs(ctx, &ec2.DescribeVpcsInput{VpcIds: []string{cfg.VpcID}})
+		if err != nil || len(out.Vpcs) == 0 {
+			if err == nil || apiErrorCode(err) == "InvalidVpcID.NotFound" {
+				return fmt.Errorf("vpc_id: %q does not exist in region %s; use a VPC of this region, or remove vpc_id to use the default VPC", cfg.VpcID, cfg.Region)
+			}
+			return fmt.Errorf("vpc_id: DescribeVpcs failed: %w", err)
+		}
+	}
+	if cfg.SubnetID != "" {
+		out, err := e.ec2.DescribeSubnets(ctx, &ec2.DescribeSubnetsInput{SubnetIds: []string{cfg.SubnetID}})
+		if err != nil || len(out.Subnets) == 0 {
+			if err == nil || apiErrorCode(err) == "InvalidSubnetID.NotFound" {
+				return fmt.Errorf("subnet_id: %q does not exist in region %s; use a subnet of this region, or remove subnet_id to use the default VPC's subnets", cfg.SubnetID, cfg.Region)
+			}
+			return fmt.Errorf("subnet_id: DescribeSubnets failed: %w", err)
+		}
+		sn := out.Subnets[0]
+		if cfg.AvailabilityZone != "" && aws.ToString(sn.AvailabilityZone) != cfg.AvailabilityZone {
+			return fmt.Errorf("subnet_id: %q is in %s, not in availability_zone %q; use a subnet of that zone, or remove availability_zone", cfg.SubnetID, aws.ToString(sn.AvailabilityZone), cfg.AvailabilityZone)
+		}
+		if cfg.VpcID != "" && aws.ToString(sn.VpcId) != cfg.VpcID {
+			return fmt.Errorf("subnet_id: %q belongs to %s, not to vpc_id %q; remove vpc_id (the subnet decides the VPC) or use a subnet of that VPC", cfg.SubnetID, aws.ToString(sn.VpcId), cfg.VpcID)
+		}
+	}
+	return nil
+}
+
+func (s *stepPreflight) Cleanup(multistep.StateBag) {}

@@ -1,0 +1,206 @@
+package builder
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/hashicorp/packer-plugin-sdk/multistep"
+)
+
+// publicIPTimeout bounds the public address look-up.
+const publicIPTimeout = 10 * time.Second
+
+// stepSecurityGroup creates the temporary security group: SSH only, only
+// from ssh_source_cidrs or this machine's public IPv4 as a /32. It never
+// opens SSH to the whole internet by default.
+type stepSecurityGroup struct {
+	// httpClient fetches public_ip_url; nil means a default client.
+	httpClient *http.Client
+}
+
+func (s *stepSecurityGroup) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
+	e, err := env(state)
+	if err != nil {
+		return halt(state, err)
+	}
+	cfg := e.cfg
+	buildID := getString(state, stateBuildID)
+
+	vpcID, isDefault, err := resolveVPC(ctx, e)
+	if err != nil {
+		return halt(state, err)
+	}
+	state.Put(stateVpcID, vpcID)
+	state.Put(stateDefaultVPC, isDefault)
+
+	cidrs := cfg.SSHSourceCIDRs
+	if len(cidrs) == 0 {
+		ip, err := s.publicIP(ctx, cfg.PublicIPURL)
+		if err != nil {
+			return halt(state, err)
+		}
+		cidrs = []string{ip + "/32"}
+		e.ui.Say(fmt.Sprintf("SSH will be allowed from this machine's public address %s", cidrs[0]))
+	}
+	port := cfg.Comm.SSHPort
+	if port == 0 {
+		port = 22
+	}
+
+	name := fmt.Sprintf("%s-%s", resourceName(cfg), shortID(buildID))
+	e.ui.Say(fmt.Sprintf("Creating temporary security group %s in %s...", name, vpcID))
+	out, err := e.ec2.CreateSecurityGroup(ctx, &ec2.CreateSecurityGroupInput{
+		GroupName:         aws.String(name),
+		Description:       aws.String("Temporary SSH access for packer-nixos-sd build " + buildID),
+		VpcId:             aws.String(vpcID),
+		TagSpecifications: []types.TagSpecification{tagSpec(types.ResourceTypeSecurityGroup, resourceTags(cfg, buildID, nil))},
+	})
+	if err != nil {
+		return halt(state, fmt.Errorf("creating the temporary security group in %s: %w", vpcID, err))
+	}
+	groupID := aws.ToString(out.GroupId)
+	state.Put(stateSecurityGroupID, groupID)
+
+	perm := types.IpPermission{
+		IpProtocol: aws.String("tcp"),
+		FromPort:   aws.Int32(int32(port)),
+		ToPort:     aws.Int32(int32(port)),
+	}
+	for _, c := range cidrs {
+		desc := aws.String("packer-nixos-sd SSH")
+		if strings.Contains(c, ":") {
+			perm.Ipv6Ranges = append(perm.Ipv6Ranges, types.Ipv6Range{CidrIpv6: aws.String(c), Description: desc})
+		} else {
+			perm.IpRanges = append(perm.IpRanges, types.IpRange{CidrIp: aws.String(c), Description: desc})
+		}
+	}
+	if _, err := e.ec2.AuthorizeSecurityGroupIngress(ctx, &ec2.AuthorizeSecurityGroupIngressInput{
+		GroupId:       aws.String(groupID),
+		IpPermissions: []types.IpPermission{perm},
+	}); err != nil {
+		return halt(state, fmt.Errorf("allowing SSH (tcp %d from %s) in security group %s: %w", port, strings.Join(cidrs, ", "), groupID, err))
+	}
+	return multistep.ActionContinue
+}
+
+// resolveVPC finds the VPC to work in: the subnet's, vpc_id, or the region's
+// default VPC.
+func resolveVPC(ctx context.Context, e stepEnv) (string, bool, error) {
+	cfg := e.cfg
+	if cfg.SubnetID != "" {
+		out, err := e.ec2.DescribeSubnets(ctx, &ec2.DescribeSubnetsInput{SubnetIds: []string{cfg.SubnetID}})
+		if err != nil {
+			return "", false, fmt.Errorf("subnet_id: describing %s: %w", cfg.SubnetID, err)
+		}
+		if len(out.Subnets) == 0 {
+			return "", false, fmt.Errorf("subnet_id: %q does not exist in region %s", cfg.SubnetID, cfg.Region)
+		}
+		return aws.ToString(out.Subnets[0].VpcId), false, nil
+	}
+	if cfg.VpcID != "" {
+		return cfg.VpcID, false, nil
+	}
+	out, err := e.ec2.DescribeVpcs(ctx, &ec2.DescribeVpcsInput{
+		Filters: []types.Filter{{Name: aws.String("is-default"), Values: []string{"true"}}},
+	})
+	if err != nil {
+		return "", false, fmt.Errorf("finding the default VPC of %s: %w", cfg.Region, err)
+	}
+	for _, v := range out.Vpcs {
+		if aws.ToBool(v.IsDefault) || len(out.Vpcs) == 1 {
+			return aws.ToString(v.VpcId), true, nil
+		}
+	}
+	return "", false, fmt.Errorf("region %s has no default VPC; set subnet_id (or vpc_id) to a subnet with internet access, or create a default VPC (aws ec2 create-default-vpc)", cfg.Region)
+}
+
+// publicIP asks url for this machine's public IPv4 address.
+func (s *stepSecurityGroup) publicIP(ctx context.Context, url string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, publicIPTimeout)
+	defer cancel()
+	fail := func(what string) (string, error) {
+		return "", fmt.Errorf("finding this machine's public IPv4 address from %s: %s; set ssh_source_cidrs to the address SSH will come from (for example [\"203.0.113.7/32\"]) or public_ip_url to a service that answers it", url, what)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return fail(err.Error())
+	}
+	client := s.httpClient
+	if client == nil {
+		client = &http.Client{Timeout: publicIPTimeout}
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return fail(err.Error())
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fail("HTTP status " + resp.Status)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 256))
+	if err != nil {
+		return fail(err.Error())
+	}
+	text := strings.TrimSpace(string(body))
+	ip := net.ParseIP(text)
+	if ip == nil || ip.To4() == nil || strings.Contains(text, ":") {
+		return fail(fmt.Sprintf("the answer %q is not an IPv4 address", text))
+	}
+	return ip.To4().String(), nil
+}
+
+func (s *stepSecurityGroup) Cleanup(state multistep.StateBag) {
+	groupID := getString(state, stateSecurityGroupID)
+	if groupID == "" {
+		return
+	}
+	e, err := env(state)
+	if err != nil {
+		return
+	}
+	ctx, cancel := cleanupContext(e.cfg)
+	defer cancel()
+	e.ui.Say(fmt.Sprintf("Deleting temporary security group %s...", groupID))
+	if err := deleteSecurityGroup(ctx, e, groupID); err != nil {
+		cleanupError(e.ui, "security group", groupID, err)
+		return
+	}
+	state.Remove(stateSecurityGroupID)
+}
+
+// deleteSecurityGroup deletes the group, retrying while a terminating
+// instance still holds it (DependencyViolation), up to state_timeout.
+func deleteSecurityGroup(ctx context.Context, e stepEnv, groupID string) error {
+	deadline := time.Now().Add(e.cfg.StateTimeoutDuration())
+	bo := newBackoff(e.cfg.PollIntervalDuration())
+	for {
+		_, err := e.ec2.DeleteSecurityGroup(ctx, &ec2.DeleteSecurityGroupInput{GroupId: aws.String(groupID)})
+		switch code := apiErrorCode(err); {
+		case err == nil, code == "InvalidGroup.NotFound":
+			return nil
+		case code != "DependencyViolation" && code != "InvalidGroup.InUse":
+			return err
+		case time.Now().After(deadline):
+			return fmt.Errorf("still in use after %s: %w", e.cfg.StateTimeoutDuration(), err)
+		}
+		if err := sleep(ctx, bo.Next()); err != nil {
+			return err
+		}
+	}
+}
+
+func shortID(id string) string {
+	id = strings.ReplaceAll(id, "-", "")
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}

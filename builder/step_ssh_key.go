@@ -1,0 +1,93 @@
+package builder
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/hashicorp/packer-plugin-sdk/multistep"
+	"golang.org/x/crypto/ssh"
+)
+
+// stepSSHKey makes the temporary ed25519 key the build logs in with. The key
+// lives in memory only (it is never written to disk, except with -debug so
+// the user can log in) and reaches the instance through the user data's
+// cloud-config `ssh_authorized_keys`, not through an imported EC2 key pair:
+// that is one fewer resource to create, tag, and leak when Packer is killed,
+// and one fewer API call.
+type stepSSHKey struct {
+	debugKeyPath string
+}
+
+func (s *stepSSHKey) Run(_ context.Context, state multistep.StateBag) multistep.StepAction {
+	e, err := env(state)
+	if err != nil {
+		return halt(state, err)
+	}
+	comm := &e.cfg.Comm
+	if comm.SSHAgentAuth {
+		e.ui.Say("Using the SSH agent's keys (ssh_agent_auth); the AMI must already accept one of them")
+		return multistep.ActionContinue
+	}
+	if comm.SSHPrivateKeyFile != "" {
+		// Deliver the user's own key too when its public half can be derived
+		// (an unencrypted private key), so ssh_private_key_file works with the
+		// stock Debian AMI.
+		if key, err := comm.ReadSSHPrivateKeyFile(); err == nil {
+			if signer, err := ssh.ParsePrivateKey(key); err == nil {
+				state.Put(statePublicKey, strings.TrimSpace(string(ssh.MarshalAuthorizedKey(signer.PublicKey()))))
+			}
+		}
+		e.ui.Say(fmt.Sprintf("Using the SSH key in %s", comm.SSHPrivateKeyFile))
+		return multistep.ActionContinue
+	}
+
+	e.ui.Say("Creating a temporary ed25519 SSH key (kept in memory)...")
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return halt(state, fmt.Errorf("generating the temporary SSH key: %w", err))
+	}
+	sshPub, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		return halt(state, fmt.Errorf("encoding the temporary SSH key: %w", err))
+	}
+	block, err := ssh.MarshalPrivateKey(priv, "packer-nixos-sd temporary key")
+	if err != nil {
+		return halt(state, fmt.Errorf("encoding the temporary SSH key: %w", err))
+	}
+	privPEM := pem.EncodeToMemory(block)
+	authorized := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshPub))) + " packer-nixos-sd"
+	comm.SSHPrivateKey = privPEM
+	comm.SSHPublicKey = []byte(authorized)
+	state.Put(statePublicKey, authorized)
+
+	if e.cfg.PackerDebug {
+		name := e.cfg.PackerBuildName
+		if name == "" {
+			name = "build"
+		}
+		path := fmt.Sprintf("nixos-sd_%s.pem", name)
+		if err := os.WriteFile(path, privPEM, 0o600); err != nil {
+			return halt(state, fmt.Errorf("debug mode: writing the temporary SSH key to %s: %w", path, err))
+		}
+		s.debugKeyPath = path
+		e.ui.Message(fmt.Sprintf("Debug mode: the temporary SSH key is in %s (removed at the end of the build)", path))
+	}
+	return multistep.ActionContinue
+}
+
+func (s *stepSSHKey) Cleanup(state multistep.StateBag) {
+	if s.debugKeyPath == "" {
+		return
+	}
+	if err := os.Remove(s.debugKeyPath); err != nil && !os.IsNotExist(err) {
+		if e, envErr := env(state); envErr == nil {
+			e.ui.Error(fmt.Sprintf("Could not remove the debug SSH key %s: %v; delete it by hand", s.debugKeyPath, err))
+		}
+	}
+	s.debugKeyPath = ""
+}
