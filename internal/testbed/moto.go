@@ -1,0 +1,214 @@
+package testbed
+
+import (
+	"bytes"
+	"context"
+	_ "embed"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+//go:embed moto_launcher.py
+var motoLauncher []byte
+
+// MotoVersion is the moto release scripts/testbed-deps.sh installs and
+// moto_launcher.py's patches are written against.
+const MotoVersion = "5.2.5"
+
+// motoServer is moto's EC2 server as a child process on 127.0.0.1.
+type motoServer struct {
+	url     string
+	logPath string
+	cmd     *exec.Cmd
+	done    chan struct{}
+	waitErr error
+	logFile *os.File
+	once    sync.Once
+}
+
+// RepoRoot finds the repository root by walking up from the working directory
+// to the folder holding go.mod.
+func RepoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+			return d, nil
+		}
+		if filepath.Dir(d) == d {
+			return "", fmt.Errorf("no go.mod above %s; run from inside the repository", dir)
+		}
+	}
+}
+
+// venvPython is the Python of the venv scripts/testbed-deps.sh makes.
+func venvPython(root string) (string, error) {
+	py := filepath.Join(root, ".cache", "venv", "bin", "python")
+	if _, err := os.Stat(filepath.Join(root, ".cache", "venv", "bin", "moto_server")); err != nil {
+		return "", fmt.Errorf("moto is not installed in %s/.cache/venv; run `make testbed-deps` (installs moto[server]==%s)", root, MotoVersion)
+	}
+	return py, nil
+}
+
+// freePort asks the kernel for a free TCP port on 127.0.0.1.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// startMoto starts moto (through moto_launcher.py) with the catalogue, and
+// waits until it answers.
+func startMoto(ctx context.Context, workDir string) (*motoServer, error) {
+	root, err := RepoRoot()
+	if err != nil {
+		return nil, err
+	}
+	py, err := venvPython(root)
+	if err != nil {
+		return nil, err
+	}
+	amisPath := filepath.Join(workDir, "amis.json")
+	if err := writeCatalogue(amisPath); err != nil {
+		return nil, fmt.Errorf("writing the AMI catalogue: %w", err)
+	}
+	launcher := filepath.Join(workDir, "moto_launcher.py")
+	if err := os.WriteFile(launcher, motoLauncher, 0o644); err != nil {
+		return nil, err
+	}
+	var lastErr error
+	for attempt := 0; attempt < 3; attempt++ {
+		m, err := startMotoOnce(ctx, py, launcher, amisPath, workDir)
+		if err == nil {
+			return m, nil
+		}
+		lastErr = err
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, lastErr
+}
+
+func startMotoOnce(ctx context.Context, py, launcher, amisPath, workDir string) (*motoServer, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	logPath := filepath.Join(workDir, "moto.log")
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(py, launcher, "-H", "127.0.0.1", "-p", strconv.Itoa(port))
+	cmd.Dir = workDir
+	cmd.Stdout = logFile
+	cmd.Stderr = logFile
+	cmd.Env = motoEnv(amisPath)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		return nil, fmt.Errorf("starting moto (%s): %w", py, err)
+	}
+	m := &motoServer{url: fmt.Sprintf("http://127.0.0.1:%d", port), logPath: logPath, cmd: cmd, done: make(chan struct{}), logFile: logFile}
+	go func() {
+		m.waitErr = cmd.Wait()
+		close(m.done)
+	}()
+	if err := m.waitReady(ctx, 60*time.Second); err != nil {
+		m.Close()
+		return nil, fmt.Errorf("%w\nmoto log (%s):\n%s", err, logPath, tailFile(logPath, 30))
+	}
+	return m, nil
+}
+
+// motoEnv is the environment for moto: the catalogue, no default AMIs, and no
+// AWS settings of the caller's.
+func motoEnv(amisPath string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(k, "AWS_") || strings.HasPrefix(k, "MOTO_") || k == "TEST_SERVER_MODE" {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return append(env,
+		"MOTO_AMIS_PATH="+amisPath,
+		"MOTO_EC2_LOAD_DEFAULT_AMIS=false",
+		"AWS_ACCESS_KEY_ID=testing",
+		"AWS_SECRET_ACCESS_KEY=testing",
+		"PYTHONUNBUFFERED=1",
+	)
+}
+
+func (m *motoServer) waitReady(ctx context.Context, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	client := &http.Client{Timeout: 2 * time.Second}
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, m.url+"/moto-api/data.json", nil)
+		resp, err := client.Do(req)
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-m.done:
+			return fmt.Errorf("moto exited before answering: %v", m.waitErr)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("moto did not answer on %s within %s", m.url, limit)
+		}
+	}
+}
+
+// Close stops moto: SIGTERM to its process group, SIGKILL after 5 s.
+func (m *motoServer) Close() error {
+	m.once.Do(func() {
+		if m.cmd.Process != nil {
+			_ = syscall.Kill(-m.cmd.Process.Pid, syscall.SIGTERM)
+			select {
+			case <-m.done:
+			case <-time.After(5 * time.Second):
+				_ = syscall.Kill(-m.cmd.Process.Pid, syscall.SIGKILL)
+				<-m.done
+			}
+		}
+		m.logFile.Close()
+	})
+	return nil
+}
+
+// tailFile returns the last n lines of a file, or a note why it cannot.
+func tailFile(path string, n int) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Sprintf("(cannot read %s: %v)", path, err)
+	}
+	lines := bytes.Split(bytes.TrimRight(data, "\n"), []byte("\n"))
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return string(bytes.Join(lines, []byte("\n")))
+}

@@ -1,0 +1,354 @@
+package testbed
+
+// The watcher turns moto's instances into stand-in hosts.
+//
+// What moto 5.2.5 does (verified with boto3 against moto_server, and by the
+// e2e tests in this package):
+//   - RunInstances and CreateFleet (type instant, spot, launch template) put
+//     instances straight into "running"; TerminateInstances makes them
+//     "terminated" at once (no pending or shutting-down phase).
+//   - An instance launched by CreateFleet from a launch template gets the
+//     template's UserData and KeyName: DescribeInstanceAttribute(userData)
+//     returns the template's base64 user data unchanged.
+//   - DescribeKeyPairs with IncludePublicKey=true returns an imported key's
+//     public key (OpenSSH text). ImportKeyPair rejects material that is not a
+//     valid OpenSSH public key (InvalidKeyPair.Format). The proxy also keeps
+//     what ImportKeyPair sent, used when the key pair is already gone.
+//   - The instance's root volume ignores the template's BlockDeviceMappings
+//     (it is an 8 GiB /dev/sda1 volume) and is deleted on termination.
+//
+// The watcher polls DescribeInstances straight at moto (not through the fault
+// proxy, so its calls are neither recorded nor faulted): every 100 ms for 15 s
+// after any mutating call through the proxy, every second otherwise. A running
+// instance gets a host (HostPool.Start, host id = instance id) with the
+// authorized keys of its key pair and of its user data's cloud-config
+// ssh_authorized_keys; a stopping, stopped, shutting-down, terminated or
+// vanished instance has its host stopped.
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+)
+
+const (
+	watchFastInterval = 100 * time.Millisecond
+	watchSlowInterval = time.Second
+	watchHotFor       = 15 * time.Second
+)
+
+type watchedInstance struct {
+	region   string
+	starting bool // HostPool.Start in flight
+	started  bool // host is up
+	wantStop bool // instance ended while the host was starting
+	stopped  bool
+}
+
+type watcher struct {
+	pool    *HostPool
+	clients map[string]*ec2.Client // straight to moto, per region
+	regions []string
+	proxy   *Proxy
+	logf    func(string, ...any)
+
+	mu        sync.Mutex
+	instances map[string]*watchedInstance
+	errs      []string
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+func startWatcher(pool *HostPool, clients map[string]*ec2.Client, regions []string, proxy *Proxy, logf func(string, ...any)) *watcher {
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &watcher{pool: pool, clients: clients, regions: regions, proxy: proxy, logf: logf,
+		instances: map[string]*watchedInstance{}, cancel: cancel}
+	w.wg.Add(1)
+	go w.loop(ctx)
+	return w
+}
+
+func (w *watcher) Close() {
+	w.cancel()
+	w.wg.Wait()
+}
+
+func (w *watcher) loop(ctx context.Context) {
+	defer w.wg.Done()
+	for {
+		for _, region := range w.regions {
+			w.poll(ctx, region)
+		}
+		interval := watchSlowInterval
+		if last := w.proxy.lastMutation(); !last.IsZero() && time.Since(last) < watchHotFor {
+			interval = watchFastInterval
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-w.proxy.mutated:
+		case <-time.After(interval):
+		}
+	}
+}
+
+func (w *watcher) poll(ctx context.Context, region string) {
+	client := w.clients[region]
+	seen := map[string]string{}
+	p := ec2.NewDescribeInstancesPaginator(client, &ec2.DescribeInstancesInput{})
+	for p.HasMorePages() {
+		out, err := p.NextPage(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				w.logf("watcher: %s: DescribeInstances: %v", region, err)
+			}
+			return
+		}
+		for _, r := range out.Reservations {
+			for _, inst := range r.Instances {
+				id := aws.ToString(inst.InstanceId)
+				state := ""
+				if inst.State != nil {
+					state = string(inst.State.Name)
+				}
+				seen[id] = state
+				switch state {
+				case "running":
+					w.ensureHost(ctx, region, inst)
+				case "shutting-down", "terminated", "stopping", "stopped":
+					w.ensureStopped(id, state)
+				}
+			}
+		}
+	}
+	// Instances moto no longer lists are gone too.
+	w.mu.Lock()
+	var gone []string
+	for id, wi := range w.instances {
+		if _, ok := seen[id]; !ok && wi.region == region && !wi.stopped {
+			gone = append(gone, id)
+		}
+	}
+	w.mu.Unlock()
+	for _, id := range gone {
+		w.ensureStopped(id, "vanished")
+	}
+}
+
+func (w *watcher) ensureHost(ctx context.Context, region string, inst types.Instance) {
+	id := aws.ToString(inst.InstanceId)
+	w.mu.Lock()
+	if _, ok := w.instances[id]; ok {
+		w.mu.Unlock()
+		return
+	}
+	wi := &watchedInstance{region: region, starting: true}
+	w.instances[id] = wi
+	w.mu.Unlock()
+
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		keys, err := w.authorizedKeys(ctx, region, inst)
+		if err != nil {
+			w.fail("%s: instance %s: collecting its SSH keys: %v", region, id, err)
+		}
+		if len(keys) == 0 {
+			w.logf("watcher: %s: instance %s has no key pair and no ssh_authorized_keys in its user data; its host accepts no SSH key", region, id)
+		}
+		w.logf("watcher: %s: instance %s is running; starting its host with %d authorized key(s)", region, id, len(keys))
+		h, err := w.pool.Start(ctx, id, keys)
+		w.mu.Lock()
+		wi.starting = false
+		wi.started = err == nil
+		stopNow := wi.wantStop && err == nil
+		w.mu.Unlock()
+		if err != nil {
+			if ctx.Err() == nil {
+				w.fail("%s: instance %s: starting its host: %v", region, id, err)
+			}
+			return
+		}
+		w.logf("watcher: %s: instance %s reachable by SSH at %s:%d", region, id, h.Addr, h.Port)
+		if stopNow {
+			w.stopHost(id)
+		}
+	}()
+}
+
+func (w *watcher) ensureStopped(id, state string) {
+	w.mu.Lock()
+	wi, ok := w.instances[id]
+	if !ok {
+		// Ended before the watcher saw it running: never give it a host.
+		w.instances[id] = &watchedInstance{stopped: true}
+		w.mu.Unlock()
+		return
+	}
+	if wi.stopped || wi.wantStop {
+		w.mu.Unlock()
+		return
+	}
+	if wi.starting {
+		wi.wantStop = true
+		w.mu.Unlock()
+		return
+	}
+	w.mu.Unlock()
+	w.logf("watcher: %s: instance %s is %s; stopping its host", wi.region, id, state)
+	w.stopHost(id)
+}
+
+func (w *watcher) stopHost(id string) {
+	w.mu.Lock()
+	wi := w.instances[id]
+	wi.stopped = true
+	w.mu.Unlock()
+	if err := w.pool.Stop(id); err != nil {
+		w.fail("instance %s: stopping its host: %v", id, err)
+	}
+}
+
+func (w *watcher) fail(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	w.logf("watcher: %s", msg)
+	w.mu.Lock()
+	w.errs = append(w.errs, msg)
+	w.mu.Unlock()
+}
+
+func (w *watcher) errors() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]string(nil), w.errs...)
+}
+
+// authorizedKeys collects the instance's key pair's public key and its user
+// data's cloud-config ssh_authorized_keys.
+func (w *watcher) authorizedKeys(ctx context.Context, region string, inst types.Instance) ([]string, error) {
+	client := w.clients[region]
+	var keys []string
+	var errs []string
+	if name := aws.ToString(inst.KeyName); name != "" {
+		out, err := client.DescribeKeyPairs(ctx, &ec2.DescribeKeyPairsInput{KeyNames: []string{name}, IncludePublicKey: aws.Bool(true)})
+		found := false
+		if err == nil {
+			for _, kp := range out.KeyPairs {
+				if k := strings.TrimSpace(aws.ToString(kp.PublicKey)); k != "" {
+					keys = append(keys, k)
+					found = true
+				}
+			}
+		}
+		if !found {
+			if k, ok := w.proxy.ImportedKey(region, name); ok {
+				keys = append(keys, k)
+			} else {
+				errs = append(errs, fmt.Sprintf("key pair %q: no public key in moto (%v) nor in an ImportKeyPair call", name, err))
+			}
+		}
+	}
+	out, err := client.DescribeInstanceAttribute(ctx, &ec2.DescribeInstanceAttributeInput{
+		InstanceId: inst.InstanceId, Attribute: types.InstanceAttributeNameUserData})
+	if err != nil {
+		errs = append(errs, fmt.Sprintf("reading its user data: %v", err))
+	} else if out.UserData != nil && aws.ToString(out.UserData.Value) != "" {
+		raw, err := base64.StdEncoding.DecodeString(aws.ToString(out.UserData.Value))
+		if err != nil {
+			errs = append(errs, fmt.Sprintf("its user data is not base64: %v", err))
+		} else {
+			keys = append(keys, CloudConfigSSHKeys(raw)...)
+		}
+	}
+	if len(errs) > 0 {
+		return keys, fmt.Errorf("%s", strings.Join(errs, "; "))
+	}
+	return keys, nil
+}
+
+// CloudConfigSSHKeys returns the ssh_authorized_keys entries of cloud-config
+// user data (also gzip-compressed, also inside users: entries), in order.
+// It reads the small YAML subset cloud-config uses for these lists: block
+// sequences ("- key", plain or quoted) and flow sequences ("[a, b]").
+func CloudConfigSSHKeys(userData []byte) []string {
+	if len(userData) > 2 && userData[0] == 0x1f && userData[1] == 0x8b {
+		if zr, err := gzip.NewReader(bytes.NewReader(userData)); err == nil {
+			if b, err := io.ReadAll(io.LimitReader(zr, 16<<20)); err == nil {
+				userData = b
+			}
+		}
+	}
+	var lines []string
+	sc := bufio.NewScanner(bytes.NewReader(userData))
+	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	for sc.Scan() {
+		lines = append(lines, strings.TrimRight(sc.Text(), " \t\r"))
+	}
+	var keys []string
+	for i := 0; i < len(lines); i++ {
+		line := lines[i]
+		trimmed := strings.TrimLeft(line, " ")
+		indent := len(line) - len(trimmed)
+		if strings.HasPrefix(trimmed, "- ") {
+			trimmed = strings.TrimLeft(trimmed[2:], " ")
+			indent = len(line) - len(trimmed)
+		}
+		rest, ok := strings.CutPrefix(trimmed, "ssh_authorized_keys:")
+		if !ok {
+			continue
+		}
+		rest = strings.TrimSpace(rest)
+		if strings.HasPrefix(rest, "[") {
+			inner := strings.TrimSuffix(strings.TrimPrefix(rest, "["), "]")
+			for _, item := range strings.Split(inner, ",") {
+				if k := yamlScalar(item); k != "" {
+					keys = append(keys, k)
+				}
+			}
+			continue
+		}
+		for i+1 < len(lines) {
+			next := lines[i+1]
+			t := strings.TrimLeft(next, " ")
+			if t == "" || strings.HasPrefix(t, "#") {
+				i++
+				continue
+			}
+			if len(next)-len(t) < indent || !strings.HasPrefix(t, "- ") && t != "-" {
+				break
+			}
+			if k := yamlScalar(strings.TrimPrefix(t, "-")); k != "" {
+				keys = append(keys, k)
+			}
+			i++
+		}
+	}
+	return keys
+}
+
+// yamlScalar unquotes a plain, 'single' or "double" quoted YAML scalar.
+func yamlScalar(s string) string {
+	s = strings.TrimSpace(s)
+	if len(s) >= 2 && (s[0] == '"' && s[len(s)-1] == '"') {
+		return strings.ReplaceAll(strings.ReplaceAll(s[1:len(s)-1], `\"`, `"`), `\\`, `\`)
+	}
+	if len(s) >= 2 && s[0] == '\'' && s[len(s)-1] == '\'' {
+		return strings.ReplaceAll(s[1:len(s)-1], "''", "'")
+	}
+	if i := strings.Index(s, " #"); i >= 0 {
+		s = strings.TrimSpace(s[:i])
+	}
+	return s
+}
