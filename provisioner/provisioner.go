@@ -54,5 +54,18 @@ func (p *Provisioner) Prepare(raws ...interface{}) error {
 
 // Provision builds the image on the connected host and downloads it.
 func (p *Provisioner) Provision(ctx context.Context, ui packersdk.Ui, comm packersdk.Communicator, generatedData map[string]interface{}) error {
-	return errors.New("nixos-sd provisioner: the remote build is not implemented yet")
+	if comm == nil {
+		return errors.New("nixos-sd provisioner: the build has no communicator; give the source an SSH communicator (for the null builder: communicator = \"ssh\" with ssh_host and ssh_username)")
+	}
+	res, err := payload.Run(ctx, ui, comm, &p.config.Config, payload.RunOptions{
+		ManifestExtra: map[string]string{"packer_build_name": p.config.PackerBuildName, "component": "provisioner"},
+	})
+	if err != nil {
+		return err
+	}
+	ui.Say("nixos-sd wrote:")
+	for _, f := range res.Files {
+		ui.Say("  " + f)
+	}
+	return nil
 }

@@ -1,0 +1,220 @@
+package payload
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"time"
+
+	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
+)
+
+// runRemote starts command on the host and waits for it to exit or for ctx to
+// end. It returns the exit status. When ctx ends first it returns ctx's error
+// and leaves the command running; the caller stops it if it must.
+func runRemote(ctx context.Context, comm packersdk.Communicator, command string, stdout, stderr io.Writer) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return -1, err
+	}
+	cmd := &packersdk.RemoteCmd{Command: command, Stdout: stdout, Stderr: stderr}
+	if err := comm.Start(ctx, cmd); err != nil {
+		return -1, fmt.Errorf("starting remote command: %w", err)
+	}
+	done := make(chan int, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case st := <-done:
+		if st == packersdk.CmdDisconnect {
+			return st, errors.New("the SSH connection dropped while the command ran")
+		}
+		return st, nil
+	case <-ctx.Done():
+		return -1, ctx.Err()
+	}
+}
+
+// output runs a short command and returns its standard output; a non-zero
+// exit is an error carrying its standard error.
+func output(ctx context.Context, comm packersdk.Communicator, command string) (string, error) {
+	var out, errb bytes.Buffer
+	st, err := runRemote(ctx, comm, command, &out, &limitedBuffer{b: &errb, max: 64 << 10})
+	if err != nil {
+		return "", err
+	}
+	if st != 0 {
+		msg := strings.TrimSpace(errb.String())
+		if msg == "" {
+			msg = "no error output"
+		}
+		return out.String(), fmt.Errorf("remote command exited with status %d: %s", st, msg)
+	}
+	return out.String(), nil
+}
+
+type limitedBuffer struct {
+	b   *bytes.Buffer
+	max int
+}
+
+func (l *limitedBuffer) Write(p []byte) (int, error) {
+	if room := l.max - l.b.Len(); room > 0 {
+		if len(p) > room {
+			l.b.Write(p[:room])
+		} else {
+			l.b.Write(p)
+		}
+	}
+	return len(p), nil
+}
+
+// logTail shows a remote command's output line by line through ui.Message
+// and remembers the last lines for error messages. Its Writer methods are safe
+// for concurrent use by stdout and stderr.
+type logTail struct {
+	ui     packersdk.Ui
+	prefix string
+	keep   int
+
+	mu    sync.Mutex
+	lines []string
+	bufs  map[int]*bytes.Buffer
+}
+
+func newLogTail(ui packersdk.Ui, prefix string, keep int) *logTail {
+	return &logTail{ui: ui, prefix: prefix, keep: keep, bufs: map[int]*bytes.Buffer{}}
+}
+
+// Writer returns the writer for one stream (0 stdout, 1 stderr): each stream
+// has its own partial line.
+func (t *logTail) Writer(stream int) io.Writer {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.bufs[stream] = &bytes.Buffer{}
+	return &logStream{t: t, id: stream}
+}
+
+type logStream struct {
+	t  *logTail
+	id int
+}
+
+func (s *logStream) Write(p []byte) (int, error) {
+	s.t.mu.Lock()
+	defer s.t.mu.Unlock()
+	b := s.t.bufs[s.id]
+	b.Write(p)
+	for {
+		i := bytes.IndexByte(b.Bytes(), '\n')
+		if i < 0 {
+			break
+		}
+		line := string(b.Next(i + 1))
+		s.t.emit(line)
+	}
+	// A line without an end that grows past 64 KiB is shown in pieces.
+	if b.Len() > 64<<10 {
+		s.t.emit(string(b.Next(b.Len())))
+	}
+	return len(p), nil
+}
+
+// Flush shows the unterminated last lines.
+func (t *logTail) Flush() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, b := range t.bufs {
+		if b.Len() > 0 {
+			t.emit(string(b.Next(b.Len())))
+		}
+	}
+}
+
+func (t *logTail) emit(line string) {
+	line = strings.TrimRight(line, "\r\n \t")
+	if i := strings.LastIndexByte(line, '\r'); i >= 0 {
+		line = line[i+1:]
+	}
+	if strings.TrimSpace(line) == "" {
+		return
+	}
+	t.ui.Message(t.prefix + line)
+	t.lines = append(t.lines, line)
+	if len(t.lines) > t.keep {
+		t.lines = append(t.lines[:0], t.lines[len(t.lines)-t.keep:]...)
+	}
+}
+
+// Tail is the last lines seen, oldest first.
+func (t *logTail) Tail() []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return append([]string(nil), t.lines...)
+}
+
+// PhaseError is a failure of one phase of Run: "install nix", "upload",
+// "build", "locate image", "checksum", "download", "verify" or "decompress".
+type PhaseError struct {
+	Phase string
+	Err   error
+	// Log is the last lines the remote command printed, if any.
+	Log []string
+}
+
+func (e *PhaseError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "nixos-sd %s failed: %v", e.Phase, e.Err)
+	if len(e.Log) > 0 {
+		b.WriteString("\nlast lines of the remote output:\n")
+		for _, l := range e.Log {
+			b.WriteString("    ")
+			b.WriteString(l)
+			b.WriteByte('\n')
+		}
+	}
+	return strings.TrimRight(b.String(), "\n")
+}
+
+func (e *PhaseError) Unwrap() error { return e.Err }
+
+func phaseErr(phase string, err error, log []string) error {
+	if err == nil {
+		return nil
+	}
+	var pe *PhaseError
+	if errors.As(err, &pe) {
+		return err
+	}
+	return &PhaseError{Phase: phase, Err: err, Log: log}
+}
+
+// timer records how long each phase took.
+type timer struct {
+	mu sync.Mutex
+	d  map[string]time.Duration
+}
+
+func (t *timer) track(phase string) func() {
+	start := time.Now()
+	return func() {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		if t.d == nil {
+			t.d = map[string]time.Duration{}
+		}
+		t.d[phase] += time.Since(start)
+	}
+}
+
+func (t *timer) snapshot() map[string]time.Duration {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	m := make(map[string]time.Duration, len(t.d))
+	for k, v := range t.d {
+		m[k] = v
+	}
+	return m
+}

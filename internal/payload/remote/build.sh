@@ -1,0 +1,170 @@
+#!/usr/bin/env bash
+# build.sh: the remote half of the nixos-sd plugin. The plugin uploads it to
+# remote_directory and runs it through the communicator:
+#
+#   bash build.sh ensure-nix
+#       Makes sure Nix is on the host. When `nix` is already on PATH (or in a
+#       standard Nix profile) it is used as is. Otherwise, on Debian and Ubuntu,
+#       it runs `apt-get install nix-bin`.
+#
+#       Why the distribution package rather than the upstream installer: the
+#       package comes from the distribution's signed archive (there is no
+#       checksum to pin by hand, and no `curl | sh`), it installs in seconds
+#       from the in-region EC2 mirror, and Debian 13 (trixie) carries a recent
+#       Nix. Debian's package sets Nix up single-user: only root may write
+#       /nix/store, so the build then runs as root through sudo. Hosts without
+#       apt-get, or without a nix-bin package, fail with a message asking for
+#       a Debian 12+ (ideally 13) AMI or a host with Nix preinstalled.
+#
+#   bash build.sh build REMOTE_DIR TIMEOUT_SECONDS nix ARGS...
+#       Runs the Nix build (as root through sudo when this user cannot write
+#       the Nix store and no nix-daemon serves it), stopped after
+#       TIMEOUT_SECONDS. Its process id is kept in REMOTE_DIR/build.pid so the
+#       plugin can stop it on cancellation: SIGTERM stops the build.
+#
+# Exit status: 0 success; 3 Nix could not be installed; 4 no usable root
+# access; 124 the build ran longer than its timeout; anything else is the
+# build's own failure.
+set -euo pipefail
+
+die() {
+	local code=$1
+	shift
+	printf 'nixos-sd: error: %s\n' "$*" >&2
+	exit "$code"
+}
+
+say() {
+	printf 'nixos-sd: %s\n' "$*" >&2
+}
+
+# find_nix prints the path of the nix binary, if there is one.
+find_nix() {
+	local p
+	if p=$(command -v nix 2>/dev/null); then
+		printf '%s\n' "$p"
+		return 0
+	fi
+	# Non-login SSH sessions do not read /etc/profile.d, where the upstream
+	# installer puts Nix on PATH.
+	for p in /nix/var/nix/profiles/default/bin/nix /run/current-system/sw/bin/nix; do
+		if [ -x "$p" ]; then
+			printf '%s\n' "$p"
+			return 0
+		fi
+	done
+	return 1
+}
+
+# as_root runs its arguments as root: directly when already root, else through
+# non-interactive sudo.
+as_root() {
+	if [ "$(id -u)" -eq 0 ]; then
+		"$@"
+	else
+		sudo -n -H "$@"
+	fi
+}
+
+ensure_nix() {
+	local nix_bin
+	if nix_bin=$(find_nix); then
+		say "Nix is already installed: $("$nix_bin" --version 2>/dev/null || echo "$nix_bin")"
+		return 0
+	fi
+	if ! command -v apt-get >/dev/null 2>&1; then
+		die 3 "Nix could not be installed: this host has no apt-get (it is not Debian or Ubuntu). Use a Debian 12+ AMI (Debian 13 recommended) or a host with Nix preinstalled."
+	fi
+	if ! as_root true 2>/dev/null; then
+		die 4 "Nix could not be installed: installing it needs root, and 'sudo -n' failed for user $(id -un). Allow passwordless sudo for this user or preinstall Nix."
+	fi
+	say "Nix is not installed; installing Debian's nix-bin package with apt-get"
+	# Refresh the package lists: an image's lists may be missing or stale.
+	if ! as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q; then
+		die 3 "Nix could not be installed: apt-get update failed (above). Check the host's network access to its package mirror, or preinstall Nix."
+	fi
+	if ! apt-cache show nix-bin >/dev/null 2>&1; then
+		die 3 "Nix could not be installed: this host's apt sources have no nix-bin package. Use a Debian 12+ AMI (Debian 13 recommended, it carries a recent Nix) or a host with Nix preinstalled."
+	fi
+	if ! as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q nix-bin; then
+		die 3 "Nix could not be installed: apt-get install nix-bin failed (above). Use a Debian 12+ AMI (Debian 13 recommended) or a host with Nix preinstalled."
+	fi
+	if ! nix_bin=$(find_nix); then
+		die 3 "Nix could not be installed: nix-bin was installed but no nix command was found afterwards. Use a Debian 12+ AMI (Debian 13 recommended) or preinstall Nix."
+	fi
+	say "installed $("$nix_bin" --version 2>/dev/null || echo "$nix_bin")"
+}
+
+# needs_root reports whether Nix must run as root here: this user cannot write
+# the store and no daemon would do it on the user's behalf.
+needs_root() {
+	[ "$(id -u)" -ne 0 ] || return 1
+	[ -S /nix/var/nix/daemon-socket/socket ] && return 1
+	[ -d /nix/store ] && [ -w /nix/store ] && return 1
+	return 0
+}
+
+child=""
+stop_build() {
+	if [ -n "$child" ]; then
+		say "stopping the build"
+		if needs_root; then
+			as_root kill -TERM "$child" 2>/dev/null || true
+		else
+			kill -TERM "$child" 2>/dev/null || true
+		fi
+		wait "$child" 2>/dev/null || true
+	fi
+	exit 143
+}
+
+run_build() {
+	local remote_dir=$1 timeout_s=$2
+	shift 2
+	if [ "${1:-}" != nix ]; then
+		die 2 "internal error: build expects 'nix ARGS...', got '${1:-}'"
+	fi
+	shift
+	local nix_bin
+	nix_bin=$(find_nix) || die 3 "Nix is not installed on this host (run 'build.sh ensure-nix' first)."
+	local -a run=()
+	if needs_root; then
+		if ! as_root true 2>/dev/null; then
+			die 4 "Nix needs root on this host (this user cannot write /nix/store and no nix-daemon runs), and 'sudo -n' failed for user $(id -un). Allow passwordless sudo or run a nix-daemon."
+		fi
+		say "building as root: this user cannot write /nix/store and no nix-daemon runs"
+		if [ "$(id -u)" -ne 0 ]; then
+			run=(sudo -n -H)
+		fi
+	fi
+	printf '%s\n' "$$" >"$remote_dir/build.pid"
+	trap stop_build TERM INT HUP
+	say "running: nix $*"
+	local status=0
+	"${run[@]}" timeout --kill-after=60 "$timeout_s" "$nix_bin" "$@" </dev/null &
+	child=$!
+	wait "$child" || status=$?
+	child=""
+	rm -f "$remote_dir/build.pid"
+	if [ "$status" -eq 124 ]; then
+		die 124 "the build ran longer than build_timeout (${timeout_s}s) and was stopped. Raise build_timeout or use a larger instance."
+	fi
+	if [ "$status" -ne 0 ]; then
+		die "$status" "nix build failed with exit status $status"
+	fi
+	say "build finished: $(readlink "$remote_dir/result" || echo "$remote_dir/result")"
+}
+
+case "${1:-}" in
+ensure-nix)
+	ensure_nix
+	;;
+build)
+	[ "$#" -ge 4 ] || die 2 "usage: build.sh build REMOTE_DIR TIMEOUT_SECONDS nix ARGS..."
+	shift
+	run_build "$@"
+	;;
+*)
+	die 2 "usage: build.sh ensure-nix | build REMOTE_DIR TIMEOUT_SECONDS nix ARGS..."
+	;;
+esac
