@@ -1,0 +1,335 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"regexp"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/testbed"
+)
+
+// startDatasourceTestbed starts a test bed for the data source tests; it is
+// closed, and its logs dumped on failure, when the test ends.
+func startDatasourceTestbed(t *testing.T) *testbed.Testbed {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	tb, err := testbed.Start(ctx, testbed.Options{WorkDir: t.TempDir(), Logf: t.Logf})
+	if err != nil {
+		t.Fatalf("starting the test bed: %v", err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			var b bytes.Buffer
+			tb.DumpLogs(&b)
+			t.Logf("test bed:\n%s", b.String())
+		}
+		if err := tb.Close(); err != nil {
+			t.Errorf("closing the test bed: %v", err)
+		}
+	})
+	return tb
+}
+
+// dsLookup is one data source block of the lookup template.
+type dsLookup struct {
+	label             string
+	release           string // as written in the template
+	releaseNumber     int
+	codename          string
+	arch              string // Debian's: arm64 or amd64
+	includeDeprecated bool
+	viaOption         bool // ec2_endpoint = var.endpoint instead of AWS_ENDPOINT_URL_EC2
+}
+
+// dsLookups are looked up in every catalogue region. release 12 is written
+// as a codename, 13 as a number; amd64 and include_deprecated once each.
+var dsLookups = []dsLookup{
+	{label: "bookworm", release: "bookworm", releaseNumber: 12, codename: "bookworm", arch: "arm64"},
+	{label: "trixie", release: "13", releaseNumber: 13, codename: "trixie", arch: "arm64"},
+	{label: "trixie_amd64", release: "trixie", releaseNumber: 13, codename: "trixie", arch: "amd64", viaOption: true},
+	{label: "bookworm_deprecated", release: "12", releaseNumber: 12, codename: "bookworm", arch: "arm64", includeDeprecated: true},
+}
+
+func dsLookupTemplate(lookups []dsLookup) string {
+	var b strings.Builder
+	b.WriteString(`packer {
+  required_plugins {
+    nixos-sd = {
+      source  = "github.com/nixos-sd/nixos-sd"
+      version = ">= 0.1.0"
+    }
+  }
+}
+
+variable "region" {
+  type = string
+}
+
+variable "endpoint" {
+  type = string
+}
+`)
+	var echo []string
+	for _, l := range lookups {
+		fmt.Fprintf(&b, "\ndata \"nixos-sd-debian-ami\" %q {\n  region  = var.region\n  release = %q\n", l.label, l.release)
+		if l.arch != "arm64" {
+			fmt.Fprintf(&b, "  architecture = %q\n", l.arch)
+		}
+		if l.includeDeprecated {
+			b.WriteString("  include_deprecated = true\n")
+		}
+		if l.viaOption {
+			b.WriteString("  ec2_endpoint = var.endpoint\n")
+		}
+		b.WriteString("}\n")
+		d := "data.nixos-sd-debian-ami." + l.label
+		echo = append(echo, fmt.Sprintf(`    "echo 'DS|%s|${%s.id}|${%s.name}|${%s.release}|${%s.architecture}|${%s.owner}|${%s.creation_date}|${%s.deprecation_time}|${%s.boot_mode}|END'",`,
+			l.label, d, d, d, d, d, d, d, d))
+	}
+	b.WriteString(`
+source "null" "lookup" {
+  communicator = "none"
+}
+
+build {
+  sources = ["source.null.lookup"]
+  provisioner "shell-local" {
+    inline = [
+`)
+	b.WriteString(strings.Join(echo, "\n"))
+	b.WriteString(`
+    ]
+  }
+}
+`)
+	return b.String()
+}
+
+var dsLine = regexp.MustCompile(`DS\|([a-z0-9_]+)\|([^|]*)\|([^|]*)\|([^|]*)\|([^|]*)\|([^|]*)\|([^|]*)\|([^|]*)\|([^|]*)\|END`)
+
+// dsExpected is the image the lookup must return, computed from the test
+// bed's catalogue without the plugin's code: Debian's own, the release and
+// architecture asked for, not deprecated now unless allowed, newest creation
+// date, then the greatest name.
+func dsExpected(region string, l dsLookup) (testbed.CatalogueImage, bool) {
+	ec2Arch := map[string]string{"arm64": "arm64", "amd64": "x86_64"}[l.arch]
+	var c []testbed.CatalogueImage
+	for _, img := range testbed.Catalogue() {
+		if img.Region == region && img.Owner == testbed.DebianOwner && img.Release == l.releaseNumber &&
+			img.Architecture == ec2Arch && (l.includeDeprecated || !img.Deprecated()) {
+			c = append(c, img)
+		}
+	}
+	if len(c) == 0 {
+		return testbed.CatalogueImage{}, false
+	}
+	sort.Slice(c, func(i, j int) bool {
+		if !c[i].CreationDate.Equal(c[j].CreationDate) {
+			return c[i].CreationDate.After(c[j].CreationDate)
+		}
+		return c[i].Name > c[j].Name
+	})
+	return c[0], true
+}
+
+func rfc3339(t *time.Time) string {
+	if t == nil {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+// TestDatasourceLookup: in each catalogue region, `packer build` of a template
+// using the data source prints the newest non-deprecated official Debian AMI
+// for each release and architecture, never the impostor's newer look-alike.
+func TestDatasourceLookup(t *testing.T) {
+	tb := startDatasourceTestbed(t)
+	dir := t.TempDir()
+	writeTemplate(t, dir, "lookup.pkr.hcl", dsLookupTemplate(dsLookups))
+
+	for _, region := range testbed.CatalogueRegions {
+		t.Run(region, func(t *testing.T) {
+			tb.Proxy().ResetCalls()
+			out, code := packerRun(t, dir, tb.Env(), "build", "-color=false",
+				"-var", "region="+region, "-var", "endpoint="+tb.EC2Endpoint(), "lookup.pkr.hcl")
+			if code != 0 {
+				t.Fatalf("packer build exited %d", code)
+			}
+			got := map[string][]string{}
+			for _, m := range dsLine.FindAllStringSubmatch(out, -1) {
+				got[m[1]] = m[2:]
+			}
+			for _, l := range dsLookups {
+				want, ok := dsExpected(region, l)
+				if !ok {
+					t.Fatalf("the catalogue has no %s %s image in %s; the test's lookups must all exist", l.label, l.arch, region)
+				}
+				if want.Owner != testbed.DebianOwner || strings.HasSuffix(want.Name, "-9999") {
+					t.Fatalf("expected image %s is not Debian's", want.ID)
+				}
+				g, ok := got[l.label]
+				if !ok {
+					t.Errorf("%s: packer printed no line for it", l.label)
+					continue
+				}
+				wantFields := []string{want.ID, want.Name, l.codename, want.Architecture, testbed.DebianOwner,
+					want.CreationDate.UTC().Format(time.RFC3339), rfc3339(want.DeprecationTime), want.BootMode}
+				names := []string{"id", "name", "release", "architecture", "owner", "creation_date", "deprecation_time", "boot_mode"}
+				for i := range names {
+					if g[i] != wantFields[i] {
+						t.Errorf("%s in %s: %s = %q, want %q", l.label, region, names[i], g[i], wantFields[i])
+					}
+				}
+			}
+
+			// The lookups went to the region asked for, with Debian's owner
+			// and IncludeDeprecated, and the data source changed nothing.
+			calls := tb.Proxy().CallsOf("DescribeImages")
+			if len(calls) != len(dsLookups) {
+				t.Errorf("%d DescribeImages calls, want %d (one per data source)", len(calls), len(dsLookups))
+			}
+			for _, c := range calls {
+				if c.Region != region || c.Params["Owner.1"] != testbed.DebianOwner || c.Params["IncludeDeprecated"] != "true" || c.Status != 200 {
+					t.Errorf("DescribeImages call %d: region %s, status %d, params %v", c.Seq, c.Region, c.Status, c.Params)
+				}
+			}
+			if m := tb.Proxy().MutatingCalls(); len(m) != 0 {
+				t.Errorf("the data source made mutating calls: %+v", m)
+			}
+		})
+	}
+	leaks, err := tb.Leaks(context.Background())
+	if err != nil || len(leaks) != 0 {
+		t.Errorf("leaks after data source runs: %v %v", leaks, err)
+	}
+}
+
+const dsFailureTemplate = `packer {
+  required_plugins {
+    nixos-sd = {
+      source  = "github.com/nixos-sd/nixos-sd"
+      version = ">= 0.1.0"
+    }
+  }
+}
+
+variable "region" {
+  type = string
+}
+
+variable "release" {
+  type    = string
+  default = "trixie"
+}
+
+data "nixos-sd-debian-ami" "x" {
+  region  = var.region
+  release = var.release
+}
+
+source "null" "lookup" {
+  communicator = "none"
+}
+
+build {
+  sources = ["source.null.lookup"]
+  provisioner "shell-local" {
+    inline = ["echo 'AMI=${data.nixos-sd-debian-ami.x.id}'"]
+  }
+}
+`
+
+// TestDatasourceFailures: what Packer shows when the data source cannot
+// answer, and that the bad configurations fail before any EC2 call.
+func TestDatasourceFailures(t *testing.T) {
+	tb := startDatasourceTestbed(t)
+	dir := t.TempDir()
+	writeTemplate(t, dir, "lookup.pkr.hcl", dsFailureTemplate)
+
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		rule    *testbed.Rule
+		want    []string
+		noCalls bool
+	}{
+		{
+			name:    "unknown release at validate",
+			args:    []string{"validate", "-var", "region=us-east-2", "-var", "release=stretch", "lookup.pkr.hcl"},
+			want:    []string{`release: unknown Debian release "stretch"; use one of "buster" (10), "bullseye" (11), "bookworm" (12), "trixie" (13), "forky" (14)`},
+			noCalls: true,
+		},
+		{
+			name:    "empty region at validate",
+			args:    []string{"validate", "-var", "region=", "lookup.pkr.hcl"},
+			want:    []string{`region: required; set it to the AWS region to build in, for example region = "us-east-2"`},
+			noCalls: true,
+		},
+		{
+			name:    "empty region at build",
+			args:    []string{"build", "-color=false", "-var", "region=", "lookup.pkr.hcl"},
+			want:    []string{`region: required`},
+			noCalls: true,
+		},
+		{
+			name: "no image in the region",
+			args: []string{"build", "-color=false", "-var", "region=us-east-2", "-var", "release=forky", "lookup.pkr.hcl"},
+			want: []string{"no Debian 14 (forky) arm64 AMI owned by 136693071363 in region us-east-2 matches",
+				"name=debian-14-arm64-*", "check the region, or set include_deprecated = true, or widen owners/filters"},
+		},
+		{
+			name: "only deprecated images",
+			args: []string{"build", "-color=false", "-var", "region=eu-west-1", "-var", "release=bullseye", "lookup.pkr.hcl"},
+			want: []string{"no Debian 11 (bullseye) arm64 AMI owned by 136693071363 in region eu-west-1 matches",
+				"2 deprecated", "set include_deprecated = true"},
+		},
+		{
+			name: "EC2 refuses the credentials",
+			args: []string{"build", "-color=false", "-var", "region=us-east-1", "lookup.pkr.hcl"},
+			rule: &testbed.Rule{Action: "DescribeImages", ErrorCode: "AuthFailure", HTTPStatus: 401,
+				Message: "AWS was not able to validate the provided access credentials"},
+			want: []string{"DescribeImages in us-east-1 failed: AuthFailure: AWS was not able to validate the provided access credentials",
+				"check your credentials"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tb.Proxy().ClearRules()
+			tb.Proxy().ResetCalls()
+			if tc.rule != nil {
+				tb.Proxy().AddRule(*tc.rule)
+				defer tb.Proxy().ClearRules()
+			}
+			out, code := packerRun(t, dir, tb.Env(), tc.args...)
+			if code == 0 {
+				t.Fatalf("packer %s succeeded; it must fail", strings.Join(tc.args, " "))
+			}
+			got := normalizeSpace(out)
+			for _, w := range tc.want {
+				if !strings.Contains(got, normalizeSpace(w)) {
+					t.Errorf("packer %s (exit %d) does not say %q", tc.args[0], code, w)
+				}
+			}
+			if strings.Contains(out, "AMI=") {
+				t.Errorf("the build ran its provisioner although the data source failed")
+			}
+			if strings.Contains(out, "panic:") || strings.Contains(out, "plugin exited before we could connect") {
+				t.Errorf("the plugin crashed")
+			}
+			calls := tb.Proxy().Calls()
+			if tc.noCalls && len(calls) != 0 {
+				t.Errorf("%d EC2 calls were made; the configuration error must stop Packer before any", len(calls))
+			}
+			if !tc.noCalls && len(tb.Proxy().CallsOf("DescribeImages")) == 0 {
+				t.Errorf("no DescribeImages call reached the test bed")
+			}
+		})
+	}
+}
