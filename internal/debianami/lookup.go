@@ -100,24 +100,28 @@ func (q Query) normalize() (Query, error) {
 	return q, nil
 }
 
-// Input is the first DescribeImages request Lookup sends for q, after the
-// same defaults and checks.
-func Input(q Query) (*ec2.DescribeImagesInput, error) {
-	q, err := q.normalize()
-	if err != nil {
-		return nil, err
-	}
-	return input(q), nil
-}
-
+// input is the DescribeImages request for a normalized query. A user filter
+// with the name of a default one (name, architecture, state, image-type)
+// takes its place in the request, so that EC2 sees one filter per name;
+// Choose applies the release, architecture and state rules regardless.
 func input(q Query) *ec2.DescribeImagesInput {
-	filters := []types.Filter{
+	defaults := []types.Filter{
 		{Name: aws.String("name"), Values: []string{NamePattern(q.Release, q.Architecture)}},
 		{Name: aws.String("architecture"), Values: []string{EC2Architecture(q.Architecture)}},
 		{Name: aws.String("state"), Values: []string{"available"}},
 		{Name: aws.String("image-type"), Values: []string{"machine"}},
 	}
+	var filters []types.Filter
+	for _, f := range defaults {
+		if v, ok := q.Filters[*f.Name]; ok {
+			f.Values = []string{v}
+		}
+		filters = append(filters, f)
+	}
 	for _, k := range sortedKeys(q.Filters) {
+		if slices.ContainsFunc(defaults, func(f types.Filter) bool { return *f.Name == k }) {
+			continue
+		}
 		filters = append(filters, types.Filter{Name: aws.String(k), Values: []string{q.Filters[k]}})
 	}
 	return &ec2.DescribeImagesInput{
@@ -159,9 +163,9 @@ func Lookup(ctx context.Context, client awscommon.EC2API, q Query) (*Image, erro
 			return nil, fmt.Errorf("DescribeImages in %s: the endpoint returned the page token %q twice; it is not paginating correctly (check ec2_endpoint)", regionName(q.Region), next)
 		}
 		seen[next] = true
-		page := *in
-		page.NextToken = aws.String(next)
-		in = &page
+		nextIn := *in
+		nextIn.NextToken = aws.String(next)
+		in = &nextIn
 	}
 	return Choose(images, q, time.Now())
 }
@@ -362,14 +366,9 @@ func toImage(c candidate, q Query) *Image {
 
 // noMatch explains an empty choice and what to change.
 func noMatch(q Query, rej rejections) error {
-	filters := []string{
-		fmt.Sprintf("name=%s", NamePattern(q.Release, q.Architecture)),
-		fmt.Sprintf("architecture=%s", EC2Architecture(q.Architecture)),
-		"state=available",
-		"image-type=machine",
-	}
-	for _, k := range sortedKeys(q.Filters) {
-		filters = append(filters, fmt.Sprintf("%s=%s", k, q.Filters[k]))
+	var filters []string
+	for _, f := range input(q).Filters {
+		filters = append(filters, aws.ToString(f.Name)+"="+strings.Join(f.Values, ","))
 	}
 	msg := fmt.Sprintf("no Debian %d (%s) %s AMI owned by %s in region %s matches (filters: %s)",
 		q.Release.Number, q.Release.Codename, q.Architecture, strings.Join(q.Owners, ", "),

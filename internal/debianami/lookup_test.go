@@ -464,6 +464,43 @@ func TestLookupRequest(t *testing.T) {
 	}
 }
 
+func TestLookupUserFilterNarrowsDefault(t *testing.T) {
+	// A user "name" filter replaces the default pattern in the request (one
+	// filter per name), but the choice still enforces the release's shape.
+	f := &fakeEC2{pages: [][]types.Image{{
+		img("ami-12", "debian-12-arm64-20251117-2299", "2026-11-17T10:00:00.000Z"),
+		img("ami-13", "debian-13-arm64-20250814-2204", "2025-08-14T10:00:00.000Z"),
+	}}}
+	q := trixieArm
+	q.Filters = map[string]string{"name": "debian-1*-arm64-2025*", "owner-alias": "x"}
+	got, err := Lookup(context.Background(), f, q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ID != "ami-13" {
+		t.Errorf("picked %s, want ami-13: a user filter must not let another release win", got.ID)
+	}
+	want := map[string][]string{
+		"name":         {"debian-1*-arm64-2025*"},
+		"architecture": {"arm64"},
+		"state":        {"available"},
+		"image-type":   {"machine"},
+		"owner-alias":  {"x"},
+	}
+	if fm := filterMap(t, f.calls[0].Filters); !reflect.DeepEqual(fm, want) {
+		t.Errorf("filters = %v\nwant %v", fm, want)
+	}
+	if n := aws.ToString(f.calls[0].Filters[0].Name); n != "name" {
+		t.Errorf("first filter is %s; the defaults come first", n)
+	}
+
+	f.pages = [][]types.Image{{}}
+	_, err = Lookup(context.Background(), f, q)
+	if err == nil || !strings.Contains(err.Error(), "(filters: name=debian-1*-arm64-2025*, architecture=arm64, state=available, image-type=machine, owner-alias=x)") {
+		t.Errorf("the no-match message must show the filters as sent: %v", err)
+	}
+}
+
 func TestLookupOwnersAndDeprecatedChoice(t *testing.T) {
 	f := &fakeEC2{pages: [][]types.Image{{
 		img("ami-dep", "debian-13-arm64-20261117-3000", "2026-11-17T10:00:00.000Z", deprecated("2026-11-20T00:00:00Z")),
