@@ -1,0 +1,74 @@
+package testbed
+
+import (
+	_ "embed"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// The stand-in programs installed into every host: nix (and nix-build) in
+// /usr/local/bin, shutdown/poweroff/halt/reboot in /usr/local/sbin.
+var (
+	//go:embed standin/nix.sh
+	standinNix []byte
+	//go:embed standin/shutdown.sh
+	standinShutdown []byte
+)
+
+// StandInOptions configure the image the stand-in nix makes.
+type StandInOptions struct {
+	// ImageMiB is the size of the uncompressed image; 0 = 64. At least 56
+	// (8 MiB gap, 34 MiB FAT32 firmware partition, the rest ext4).
+	ImageMiB int
+	// Uncompressed makes the stand-in leave the image as .img; by default it
+	// is zstd-compressed to .img.zst, as NixOS's sdImage.compressImage does.
+	Uncompressed bool
+}
+
+const defaultImageMiB = 64
+
+func (o StandInOptions) imageMiB() int {
+	if o.ImageMiB == 0 {
+		return defaultImageMiB
+	}
+	return o.ImageMiB
+}
+
+func (o StandInOptions) validate() error {
+	if n := o.imageMiB(); n < 56 || n > 64*1024 {
+		return fmt.Errorf("testbed: StandInOptions.ImageMiB must be between 56 and 65536 (or 0 for %d), got %d", defaultImageMiB, o.ImageMiB)
+	}
+	return nil
+}
+
+// conf is standin.conf, read by the stand-in nix.
+func (o StandInOptions) conf() string {
+	compress := 1
+	if o.Uncompressed {
+		compress = 0
+	}
+	return fmt.Sprintf("IMAGE_MIB=%d\nCOMPRESS=%d\n", o.imageMiB(), compress)
+}
+
+// installStandIns writes the stand-in programs into a host's bin and sbin.
+func installStandIns(binDir, sbinDir string) error {
+	write := func(path string, data []byte) error {
+		if err := os.WriteFile(path, data, 0o755); err != nil {
+			return err
+		}
+		return os.Chmod(path, 0o755)
+	}
+	if err := write(filepath.Join(binDir, "nix"), standinNix); err != nil {
+		return fmt.Errorf("testbed: installing the stand-in nix: %w", err)
+	}
+	if err := os.Symlink("nix", filepath.Join(binDir, "nix-build")); err != nil {
+		return fmt.Errorf("testbed: installing the stand-in nix-build: %w", err)
+	}
+	for _, name := range []string{"shutdown", "poweroff", "halt", "reboot"} {
+		if err := write(filepath.Join(sbinDir, name), standinShutdown); err != nil {
+			return fmt.Errorf("testbed: installing the stand-in %s: %w", name, err)
+		}
+	}
+	return nil
+}

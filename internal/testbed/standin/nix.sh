@@ -1,0 +1,397 @@
+#!/usr/bin/env bash
+# Stand-in for `nix` and `nix-build` on the test bed's instance hosts (installed
+# as /usr/local/bin/nix, with nix-build next to it). It does not evaluate
+# anything: it makes a small but valid NixOS-like SD card image, the way
+# nixpkgs' sd-image.nix lays one out:
+#
+#   MBR; partition 1 at 8 MiB: 34 MiB FAT32 (type b; nixpkgs uses 30 MiB, but
+#   FAT32 needs 65525 clusters) labelled FIRMWARE, with Raspberry Pi
+#   firmware-like files; partition 2: ext4 (type 83, bootable) labelled
+#   NIXOS_SD, partly filled with moderately compressible data.
+#
+# The image lands in $STATE/store/<hash>-nixos-sd-image/sd-image/ (zstd
+# compressed unless COMPRESS=0), and the out link (--out-link/-o PATH, default
+# ./result) becomes a symlink to $STATE/store/<hash>-nixos-sd-image.
+#
+# Contract (see internal/testbed): every invocation's argv is appended to
+# $STATE/standin-calls.log. `--version` prints "nix (Nix) 2.28.3". Options are
+# accepted and ignored. The build fails like nix does (exit 1, "error: builder
+# for '/nix/store/...-nixos-sd-image.drv' failed with exit code 1") when an
+# argument names an existing file or directory (also in the forms name=path
+# and path#attr) whose path or contents contain the text STANDIN_FAIL.
+#
+# Settings come from $STATE/standin.conf (IMAGE_MIB=64, COMPRESS=1). STATE is
+# /var/lib/nixos-sd-standin unless NIXOS_SD_STANDIN_STATE says otherwise (the
+# unit tests use that; on a host sudo resets the environment anyway).
+set -euo pipefail
+umask 022
+
+prog=$(basename "$0")
+state=${NIXOS_SD_STANDIN_STATE:-/var/lib/nixos-sd-standin}
+version="2.28.3"
+release="26.05.20260601.0000000"
+image_name="nixos-image-sd-card-${release}-aarch64-linux.img"
+
+# Record the call first, so that even a failing call is visible to the tests.
+{
+	printf '%q' "$prog"
+	for a in "$@"; do printf ' %q' "$a"; done
+	printf '\n'
+} >>"$state/standin-calls.log" 2>/dev/null || true
+
+die() {
+	printf 'error: %s\n' "$*" >&2
+	exit 1
+}
+
+# ---- settings -------------------------------------------------------------
+
+IMAGE_MIB=64
+COMPRESS=1
+if [ -r "$state/standin.conf" ]; then
+	while IFS='=' read -r key value; do
+		case "$key" in
+		IMAGE_MIB) IMAGE_MIB=$value ;;
+		COMPRESS) COMPRESS=$value ;;
+		esac
+	done <"$state/standin.conf"
+fi
+case "$IMAGE_MIB" in
+'' | *[!0-9]*) die "stand-in nix: IMAGE_MIB in $state/standin.conf must be a number of MiB, got '$IMAGE_MIB'" ;;
+esac
+if [ "$IMAGE_MIB" -lt 56 ]; then
+	die "stand-in nix: IMAGE_MIB in $state/standin.conf must be at least 56 (8 MiB gap, 34 MiB FAT32, ext4), got $IMAGE_MIB"
+fi
+
+# ---- arguments ------------------------------------------------------------
+
+# Options that take one value, and those that take two, for nix and nix-build.
+takes_one=" --out-link -o --include -I --file -f --expr --attr -A --max-jobs -j --cores --system
+ --store --eval-store --log-format --builders --substituters --trusted-public-keys --experimental-features
+ --profile --reference-lock-file --output-lock-file --inputs-from --update-input --commit-lock-file-summary
+ --timeout --max-silent-time --keep-failed-outputs --option-file --drv-link --add-root --out-path "
+takes_two=" --option --arg --argstr --override-input --override-flake --arg-from-file --arg-from-stdin "
+
+out_link="result"
+no_link=0
+print_out_paths=0
+print_logs=0
+positional=()
+i=1
+while [ "$i" -le "$#" ]; do
+	a=${!i}
+	case "$a" in
+	--version)
+		printf '%s (Nix) %s\n' "$prog" "$version"
+		exit 0
+		;;
+	--out-link | -o)
+		i=$((i + 1))
+		[ "$i" -le "$#" ] || die "flag '$a' requires 1 argument"
+		out_link=${!i}
+		;;
+	--out-link=*) out_link=${a#--out-link=} ;;
+	--no-link | --no-out-link) no_link=1 ;;
+	--print-out-paths) print_out_paths=1 ;;
+	-L | --print-build-logs) print_logs=1 ;;
+	--extra-*)
+		# Any nix.conf setting may be passed as --extra-NAME VALUE.
+		i=$((i + 1))
+		;;
+	--)
+		i=$((i + 1))
+		while [ "$i" -le "$#" ]; do
+			positional+=("${!i}")
+			i=$((i + 1))
+		done
+		break
+		;;
+	-*)
+		if [[ $takes_two == *" $a "* ]]; then
+			i=$((i + 2))
+		elif [[ $takes_one == *" $a "* ]]; then
+			i=$((i + 1))
+		fi
+		;;
+	*) positional+=("$a") ;;
+	esac
+	i=$((i + 1))
+done
+
+if [ "$prog" = "nix-build" ]; then
+	# nix-build always builds, prints the store path and logs unprefixed.
+	print_out_paths=1
+	log_prefix=""
+else
+	[ "${#positional[@]}" -gt 0 ] || die "no subcommand specified (the stand-in nix implements 'nix build' and 'nix --version')"
+	if [ "${positional[0]}" != "build" ]; then
+		die "the stand-in nix implements only 'nix build' and 'nix --version', not 'nix ${positional[0]}'"
+	fi
+	if [ "$print_logs" -eq 1 ]; then
+		log_prefix="nixos-sd-image> "
+	else
+		log_prefix=""
+	fi
+fi
+
+# ---- STANDIN_FAIL ---------------------------------------------------------
+
+# fail_reason prints why the build must fail, if it must: an argument names an
+# existing file or directory whose path or contents contain STANDIN_FAIL.
+fail_reason() {
+	local a c p
+	local -a cands
+	for a in "$@"; do
+		[ "$a" = "$out_link" ] && continue
+		cands=("$a")
+		case "$a" in *=*) cands+=("${a#*=}") ;; esac
+		for c in "${cands[@]}"; do
+			case "$c" in *'#'*) cands+=("${c%%#*}") ;; esac
+		done
+		for c in "${cands[@]}"; do
+			p=${c#path:}
+			p=${p#git+file://}
+			p=${p#file://}
+			p=${p%%\?*}
+			if [ -z "$p" ] || [ ! -e "$p" ]; then continue; fi
+			if [[ $p == *STANDIN_FAIL* ]]; then
+				printf 'STANDIN_FAIL in the name of %s\n' "$p"
+				return 0
+			fi
+			if [ -f "$p" ] && grep -qsF STANDIN_FAIL -- "$p"; then
+				printf 'STANDIN_FAIL found in %s\n' "$p"
+				return 0
+			fi
+			if [ -d "$p" ] && [ "$p" != / ]; then
+				local hit
+				hit=$(find "$p" -maxdepth 6 \( -name .git -o -name result \) -prune -o -type f -size -4M \
+					-exec grep -lsF STANDIN_FAIL -- {} + 2>/dev/null | head -n 1 || true)
+				if [ -n "$hit" ]; then
+					printf 'STANDIN_FAIL found in %s\n' "$hit"
+					return 0
+				fi
+			fi
+		done
+	done
+	return 1
+}
+
+# ---- store paths ----------------------------------------------------------
+
+# nix_hash prints a 32-character Nix-style base32 hash of its standard input.
+nix_hash() {
+	local hex alphabet="0123456789abcdfghijklmnpqrsvwxyz" out="" k v j
+	hex=$(sha256sum | cut -c1-40)
+	for k in 0 5 10 15 20 25 30 35; do
+		v=$((16#${hex:k:5}))
+		for j in 15 10 5 0; do
+			out+=${alphabet:$(((v >> j) & 31)):1}
+		done
+	done
+	printf '%s\n' "$out"
+}
+
+# The store path depends on the arguments, the settings and the contents of
+# the files the arguments name, as a derivation's inputs would.
+inputs_digest() {
+	local a
+	printf '%s\n' "$IMAGE_MIB" "$COMPRESS"
+	for a in "$@"; do
+		[ "$a" = "$out_link" ] && continue
+		printf 'arg %s\n' "$a"
+		if [ -f "$a" ]; then
+			sha256sum -- "$a" 2>/dev/null || true
+		elif [ -d "$a" ] && [ "$a" != / ]; then
+			find "$a" -maxdepth 6 -type f -size -4M -printf '%P %s %T@\n' 2>/dev/null | sort || true
+		fi
+	done
+}
+
+hash=$(inputs_digest "$@" | nix_hash)
+drv_hash=$(printf 'drv %s\n' "$hash" | nix_hash)
+fs_drv_hash=$(printf 'ext4 %s\n' "$hash" | nix_hash)
+drv="/nix/store/${drv_hash}-nixos-sd-image.drv"
+fs_drv="/nix/store/${fs_drv_hash}-ext4-fs.img.zst.drv"
+store="$state/store"
+out="$store/${hash}-nixos-sd-image"
+
+log() {
+	printf '%s%s\n' "$log_prefix" "$*" >&2
+}
+
+# ---- build ----------------------------------------------------------------
+
+if [ ! -d "$out" ]; then
+	printf 'these 2 derivations will be built:\n  %s\n  %s\n' "$fs_drv" "$drv" >&2
+	printf "building '%s'...\n" "$fs_drv" >&2
+	printf "building '%s'...\n" "$drv" >&2
+	log "Running phase: unpackPhase"
+	log "Running phase: buildPhase"
+	if reason=$(fail_reason "$@"); then
+		log "$reason"
+		cat >&2 <<-EOF
+			error: builder for '$drv' failed with exit code 1;
+			       last 3 log lines:
+			       > Running phase: unpackPhase
+			       > Running phase: buildPhase
+			       > $reason
+			       For full logs, run:
+			         nix log $drv
+		EOF
+		exit 1
+	fi
+
+	mkdir -p "$store"
+	chmod 1777 "$store" 2>/dev/null || true
+	work=$(mktemp -d "$store/.build-${hash}.XXXXXX")
+	trap 'rm -rf "$work"' EXIT
+
+	mib=1048576
+	fw_start_mib=8
+	fw_mib=34
+	root_start_mib=$((fw_start_mib + fw_mib))
+	root_mib=$((IMAGE_MIB - root_start_mib))
+	img="$work/$image_name"
+
+	# The firmware partition's files: sizes like the Raspberry Pi firmware
+	# nixpkgs copies (start*.elf, fixup*.dat, U-Boot, device trees).
+	fwdir="$work/firmware"
+	mkdir -p "$fwdir"
+	cat >"$fwdir/config.txt" <<-'EOF'
+		[pi3]
+		kernel=u-boot-rpi3.bin
+
+		[pi02]
+		kernel=u-boot-rpi3.bin
+
+		[pi4]
+		kernel=u-boot-rpi4.bin
+		enable_gic=1
+		armstub=armstub8-gic.bin
+
+		# Otherwise the resolution will be weird in most cases, compared to
+		# what the pi3 firmware does by default.
+		disable_overscan=1
+
+		# Supported in newer board revisions
+		arm_boost=1
+
+		[all]
+		# Boot in 64-bit mode.
+		arm_64bit=1
+
+		# U-Boot needs this to work, regardless of whether UART is actually used or not.
+		enable_uart=1
+
+		# Prevent the firmware from smashing the framebuffer setup done by the mainline kernel
+		# when attempting to show low-voltage or overtemperature warnings.
+		avoid_warnings=1
+	EOF
+	fw_kib=0
+	for f in bootcode.bin:52 fixup.dat:7 fixup4.dat:5 fixup_cd.dat:3 fixup4cd.dat:3 \
+		start.elf:2900 start4.elf:2200 start_cd.elf:800 start4cd.elf:800 \
+		u-boot-rpi3.bin:600 u-boot-rpi4.bin:600 armstub8-gic.bin:1 \
+		bcm2710-rpi-3-b.dtb:32 bcm2710-rpi-3-b-plus.dtb:33 bcm2711-rpi-4-b.dtb:53 \
+		bcm2711-rpi-400.dtb:53 bcm2711-rpi-cm4.dtb:53; do
+		head -c "$((${f#*:} * 1024))" /dev/urandom >"$fwdir/${f%%:*}"
+		fw_kib=$((fw_kib + ${f#*:}))
+	done
+
+	# The root file system's contents: a store-like tree with files that
+	# compress about like a real system closure. A real image compresses about
+	# 3:1; free space is zeros, so the fill mixes incompressible data (like
+	# already compressed files) with text that compresses about 3:1, in the
+	# share that brings the whole image to about 3:1.
+	rootdir="$work/root"
+	mkdir -p "$rootdir/nix/store" "$rootdir/boot/extlinux" "$rootdir/etc"
+	# Leave room for the journal, inode tables and block group metadata.
+	fill_kib=$((root_mib * 1024 * 80 / 100 - 2048))
+	target_kib=$((IMAGE_MIB * 1024 / 3 - fw_kib))
+	# random share r of the fill F: r*F + (1-r)*F/3 = target.
+	random_kib=$(((3 * target_kib - fill_kib) / 2))
+	[ "$random_kib" -gt 0 ] || random_kib=0
+	[ "$random_kib" -le "$fill_kib" ] || random_kib=$fill_kib
+	text_kib=$((fill_kib - random_kib))
+	log "building the root file system (${fill_kib} KiB of store paths)"
+	n=0
+	chunk_kib=4096
+	left=$random_kib
+	while [ "$left" -gt 0 ]; do
+		k=$((left < chunk_kib ? left : chunk_kib))
+		d="$rootdir/nix/store/$(printf 'blob %s %s\n' "$hash" "$n" | nix_hash)-blob-$n"
+		mkdir -p "$d/lib"
+		head -c "$((k * 1024))" /dev/urandom >"$d/lib/data.bin"
+		left=$((left - k))
+		n=$((n + 1))
+	done
+	left=$text_kib
+	while [ "$left" -gt 0 ]; do
+		k=$((left < chunk_kib ? left : chunk_kib))
+		d="$rootdir/nix/store/$(printf 'text %s %s\n' "$hash" "$n" | nix_hash)-text-$n"
+		mkdir -p "$d/share"
+		# base64 of random data mapped onto 4 symbols: about 2 bits per byte.
+		# 57 input bytes make one 76-character line plus its newline.
+		head -c "$((k * 1024 * 57 / 77))" /dev/urandom | base64 -w 76 |
+			tr 'A-Za-z0-9+/' '0123012301230123012301230123012301230123012301230123012301230123' \
+				>"$d/share/data.txt"
+		left=$((left - k))
+		n=$((n + 1))
+	done
+	cat >"$rootdir/boot/extlinux/extlinux.conf" <<-EOF
+		# Generated file, all changes will be lost on nixos-rebuild!
+		DEFAULT nixos-default
+		MENU TITLE ------------------------------------------------------------
+		TIMEOUT 50
+		LABEL nixos-default
+		  MENU LABEL NixOS - Default
+		  LINUX ../nixos/kernel-Image
+		  INITRD ../nixos/initrd
+		  APPEND init=/nix/store/${hash}-nixos-system-nixos-sd-${release}/init loglevel=4
+	EOF
+	printf 'nixos-sd stand-in image %s\n' "$release" >"$rootdir/etc/nixos-sd-standin"
+	: >"$rootdir/nix-path-registration"
+
+	log "creating the partition table"
+	truncate -s "$((IMAGE_MIB * mib))" "$img"
+	sfdisk --quiet --no-reread --no-tell-kernel "$img" >/dev/null <<-EOF
+		label: dos
+		label-id: 0x2178694e
+
+		start=$((fw_start_mib * 2048)), size=$((fw_mib * 2048)), type=b
+		start=$((root_start_mib * 2048)), type=83, bootable
+	EOF
+	log "creating the FAT32 firmware partition"
+	mkfs.vfat -F 32 -s 1 -n FIRMWARE -i 2178694e --offset "$((fw_start_mib * 2048))" "$img" "$((fw_mib * 1024))" >/dev/null 2>&1 ||
+		die "stand-in nix: mkfs.vfat failed"
+	MTOOLS_SKIP_CHECK=1 mcopy -i "$img@@$((fw_start_mib * mib))" "$fwdir"/* ::/ ||
+		die "stand-in nix: mcopy into the firmware partition failed"
+	log "creating the ext4 root partition"
+	mkfs.ext4 -F -q -L NIXOS_SD -U 44444444-4444-4444-8888-888888888888 -E "offset=$((root_start_mib * mib))" \
+		-d "$rootdir" "$img" "$((root_mib * 1024))k" >/dev/null ||
+		die "stand-in nix: mkfs.ext4 failed"
+	rm -rf "$rootdir" "$fwdir"
+
+	result="$work/out"
+	mkdir -p "$result/sd-image" "$result/nix-support"
+	if [ "$COMPRESS" = 1 ]; then
+		log "compressing the image with zstd"
+		zstd -T0 -q --rm "$img" -o "$result/sd-image/$image_name.zst"
+		echo "file sd-image $out/sd-image/$image_name.zst" >"$result/nix-support/hydra-build-products"
+	else
+		mv "$img" "$result/sd-image/$image_name"
+		echo "file sd-image $out/sd-image/$image_name" >"$result/nix-support/hydra-build-products"
+	fi
+	printf '%s\n' "aarch64-linux" >"$result/nix-support/system"
+	# Publish atomically; a concurrent identical build may have won the race.
+	mv -T "$result" "$out" 2>/dev/null || true
+	rm -rf "$work"
+	trap - EXIT
+	[ -d "$out" ] || die "stand-in nix: could not create $out"
+fi
+
+if [ "$no_link" -eq 0 ]; then
+	ln -sfn "$out" "$out_link" || die "stand-in nix: could not create the out link $out_link"
+fi
+if [ "$print_out_paths" -eq 1 ]; then
+	printf '%s\n' "$out"
+fi
