@@ -79,9 +79,11 @@ func TestPreflightFailures(t *testing.T) {
 			want:  []string{`region: "xx-foo-1" is not an EC2 region; valid: eu-west-1, us-east-1, us-east-2`},
 		},
 		{
-			name:  "bad credentials",
-			setup: func(f *fakeEC2) { f.regionsErr = apiErr("AuthFailure", "AWS was not able to validate the provided access credentials") },
-			want:  []string{"AWS rejected the credentials", "check your credentials or profile"},
+			name: "bad credentials",
+			setup: func(f *fakeEC2) {
+				f.regionsErr = apiErr("AuthFailure", "AWS was not able to validate the provided access credentials")
+			},
+			want: []string{"AWS rejected the credentials", "check your credentials or profile"},
 		},
 		{
 			name:  "unknown type",

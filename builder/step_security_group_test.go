@@ -1,0 +1,154 @@
+package builder
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/hashicorp/packer-plugin-sdk/multistep"
+)
+
+func publicIPServer(t *testing.T, answer string) (*httptest.Server, *atomic.Int32) {
+	t.Helper()
+	var hits atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		fmt.Fprint(w, answer)
+	}))
+	t.Cleanup(srv.Close)
+	return srv, &hits
+}
+
+func ingress(t *testing.T, f *fakeEC2) types.IpPermission {
+	t.Helper()
+	in := inputsOf[*ec2.AuthorizeSecurityGroupIngressInput](f, "AuthorizeSecurityGroupIngress")
+	if len(in) != 1 || len(in[0].IpPermissions) != 1 {
+		t.Fatalf("ingress calls = %+v", in)
+	}
+	return in[0].IpPermissions[0]
+}
+
+func TestSecurityGroupFromPublicIP(t *testing.T) {
+	srv, hits := publicIPServer(t, "  203.0.113.45\n")
+	f := newFakeEC2()
+	cfg := testConfig(t, map[string]interface{}{"public_ip_url": srv.URL, "tags": map[string]string{"Project": "pi"}})
+	cfg.SSHSourceCIDRs = nil
+	state, _ := testState(cfg, f)
+	if action := (&stepSecurityGroup{}).Run(context.Background(), state); action != multistep.ActionContinue {
+		t.Fatalf("halted: %v", stateErr(state))
+	}
+	if hits.Load() != 1 {
+		t.Errorf("public IP server hits = %d", hits.Load())
+	}
+	p := ingress(t, f)
+	if aws.ToString(p.IpProtocol) != "tcp" || aws.ToInt32(p.FromPort) != 22 || aws.ToInt32(p.ToPort) != 22 {
+		t.Errorf("permission = %+v", p)
+	}
+	if len(p.IpRanges) != 1 || aws.ToString(p.IpRanges[0].CidrIp) != "203.0.113.45/32" {
+		t.Errorf("ranges = %+v, want only 203.0.113.45/32", p.IpRanges)
+	}
+	cs := inputsOf[*ec2.CreateSecurityGroupInput](f, "CreateSecurityGroup")[0]
+	if aws.ToString(cs.VpcId) != "vpc-0123456789abcdef0" {
+		t.Errorf("VPC = %s, want the default VPC", aws.ToString(cs.VpcId))
+	}
+	tags := map[string]string{}
+	for _, tg := range cs.TagSpecifications[0].Tags {
+		tags[aws.ToString(tg.Key)] = aws.ToString(tg.Value)
+	}
+	if cs.TagSpecifications[0].ResourceType != types.ResourceTypeSecurityGroup || tags[BuildIDTag] != "0190b1a2-test-build-id" || tags["Project"] != "pi" {
+		t.Errorf("tags = %v", cs.TagSpecifications)
+	}
+	if getString(state, stateSecurityGroupID) != "sg-0123456789abcdef0" || getString(state, stateVpcID) != "vpc-0123456789abcdef0" {
+		t.Error("group or VPC not recorded")
+	}
+	if d, _ := state.Get(stateDefaultVPC).(bool); !d {
+		t.Error("default VPC not recorded as such")
+	}
+}
+
+func TestSecurityGroupHonoursSourceCIDRsAndPort(t *testing.T) {
+	srv, hits := publicIPServer(t, "203.0.113.45")
+	f := newFakeEC2()
+	cfg := testConfig(t, map[string]interface{}{
+		"public_ip_url":    srv.URL,
+		"ssh_source_cidrs": []string{"192.0.2.0/24", "2001:db8::/32"},
+		"ssh_port":         2222,
+		"subnet_id":        "subnet-bbbbbbbb",
+	})
+	state, _ := testState(cfg, f)
+	if action := (&stepSecurityGroup{}).Run(context.Background(), state); action != multistep.ActionContinue {
+		t.Fatalf("halted: %v", stateErr(state))
+	}
+	if hits.Load() != 0 {
+		t.Error("asked for the public IP although ssh_source_cidrs was given")
+	}
+	p := ingress(t, f)
+	if aws.ToInt32(p.FromPort) != 2222 || len(p.IpRanges) != 1 || aws.ToString(p.IpRanges[0].CidrIp) != "192.0.2.0/24" ||
+		len(p.Ipv6Ranges) != 1 || aws.ToString(p.Ipv6Ranges[0].CidrIpv6) != "2001:db8::/32" {
+		t.Errorf("permission = %+v", p)
+	}
+	if f.count("DescribeVpcs") != 0 {
+		t.Error("looked up the default VPC although subnet_id was given")
+	}
+	if d, _ := state.Get(stateDefaultVPC).(bool); d {
+		t.Error("a chosen subnet's VPC recorded as the default VPC")
+	}
+}
+
+func TestSecurityGroupPublicIPFailures(t *testing.T) {
+	for name, answer := range map[string]string{
+		"not an address": "<html>hello</html>",
+		"ipv6":           "2001:db8::1",
+	} {
+		t.Run(name, func(t *testing.T) {
+			srv, _ := publicIPServer(t, answer)
+			f := newFakeEC2()
+			cfg := testConfig(t, map[string]interface{}{"public_ip_url": srv.URL})
+			cfg.SSHSourceCIDRs = nil
+			state, _ := testState(cfg, f)
+			if action := (&stepSecurityGroup{}).Run(context.Background(), state); action != multistep.ActionHalt {
+				t.Fatal("passed")
+			}
+			if msg := stateErr(state).Error(); !strings.Contains(msg, "set ssh_source_cidrs") {
+				t.Errorf("error %q does not say to set ssh_source_cidrs", msg)
+			}
+			if f.count("CreateSecurityGroup") != 0 {
+				t.Error("created a group without knowing whom to let in")
+			}
+		})
+	}
+	t.Run("unreachable", func(t *testing.T) {
+		srv, _ := publicIPServer(t, "")
+		url := srv.URL
+		srv.Close()
+		cfg := testConfig(t, map[string]interface{}{"public_ip_url": url})
+		cfg.SSHSourceCIDRs = nil
+		state, _ := testState(cfg, newFakeEC2())
+		if (&stepSecurityGroup{}).Run(context.Background(), state) != multistep.ActionHalt {
+			t.Fatal("passed")
+		}
+		if !strings.Contains(stateErr(state).Error(), "set ssh_source_cidrs") {
+			t.Errorf("error = %v", stateErr(state))
+		}
+	})
+}
+
+func TestSecurityGroupNoDefaultVPC(t *testing.T) {
+	f := newFakeEC2()
+	f.defaultVpc = ""
+	cfg := testConfig(t, nil)
+	state, _ := testState(cfg, f)
+	if (&stepSecurityGroup{}).Run(context.Background(), state) != multistep.ActionHalt {
+		t.Fatal("passed")
+	}
+	if msg := stateErr(state).Error(); !strings.Contains(msg, "no default VPC") || !strings.Contains(msg, "subnet_id") {
+		t.Errorf("error = %q", msg)
+	}
+}
