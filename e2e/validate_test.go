@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -10,6 +11,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestValidateExamples: the checked-in examples initialise (offline: the
@@ -38,7 +40,9 @@ func TestValidateExamples(t *testing.T) {
 // TestValidateDescribe: the plugin binary announces its components under the
 // names the templates use (nixos-sd, nixos-sd-debian-ami).
 func TestValidateDescribe(t *testing.T) {
-	out, err := exec.Command(pluginBin, "describe").Output()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, pluginBin, "describe").Output()
 	if err != nil {
 		t.Fatalf("%s describe: %v", pluginBin, err)
 	}
