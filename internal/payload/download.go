@@ -244,18 +244,20 @@ func (d *downloader) fetch(ctx context.Context, remote string, c *chunk, dst *os
 	msg := strings.TrimSpace(stderr.b.String())
 	switch {
 	case status == packersdk.CmdDisconnect:
-		return errors.New("the SSH connection dropped during the range")
-	case status != 0:
-		return fmt.Errorf("remote command exited with status %d: %s", status, msg)
+		return fmt.Errorf("the SSH connection dropped during the range (received %d of %d bytes)", w.pos, c.n)
 	case w.err != nil:
 		return w.err
-	case derr != nil:
+	case derr != nil && status == 0:
 		return derr
-	case w.pos != c.n:
-		if msg != "" {
-			msg = ": " + msg
+	case status != 0 || w.pos != c.n:
+		e := fmt.Sprintf("received %d of %d bytes", w.pos, c.n)
+		if status != 0 {
+			e += fmt.Sprintf("; the remote command exited with status %d", status)
 		}
-		return fmt.Errorf("received %d of %d bytes%s", w.pos, c.n, msg)
+		if msg != "" {
+			e += ": " + msg
+		}
+		return errors.New(e)
 	}
 	return nil
 }

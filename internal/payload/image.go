@@ -152,7 +152,7 @@ func copySparse(w io.WriterAt, r io.Reader, h hash.Hash) (int64, []byte, error) 
 	var off int64
 	var first []byte
 	for {
-		n, rerr := io.ReadFull(r, buf)
+		n, rerr := fill(r, buf)
 		if n > 0 {
 			h.Write(buf[:n])
 			if first == nil {
@@ -163,11 +163,25 @@ func copySparse(w io.WriterAt, r io.Reader, h hash.Hash) (int64, []byte, error) 
 			}
 			off += int64(n)
 		}
-		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+		if rerr == io.EOF {
 			return off, first, nil
 		}
 		if rerr != nil {
 			return off, first, rerr
 		}
 	}
+}
+
+// fill reads until buf is full or r fails; unlike io.ReadFull it passes r's
+// own error on (a decoder's io.ErrUnexpectedEOF is a truncated stream).
+func fill(r io.Reader, buf []byte) (int, error) {
+	n := 0
+	for n < len(buf) {
+		m, err := r.Read(buf[n:])
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }

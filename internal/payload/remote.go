@@ -182,10 +182,11 @@ func stopCommand(cfg *Config) string {
 	return fmt.Sprintf("test -f %s && kill -TERM \"$(cat %s)\"", pid, pid)
 }
 
-// locateCommand lists the images in the build result, one path per line.
+// locateCommand lists the images in the build result, one store path per
+// line.
 func locateCommand(cfg *Config) string {
 	dir := shellQuote(path.Join(cfg.RemoteDirectory, remoteResult, "sd-image") + "/")
-	return "find -L " + dir + " -maxdepth 1 -type f \\( -name '*.img.zst' -o -name '*.img' \\) -print"
+	return "find -L " + dir + " -maxdepth 1 -type f \\( -name '*.img.zst' -o -name '*.img' \\) -exec readlink -f {} \\;"
 }
 
 // probeCommand reports the image's size, whether zstd exists on the host and

@@ -222,7 +222,7 @@ func TestEmbeddedFilesLint(t *testing.T) {
 	}
 	if p, err := exec.LookPath("nix-instantiate"); err == nil {
 		for _, f := range []string{"remote/default.nix", "remote/entry.nix"} {
-			if out, err := exec.Command(p, "--parse", f).CombinedOutput(); err != nil {
+			if out, err := exec.Command(p, "--store", "dummy://", "--parse", f).CombinedOutput(); err != nil {
 				t.Errorf("nix-instantiate --parse %s:\n%s", f, out)
 			}
 		}
@@ -270,5 +270,56 @@ func TestParseProbeAndChannels(t *testing.T) {
 		if got := chooseChunk(tc.size, tc.channels); got != tc.want {
 			t.Errorf("chooseChunk(%d, %d) = %d, want %d", tc.size, tc.channels, got, tc.want)
 		}
+	}
+}
+
+// TestNixConfigurationsEvaluate has the real Nix evaluate the uploaded
+// configuration directory as nixpkgs/nixos would import it (nixos-config names
+// the directory), against a stand-in nixpkgs holding the SD image module.
+func TestNixConfigurationsEvaluate(t *testing.T) {
+	nixInstantiate, err := exec.LookPath("nix-instantiate")
+	if err != nil {
+		t.Skip("nix-instantiate is not installed (make lint needs it too)")
+	}
+	dir := t.TempDir()
+	np := filepath.Join(dir, "nixpkgs")
+	module := filepath.Join(np, "nixos/modules/installer/sd-card/sd-image-aarch64.nix")
+	os.MkdirAll(filepath.Dir(module), 0o755)
+	os.WriteFile(module, []byte("{ }\n"), 0o644)
+	eval := func(expr string) string {
+		t.Helper()
+		out, err := exec.Command(nixInstantiate, "--store", "dummy://", "-I", "nixpkgs="+np, "--eval", "--strict", "--json", "-E", expr).CombinedOutput()
+		if err != nil {
+			t.Fatalf("nix-instantiate: %v\n%s", err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+
+	// The built-in configuration with a settings.json made by settingsJSON.
+	builtIn := filepath.Join(dir, "builtin")
+	os.MkdirAll(builtIn, 0o755)
+	def, _ := remoteFiles.ReadFile("remote/default.nix")
+	os.WriteFile(filepath.Join(builtIn, "default.nix"), def, 0o644)
+	key := `ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEXAMPLE "quoted" me@laptop`
+	c := prepared(t, func(c *Config) { c.Hostname = "pi-kitchen"; c.SSHAuthorizedKeys = []string{key} })
+	js, _ := settingsJSON(c)
+	os.WriteFile(filepath.Join(builtIn, "settings.json"), js, 0o644)
+	got := eval(`let m = import ` + builtIn + ` { }; in { host = m.networking.hostName; root = m.users.users.root.openssh.authorizedKeys.keys; nixos = m.users.users.nixos.openssh.authorizedKeys.keys; normal = m.users.users.nixos.isNormalUser; ssh = m.services.openssh.enable; compress = m.sdImage.compressImage; state = m.system.stateVersion; imports = map toString m.imports; }`)
+	keyJSON, _ := json.Marshal(key)
+	want := `{"compress":true,"host":"pi-kitchen","imports":["` + module + `"],"nixos":[` + string(keyJSON) + `],"normal":true,"root":[` + string(keyJSON) + `],"ssh":true,"state":"26.05"}`
+	if got != want {
+		t.Fatalf("built-in configuration evaluates to\n%s\nwant\n%s", got, want)
+	}
+
+	// A user's configuration wrapped by entry.nix.
+	user := filepath.Join(dir, "user")
+	os.MkdirAll(filepath.Join(user, "config"), 0o755)
+	entry, _ := remoteFiles.ReadFile("remote/entry.nix")
+	os.WriteFile(filepath.Join(user, "default.nix"), entry, 0o644)
+	os.WriteFile(filepath.Join(user, "config", "configuration.nix"), []byte("{ }\n"), 0o644)
+	got = eval(`map toString (import ` + user + ` { }).imports`)
+	want = `["` + module + `","` + filepath.Join(user, "config", "configuration.nix") + `"]`
+	if got != want {
+		t.Fatalf("entry.nix imports %s, want %s", got, want)
 	}
 }

@@ -1,0 +1,217 @@
+package payload
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+// scriptEnv is a directory of tools for build.sh with no real nix: the
+// commands it needs are linked in, fakes are written next to them.
+type scriptEnv struct {
+	t      *testing.T
+	bin    string
+	script string
+	log    string
+}
+
+func newScriptEnv(t *testing.T) *scriptEnv {
+	t.Helper()
+	dir := t.TempDir()
+	e := &scriptEnv{t: t, bin: filepath.Join(dir, "bin"), script: filepath.Join(dir, "build.sh"), log: filepath.Join(dir, "calls.log")}
+	os.MkdirAll(e.bin, 0o755)
+	b, err := remoteFiles.ReadFile("remote/build.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(e.script, b, 0o755)
+	for _, tool := range []string{"bash", "id", "rm", "readlink", "timeout", "env", "cat", "sleep", "printf", "grep", "mkdir", "ln", "touch", "chmod", "true", "kill"} {
+		p, err := exec.LookPath(tool)
+		if err != nil {
+			t.Fatalf("%s not found: %v", tool, err)
+		}
+		os.Symlink(p, filepath.Join(e.bin, tool))
+	}
+	// sudo runs its command directly: the tests need no root.
+	e.fake("sudo", `while [ "${1#-}" != "$1" ]; do shift; done; echo "sudo $*" >>`+e.log+`; exec "$@"`)
+	return e
+}
+
+func (e *scriptEnv) fake(name, body string) {
+	e.t.Helper()
+	if err := os.WriteFile(filepath.Join(e.bin, name), []byte("#!/bin/bash\n"+body+"\n"), 0o755); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func (e *scriptEnv) calls() string {
+	b, _ := os.ReadFile(e.log)
+	return string(b)
+}
+
+func (e *scriptEnv) run(ctx context.Context, args ...string) (string, int) {
+	e.t.Helper()
+	cmd := exec.CommandContext(ctx, "/bin/bash", append([]string{e.script}, args...)...)
+	cmd.Env = []string{"PATH=" + e.bin, "HOME=" + e.t.TempDir()}
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return string(out), ee.ExitCode()
+	}
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return string(out), 0
+}
+
+func TestBuildScriptUsesInstalledNix(t *testing.T) {
+	e := newScriptEnv(t)
+	e.fake("nix", `echo "nix (Nix) 2.99.1"`)
+	e.fake("apt-get", `echo "apt-get $*" >>`+e.log+`; exit 1`)
+	out, code := e.run(context.Background(), "ensure-nix")
+	if code != 0 || !strings.Contains(out, "Nix is already installed: nix (Nix) 2.99.1") {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	if strings.Contains(e.calls(), "apt-get") {
+		t.Fatalf("apt-get ran although nix was installed: %s", e.calls())
+	}
+}
+
+func TestBuildScriptWithoutAptFails(t *testing.T) {
+	e := newScriptEnv(t)
+	out, code := e.run(context.Background(), "ensure-nix")
+	if code != 3 || !strings.Contains(out, "Nix could not be installed") || !strings.Contains(out, "Debian 12+") || !strings.Contains(out, "preinstalled") {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+}
+
+func TestBuildScriptWithoutNixBinPackageFails(t *testing.T) {
+	e := newScriptEnv(t)
+	e.fake("apt-get", `echo "apt-get $*" >>`+e.log)
+	e.fake("apt-cache", `echo "E: No packages found" >&2; exit 100`)
+	out, code := e.run(context.Background(), "ensure-nix")
+	if code != 3 || !strings.Contains(out, "no nix-bin package") || !strings.Contains(out, "Debian 12+") {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	if !strings.Contains(e.calls(), "apt-get update") {
+		t.Fatalf("the package lists were not refreshed first: %q", e.calls())
+	}
+	if strings.Contains(e.calls(), "install") {
+		t.Fatalf("apt-get install ran without a nix-bin package: %q", e.calls())
+	}
+}
+
+func TestBuildScriptInstallsNixBin(t *testing.T) {
+	e := newScriptEnv(t)
+	nix := filepath.Join(e.bin, "nix")
+	e.fake("apt-get", `echo "apt-get $*" >>`+e.log+`
+if [ "$1" = install ]; then printf '#!/bin/bash\necho "nix (Nix) 2.26.3"\n' >`+nix+`; chmod +x `+nix+`; fi`)
+	e.fake("apt-cache", `exit 0`)
+	out, code := e.run(context.Background(), "ensure-nix")
+	if code != 0 || !strings.Contains(out, "installed nix (Nix) 2.26.3") {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	if !strings.Contains(e.calls(), "apt-get install -y -q nix-bin") {
+		t.Fatalf("calls: %q", e.calls())
+	}
+	if os.Getuid() != 0 && !strings.Contains(e.calls(), "sudo env DEBIAN_FRONTEND=noninteractive apt-get install") {
+		t.Fatalf("not root, but apt-get did not run through sudo: %q", e.calls())
+	}
+}
+
+func TestBuildScriptRunsNixWithTheGivenArguments(t *testing.T) {
+	e := newScriptEnv(t)
+	rd := t.TempDir()
+	argsFile := filepath.Join(rd, "args")
+	e.fake("nix", `for a in "$@"; do printf '%s\n' "$a"; done >`+argsFile+`
+echo "building '/nix/store/abc-sd-image.drv'..." >&2
+while [ "$1" != --out-link ]; do shift; done
+mkdir -p "`+rd+`/store/sd-image" && ln -sfn "`+rd+`/store" "$2"`)
+	c := prepared(t, func(c *Config) { c.RemoteDirectory = rd; c.NixOptions = map[string]string{"max-jobs": "auto"} })
+	words := shellWords(t, buildCommand(c))
+	out, code := e.run(context.Background(), append([]string{"build", rd, "60"}, words...)...)
+	if code != 0 {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	b, _ := os.ReadFile(argsFile)
+	got := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+	if !reflect.DeepEqual(got, nixArgs(c)) {
+		t.Fatalf("nix got\n %q\nwant\n %q", got, nixArgs(c))
+	}
+	if !strings.Contains(out, "building '/nix/store/abc-sd-image.drv'") || !strings.Contains(out, "build finished") {
+		t.Fatalf("output:\n%s", out)
+	}
+	if _, err := os.Stat(filepath.Join(rd, "build.pid")); !os.IsNotExist(err) {
+		t.Fatalf("build.pid left behind: %v", err)
+	}
+}
+
+func TestBuildScriptReportsNixFailure(t *testing.T) {
+	e := newScriptEnv(t)
+	e.fake("nix", `echo "error: builder for '/nix/store/x.drv' failed with exit code 1" >&2; exit 1`)
+	out, code := e.run(context.Background(), "build", t.TempDir(), "60", "nix", "build", "x")
+	if code != 1 || !strings.Contains(out, "error: builder for") || !strings.Contains(out, "nix build failed with exit status 1") {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+}
+
+func TestBuildScriptEnforcesTimeout(t *testing.T) {
+	e := newScriptEnv(t)
+	e.fake("nix", `exec sleep 30`)
+	start := time.Now()
+	out, code := e.run(context.Background(), "build", t.TempDir(), "1", "nix", "build", "x")
+	if code != 124 || !strings.Contains(out, "longer than build_timeout (1s)") {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	if el := time.Since(start); el > 20*time.Second {
+		t.Fatalf("the timeout took %s", el)
+	}
+}
+
+func TestBuildScriptStopsOnRequest(t *testing.T) {
+	e := newScriptEnv(t)
+	rd := t.TempDir()
+	marker := filepath.Join(rd, "nix-got-term")
+	e.fake("nix", `trap 'touch `+marker+`; exit 143' TERM; sleep 60 & wait`)
+	c := prepared(t, func(c *Config) { c.RemoteDirectory = rd })
+	type result struct {
+		out  string
+		code int
+	}
+	done := make(chan result, 1)
+	go func() {
+		out, code := e.run(context.Background(), "build", rd, "120", "nix", "build", "x")
+		done <- result{out, code}
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(filepath.Join(rd, "build.pid")); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("build.sh wrote no build.pid")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if out, err := exec.Command("bash", "-c", stopCommand(c)).CombinedOutput(); err != nil {
+		t.Fatalf("stop command: %v %s", err, out)
+	}
+	select {
+	case r := <-done:
+		if r.code != 143 || !strings.Contains(r.out, "stopping the build") {
+			t.Fatalf("exit %d:\n%s", r.code, r.out)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("build.sh did not stop")
+	}
+	if _, err := os.Stat(marker); err != nil {
+		t.Fatal("nix did not receive SIGTERM")
+	}
+}
