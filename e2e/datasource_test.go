@@ -3,8 +3,6 @@
 package e2e
 
 import (
-	"bytes"
-	"context"
 	"fmt"
 	"regexp"
 	"sort"
@@ -14,29 +12,6 @@ import (
 
 	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/testbed"
 )
-
-// startDatasourceTestbed starts a test bed for the data source tests; it is
-// closed, and its logs dumped on failure, when the test ends.
-func startDatasourceTestbed(t *testing.T) *testbed.Testbed {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	tb, err := testbed.Start(ctx, testbed.Options{WorkDir: t.TempDir(), Logf: t.Logf})
-	if err != nil {
-		t.Fatalf("starting the test bed: %v", err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			var b bytes.Buffer
-			tb.DumpLogs(&b)
-			t.Logf("test bed:\n%s", b.String())
-		}
-		if err := tb.Close(); err != nil {
-			t.Errorf("closing the test bed: %v", err)
-		}
-	})
-	return tb
-}
 
 // dsLookup is one data source block of the lookup template.
 type dsLookup struct {
@@ -151,7 +126,7 @@ func rfc3339(t *time.Time) string {
 // using the data source prints the newest non-deprecated official Debian AMI
 // for each release and architecture, never the impostor's newer look-alike.
 func TestDatasourceLookup(t *testing.T) {
-	tb := startDatasourceTestbed(t)
+	tb := startTestbed(t, testbed.Options{})
 	dir := t.TempDir()
 	writeTemplate(t, dir, "lookup.pkr.hcl", dsLookupTemplate(dsLookups))
 
@@ -206,10 +181,6 @@ func TestDatasourceLookup(t *testing.T) {
 			}
 		})
 	}
-	leaks, err := tb.Leaks(context.Background())
-	if err != nil || len(leaks) != 0 {
-		t.Errorf("leaks after data source runs: %v %v", leaks, err)
-	}
 }
 
 const dsFailureTemplate = `packer {
@@ -250,7 +221,7 @@ build {
 // TestDatasourceFailures: what Packer shows when the data source cannot
 // answer, and that the bad configurations fail before any EC2 call.
 func TestDatasourceFailures(t *testing.T) {
-	tb := startDatasourceTestbed(t)
+	tb := startTestbed(t, testbed.Options{})
 	dir := t.TempDir()
 	writeTemplate(t, dir, "lookup.pkr.hcl", dsFailureTemplate)
 
