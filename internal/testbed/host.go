@@ -84,6 +84,10 @@ type HostPool struct {
 	stopped  map[string]*Host
 	starting map[string]bool
 	pending  *hostSlot // the next host's slot
+
+	// extraMounts are appended to every host's bind mounts (tests use it to
+	// make a mount fail).
+	extraMounts [][2]string
 }
 
 // hostSlot is what a host gets before it exists: its sequence number, its
@@ -518,13 +522,16 @@ LogLevel VERBOSE
 // bindMounts are the host's private folders: source under Dir, mount point.
 // /tmp goes last: Dir itself may be under /tmp.
 func (h *Host) bindMounts() [][2]string {
-	return [][2]string{
+	m := [][2]string{
 		{filepath.Join(h.Dir, "home"), hostHome},
 		{filepath.Join(h.Dir, "bin"), "/usr/local/bin"},
 		{filepath.Join(h.Dir, "sbin"), "/usr/local/sbin"},
 		{filepath.Join(h.Dir, "state"), standinState},
-		{filepath.Join(h.Dir, "tmp"), "/tmp"},
 	}
+	if h.pool != nil {
+		m = append(m, h.pool.extraMounts...)
+	}
+	return append(m, [2]string{filepath.Join(h.Dir, "tmp"), "/tmp"})
 }
 
 func shellQuote(s string) string {

@@ -463,3 +463,29 @@ func TestHostDelayProxyAddsRTT(t *testing.T) {
 		t.Error("the delay proxy still listens after Stop")
 	}
 }
+
+func TestHostFailedMountFailsStart(t *testing.T) {
+	p := newTestPool(t, HostPoolOptions{})
+	p.extraMounts = [][2]string{{"/nonexistent/nixos-sd-testbed", "/mnt"}}
+	_, pub := newKey(t)
+	before := ipOut(t, "netns", "list")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	h, err := p.Start(ctx, "i-badmount", []string{pub})
+	if err == nil {
+		t.Fatalf("Start succeeded with a failing bind mount (host %+v)", h)
+	}
+	t.Logf("Start: %v", err)
+	if !strings.Contains(err.Error(), "sshd exited") {
+		t.Errorf("Start's error does not say sshd did not start: %v", err)
+	}
+	if after := ipOut(t, "netns", "list"); after != before {
+		t.Errorf("a failed Start left a namespace: before %q, after %q", before, after)
+	}
+	if entries, _ := os.ReadDir(p.WorkDir()); len(entries) != 0 {
+		t.Errorf("a failed Start left %d entries in %s", len(entries), p.WorkDir())
+	}
+	if len(p.Running()) != 0 {
+		t.Errorf("Running() = %v", p.Running())
+	}
+}

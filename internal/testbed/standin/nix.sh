@@ -71,12 +71,15 @@ takes_one=" --out-link -o --include -I --file -f --expr --attr -A --max-jobs -j 
  --profile --reference-lock-file --output-lock-file --inputs-from --update-input --commit-lock-file-summary
  --timeout --max-silent-time --keep-failed-outputs --option-file --drv-link --add-root --out-path "
 takes_two=" --option --arg --argstr --override-input --override-flake --arg-from-file --arg-from-stdin "
+# Those whose values are inputs of the build (they decide the store path).
+input_opts=" --include -I --file -f --expr --attr -A --system --arg --argstr --override-input --override-flake --arg-from-file "
 
 out_link="result"
 no_link=0
 print_out_paths=0
 print_logs=0
 positional=()
+inputs=()
 i=1
 while [ "$i" -le "$#" ]; do
 	a=${!i}
@@ -102,18 +105,31 @@ while [ "$i" -le "$#" ]; do
 		i=$((i + 1))
 		while [ "$i" -le "$#" ]; do
 			positional+=("${!i}")
+			inputs+=("${!i}")
 			i=$((i + 1))
 		done
 		break
 		;;
 	-*)
+		n=0
 		if [[ $takes_two == *" $a "* ]]; then
-			i=$((i + 2))
+			n=2
 		elif [[ $takes_one == *" $a "* ]]; then
-			i=$((i + 1))
+			n=1
 		fi
+		if [[ $input_opts == *" $a "* ]]; then
+			inputs+=("$a")
+			for ((j = 1; j <= n && i + j <= $#; j++)); do
+				k=$((i + j))
+				inputs+=("${!k}")
+			done
+		fi
+		i=$((i + n))
 		;;
-	*) positional+=("$a") ;;
+	*)
+		positional+=("$a")
+		inputs+=("$a")
+		;;
 	esac
 	i=$((i + 1))
 done
@@ -191,23 +207,30 @@ nix_hash() {
 	printf '%s\n' "$out"
 }
 
-# The store path depends on the arguments, the settings and the contents of
-# the files the arguments name, as a derivation's inputs would.
+# The store path depends on the build's inputs (installables, files,
+# -I/--arg/... values, not log or output options), the settings and the
+# contents of the files the inputs name, as a derivation's would.
 inputs_digest() {
-	local a
+	local a p
 	printf '%s\n' "$IMAGE_MIB" "$COMPRESS"
 	for a in "$@"; do
-		[ "$a" = "$out_link" ] && continue
 		printf 'arg %s\n' "$a"
-		if [ -f "$a" ]; then
-			sha256sum -- "$a" 2>/dev/null || true
-		elif [ -d "$a" ] && [ "$a" != / ]; then
-			find "$a" -maxdepth 6 -type f -size -4M -printf '%P %s %T@\n' 2>/dev/null | sort || true
-		fi
+		for p in "$a" "${a#*=}"; do
+			p=${p%%#*}
+			p=${p#path:}
+			if [ -f "$p" ]; then
+				sha256sum -- "$p" 2>/dev/null || true
+			elif [ -d "$p" ] && [ "$p" != / ]; then
+				find "$p" -maxdepth 6 -type f -size -4M -printf '%P %s %T@\n' 2>/dev/null | sort || true
+			fi
+		done
 	done
 }
 
-hash=$(inputs_digest "$@" | nix_hash)
+if [ "$prog" = "nix" ] && [ "${#inputs[@]}" -gt 0 ]; then
+	inputs=("${inputs[@]:1}") # the subcommand
+fi
+hash=$( (inputs_digest "${inputs[@]}") | nix_hash)
 drv_hash=$(printf 'drv %s\n' "$hash" | nix_hash)
 fs_drv_hash=$(printf 'ext4 %s\n' "$hash" | nix_hash)
 drv="/nix/store/${drv_hash}-nixos-sd-image.drv"

@@ -1,0 +1,349 @@
+package testbed
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// These tests run the stand-in scripts directly (no root, no namespace):
+// NIXOS_SD_STANDIN_STATE points them at a temporary state folder. They need
+// the test bed's Debian packages (make testbed-deps).
+
+func needTools(t *testing.T, tools ...string) {
+	t.Helper()
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s is not installed; run `make testbed-deps`", tool)
+		}
+	}
+}
+
+func TestStandInScriptsPassShellcheck(t *testing.T) {
+	needTools(t, "shellcheck")
+	scripts, err := filepath.Glob("standin/*.sh")
+	if err != nil || len(scripts) < 2 {
+		t.Fatalf("stand-in scripts: %v %v", scripts, err)
+	}
+	out, err := exec.Command("shellcheck", scripts...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("shellcheck: %v\n%s", err, out)
+	}
+}
+
+type standinEnv struct {
+	state, bin, sbin, work string
+}
+
+func newStandinEnv(t *testing.T, opts StandInOptions) *standinEnv {
+	t.Helper()
+	needTools(t, "sfdisk", "mkfs.vfat", "mkfs.ext4", "mcopy", "zstd", "blkid")
+	root := t.TempDir()
+	e := &standinEnv{state: filepath.Join(root, "state"), bin: filepath.Join(root, "bin"),
+		sbin: filepath.Join(root, "sbin"), work: filepath.Join(root, "work")}
+	for _, d := range []string{e.state, e.bin, e.sbin, e.work} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := installStandIns(e.bin, e.sbin); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(e.state, "standin.conf"), []byte(opts.conf()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// run runs a stand-in program (nix, nix-build, shutdown...) in e.work.
+func (e *standinEnv) run(prog string, args ...string) (stdout, stderr string, code int) {
+	dir := e.bin
+	if _, err := os.Stat(filepath.Join(e.sbin, prog)); err == nil {
+		dir = e.sbin
+	}
+	cmd := exec.Command(filepath.Join(dir, prog), args...)
+	cmd.Dir = e.work
+	cmd.Env = append(os.Environ(), "NIXOS_SD_STANDIN_STATE="+e.state)
+	var o, eb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &eb
+	err := cmd.Run()
+	var exitErr *exec.ExitError
+	switch {
+	case errors.As(err, &exitErr):
+		code = exitErr.ExitCode()
+	case err != nil:
+		code = -1
+		eb.WriteString(err.Error())
+	}
+	return o.String(), eb.String(), code
+}
+
+func (e *standinEnv) calls(t *testing.T, name string) []string {
+	t.Helper()
+	lines, err := readLines(filepath.Join(e.state, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lines
+}
+
+var storePathRE = regexp.MustCompile(`/store/[0123456789abcdfghijklmnpqrsvwxyz]{32}-nixos-sd-image$`)
+
+const imageName = "nixos-image-sd-card-26.05.20260601.0000000-aarch64-linux.img"
+
+type sfdiskTable struct {
+	PartitionTable struct {
+		Label      string `json:"label"`
+		Partitions []struct {
+			Start    int64  `json:"start"`
+			Size     int64  `json:"size"`
+			Type     string `json:"type"`
+			Bootable bool   `json:"bootable"`
+		} `json:"partitions"`
+	} `json:"partitiontable"`
+}
+
+// checkImage checks an uncompressed image's layout and file systems.
+func checkImage(t *testing.T, img string) {
+	t.Helper()
+	out, err := exec.Command("sfdisk", "-J", img).Output()
+	if err != nil {
+		t.Fatalf("sfdisk -J %s: %v", img, err)
+	}
+	var tab sfdiskTable
+	if err := json.Unmarshal(out, &tab); err != nil {
+		t.Fatalf("sfdisk -J: %v\n%s", err, out)
+	}
+	pt := tab.PartitionTable
+	if pt.Label != "dos" || len(pt.Partitions) != 2 {
+		t.Fatalf("partition table %+v, want dos with 2 partitions", pt)
+	}
+	fw, root := pt.Partitions[0], pt.Partitions[1]
+	if (fw.Type != "b" && fw.Type != "c") || fw.Start != 8*2048 {
+		t.Errorf("firmware partition %+v, want FAT32 (b or c) at 8 MiB", fw)
+	}
+	if root.Type != "83" || !root.Bootable || root.Start < fw.Start+fw.Size {
+		t.Errorf("root partition %+v, want bootable Linux (83) after the firmware", root)
+	}
+	for _, c := range []struct {
+		start int64
+		want  []string
+	}{
+		{fw.Start, []string{`LABEL="FIRMWARE"`, `TYPE="vfat"`, `VERSION="FAT32"`}},
+		{root.Start, []string{`LABEL="NIXOS_SD"`, `TYPE="ext4"`}},
+	} {
+		out, err := exec.Command("blkid", "-p", "-O", fmt.Sprint(c.start*512), img).Output()
+		if err != nil {
+			t.Fatalf("blkid at sector %d: %v", c.start, err)
+		}
+		for _, w := range c.want {
+			if !bytes.Contains(out, []byte(w)) {
+				t.Errorf("blkid at sector %d: %s, want %s", c.start, out, w)
+			}
+		}
+	}
+	cmd := exec.Command("mtype", "-i", fmt.Sprintf("%s@@%d", img, fw.Start*512), "::/config.txt")
+	cmd.Env = append(os.Environ(), "MTOOLS_SKIP_CHECK=1")
+	if out, err := cmd.Output(); err != nil || !bytes.Contains(out, []byte("arm_64bit=1")) {
+		t.Errorf("config.txt in the firmware partition: %v %q", err, out)
+	}
+	if out, err := exec.Command("e2fsck", "-fn", fmt.Sprintf("%s?offset=%d", img, root.Start*512)).CombinedOutput(); err != nil {
+		t.Errorf("e2fsck of the root partition: %v\n%s", err, out)
+	}
+}
+
+func TestStandInNixBuildsAnSDImage(t *testing.T) {
+	e := newStandinEnv(t, StandInOptions{ImageMiB: 56})
+
+	if out, _, code := e.run("nix", "--version"); code != 0 || out != "nix (Nix) 2.28.3\n" {
+		t.Errorf("nix --version: %d %q", code, out)
+	}
+
+	cfg := filepath.Join(e.work, "cfg")
+	if err := os.MkdirAll(cfg, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(cfg, "configuration.nix"), []byte("{ }\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"--extra-experimental-features", "nix-command flakes", "--option", "sandbox", "false",
+		"build", "-L", "--print-build-logs", "-I", "nixos-config=" + cfg + "/configuration.nix",
+		"--file", "<nixpkgs/nixos>", "config.system.build.sdImage", "--out-link", "out/result"}
+	if err := os.MkdirAll(filepath.Join(e.work, "out"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	stdout, stderr, code := e.run("nix", args...)
+	if code != 0 {
+		t.Fatalf("nix build: exit %d\n%s", code, stderr)
+	}
+	if stdout != "" {
+		t.Errorf("nix build without --print-out-paths printed %q", stdout)
+	}
+	for _, want := range []string{"these 2 derivations will be built:", "building '/nix/store/", "nixos-sd-image> "} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("nix build's log lacks %q:\n%s", want, stderr)
+		}
+	}
+	link := filepath.Join(e.work, "out", "result")
+	target, err := os.Readlink(link)
+	if err != nil {
+		t.Fatalf("out link: %v", err)
+	}
+	if !storePathRE.MatchString(target) || !strings.HasPrefix(target, e.state+"/store/") {
+		t.Fatalf("out link points at %s", target)
+	}
+	zst := filepath.Join(link, "sd-image", imageName+".zst")
+	fi, err := os.Stat(zst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := filepath.Join(t.TempDir(), "x.img")
+	if out, err := exec.Command("zstd", "-dq", zst, "-o", img).CombinedOutput(); err != nil {
+		t.Fatalf("zstd -d: %v %s", err, out)
+	}
+	ifi, err := os.Stat(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ifi.Size() != 56<<20 {
+		t.Errorf("image is %d bytes, want 56 MiB", ifi.Size())
+	}
+	ratio := float64(ifi.Size()) / float64(fi.Size())
+	t.Logf("compression ratio %.2f", ratio)
+	if ratio < 2 || ratio > 4.5 {
+		t.Errorf("the image compresses %.2f:1; a real one compresses about 3:1", ratio)
+	}
+	checkImage(t, img)
+	products, err := os.ReadFile(filepath.Join(link, "nix-support", "hydra-build-products"))
+	if err != nil || string(products) != "file sd-image "+target+"/sd-image/"+imageName+".zst\n" {
+		t.Errorf("hydra-build-products: %q %v", products, err)
+	}
+
+	// The same inputs give the same store path, without a rebuild.
+	stdout, stderr, code = e.run("nix", "build", "--no-link", "--print-out-paths", "-I", "nixos-config="+cfg+"/configuration.nix",
+		"--file", "<nixpkgs/nixos>", "config.system.build.sdImage", "--extra-experimental-features", "nix-command flakes",
+		"--option", "sandbox", "false", "-L", "--print-build-logs")
+	if code != 0 || strings.TrimSpace(stdout) != target || strings.Contains(stderr, "will be built") {
+		t.Errorf("second build: exit %d, printed %q (want %s), log %q", code, stdout, target, stderr)
+	}
+
+	// nix-build prints the store path; nix-build -o.
+	stdout, stderr, code = e.run("nix-build", "<nixpkgs/nixos>", "-A", "config.system.build.sdImage", "-o", "nb")
+	if code != 0 || !storePathRE.MatchString(strings.TrimSpace(stdout)) {
+		t.Errorf("nix-build: exit %d, stdout %q, stderr %s", code, stdout, stderr)
+	}
+	if got, err := os.Readlink(filepath.Join(e.work, "nb")); err != nil || got != strings.TrimSpace(stdout) {
+		t.Errorf("nix-build's out link: %q %v", got, err)
+	}
+	if out, _, code := e.run("nix-build", "--version"); code != 0 || out != "nix-build (Nix) 2.28.3\n" {
+		t.Errorf("nix-build --version: %d %q", code, out)
+	}
+
+	// Other nix commands are not stand-ins.
+	if _, stderr, code := e.run("nix", "eval", "--raw", "x"); code != 1 || !strings.Contains(stderr, "only 'nix build'") {
+		t.Errorf("nix eval: exit %d, %q", code, stderr)
+	}
+
+	calls := e.calls(t, "standin-calls.log")
+	if len(calls) != 6 || calls[0] != "nix --version" ||
+		!strings.HasPrefix(calls[1], `nix --extra-experimental-features nix-command\ flakes --option sandbox false build -L`) ||
+		!strings.HasPrefix(calls[3], "nix-build ") || calls[5] != "nix eval --raw x" {
+		t.Errorf("standin-calls.log: %q", calls)
+	}
+}
+
+func TestStandInNixFailsOnMarker(t *testing.T) {
+	e := newStandinEnv(t, StandInOptions{})
+	flake := filepath.Join(e.work, "flake")
+	if err := os.MkdirAll(filepath.Join(flake, "hosts"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(flake, "flake.nix"), []byte("{ outputs = _: { }; }\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(flake, "hosts", "pi.nix"), []byte("{ # STANDIN_FAIL\n}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(e.work, "configuration.nix")
+	if err := os.WriteFile(file, []byte("{ boot.STANDIN_FAIL = true; }\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"build", "./flake#nixosConfigurations.pi.config.system.build.sdImage", "--out-link", "r1"},
+		{"build", "--file", "<nixpkgs/nixos>", "-I", "nixos-config=" + file, "-o", "r2"},
+		{"build", "path:" + flake + "#sdImage", "-o", "r3"},
+	} {
+		stdout, stderr, code := e.run("nix", args...)
+		if code != 1 {
+			t.Errorf("nix %q: exit %d, want 1 (stdout %q)", args, code, stdout)
+		}
+		if !regexp.MustCompile(`error: builder for '/nix/store/[0-9a-z]{32}-nixos-sd-image\.drv' failed with exit code 1`).MatchString(stderr) {
+			t.Errorf("nix %q said:\n%s", args, stderr)
+		}
+		if !strings.Contains(stderr, "STANDIN_FAIL found in") {
+			t.Errorf("nix %q does not say where STANDIN_FAIL is:\n%s", args, stderr)
+		}
+		if _, err := os.Lstat(filepath.Join(e.work, args[len(args)-1])); err == nil {
+			t.Errorf("nix %q made its out link though the build failed", args)
+		}
+	}
+	if _, stderr, code := e.run("nix-build", file, "-o", "r4"); code != 1 || !strings.Contains(stderr, "failed with exit code 1") {
+		t.Errorf("nix-build with STANDIN_FAIL: exit %d %q", code, stderr)
+	}
+	// An argument that names an existing path with the text in the name.
+	named := filepath.Join(e.work, "STANDIN_FAIL.nix")
+	if err := os.WriteFile(named, []byte("{ }\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, code := e.run("nix", "build", "-f", named, "-o", "r5"); code != 1 || !strings.Contains(stderr, "STANDIN_FAIL in the name of") {
+		t.Errorf("nix build -f %s: exit %d %q", named, code, stderr)
+	}
+	// The text in an argument that names nothing does not count.
+	if _, stderr, code := e.run("nix", "build", "--argstr", "note", "STANDIN_FAIL", "-o", "ok"); code != 0 {
+		t.Errorf("STANDIN_FAIL in a plain argument failed the build: %s", stderr)
+	}
+}
+
+func TestStandInNixUncompressed(t *testing.T) {
+	e := newStandinEnv(t, StandInOptions{ImageMiB: 56, Uncompressed: true})
+	if _, stderr, code := e.run("nix", "build", "-o", "result"); code != 0 {
+		t.Fatalf("nix build: %d %s", code, stderr)
+	}
+	img := filepath.Join(e.work, "result", "sd-image", imageName)
+	if _, err := os.Stat(img + ".zst"); err == nil {
+		t.Error("compressed although Uncompressed")
+	}
+	checkImage(t, img)
+}
+
+func TestStandInShutdownOnlyRecords(t *testing.T) {
+	e := newStandinEnv(t, StandInOptions{})
+	for _, args := range [][]string{{"shutdown", "-h", "now"}, {"poweroff"}, {"halt", "-p"}, {"reboot", "--force", "a b"}} {
+		if _, stderr, code := e.run(args[0], args[1:]...); code != 0 {
+			t.Errorf("%q: exit %d %s", args, code, stderr)
+		}
+	}
+	want := []string{"shutdown -h now", "poweroff", "halt -p", `reboot --force a\ b`}
+	if got := e.calls(t, "shutdown.log"); !equalStrings(got, want) {
+		t.Errorf("shutdown.log %q, want %q", got, want)
+	}
+}
+
+func equalStrings(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}

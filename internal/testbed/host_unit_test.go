@@ -1,0 +1,150 @@
+package testbed
+
+import (
+	"math"
+	"net"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestSubnetAddresses(t *testing.T) {
+	for _, c := range []struct {
+		index            int
+		hostSide, nsSide string
+	}{
+		{1, "10.213.0.5", "10.213.0.6"},
+		{64, "10.213.1.1", "10.213.1.2"},
+		{subnetCount - 1, "10.213.255.253", "10.213.255.254"},
+	} {
+		s := subnet{index: c.index}
+		if s.hostSide() != c.hostSide || s.nsSide() != c.nsSide {
+			t.Errorf("subnet %d: %s/%s, want %s/%s", c.index, s.hostSide(), s.nsSide(), c.hostSide, c.nsSide)
+		}
+		if !s.contains(net.ParseIP(c.nsSide)) || s.contains(net.ParseIP("10.213.0.2")) && c.index != 0 {
+			t.Errorf("subnet %d: contains is wrong", c.index)
+		}
+	}
+}
+
+func TestReserveSlotIsSequentialAndExclusive(t *testing.T) {
+	n1, s1, err := reserveSlot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n2, s2, err := reserveSlot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer releaseSubnet(s1)
+	defer releaseSubnet(s2)
+	if n2 != n1+1 || s1 == s2 || s1.index == 0 || s2.index == 0 {
+		t.Errorf("slots %d %v then %d %v", n1, s1, n2, s2)
+	}
+}
+
+func TestSafeName(t *testing.T) {
+	for in, want := range map[string]string{
+		"i-0123456789abcdef0":   "i-0123456789abcdef0",
+		"../../etc":             "_.._etc",
+		"a b/c":                 "a_b_c",
+		"":                      "host",
+		strings.Repeat("x", 99): strings.Repeat("x", 48),
+	} {
+		if got := safeName(in); got != want {
+			t.Errorf("safeName(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestAuthorizedKeysFile(t *testing.T) {
+	got := authorizedKeysFile([]string{"ssh-ed25519 AAAA one", "  \n# comment\nssh-rsa BBBB two\n", ""})
+	if want := "ssh-ed25519 AAAA one\nssh-rsa BBBB two\n"; got != want {
+		t.Errorf("authorized_keys %q, want %q", got, want)
+	}
+}
+
+func TestSSHDScriptMountsBeforeSSHD(t *testing.T) {
+	h := &Host{ID: "i-1", Dir: "/tmp/it's here/i-1-0", NSAddr: "10.213.0.6"}
+	s := h.sshdScript()
+	if !strings.HasPrefix(s, "set -eu\n") {
+		t.Errorf("script does not stop at the first failure:\n%s", s)
+	}
+	exec := strings.Index(s, "exec /usr/sbin/sshd -D -e -f "+nsSSHDConfig)
+	if exec < 0 || strings.Count(s, "exec ") != 1 {
+		t.Fatalf("no single exec of sshd:\n%s", s)
+	}
+	var last int
+	for _, target := range []string{hostHome, "/usr/local/bin", "/usr/local/sbin", standinState, "/tmp"} {
+		i := strings.Index(s, " "+target+"\n")
+		if i < 0 || i > exec || i < last {
+			t.Errorf("mount of %s missing, out of order or after sshd:\n%s", target, s)
+		}
+		last = i
+		if !strings.Contains(s, "mountpoint -q "+target+" ||") {
+			t.Errorf("no check that %s is mounted", target)
+		}
+	}
+	if !strings.Contains(s, `'/tmp/it'\''s here/i-1-0/home'`) {
+		t.Errorf("source paths are not shell-quoted:\n%s", s)
+	}
+	if strings.Index(s, "Stand-in for shutdown") > exec {
+		t.Errorf("the stand-in shutdown is checked after sshd starts")
+	}
+	cfg := sshdConfig(h)
+	for _, want := range []string{
+		"ListenAddress 10.213.0.6:22\n", "PasswordAuthentication no\n", "KbdInteractiveAuthentication no\n",
+		"UsePAM no\n", "AllowUsers admin\n", "StrictModes no\n", "AuthorizedKeysFile /home/admin/.ssh/authorized_keys\n",
+		"HostKey " + nsSSHDir + "/ssh_host_ed25519_key\n", "PidFile " + nsSSHDir + "/sshd.pid\n",
+	} {
+		if !strings.Contains(cfg, want) {
+			t.Errorf("sshd_config lacks %q", want)
+		}
+	}
+}
+
+func TestUnescapeMountinfo(t *testing.T) {
+	if got := unescapeMountinfo(`/tmp/a\040b\134c`); got != `/tmp/a b\c` {
+		t.Errorf("got %q", got)
+	}
+}
+
+func TestLinkProfileValidate(t *testing.T) {
+	var nilLink *LinkProfile
+	for _, l := range []*LinkProfile{nilLink, {}, {RateMbit: 20, RTT: 100 * time.Millisecond}} {
+		if err := l.validate(); err != nil {
+			t.Errorf("%+v: %v", l, err)
+		}
+	}
+	for _, l := range []*LinkProfile{{RateMbit: -1}, {RateMbit: math.NaN()}, {RateMbit: math.Inf(1)}, {RateMbit: 0.001}, {RTT: -time.Second}} {
+		if err := l.validate(); err == nil {
+			t.Errorf("%+v accepted", l)
+		}
+	}
+	if nilLink.rate() != 0 || nilLink.rtt() != 0 {
+		t.Error("a nil profile shapes")
+	}
+}
+
+func TestTBFArgs(t *testing.T) {
+	got := strings.Join(tbfArgs(16), " ")
+	if want := "tbf rate 16000kbit burst 32768 latency 100ms"; got != want {
+		t.Errorf("tbfArgs(16) = %q, want %q", got, want)
+	}
+	got = strings.Join(tbfArgs(1000), " ")
+	if want := "tbf rate 1000000kbit burst 1250000 latency 100ms"; got != want {
+		t.Errorf("tbfArgs(1000) = %q, want %q", got, want)
+	}
+}
+
+func TestStandInOptions(t *testing.T) {
+	if got := (StandInOptions{}).conf(); got != "IMAGE_MIB=64\nCOMPRESS=1\n" {
+		t.Errorf("default conf %q", got)
+	}
+	if got := (StandInOptions{ImageMiB: 128, Uncompressed: true}).conf(); got != "IMAGE_MIB=128\nCOMPRESS=0\n" {
+		t.Errorf("conf %q", got)
+	}
+	if err := (StandInOptions{ImageMiB: 40}).validate(); err == nil {
+		t.Error("a 40 MiB image accepted")
+	}
+}
