@@ -588,21 +588,32 @@ func terminateAndWait(ctx context.Context, e stepEnv, ids []string) error {
 	}
 }
 
-// cancelSpotRequests cancels any spot request still linked to the instances
-// (instant fleets make one-time requests; this makes sure none lingers).
+// cancelSpotRequests cancels any spot request still open for the instances
+// (instant fleets make one-time requests; this makes sure none lingers). It
+// lists the open, active and disabled requests and matches the instance ids
+// itself: the "instance-id" filter is not implemented by every EC2 emulator,
+// while the "state" filter is, and an account rarely holds many live
+// requests.
 func cancelSpotRequests(ctx context.Context, e stepEnv, ids []string) {
-	out, err := e.ec2.DescribeSpotInstanceRequests(ctx, &ec2.DescribeSpotInstanceRequestsInput{
-		Filters: []types.Filter{{Name: aws.String("instance-id"), Values: ids}},
-	})
-	if err != nil {
-		cleanupError(e.ui, "spot requests of instance", strings.Join(ids, ", "), fmt.Errorf("listing them: %w", err))
-		return
+	in := &ec2.DescribeSpotInstanceRequestsInput{
+		Filters: []types.Filter{{Name: aws.String("state"), Values: []string{"open", "active", "disabled"}}},
 	}
 	var reqs []string
-	for _, r := range out.SpotInstanceRequests {
-		if r.State == types.SpotInstanceStateOpen || r.State == types.SpotInstanceStateActive || r.State == types.SpotInstanceStateDisabled {
-			reqs = append(reqs, aws.ToString(r.SpotInstanceRequestId))
+	for {
+		out, err := e.ec2.DescribeSpotInstanceRequests(ctx, in)
+		if err != nil {
+			cleanupError(e.ui, "spot requests of instance", strings.Join(ids, ", "), fmt.Errorf("listing them: %w", err))
+			return
 		}
+		for _, r := range out.SpotInstanceRequests {
+			if slices.Contains(ids, aws.ToString(r.InstanceId)) {
+				reqs = append(reqs, aws.ToString(r.SpotInstanceRequestId))
+			}
+		}
+		if aws.ToString(out.NextToken) == "" {
+			break
+		}
+		in.NextToken = out.NextToken
 	}
 	if len(reqs) == 0 {
 		return

@@ -290,7 +290,10 @@ func TestCleanupOrder(t *testing.T) {
 		}
 		return types.InstanceStateNameTerminated
 	}
-	f.spotRequests = []types.SpotInstanceRequest{{SpotInstanceRequestId: aws.String("sir-12345678"), State: types.SpotInstanceStateActive}}
+	f.spotRequests = []types.SpotInstanceRequest{
+		{SpotInstanceRequestId: aws.String("sir-12345678"), InstanceId: aws.String("i-0123456789abcdef0"), State: types.SpotInstanceStateActive},
+		{SpotInstanceRequestId: aws.String("sir-otherbuild"), InstanceId: aws.String("i-0ffffffffffffffff"), State: types.SpotInstanceStateActive},
+	}
 	f.deleteSGErrs = []error{
 		apiErr("DependencyViolation", "resource sg-0123456789abcdef0 has a dependent object"),
 		apiErr("DependencyViolation", "resource sg-0123456789abcdef0 has a dependent object"),
@@ -329,7 +332,7 @@ func TestCleanupOrder(t *testing.T) {
 	if !aws.ToBool(df.TerminateInstances) || len(df.FleetIds) != 1 {
 		t.Errorf("DeleteFleets = %+v", df)
 	}
-	if c := inputsOf[*ec2.CancelSpotInstanceRequestsInput](f, "CancelSpotInstanceRequests")[0]; c.SpotInstanceRequestIds[0] != "sir-12345678" {
+	if c := inputsOf[*ec2.CancelSpotInstanceRequestsInput](f, "CancelSpotInstanceRequests")[0]; len(c.SpotInstanceRequestIds) != 1 || c.SpotInstanceRequestIds[0] != "sir-12345678" {
 		t.Errorf("cancelled %v", c.SpotInstanceRequestIds)
 	}
 	// A second cleanup finds nothing left to do.
