@@ -268,6 +268,8 @@ if [ ! -d "$out" ]; then
 	chmod 1777 "$store" 2>/dev/null || true
 	work=$(mktemp -d "$store/.build-${hash}.XXXXXX")
 	trap 'rm -rf "$work"' EXIT
+	# Stopped (e.g. by timeout or the plugin's cancellation): clean up too.
+	trap 'exit 143' TERM INT HUP
 
 	mib=1048576
 	fw_start_mib=8
