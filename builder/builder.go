@@ -106,11 +106,10 @@ func (b *Builder) Run(ctx context.Context, ui packersdk.Ui, hook packersdk.Hook)
 	if !contains(files, res.ImagePath) {
 		files = append([]string{res.ImagePath}, files...)
 	}
-	gd, _ := state.Get(stateGeneratedData).(map[string]interface{})
-	if gd == nil {
-		gd = generatedData(state, res)
-	}
-	// Timings now include everything up to the end of the build.
-	gd["Timings"] = formatTimings(state)
+	// A fresh map with the builder's own keys only: the state's copy also
+	// holds what StepProvision adds for provisioners (the SSH connection,
+	// the temporary private key included), which post-processors need not see.
+	// Timings now cover everything up to the end of the build.
+	gd := generatedData(state, res)
 	return &Artifact{ImagePath: res.ImagePath, SHA256: res.SHA256, Paths: files, Generated: gd}, nil
 }

@@ -2,15 +2,24 @@ package builder
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
-	"github.com/hashicorp/packer-plugin-sdk/multistep"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
+	"golang.org/x/crypto/ssh"
 
 	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/awscommon"
 	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/debianami"
+	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/payload"
 )
 
 func testBuilder(t *testing.T, f *fakeEC2, extra map[string]interface{}) *Builder {
@@ -94,4 +103,133 @@ func TestRunCancelledBeforeStart(t *testing.T) {
 	}
 }
 
-var _ multistep.Step = &stepPreflight{}
+// sshServer is a minimal in-process SSH server: it accepts only the key the
+// build delivered in the launch template's user data, and nothing else.
+func sshServer(t *testing.T, f *fakeEC2) (string, int, *atomic.Int32) {
+	t.Helper()
+	_, hostPriv, _ := ed25519.GenerateKey(rand.Reader)
+	hostSigner, err := ssh.NewSignerFromKey(hostPriv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logins atomic.Int32
+	conf := &ssh.ServerConfig{
+		PublicKeyCallback: func(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
+			lts := inputsOf[*ec2.CreateLaunchTemplateInput](f, "CreateLaunchTemplate")
+			if len(lts) == 0 || meta.User() != "admin" {
+				return nil, errors.New("denied")
+			}
+			ud, _ := base64.StdEncoding.DecodeString(aws.ToString(lts[len(lts)-1].LaunchTemplateData.UserData))
+			if !strings.Contains(string(ud), strings.TrimSpace(string(ssh.MarshalAuthorizedKey(key)))) {
+				return nil, errors.New("key not in user data")
+			}
+			logins.Add(1)
+			return nil, nil
+		},
+	}
+	conf.AddHostKey(hostSigner)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				_, chans, reqs, err := ssh.NewServerConn(c, conf)
+				if err != nil {
+					c.Close()
+					return
+				}
+				go ssh.DiscardRequests(reqs)
+				for ch := range chans {
+					ch.Reject(ssh.Prohibited, "test server")
+				}
+			}()
+		}
+	}()
+	addr := ln.Addr().(*net.TCPAddr)
+	return "127.0.0.1", addr.Port, &logins
+}
+
+func TestRunWholePipeline(t *testing.T) {
+	stubLookup(t, func(debianami.Query) (*debianami.Image, error) {
+		return &debianami.Image{ID: "ami-0123456789abcdef0", RootDeviceName: "/dev/xvda"}, nil
+	})
+	f := newFakeEC2()
+	terminated := atomic.Bool{}
+	f.instanceState = func(n int, id string) types.InstanceStateName {
+		if terminated.Load() {
+			return types.InstanceStateNameTerminated
+		}
+		return types.InstanceStateNameRunning
+	}
+	host, port, logins := sshServer(t, f)
+	out := t.TempDir()
+	img := out + "/nixos.img"
+	stubPayload(t, func(ctx context.Context, cfg *payload.Config, opts payload.RunOptions) (*payload.Result, error) {
+		if opts.ManifestExtra["instance_id"] != "i-0123456789abcdef0" {
+			t.Errorf("manifest extra = %v", opts.ManifestExtra)
+		}
+		return &payload.Result{ImagePath: img, SHA256: "ab12", Files: []string{img, img + ".sha256", img + ".json"}}, nil
+	})
+	b := testBuilder(t, f, map[string]interface{}{"ssh_host": host, "ssh_port": port, "packer_build_name": "rpi"})
+	// TerminateInstances flips the fake's instances to terminated.
+	f2 := &terminatingFake{fakeEC2: f, terminated: &terminated}
+	b.newEC2 = func(context.Context) (awscommon.EC2API, error) { return f2, nil }
+
+	art, err := b.Run(context.Background(), newTestUI(), &packersdk.MockHook{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if logins.Load() == 0 {
+		t.Error("never logged in with the delivered key")
+	}
+	if art.Id() != img || art.BuilderId() != BuilderID || len(art.Files()) != 3 {
+		t.Errorf("artifact %q %q %v", art.Id(), art.BuilderId(), art.Files())
+	}
+	gd, _ := art.State("generated_data").(map[string]interface{})
+	if gd["InstanceType"] != "c7g.2xlarge" || gd["AvailabilityZone"] != "us-east-2a" || gd["SourceAMI"] != "ami-0123456789abcdef0" ||
+		gd["SpotPrice"] != "0.0812" || gd["InstanceID"] != "i-0123456789abcdef0" || gd["ImageSHA256"] != "ab12" {
+		t.Errorf("generated data = %v", gd)
+	}
+	if _, leaked := gd["SSHPrivateKey"]; leaked {
+		t.Error("the artifact's generated data carries the SSH private key")
+	}
+	if !strings.Contains(gd["Timings"].(string), "launch=") {
+		t.Errorf("timings = %v", gd["Timings"])
+	}
+	for _, want := range []string{"TerminateInstances", "DeleteFleets", "DeleteLaunchTemplate", "DeleteSecurityGroup"} {
+		if f.count(want) != 1 {
+			t.Errorf("%s calls = %d after a successful build", want, f.count(want))
+		}
+	}
+	// Names and tags.
+	cs := inputsOf[*ec2.CreateSecurityGroupInput](f, "CreateSecurityGroup")[0]
+	if !strings.HasPrefix(aws.ToString(cs.GroupName), "packer-nixos-sd-rpi-") {
+		t.Errorf("group name = %q", aws.ToString(cs.GroupName))
+	}
+	var buildID string
+	for _, tg := range cs.TagSpecifications[0].Tags {
+		if aws.ToString(tg.Key) == BuildIDTag {
+			buildID = aws.ToString(tg.Value)
+		}
+	}
+	if len(buildID) != 36 {
+		t.Errorf("build id tag = %q, want a uuid", buildID)
+	}
+}
+
+type terminatingFake struct {
+	*fakeEC2
+	terminated *atomic.Bool
+}
+
+func (f *terminatingFake) TerminateInstances(ctx context.Context, in *ec2.TerminateInstancesInput, o ...func(*ec2.Options)) (*ec2.TerminateInstancesOutput, error) {
+	f.terminated.Store(true)
+	return f.fakeEC2.TerminateInstances(ctx, in, o...)
+}
