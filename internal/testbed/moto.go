@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -200,13 +201,23 @@ func (m *motoServer) Close() error {
 	return nil
 }
 
+var successLine = regexp.MustCompile(`HTTP/1\.[01]"? (200|204) -$`)
+
 // tailFile returns the last n lines of a file, or a note why it cannot.
 func tailFile(path string, n int) string {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Sprintf("(cannot read %s: %v)", path, err)
 	}
-	lines := bytes.Split(bytes.TrimRight(data, "\n"), []byte("\n"))
+	var lines [][]byte
+	for _, l := range bytes.Split(bytes.TrimRight(data, "\n"), []byte("\n")) {
+		// werkzeug's access lines of answered requests are noise (the
+		// watcher polls); errors show as 4xx/5xx lines and tracebacks.
+		if successLine.Match(l) {
+			continue
+		}
+		lines = append(lines, l)
+	}
 	if len(lines) > n {
 		lines = lines[len(lines)-n:]
 	}

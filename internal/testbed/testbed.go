@@ -253,7 +253,7 @@ func (tb *Testbed) Leaks(ctx context.Context) ([]string, error) {
 // watcher's errors, for a failed test.
 func (tb *Testbed) DumpLogs(w io.Writer) {
 	if tb.moto != nil {
-		fmt.Fprintf(w, "--- moto log (last 60 lines of %s)\n%s\n", tb.moto.logPath, tailFile(tb.moto.logPath, 60))
+		fmt.Fprintf(w, "--- moto log (last 60 lines of %s, without successful requests)\n%s\n", tb.moto.logPath, tailFile(tb.moto.logPath, 60))
 	}
 	if tb.proxy != nil {
 		fmt.Fprintf(w, "--- EC2 calls through the fault proxy\n%s", tb.proxy.Summary())
