@@ -513,6 +513,9 @@ func (s *stepLaunch) Cleanup(state multistep.StateBag) {
 			state.Remove(stateInstanceIDs)
 		}
 	}
+	if len(fleets) > 0 || ltID != "" {
+		e.ui.Say("Deleting the temporary EC2 fleet and launch template...")
+	}
 	if len(fleets) > 0 {
 		out, err := e.ec2.DeleteFleets(ctx, &ec2.DeleteFleetsInput{FleetIds: fleets, TerminateInstances: aws.Bool(true)})
 		if err != nil {
