@@ -45,6 +45,7 @@ type fakeEC2 struct {
 	spotStatus    string
 	publicIP      string
 	instanceSpotR string
+	spotLifecycle bool // instances say they are spot
 }
 
 func newFakeEC2() *fakeEC2 {
@@ -338,7 +339,9 @@ func (f *fakeEC2) DeleteFleets(_ context.Context, in *ec2.DeleteFleetsInput, _ .
 
 func (f *fakeEC2) DescribeSpotInstanceRequests(_ context.Context, in *ec2.DescribeSpotInstanceRequestsInput, _ ...func(*ec2.Options)) (*ec2.DescribeSpotInstanceRequestsOutput, error) {
 	f.record("DescribeSpotInstanceRequests", in)
-	out := &ec2.DescribeSpotInstanceRequestsOutput{SpotInstanceRequests: f.spotRequests}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := &ec2.DescribeSpotInstanceRequestsOutput{SpotInstanceRequests: append([]types.SpotInstanceRequest(nil), f.spotRequests...)}
 	if f.spotStatus != "" {
 		out.SpotInstanceRequests = []types.SpotInstanceRequest{{SpotInstanceRequestId: aws.String(f.instanceSpotR), State: types.SpotInstanceStateActive, Status: &types.SpotInstanceStatus{Code: aws.String(f.spotStatus)}}}
 	}
@@ -374,6 +377,9 @@ func (f *fakeEC2) DescribeInstances(_ context.Context, in *ec2.DescribeInstances
 		}
 		if f.instanceSpotR != "" {
 			inst.SpotInstanceRequestId = aws.String(f.instanceSpotR)
+		}
+		if f.spotLifecycle || f.instanceSpotR != "" {
+			inst.InstanceLifecycle = types.InstanceLifecycleTypeSpot
 		}
 		insts = append(insts, inst)
 	}

@@ -91,13 +91,14 @@ func (s *stepInterruption) Run(ctx context.Context, state multistep.StateBag) mu
 func (w *interruptionWatcher) watch(e stepEnv, id string, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
+	var requestID string
 	for {
 		select {
 		case <-w.ctx.Done():
 			return
 		case <-t.C:
 		}
-		if reason := checkInterruption(w.ctx, e, id); reason != "" {
+		if reason := checkInterruption(w.ctx, e, id, &requestID); reason != "" {
 			ierr := &ErrInterrupted{Reason: reason}
 			w.mu.Lock()
 			w.err = ierr
@@ -111,7 +112,8 @@ func (w *interruptionWatcher) watch(e stepEnv, id string, every time.Duration) {
 
 // checkInterruption returns why the instance is gone or going, or "". API
 // errors count as "fine": a transient failure must not end the build.
-func checkInterruption(ctx context.Context, e stepEnv, id string) string {
+// requestID caches the instance's spot request id between calls.
+func checkInterruption(ctx context.Context, e stepEnv, id string, requestID *string) string {
 	out, err := e.ec2.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{id}})
 	if err != nil {
 		return ""
@@ -130,14 +132,35 @@ func checkInterruption(ctx context.Context, e stepEnv, id string) string {
 				}
 			}
 			if sir := aws.ToString(inst.SpotInstanceRequestId); sir != "" {
-				sout, err := e.ec2.DescribeSpotInstanceRequests(ctx, &ec2.DescribeSpotInstanceRequestsInput{SpotInstanceRequestIds: []string{sir}})
+				*requestID = sir
+			}
+			var reqs []types.SpotInstanceRequest
+			switch {
+			case *requestID != "":
+				sout, err := e.ec2.DescribeSpotInstanceRequests(ctx, &ec2.DescribeSpotInstanceRequestsInput{SpotInstanceRequestIds: []string{*requestID}})
+				if err != nil {
+					continue
+				}
+				reqs = sout.SpotInstanceRequests
+			case inst.InstanceLifecycle == types.InstanceLifecycleTypeSpot:
+				// The instance does not name its request (some EC2
+				// emulators): find it among the live requests once.
+				sout, err := e.ec2.DescribeSpotInstanceRequests(ctx, &ec2.DescribeSpotInstanceRequestsInput{
+					Filters: []types.Filter{{Name: aws.String("state"), Values: []string{"open", "active", "disabled"}}},
+				})
 				if err != nil {
 					continue
 				}
 				for _, req := range sout.SpotInstanceRequests {
-					if req.Status != nil && slices.Contains(interruptedCodes, aws.ToString(req.Status.Code)) {
-						return "spot request " + aws.ToString(req.Status.Code)
+					if aws.ToString(req.InstanceId) == id {
+						*requestID = aws.ToString(req.SpotInstanceRequestId)
+						reqs = append(reqs, req)
 					}
+				}
+			}
+			for _, req := range reqs {
+				if req.Status != nil && slices.Contains(interruptedCodes, aws.ToString(req.Status.Code)) {
+					return "spot request " + aws.ToString(req.Status.Code)
 				}
 			}
 		}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
 )
@@ -24,6 +25,16 @@ func TestInterruptionCancelsBuild(t *testing.T) {
 		"spot marked for termination": func(f *fakeEC2) {
 			f.instanceSpotR = "sir-12345678"
 			f.spotStatus = "marked-for-termination"
+		},
+		"spot request found by instance id": func(f *fakeEC2) {
+			// The instance does not name its request, as in moto.
+			f.spotLifecycle = true
+			f.spotRequests = []types.SpotInstanceRequest{
+				{SpotInstanceRequestId: aws.String("sir-other"), InstanceId: aws.String("i-0ffffffffffffffff"), State: types.SpotInstanceStateActive,
+					Status: &types.SpotInstanceStatus{Code: aws.String("marked-for-termination")}},
+				{SpotInstanceRequestId: aws.String("sir-mine"), InstanceId: aws.String("i-0123456789abcdef0"), State: types.SpotInstanceStateActive,
+					Status: &types.SpotInstanceStatus{Code: aws.String("instance-terminated-by-price")}},
+			}
 		},
 	}
 	for name, setup := range cases {
@@ -50,6 +61,9 @@ func TestInterruptionCancelsBuild(t *testing.T) {
 				t.Fatalf("cause = %v, want *ErrInterrupted", context.Cause(ctx))
 			}
 			msg := interruption(state).Error()
+			if name == "spot request found by instance id" && !strings.Contains(msg, "instance-terminated-by-price") {
+				t.Errorf("another instance's request was taken: %s", msg)
+			}
 			for _, want := range []string{"the spot instance was interrupted by EC2 (", "run the build again", "add instance_types", "another availability_zone", "on_demand_fallback = true"} {
 				if !strings.Contains(msg, want) {
 					t.Errorf("message %q lacks %q", msg, want)
