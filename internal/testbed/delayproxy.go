@@ -25,8 +25,11 @@ type DelayProxy struct {
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
 	closed bool
-	done   chan struct{}
-	wg     sync.WaitGroup
+	// held: connections are closed without dialing the upstream (it does
+	// not exist yet).
+	held bool
+	done chan struct{}
+	wg   sync.WaitGroup
 }
 
 const (
@@ -54,6 +57,28 @@ func NewDelayProxy(listen, upstream string, oneWay time.Duration, logf func(stri
 	p.wg.Add(1)
 	go p.serve()
 	return p, nil
+}
+
+// Hold makes the proxy close new connections without dialing the upstream
+// (a host that is not up yet: its address is not routed to it, so a dial
+// could leave the machine); Release undoes it.
+func (p *DelayProxy) Hold() {
+	p.mu.Lock()
+	p.held = true
+	p.mu.Unlock()
+}
+
+// Release lets new connections through to the upstream again.
+func (p *DelayProxy) Release() {
+	p.mu.Lock()
+	p.held = false
+	p.mu.Unlock()
+}
+
+func (p *DelayProxy) isHeld() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.held
 }
 
 // Addr is the proxy's listening address, host:port.
@@ -133,6 +158,10 @@ func (p *DelayProxy) handle(client net.Conn) {
 	select {
 	case <-time.After(2 * p.oneWay):
 	case <-p.done:
+		return
+	}
+	if p.isHeld() {
+		// Like a host still booting: the connection closes.
 		return
 	}
 	d := net.Dialer{Timeout: 10 * time.Second}

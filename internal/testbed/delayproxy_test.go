@@ -166,3 +166,46 @@ func TestDelayProxyCloseEndsConnections(t *testing.T) {
 		t.Error("the proxy still accepts after Close")
 	}
 }
+
+func TestDelayProxyHeldDoesNotDial(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan struct{}, 1)
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			accepted <- struct{}{}
+			c.Close()
+		}
+	}()
+	p := newTestDelayProxy(t, ln.Addr().String(), time.Millisecond)
+	p.Hold()
+	c, err := net.Dial("tcp", p.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var ne net.Error
+	if _, err := c.Read(make([]byte, 1)); err == nil || (errors.As(err, &ne) && ne.Timeout()) {
+		t.Errorf("read through a held proxy: %v, want the connection closed", err)
+	}
+	select {
+	case <-accepted:
+		t.Error("a held proxy dialed its upstream")
+	case <-time.After(100 * time.Millisecond):
+	}
+	p.Release()
+	c2, err := net.Dial("tcp", p.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	select {
+	case <-accepted:
+	case <-time.After(5 * time.Second):
+		t.Error("a released proxy does not dial its upstream")
+	}
+}

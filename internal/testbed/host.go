@@ -226,6 +226,8 @@ func (p *HostPool) pendingSlot() (*hostSlot, error) {
 			releaseSubnet(s)
 			return nil, err
 		}
+		// Until the host is up, its address is not ours to dial.
+		dp.Hold()
 		slot.proxy = dp
 	}
 	p.pending = slot
@@ -346,6 +348,9 @@ func (p *HostPool) create(ctx context.Context, id string, slot *hostSlot, keys [
 	}
 	if err := h.checkMounts(); err != nil {
 		return nil, err
+	}
+	if slot.proxy != nil {
+		slot.proxy.Release()
 	}
 	return h, nil
 }
@@ -692,6 +697,7 @@ func (p *HostPool) Stop(id string) error {
 
 func (p *HostPool) stopHost(h *Host) error {
 	if h.slot.proxy != nil {
+		h.slot.proxy.Hold()
 		_ = h.slot.proxy.Close()
 	}
 	err := h.teardown()

@@ -20,6 +20,8 @@ const (
 	standinState = "/var/lib/nixos-sd-standin"
 	sudoersFile  = "/etc/sudoers.d/nixos-sd-testbed"
 	sudoersLine  = "admin ALL=(ALL) NOPASSWD:ALL"
+	// hostsNet is the range the hosts' /30s come from.
+	hostsNet = "10.213.0.0/16"
 )
 
 // sshdPath is the OpenSSH server the hosts run.
@@ -62,6 +64,12 @@ func setupMachine(ctx context.Context, logf func(string, ...any)) error {
 	}
 	if err := ensureSudoers(ctx, logf); err != nil {
 		return err
+	}
+	// Addresses of 10.213.0.0/16 without a host (not yet started, or
+	// stopped) must not leave the machine: each host's /30 route is more
+	// specific than this one.
+	if err := run(ctx, "ip", "route", "replace", "unreachable", hostsNet); err != nil {
+		return fmt.Errorf("testbed: routing %s nowhere outside the hosts: %w", hostsNet, err)
 	}
 	for _, d := range []string{standinState, "/run/sshd", "/usr/local/bin", "/usr/local/sbin", hostHome} {
 		if err := os.MkdirAll(d, 0o755); err != nil {

@@ -305,6 +305,10 @@ func TestHostStopRemovesNamespaceAndVeth(t *testing.T) {
 	if len(p.Running()) != 0 {
 		t.Errorf("Running() = %v after Stop", p.Running())
 	}
+	// The old address goes nowhere now, in particular not off the machine.
+	if out, err := exec.Command("ip", "route", "get", h.NSAddr).CombinedOutput(); err == nil {
+		t.Errorf("%s is still routed after Stop: %s", h.NSAddr, out)
+	}
 	if out, err := exec.Command("pgrep", "-f", "sshd -D -e -f "+nsSSHDConfig).Output(); err == nil {
 		// Other pools may run; make sure none is this host's.
 		for _, pid := range strings.Fields(string(out)) {
