@@ -43,7 +43,7 @@ type CatalogueImage struct {
 	BootMode        string
 }
 
-// Deprecated says whether the image is deprecated at t (AWS: a deprecation
+// DeprecatedAt says whether the image is deprecated at t (AWS: a deprecation
 // time at or before t).
 func (c CatalogueImage) DeprecatedAt(t time.Time) bool {
 	return c.DeprecationTime != nil && !c.DeprecationTime.After(t)

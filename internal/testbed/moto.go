@@ -19,6 +19,35 @@ import (
 	"time"
 )
 
+// What moto 5.2.5 answers, verified with boto3 and aws-sdk-go-v2 against
+// moto_server (see also watcher.go, leaks.go and moto_launcher.py):
+//   - MOTO_AMIS_PATH: plain moto loads every image into every region with the
+//     same id, forces owner alias "amazon", and has no deprecation field
+//     (Ami() rejects unknown keys; there is no EnableImageDeprecation). Hence
+//     moto_launcher.py. The "name" filter takes * wildcards; Owners matches
+//     owner id or alias.
+//   - RunInstances/CreateFleet do not check that the AMI exists in the region:
+//     another region's id is accepted (AWS: InvalidAMIID.NotFound). The
+//     instance's Architecture is the AMI's.
+//   - RunInstances answers "pending"; DescribeInstances says "running" at once.
+//   - DescribeRegions lists 38 regions (also cn-*, us-gov-*, and opt-in ones as
+//     "not-opted-in") with or without AllRegions.
+//   - DescribeAvailabilityZones: us-east-2a/b/c (use2-az1..3), eu-west-1a/b/c
+//     (euw1-az3, az1, az2), us-east-1a..f; all "available".
+//   - DescribeInstanceTypes knows the Graviton types (c7g.2xlarge: arm64, 8
+//     vCPU, 16384 MiB, spot and on-demand); an unknown type is an
+//     InvalidInstanceType error. 418 arm64 types without paging.
+//   - DescribeInstanceTypeOfferings: c6g/c7g/c8g/m6g/m7g/m8g .2xlarge offered
+//     in every zone of us-east-2 and eu-west-1, and of us-east-1 except
+//     us-east-1e (location types region and availability-zone); nothing in
+//     regions moto has no data for (e.g. ap-southeast-7).
+//   - DescribeSpotPriceHistory: one price per zone and type, always 0.00001,
+//     timestamp 2006-01-02T15:04:05Z, ProductDescription
+//     "Linux/UNIX (Amazon VPC)"; the ProductDescriptions and AvailabilityZone
+//     filters are ignored (all zones come back).
+//   - Each region has a default VPC with one default subnet per zone
+//     (MapPublicIpOnLaunch true) and a "default" security group.
+//
 //go:embed moto_launcher.py
 var motoLauncher []byte
 
