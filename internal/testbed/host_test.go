@@ -493,3 +493,41 @@ func TestHostFailedMountFailsStart(t *testing.T) {
 		t.Errorf("Running() = %v", p.Running())
 	}
 }
+
+func TestHostConcurrentStarts(t *testing.T) {
+	p := newTestPool(t, HostPoolOptions{})
+	signer, pub := newKey(t)
+	const n = 4
+	hosts := make([]*Host, n)
+	errs := make([]error, n)
+	done := make(chan int)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i := 0; i < n; i++ {
+		go func() {
+			hosts[i], errs[i] = p.Start(ctx, fmt.Sprintf("i-par%d", i), []string{pub})
+			done <- i
+		}()
+	}
+	for i := 0; i < n; i++ {
+		<-done
+	}
+	seen := map[string]bool{}
+	for i, h := range hosts {
+		if errs[i] != nil {
+			t.Fatalf("Start %d: %v", i, errs[i])
+		}
+		if seen[h.NSAddr] || seen[h.Namespace] {
+			t.Fatalf("hosts share %s or %s", h.NSAddr, h.Namespace)
+		}
+		seen[h.NSAddr], seen[h.Namespace] = true, true
+		c := mustDial(t, h.Addr, h.Port, signer)
+		mustRun(t, c, "sudo -n true")
+	}
+	if got := p.Running(); len(got) != n {
+		t.Errorf("Running() = %v", got)
+	}
+	if _, err := p.Start(ctx, "i-par0", []string{pub}); err == nil {
+		t.Error("a second Start of a running id succeeded")
+	}
+}
