@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log"
 	"slices"
 	"sync"
 	"time"
@@ -103,7 +104,8 @@ func (w *interruptionWatcher) watch(e stepEnv, id string, every time.Duration) {
 			w.mu.Lock()
 			w.err = ierr
 			w.mu.Unlock()
-			e.ui.Error(ierr.Error())
+			// The step that was running reports it (halt), once.
+			log.Printf("[INFO] nixos-sd: %s", ierr)
 			w.cancel(ierr)
 			return
 		}
