@@ -216,10 +216,28 @@ func TestSpotFleetInstanceGetsSSHHost(t *testing.T) {
 	authorized := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshPub))) + " testbed-e2e"
 	userData := "#cloud-config\nssh_authorized_keys:\n  - \"" + authorized + "\"\n"
 
+	// A second key, as an imported key pair named in the launch template.
+	pub2, priv2, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer2, _ := ssh.NewSignerFromKey(priv2)
+	sshPub2, _ := ssh.NewPublicKey(pub2)
+	keyName := "nixos-sd-testbed-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	if _, err := c.ImportKeyPair(ctx, &ec2.ImportKeyPairInput{KeyName: aws.String(keyName), PublicKeyMaterial: ssh.MarshalAuthorizedKey(sshPub2)}); err != nil {
+		t.Fatalf("ImportKeyPair: %v", err)
+	}
+	t.Cleanup(func() {
+		if _, err := c.DeleteKeyPair(context.Background(), &ec2.DeleteKeyPairInput{KeyName: aws.String(keyName)}); err != nil {
+			t.Errorf("DeleteKeyPair: %v", err)
+		}
+	})
+
 	lt, err := c.CreateLaunchTemplate(ctx, &ec2.CreateLaunchTemplateInput{
 		LaunchTemplateName: aws.String("nixos-sd-testbed-" + strconv.FormatInt(time.Now().UnixNano(), 36)),
 		LaunchTemplateData: &types.RequestLaunchTemplateData{
 			ImageId:      aws.String(newestImage(t, region, "debian-13-arm64-")),
+			KeyName:      aws.String(keyName),
 			InstanceType: types.InstanceTypeC7g2xlarge,
 			UserData:     aws.String(base64.StdEncoding.EncodeToString([]byte(userData))),
 			InstanceMarketOptions: &types.LaunchTemplateInstanceMarketOptionsRequest{
@@ -306,6 +324,14 @@ func TestSpotFleetInstanceGetsSSHHost(t *testing.T) {
 	if err != nil || string(out) != "hello-from-admin\nsudo-ok\n" {
 		t.Fatalf("command on the host: %v, output %q", err, out)
 	}
+	// The key pair's key works too.
+	cfg2 := *cfg
+	cfg2.Auth = []ssh.AuthMethod{ssh.PublicKeys(signer2)}
+	client2, err := ssh.Dial("tcp", addr, &cfg2)
+	if err != nil {
+		t.Fatalf("ssh with the key pair's key: %v", err)
+	}
+	client2.Close()
 
 	if _, err := c.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: []string{id}}); err != nil {
 		t.Fatalf("TerminateInstances: %v", err)
