@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -150,16 +151,27 @@ func startMotoOnce(ctx context.Context, py, launcher, amisPath, workDir string) 
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
 	cmd.Env = motoEnv(amisPath)
+	// Pdeathsig kills moto if this process dies. It fires when the thread that
+	// started moto ends, so that thread stays locked to the goroutine waiting
+	// for moto, for moto's whole life.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
-		return nil, fmt.Errorf("starting moto (%s): %w", py, err)
-	}
 	m := &motoServer{url: fmt.Sprintf("http://127.0.0.1:%d", port), logPath: logPath, cmd: cmd, done: make(chan struct{}), logFile: logFile}
+	started := make(chan error, 1)
 	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
 		m.waitErr = cmd.Wait()
 		close(m.done)
 	}()
+	if err := <-started; err != nil {
+		logFile.Close()
+		return nil, fmt.Errorf("starting moto (%s): %w", py, err)
+	}
 	if err := m.waitReady(ctx, 60*time.Second); err != nil {
 		m.Close()
 		return nil, fmt.Errorf("%w\nmoto log (%s):\n%s", err, logPath, tailFile(logPath, 30))

@@ -32,12 +32,14 @@ var tb *Testbed
 func TestMain(m *testing.M) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	var err error
+	begin := time.Now()
 	tb, err = Start(ctx, Options{Logf: func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) }})
 	cancel()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "starting the test bed: %v\n", err)
 		os.Exit(1)
 	}
+	fmt.Fprintf(os.Stderr, "test bed started in %s\n", time.Since(begin).Round(time.Millisecond))
 	code := m.Run()
 	if err := tb.Close(); err != nil {
 		fmt.Fprintf(os.Stderr, "closing the test bed: %v\n", err)
