@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path"
 	"path/filepath"
@@ -526,11 +525,20 @@ func (r *run) download(image string, info imageInfo, tmp string, compress bool) 
 	defer f.Close()
 
 	pr := newProgressReader()
+	pr.interval = 100 * time.Millisecond
 	bar := r.ui.TrackProgress(path.Base(image), 0, info.size, pr)
 	drained := make(chan struct{})
 	go func() {
 		defer close(drained)
-		io.Copy(io.Discard, bar)
+		// Not io.Copy(io.Discard, bar): io.Discard reads 8 KiB at a time, and
+		// in a plugin every Read is a call to Packer. The buffer is never
+		// written to.
+		buf := make([]byte, 4<<20)
+		for {
+			if _, err := bar.Read(buf); err != nil {
+				return
+			}
+		}
 	}()
 	d := &downloader{comm: r.comm, channels: channels, compress: compress, progress: pr.Add}
 	start := time.Now()

@@ -1,0 +1,391 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/testbed"
+)
+
+// The nixos-sd provisioner through the real Packer: the null builder connects
+// over SSH (as admin, with a key made here) to a test bed host, a network
+// namespace with a real sshd and the stand-in nix, and the provisioner builds
+// and downloads the image from it. No EC2 is involved, so there is no moto.
+
+const standInImage = "nixos-image-sd-card-26.05.20260601.0000000-aarch64-linux.img"
+
+type provHost struct {
+	host    *testbed.Host
+	keyFile string
+	pubKey  string
+}
+
+// startProvHost starts a test bed host that accepts a new key.
+func startProvHost(t *testing.T, opts testbed.HostPoolOptions) *provHost {
+	t.Helper()
+	dir := t.TempDir()
+	keyFile := filepath.Join(dir, "id_ed25519")
+	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "nixos-sd-e2e", "-f", keyFile).CombinedOutput(); err != nil {
+		t.Fatalf("ssh-keygen: %v\n%s", err, out)
+	}
+	pub, err := os.ReadFile(keyFile + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if opts.WorkDir == "" {
+		opts.WorkDir = filepath.Join(dir, "hosts")
+	}
+	// Kept after Stop so a failure can be looked into (sshd.log, state/).
+	opts.KeepDirs = true
+	var progress syncLog
+	progress.start = time.Now()
+	opts.Logf = progress.logf
+	pool, err := testbed.NewHostPool(opts)
+	if err != nil {
+		t.Fatalf("host pool: %v", err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("host pool progress:\n%s", progress.String())
+		}
+		if err := pool.Close(); err != nil {
+			t.Errorf("closing the host pool: %v", err)
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	h, err := pool.Start(ctx, "i-provisioner", []string{strings.TrimSpace(string(pub))})
+	if err != nil {
+		t.Fatalf("starting the host: %v", err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("sshd log of the host:\n%s", h.SSHDLog())
+			calls, _ := h.StandInCalls()
+			t.Logf("stand-in nix calls:\n%s", strings.Join(calls, "\n"))
+		}
+	})
+	return &provHost{host: h, keyFile: keyFile, pubKey: strings.TrimSpace(string(pub))}
+}
+
+// provTemplate is a null source reaching the host and the nixos-sd
+// provisioner with the given body.
+func (p *provHost) template(body string) string {
+	return fmt.Sprintf(`packer {
+  required_plugins {
+    nixos-sd = {
+      source  = "github.com/nixos-sd/nixos-sd"
+      version = ">= 0.1.0"
+    }
+  }
+}
+
+source "null" "host" {
+  communicator         = "ssh"
+  ssh_host             = %q
+  ssh_port             = %d
+  ssh_username         = "admin"
+  ssh_private_key_file = %q
+  ssh_timeout          = "1m"
+}
+
+build {
+  sources = ["source.null.host"]
+
+  provisioner "nixos-sd" {
+%s
+  }
+}
+`, p.host.Addr, p.host.Port, p.keyFile, body)
+}
+
+// remoteDir is the host's /tmp/nixos-sd, seen from outside its namespace.
+func (p *provHost) remoteDir() string { return filepath.Join(p.host.Dir, "tmp", "nixos-sd") }
+
+// builtImage is the uncompressed image the stand-in made, decompressed here.
+func (p *provHost) builtImage(t *testing.T) []byte {
+	t.Helper()
+	matches, _ := filepath.Glob(filepath.Join(p.host.Dir, "state", "store", "*-nixos-sd-image", "sd-image", standInImage+"*"))
+	if len(matches) != 1 {
+		t.Fatalf("want one image in the stand-in's store, found %q", matches)
+	}
+	if !strings.HasSuffix(matches[0], ".zst") {
+		b, err := os.ReadFile(matches[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	out, err := exec.Command("zstd", "-dc", matches[0]).Output()
+	if err != nil {
+		t.Fatalf("zstd -dc %s: %v", matches[0], err)
+	}
+	return out
+}
+
+func (p *provHost) standInCalls(t *testing.T) string {
+	t.Helper()
+	calls, err := p.host.StandInCalls()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Join(calls, "\n")
+}
+
+// packerBuild runs init and build in dir.
+func packerBuild(t *testing.T, dir string) (string, int) {
+	t.Helper()
+	if out, code := packerRun(t, dir, nil, "init", "."); code != 0 {
+		t.Fatalf("packer init exited %d:\n%s", code, out)
+	}
+	return packerRun(t, dir, nil, "build", ".")
+}
+
+// checkSDImage checks the file is the image the stand-in built: same bytes,
+// an MBR with a FAT32 and a Linux partition, stored sparse, with a matching
+// .sha256 and manifest.
+func checkSDImage(t *testing.T, path string, want []byte) {
+	t.Helper()
+	got, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("the image: %v", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("%s (%d bytes) differs from the image built on the host (%d bytes)", path, len(got), len(want))
+	}
+	if got[510] != 0x55 || got[511] != 0xaa {
+		t.Fatalf("%s has no MBR signature", path)
+	}
+	types := []byte{got[446+4], got[462+4]}
+	if types[0] != 0x0b || types[1] != 0x83 {
+		t.Fatalf("partition types %x, want 0b (FAT32) and 83 (Linux)", types)
+	}
+	if n := binary.LittleEndian.Uint32(got[446+8:]); n != 8*2048 {
+		t.Errorf("the firmware partition starts at sector %d, want %d", n, 8*2048)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Blocks*512 >= st.Size {
+		t.Errorf("%s is not sparse: %d of %d bytes allocated", path, st.Blocks*512, st.Size)
+	}
+	sum := fmt.Sprintf("%x", sha256.Sum256(got))
+	line, err := os.ReadFile(path + ".sha256")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(line) != sum+"  "+filepath.Base(path)+"\n" {
+		t.Errorf("%s.sha256 = %q, want %q", path, line, sum+"  "+filepath.Base(path)+"\n")
+	}
+	var m map[string]any
+	b, err := os.ReadFile(path + ".json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatalf("manifest: %v\n%s", err, b)
+	}
+	if m["sha256"] != sum || m["image"] != filepath.Base(path) || m["size"] != float64(len(want)) {
+		t.Errorf("manifest does not describe the image:\n%s", b)
+	}
+}
+
+func dirEntries(t *testing.T, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if os.IsNotExist(err) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+func TestProvisionerDefaultConfiguration(t *testing.T) {
+	p := startProvHost(t, testbed.HostPoolOptions{})
+	dir := t.TempDir()
+	writeTemplate(t, dir, "build.pkr.hcl", p.template(fmt.Sprintf(`    output_directory    = "out"
+    hostname            = "kitchen-pi"
+    ssh_authorized_keys = [%q]`, p.pubKey)))
+	out, code := packerBuild(t, dir)
+	if code != 0 {
+		t.Fatalf("packer build exited %d:\n%s", code, out)
+	}
+	final := filepath.Join(dir, "out", standInImage)
+	checkSDImage(t, final, p.builtImage(t))
+	if got := dirEntries(t, filepath.Join(dir, "out")); strings.Join(got, " ") != standInImage+" "+standInImage+".json "+standInImage+".sha256" {
+		t.Errorf("output directory holds %q", got)
+	}
+	for _, want := range []string{
+		"nix: these 2 derivations will be built:", // the build log, line by line
+		"nix: nixos-sd-image> Running phase: buildPhase",
+		"SHA-256 verified",
+		"nixos-sd wrote:",
+		filepath.Join("out", standInImage+".sha256"),
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("packer's output lacks %q", want)
+		}
+	}
+	calls := p.standInCalls(t)
+	for _, want := range []string{"nixos-config=/tmp/nixos-sd/nixos", "nixpkgs=channel:nixos-26.05", "--out-link /tmp/nixos-sd/result", "config.system.build.sdImage"} {
+		if !strings.Contains(calls, want) {
+			t.Errorf("nix was not run with %q:\n%s", want, calls)
+		}
+	}
+	if _, err := os.Stat(p.remoteDir()); !os.IsNotExist(err) {
+		t.Errorf("the remote directory was left on the host: %v", err)
+	}
+	if t.Failed() {
+		t.Logf("packer output:\n%s", out)
+	}
+}
+
+func TestProvisionerUserConfiguration(t *testing.T) {
+	p := startProvHost(t, testbed.HostPoolOptions{})
+	dir := t.TempDir()
+	writeTemplate(t, dir, "pi/configuration.nix", "{ ... }: { imports = [ ./wifi.nix ]; networking.hostName = \"pi\"; }\n")
+	writeTemplate(t, dir, "pi/wifi.nix", "{ ... }: { networking.wireless.enable = true; }\n")
+	writeTemplate(t, dir, "build.pkr.hcl", p.template(`    nixos_config      = "pi"
+    nixpkgs           = "nixos-25.11"
+    output_directory  = "out"
+    image_name        = "pi.img"
+    keep_remote_files = true
+    download_channels = 16`))
+	out, code := packerBuild(t, dir)
+	if code != 0 {
+		t.Fatalf("packer build exited %d:\n%s", code, out)
+	}
+	checkSDImage(t, filepath.Join(dir, "out", "pi.img"), p.builtImage(t))
+	// keep_remote_files: the uploaded configuration is still there.
+	for _, f := range []string{"nixos/config/configuration.nix", "nixos/config/wifi.nix", "nixos/default.nix"} {
+		if _, err := os.Stat(filepath.Join(p.remoteDir(), f)); err != nil {
+			t.Errorf("%s on the host: %v", f, err)
+		}
+	}
+	entry, _ := os.ReadFile(filepath.Join(p.remoteDir(), "nixos/default.nix"))
+	if !strings.Contains(string(entry), "sd-image-aarch64.nix") || !strings.Contains(string(entry), "./config/configuration.nix") {
+		t.Errorf("the uploaded entry does not wrap the configuration:\n%s", entry)
+	}
+	calls := p.standInCalls(t)
+	if !strings.Contains(calls, "nixpkgs=channel:nixos-25.11") {
+		t.Errorf("nix was not run against nixos-25.11:\n%s", calls)
+	}
+	// sshd allows 10 sessions unless configured: 16 channels are capped.
+	if !strings.Contains(out, "instead of 16") {
+		t.Errorf("download_channels = 16 was not capped below sshd's MaxSessions:\n%s", out)
+	}
+}
+
+func TestProvisionerLocalFlake(t *testing.T) {
+	p := startProvHost(t, testbed.HostPoolOptions{StandIn: testbed.StandInOptions{Uncompressed: true}})
+	dir := t.TempDir()
+	writeTemplate(t, dir, "pi-flake/flake.nix", `{
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-26.05";
+  outputs = { nixpkgs, ... }: {
+    nixosConfigurations.rpi4 = nixpkgs.lib.nixosSystem {
+      modules = [ "${nixpkgs}/nixos/modules/installer/sd-card/sd-image-aarch64.nix" ];
+    };
+  };
+}
+`)
+	writeTemplate(t, dir, "build.pkr.hcl", p.template(`    flake            = "./pi-flake#rpi4"
+    output_directory = "out"`))
+	out, code := packerBuild(t, dir)
+	if code != 0 {
+		t.Fatalf("packer build exited %d:\n%s", code, out)
+	}
+	checkSDImage(t, filepath.Join(dir, "out", standInImage), p.builtImage(t))
+	calls := p.standInCalls(t)
+	if !strings.Contains(calls, "path:/tmp/nixos-sd/flake\\#nixosConfigurations.rpi4.config.system.build.sdImage") &&
+		!strings.Contains(calls, "path:/tmp/nixos-sd/flake#nixosConfigurations.rpi4.config.system.build.sdImage") {
+		t.Errorf("nix did not build the uploaded flake:\n%s", calls)
+	}
+	// An uncompressed image travels compressed.
+	if !strings.Contains(out, "compressed in transit with zstd") {
+		t.Errorf("the uncompressed image was not compressed in transit:\n%s", out)
+	}
+}
+
+func TestProvisionerBuildFailure(t *testing.T) {
+	p := startProvHost(t, testbed.HostPoolOptions{})
+	dir := t.TempDir()
+	writeTemplate(t, dir, "configuration.nix", "{ ... }: {\n  # STANDIN_FAIL: the stand-in nix fails on this file.\n}\n")
+	writeTemplate(t, dir, "build.pkr.hcl", p.template(`    nixos_config     = "configuration.nix"
+    output_directory = "out"`))
+	out, code := packerBuild(t, dir)
+	if code == 0 {
+		t.Fatalf("packer build succeeded although the NixOS build failed:\n%s", out)
+	}
+	flat := normalizeSpace(out)
+	for _, want := range []string{"nixos-sd build failed", "nix build exited with status 1", "error: builder for '/nix/store/", "failed with exit code 1"} {
+		if !strings.Contains(flat, want) {
+			t.Errorf("packer's output lacks %q:\n%s", want, out)
+		}
+	}
+	if got := dirEntries(t, filepath.Join(dir, "out")); len(got) != 0 {
+		t.Errorf("a failed build left %q in the output directory", got)
+	}
+	if _, err := os.Stat(p.remoteDir()); !os.IsNotExist(err) {
+		t.Errorf("the remote directory was left on the host after the failure: %v", err)
+	}
+}
+
+// corruptingDD replaces dd on the host's PATH (its private /usr/local/bin,
+// ahead of /usr/bin): it flips one byte of the range starting at offset 0, as
+// a faulty transfer would. The host's sha256sum is untouched.
+const corruptingDD = `#!/bin/bash
+# Test bed: a dd that corrupts byte 1000 of the range starting at offset 0.
+case " $* " in
+*" skip=0 "*)
+	tmp=$(mktemp)
+	/bin/dd "$@" of="$tmp"
+	b=$(od -An -tu1 -j1000 -N1 "$tmp" | tr -d ' ')
+	printf "\\$(printf %03o $((255 - b)))" | /bin/dd of="$tmp" bs=1 seek=1000 conv=notrunc status=none
+	cat "$tmp"
+	rm -f "$tmp"
+	;;
+*) exec /bin/dd "$@" ;;
+esac
+`
+
+func TestProvisionerCorruptedDownload(t *testing.T) {
+	p := startProvHost(t, testbed.HostPoolOptions{})
+	if err := os.WriteFile(filepath.Join(p.host.Dir, "bin", "dd"), []byte(corruptingDD), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	writeTemplate(t, dir, "build.pkr.hcl", p.template(`    output_directory = "out"`))
+	out, code := packerBuild(t, dir)
+	if code == 0 {
+		t.Fatalf("packer build succeeded although a range was corrupted:\n%s", out)
+	}
+	flat := normalizeSpace(out)
+	for _, want := range []string{"nixos-sd verify failed", "SHA-256", "the partial file was removed"} {
+		if !strings.Contains(flat, want) {
+			t.Errorf("packer's output lacks %q:\n%s", want, out)
+		}
+	}
+	if got := dirEntries(t, filepath.Join(dir, "out")); len(got) != 0 {
+		t.Errorf("a corrupted download left %q in the output directory", got)
+	}
+}
