@@ -69,7 +69,7 @@ func (s *stepWaitInstance) Run(ctx context.Context, state multistep.StateBag) mu
 	if action == multistep.ActionHalt {
 		if _, ok := state.GetOk("error"); !ok {
 			if ctx.Err() != nil {
-				state.Put("error", fmt.Errorf("connecting with SSH: %w", context.Cause(ctx)))
+				state.Put("error", fmt.Errorf("cancelled while connecting with SSH: %w", context.Cause(ctx)))
 			} else {
 				state.Put("error", errors.New("connecting with SSH failed; check ssh_source_cidrs and that this machine can reach the instance"))
 			}
