@@ -1,0 +1,161 @@
+package provisioner
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
+)
+
+// bashComm runs commands with a real local bash, with PATH starting at bin.
+type bashComm struct{ bin string }
+
+func (c *bashComm) Start(ctx context.Context, rc *packersdk.RemoteCmd) error {
+	cmd := exec.Command("bash", "-c", rc.Command)
+	cmd.Env = append(os.Environ(), "PATH="+c.bin+":"+os.Getenv("PATH"))
+	cmd.Stdout, cmd.Stderr = rc.Stdout, rc.Stderr
+	if cmd.Stdout == nil {
+		cmd.Stdout = io.Discard
+	}
+	if cmd.Stderr == nil {
+		cmd.Stderr = io.Discard
+	}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	go func() {
+		err := cmd.Wait()
+		code := 0
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			code = ee.ExitCode()
+		} else if err != nil {
+			code = 1
+		}
+		rc.SetExited(code)
+	}()
+	return nil
+}
+
+func (c *bashComm) Upload(dst string, r io.Reader, _ *os.FileInfo) error {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(dst, b, 0o644)
+}
+
+func (c *bashComm) UploadDir(dst, src string, _ []string) error {
+	return exec.Command("cp", "-a", strings.TrimSuffix(src, "/")+"/.", dst).Run()
+}
+
+func (c *bashComm) Download(string, io.Writer) error { return errors.New("not used") }
+func (c *bashComm) DownloadDir(string, string, []string) error {
+	return errors.New("not used")
+}
+
+// fakeNix publishes a tiny SD image (an MBR with a FAT32 and a Linux
+// partition, zstd-compressed) as the build result.
+const fakeNix = `#!/bin/bash
+[ "$1" = --version ] && { echo "nix (Nix) 2.28.3"; exit 0; }
+echo "building '/nix/store/0000-sd-image.drv'..." >&2
+out=; while [ $# -gt 0 ]; do [ "$1" = --out-link ] && out=$2; shift; done
+store=$(dirname "$out")/store; mkdir -p "$store/sd-image"
+img=$store/sd-image/test.img
+truncate -s 4M "$img"
+printf 'label: dos\nstart=2048, size=2048, type=c\nstart=4096, type=83\n' | /usr/sbin/sfdisk -q --no-reread --no-tell-kernel "$img" >/dev/null
+zstd -q --rm "$img"
+ln -sfn "$store" "$out"
+`
+
+type recordingUi struct {
+	packersdk.BasicUi
+	mu   sync.Mutex
+	says []string
+}
+
+func (u *recordingUi) Say(s string)     { u.mu.Lock(); u.says = append(u.says, s); u.mu.Unlock() }
+func (u *recordingUi) Message(s string) { u.Say(s) }
+func (u *recordingUi) Error(s string)   { u.Say(s) }
+func (u *recordingUi) TrackProgress(_ string, _, _ int64, s io.ReadCloser) io.ReadCloser {
+	return s
+}
+
+func TestProvisionWritesAndListsFiles(t *testing.T) {
+	for _, tool := range []string{"zstd", "/usr/sbin/sfdisk"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s is not installed", tool)
+		}
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "bin")
+	os.MkdirAll(bin, 0o755)
+	os.WriteFile(filepath.Join(bin, "nix"), []byte(fakeNix), 0o755)
+	os.WriteFile(filepath.Join(bin, "sudo"), []byte("#!/bin/bash\nwhile [ \"${1#-}\" != \"$1\" ]; do shift; done\nexec \"$@\"\n"), 0o755)
+	out := filepath.Join(dir, "out")
+	var p Provisioner
+	if err := p.Prepare(map[string]interface{}{
+		"packer_build_name": "pi",
+		"output_directory":  out,
+		"remote_directory":  filepath.Join(dir, "remote"),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ui := &recordingUi{}
+	if err := p.Provision(context.Background(), ui, &bashComm{bin: bin}, nil); err != nil {
+		t.Fatalf("Provision: %v\n%s", err, strings.Join(ui.says, "\n"))
+	}
+	said := strings.Join(ui.says, "\n")
+	for _, f := range []string{"test.img", "test.img.sha256", "test.img.json"} {
+		path := filepath.Join(out, f)
+		if _, err := os.Stat(path); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+		if !strings.Contains(said, "  "+path) {
+			t.Errorf("Provision did not list %s:\n%s", path, said)
+		}
+	}
+	manifest, _ := os.ReadFile(filepath.Join(out, "test.img.json"))
+	if !bytes.Contains(manifest, []byte(`"packer_build_name": "pi"`)) {
+		t.Errorf("the manifest lacks the build name:\n%s", manifest)
+	}
+}
+
+func TestProvisionFailsClearlyWithoutCommunicator(t *testing.T) {
+	t.Chdir(t.TempDir())
+	var p Provisioner
+	if err := p.Prepare(map[string]interface{}{}); err != nil {
+		t.Fatal(err)
+	}
+	err := p.Provision(context.Background(), &recordingUi{}, nil, nil)
+	if err == nil || !strings.Contains(err.Error(), "communicator") {
+		t.Fatalf("want an error about the missing communicator, got %v", err)
+	}
+}
+
+func TestProvisionReportsBuildFailure(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "bin")
+	os.MkdirAll(bin, 0o755)
+	os.WriteFile(filepath.Join(bin, "nix"), []byte("#!/bin/bash\n[ \"$1\" = --version ] && exit 0\necho 'error: attribute sdImage missing' >&2\nexit 1\n"), 0o755)
+	os.WriteFile(filepath.Join(bin, "sudo"), []byte("#!/bin/bash\nwhile [ \"${1#-}\" != \"$1\" ]; do shift; done\nexec \"$@\"\n"), 0o755)
+	var p Provisioner
+	if err := p.Prepare(map[string]interface{}{"output_directory": filepath.Join(dir, "out"), "remote_directory": filepath.Join(dir, "remote")}); err != nil {
+		t.Fatal(err)
+	}
+	err := p.Provision(context.Background(), &recordingUi{}, &bashComm{bin: bin}, nil)
+	if err == nil || !strings.Contains(err.Error(), "nixos-sd build failed") || !strings.Contains(err.Error(), "error: attribute sdImage missing") {
+		t.Fatalf("want the build failure with nix's message, got %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "out")); !os.IsNotExist(err) {
+		t.Fatalf("a failed build left the output directory: %v", err)
+	}
+}
