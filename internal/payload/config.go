@@ -161,6 +161,9 @@ func (c *Config) Prepare(buildName string, force bool) []error {
 		t := true
 		c.Decompress = &t
 	}
+	if *c.Decompress && strings.HasSuffix(c.ImageName, ".zst") {
+		errs = append(errs, fmt.Errorf("image_name: %q ends in .zst, but the image is decompressed (decompress defaults to true); name it %q, or set decompress = false to keep the compressed file", c.ImageName, strings.TrimSuffix(c.ImageName, ".zst")))
+	}
 	if c.DownloadChannels == 0 {
 		c.DownloadChannels = 4
 	} else if c.DownloadChannels < 1 || c.DownloadChannels > 32 {

@@ -297,6 +297,9 @@ func (r *run) upload() error {
 		}
 		return r.uploadFile(cfg.NixOSConfig, path.Join(dst, "configuration.nix"))
 	default:
+		if len(cfg.SSHAuthorizedKeys) == 0 {
+			r.ui.Say("Note: ssh_authorized_keys is empty, so nobody can log in to the built system over SSH")
+		}
 		if _, err := output(r.ctx, r.comm, "mkdir -p "+shellQuote(path.Join(rd, remoteNixOS))); err != nil {
 			return fmt.Errorf("creating %s on the host: %w", path.Join(rd, remoteNixOS), err)
 		}
