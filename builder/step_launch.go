@@ -134,12 +134,15 @@ func (s *stepLaunch) launch(ctx context.Context, e stepEnv, state multistep.Stat
 			{ResourceType: types.ResourceTypeVolume, Tags: runTags},
 		},
 	}
-	if cfg.SubnetID != "" || cfg.VpcID != "" {
+	if cfg.SubnetID != "" {
 		// A chosen subnet may not give public addresses by default: ask for
-		// one on the primary interface, which then carries the group.
+		// one on the primary interface, which then carries the subnet and the
+		// group. The overrides then name no subnet: EC2 refuses an
+		// instance-level subnet next to a network interface.
 		ni := types.LaunchTemplateInstanceNetworkInterfaceSpecificationRequest{
 			DeviceIndex:              aws.Int32(0),
-			AssociatePublicIpAddress: aws.Bool(cfg.SSHInterface == "public_ip" || cfg.SSHInterface == "public_dns"),
+			SubnetId:                 aws.String(cfg.SubnetID),
+			AssociatePublicIpAddress: aws.Bool(wantsPublicAddress(cfg)),
 			DeleteOnTermination:      aws.Bool(true),
 		}
 		if groupID != "" {
@@ -217,7 +220,9 @@ func (s *stepLaunch) createFleet(ctx context.Context, e stepEnv, state multistep
 	var overrides []types.FleetLaunchTemplateOverridesRequest
 	for _, p := range pools {
 		o := types.FleetLaunchTemplateOverridesRequest{InstanceType: types.InstanceType(p.instanceType)}
-		if p.subnetID != "" {
+		if cfg.SubnetID != "" {
+			// The launch template's network interface names the subnet.
+		} else if p.subnetID != "" {
 			o.SubnetId = aws.String(p.subnetID)
 		} else if p.zone != "" {
 			o.AvailabilityZone = aws.String(p.zone)
@@ -326,6 +331,9 @@ func (s *stepLaunch) createFleet(ctx context.Context, e stepEnv, state multistep
 			}
 		}
 	}
+	if _, zones := poolSets(pools); zone == "" && len(zones) == 1 {
+		zone = zones[0]
+	}
 	state.Put(stateInstanceID, id)
 	state.Put(stateInstanceType, itype)
 	state.Put(stateZone, zone)
@@ -397,9 +405,15 @@ func (s *stepLaunch) pools(ctx context.Context, e stepEnv, state multistep.State
 		}
 		in.NextToken = out.NextToken
 	}
+	// Without subnet_id the instance gets a public address only from a
+	// subnet that assigns one at launch (default subnets do).
+	needPublic := cfg.SubnetID == "" && wantsPublicAddress(cfg) && cfg.Comm.SSHHost == ""
 	var usable []types.Subnet
 	for _, sn := range subnets {
 		if sn.State != "" && sn.State != types.SubnetStateAvailable {
+			continue
+		}
+		if needPublic && sn.MapPublicIpOnLaunch != nil && !*sn.MapPublicIpOnLaunch {
 			continue
 		}
 		usable = append(usable, sn)
@@ -408,6 +422,9 @@ func (s *stepLaunch) pools(ctx context.Context, e stepEnv, state multistep.State
 		where := "the VPC " + getString(state, stateVpcID)
 		if cfg.AvailabilityZone != "" {
 			where += " in " + cfg.AvailabilityZone
+		}
+		if needPublic && len(subnets) > 0 {
+			return nil, fmt.Errorf("no subnet of %s assigns public addresses at launch; set subnet_id (the builder then asks for a public address itself), or ssh_interface = \"private_ip\" when this machine is inside the VPC", where)
 		}
 		return nil, fmt.Errorf("no usable subnet in %s; set subnet_id to a subnet with internet access, or choose another availability_zone", where)
 	}
@@ -452,6 +469,11 @@ func (s *stepLaunch) pools(ctx context.Context, e stepEnv, state multistep.State
 		return nil, fmt.Errorf("none of the instance types %s is offered in the zones of the usable subnets (%s); add instance_types offered there, or choose another subnet_id or availability_zone", strings.Join(instanceTypes, ", "), strings.Join(dedupe(zones), ", "))
 	}
 	return pools, nil
+}
+
+// wantsPublicAddress reports whether SSH goes to a public address.
+func wantsPublicAddress(cfg *Config) bool {
+	return cfg.SSHInterface == "public_ip" || cfg.SSHInterface == "public_dns"
 }
 
 func describePools(pools []pool) string {

@@ -152,11 +152,15 @@ func TestLaunchSpotPriceAndSubnet(t *testing.T) {
 		t.Errorf("spot options = %+v", in.SpotOptions)
 	}
 	ov := in.LaunchTemplateConfigs[0].Overrides
-	if len(ov) != 1 || aws.ToString(ov[0].SubnetId) != "subnet-bbbbbbbb" || aws.ToString(ov[0].MaxPrice) != "0.12" {
-		t.Errorf("overrides = %+v", ov)
+	if len(ov) != 1 || ov[0].SubnetId != nil || aws.ToString(ov[0].MaxPrice) != "0.12" {
+		t.Errorf("overrides = %+v; with subnet_id the network interface names the subnet, not the override", ov)
+	}
+	if getString(state, stateZone) != "us-east-2b" {
+		t.Errorf("zone = %q", getString(state, stateZone))
 	}
 	d := inputsOf[*ec2.CreateLaunchTemplateInput](f, "CreateLaunchTemplate")[0].LaunchTemplateData
 	if len(d.SecurityGroupIds) != 0 || len(d.NetworkInterfaces) != 1 || !aws.ToBool(d.NetworkInterfaces[0].AssociatePublicIpAddress) ||
+		aws.ToString(d.NetworkInterfaces[0].SubnetId) != "subnet-bbbbbbbb" ||
 		len(d.NetworkInterfaces[0].Groups) != 1 || d.NetworkInterfaces[0].Groups[0] != "sg-0123456789abcdef0" {
 		t.Errorf("a chosen subnet needs a network interface with a public address and the group: %+v / %+v", d.SecurityGroupIds, d.NetworkInterfaces)
 	}
@@ -356,5 +360,23 @@ func TestCleanupReportsLeftovers(t *testing.T) {
 	(&stepSecurityGroup{}).Cleanup(state)
 	if out := ui.String(); !strings.Contains(out, "sg-0123456789abcdef0") || !strings.Contains(out, "by hand") {
 		t.Errorf("the user is not told which group to delete:\n%s", out)
+	}
+}
+
+func TestLaunchVPCWithoutPublicSubnets(t *testing.T) {
+	f := newFakeEC2()
+	for i := range f.subnets {
+		f.subnets[i].MapPublicIpOnLaunch = aws.Bool(false)
+	}
+	_, state, _ := launchState(t, f, map[string]interface{}{"vpc_id": "vpc-0123456789abcdef0"})
+	state.Put(stateDefaultVPC, false)
+	if (&stepLaunch{}).Run(context.Background(), state) != multistep.ActionHalt {
+		t.Fatal("launched where SSH cannot reach")
+	}
+	if msg := stateErr(state).Error(); !strings.Contains(msg, "assigns public addresses") || !strings.Contains(msg, "subnet_id") {
+		t.Errorf("error = %q", msg)
+	}
+	if f.count("CreateFleet") != 0 {
+		t.Error("requested an instance anyway")
 	}
 }
