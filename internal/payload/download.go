@@ -221,7 +221,10 @@ func (d *downloader) fetch(ctx context.Context, remote string, c *chunk, dst *os
 			pw.Close()
 		}()
 	} else {
-		cmd.Stdout = w
+		// A writer that fails would stop the communicator reading the
+		// channel, and the remote command would never end: drain instead
+		// (w keeps its error).
+		cmd.Stdout = &drainOnError{w: w}
 		if err := d.comm.Start(ctx, cmd); err != nil {
 			return fmt.Errorf("opening a download channel: %w", err)
 		}

@@ -393,3 +393,28 @@ func TestProgressReaderBatchesReads(t *testing.T) {
 		t.Fatalf("reported %d bytes of %d", total.Load(), added)
 	}
 }
+
+// A channel that sends more bytes than its range asked for fails the range
+// (three times here, so the download fails and says why).
+func TestDownloadRangeLongerThanAskedFails(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "remote.img")
+	randomFile(t, src, 1<<20, 5)
+	comm := &localComm{stdout: func(cmd string, w io.Writer) io.Writer {
+		return writerFunc(func(p []byte) (int, error) {
+			if _, err := w.Write(p); err != nil {
+				return 0, err
+			}
+			// Every byte twice: the range is twice as long as asked.
+			return w.Write(p)
+		})
+	}}
+	d := &downloader{comm: comm, channels: 1, chunkSize: 512 << 10}
+	dst, _ := os.Create(filepath.Join(dir, "local"))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := d.download(ctx, src, 1<<20, dst)
+	if err == nil || !strings.Contains(err.Error(), "more than the 524288 bytes asked for") {
+		t.Fatalf("want the overlong range reported, got %v", err)
+	}
+}
