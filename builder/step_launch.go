@@ -368,6 +368,12 @@ func spotPrice(ctx context.Context, e stepEnv, itype, zone string) string {
 	if err != nil || len(out.SpotPriceHistory) == 0 {
 		return "unknown"
 	}
+	// Prefer the entry of the zone (not every EC2 emulator filters by it).
+	for _, p := range out.SpotPriceHistory {
+		if zone != "" && aws.ToString(p.AvailabilityZone) == zone && p.InstanceType == types.InstanceType(itype) {
+			return aws.ToString(p.SpotPrice)
+		}
+	}
 	return aws.ToString(out.SpotPriceHistory[0].SpotPrice)
 }
 
