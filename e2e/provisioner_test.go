@@ -389,3 +389,111 @@ func TestProvisionerCorruptedDownload(t *testing.T) {
 		t.Errorf("a corrupted download left %q in the output directory", got)
 	}
 }
+
+// slowNix replaces the host's stand-in nix with one whose build never ends
+// by itself; it records starting and being stopped in the host's state dir.
+const slowNix = `#!/bin/bash
+if [ "${1:-}" = --version ]; then echo "nix (Nix) 2.28.3"; exit 0; fi
+trap 'echo stopped >/var/lib/nixos-sd-standin/slow-nix-term; exit 143' TERM
+echo "building '/nix/store/0000-slow.drv'..." >&2
+touch /var/lib/nixos-sd-standin/slow-nix-started
+sleep 600 &
+wait
+`
+
+func installSlowNix(t *testing.T, p *provHost) (started, stopped string) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(p.host.Dir, "bin", "nix"), []byte(slowNix), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(p.host.Dir, "state", "slow-nix-started"), filepath.Join(p.host.Dir, "state", "slow-nix-term")
+}
+
+func waitForFile(t *testing.T, path string, within time.Duration) bool {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		if _, err := os.Stat(path); err == nil {
+			return true
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return false
+}
+
+func TestProvisionerBuildTimeout(t *testing.T) {
+	p := startProvHost(t, testbed.HostPoolOptions{})
+	_, stopped := installSlowNix(t, p)
+	dir := t.TempDir()
+	writeTemplate(t, dir, "build.pkr.hcl", p.template(`    output_directory = "out"
+    build_timeout    = "3s"`))
+	start := time.Now()
+	out, code := packerBuild(t, dir)
+	if code == 0 {
+		t.Fatalf("packer build succeeded although the build outlived build_timeout:\n%s", out)
+	}
+	if el := time.Since(start); el > 90*time.Second {
+		t.Errorf("the build was stopped after %s, with build_timeout = 3s", el)
+	}
+	if flat := normalizeSpace(out); !strings.Contains(flat, "ran longer than build_timeout (3s)") {
+		t.Errorf("packer's output does not say the build timed out:\n%s", out)
+	}
+	// The build ran as root through sudo: the host's own timeout stopped it.
+	if !waitForFile(t, stopped, 10*time.Second) {
+		t.Errorf("the remote nix was not stopped")
+	}
+	if got := dirEntries(t, filepath.Join(dir, "out")); len(got) != 0 {
+		t.Errorf("a timed-out build left %q in the output directory", got)
+	}
+	if _, err := os.Stat(p.remoteDir()); !os.IsNotExist(err) {
+		t.Errorf("the remote directory was left on the host: %v", err)
+	}
+}
+
+// TestProvisionerInterrupt: Ctrl-C (SIGINT to Packer's process group)
+// during the build stops the remote build, which runs as root through sudo.
+// Packer does not wait for a provisioner when interrupted (the SDK's
+// StepProvision returns at once and Packer exits), so the plugin cannot run
+// its stop command: build.sh notices that the SSH session that started it is
+// gone and stops the build itself. The remote directory stays (nobody is left
+// to remove it).
+func TestProvisionerInterrupt(t *testing.T) {
+	p := startProvHost(t, testbed.HostPoolOptions{})
+	started, stopped := installSlowNix(t, p)
+	dir := t.TempDir()
+	writeTemplate(t, dir, "build.pkr.hcl", p.template(`    output_directory = "out"`))
+	if out, code := packerRun(t, dir, nil, "init", "."); code != 0 {
+		t.Fatalf("packer init exited %d:\n%s", code, out)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, packerBin, "build", ".")
+	cmd.Dir = dir
+	cmd.Env = baseEnv()
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	if !waitForFile(t, started, 2*time.Minute) {
+		cmd.Process.Signal(os.Interrupt)
+		cmd.Wait()
+		t.Fatalf("the slow build never started:\n%s", out.String())
+	}
+	// Ctrl-C reaches Packer's whole process group, as in a terminal.
+	if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	err := cmd.Wait()
+	if err == nil {
+		t.Fatalf("packer exited 0 after the interrupt:\n%s", out.String())
+	}
+	if !waitForFile(t, stopped, 15*time.Second) {
+		t.Errorf("the remote nix was not stopped after the interrupt:\n%s", out.String())
+	}
+	if got := dirEntries(t, filepath.Join(dir, "out")); len(got) != 0 {
+		t.Errorf("an interrupted build left %q in the output directory", got)
+	}
+}

@@ -3,11 +3,13 @@ package payload
 import (
 	"context"
 	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -213,5 +215,93 @@ func TestBuildScriptStopsOnRequest(t *testing.T) {
 	}
 	if _, err := os.Stat(marker); err != nil {
 		t.Fatal("nix did not receive SIGTERM")
+	}
+}
+
+// TestBuildScriptStopsWhenItsSessionEnds: when the process that started
+// build.sh goes away (the SSH session ends: Packer interrupted a
+// provisioner), the build is stopped.
+func TestBuildScriptStopsWhenItsSessionEnds(t *testing.T) {
+	e := newScriptEnv(t)
+	rd := t.TempDir()
+	marker := filepath.Join(rd, "nix-got-term")
+	e.fake("nix", `trap 'touch `+marker+`; exit 143' TERM; sleep 60 & wait`)
+	// The "session": a shell that starts build.sh and leaves.
+	cmd := exec.Command("/bin/bash", "-c", "/bin/bash "+e.script+" build "+rd+" 120 nix build x >/dev/null 2>&1 & sleep 1")
+	cmd.Env = []string{"PATH=" + e.bin}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if _, err := os.Stat(marker); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the build went on after its session ended")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestBuildScriptEndsPromptly: the session watcher does not hold the
+// command's output open after the build.
+func TestBuildScriptEndsPromptly(t *testing.T) {
+	e := newScriptEnv(t)
+	e.fake("nix", `exit 0`)
+	start := time.Now()
+	if out, code := e.run(context.Background(), "build", t.TempDir(), "60", "nix", "build", "x"); code != 0 {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	if el := time.Since(start); el > 1500*time.Millisecond {
+		t.Fatalf("build.sh took %s to end after a build that took no time", el)
+	}
+}
+
+// TestBuildScriptStopsOnHangupWithClosedOutput: the session's end may hang
+// up build.sh with its output already closed (a write then raises SIGPIPE):
+// the build is stopped all the same.
+func TestBuildScriptStopsOnHangupWithClosedOutput(t *testing.T) {
+	e := newScriptEnv(t)
+	rd := t.TempDir()
+	marker := filepath.Join(rd, "nix-got-term")
+	e.fake("nix", `trap 'touch `+marker+`; exit 143' TERM; sleep 60 & wait`)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("/bin/bash", e.script, "build", rd, "120", "nix", "build", "x")
+	cmd.Env = []string{"PATH=" + e.bin}
+	cmd.Stdout, cmd.Stderr = w, w
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	go io.Copy(io.Discard, r)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(filepath.Join(rd, "build.pid")); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("build.sh wrote no build.pid")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond)
+	r.Close() // the session's output is gone
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(marker); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the build went on after build.sh was hung up")
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

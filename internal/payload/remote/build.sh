@@ -20,7 +20,8 @@
 #       Runs the Nix build (as root through sudo when this user cannot write
 #       the Nix store and no nix-daemon serves it), stopped after
 #       TIMEOUT_SECONDS. Its process id is kept in REMOTE_DIR/build.pid so the
-#       plugin can stop it on cancellation: SIGTERM stops the build.
+#       plugin can stop it on cancellation: SIGTERM stops the build. The build
+#       is also stopped when the SSH session that started it ends.
 #
 # Exit status: 0 success; 3 Nix could not be installed; 4 no usable root
 # access; 124 the build ran longer than its timeout; anything else is the
@@ -104,16 +105,58 @@ needs_root() {
 	return 0
 }
 
-child=""
-stop_build() {
-	if [ -n "$child" ]; then
-		say "stopping the build"
-		if needs_root; then
-			as_root kill -TERM "$child" 2>/dev/null || true
-		else
-			kill -TERM "$child" 2>/dev/null || true
+# ppid_of prints the parent process id of process $1.
+ppid_of() {
+	local stat ppid
+	read -r stat <"/proc/$1/stat" 2>/dev/null || return 1
+	# pid (comm) state ppid ...; comm may hold spaces.
+	read -r _ ppid _ <<<"${stat##*) }"
+	printf '%s\n' "$ppid"
+}
+
+# stop_child stops the build process $1 (sudo relays the signal to nix).
+stop_child() {
+	if needs_root; then
+		as_root kill -TERM "$1" 2>/dev/null || true
+	else
+		kill -TERM "$1" 2>/dev/null || true
+	fi
+}
+
+# watch_session stops the build when the SSH session that started this script
+# ends: Packer does not wait for a provisioner when it is interrupted, so
+# nobody would run the stop command. The session's end re-parents this script
+# (or ends it without its trap running).
+watch_session() {
+	local pid=$1 parent=$2 build=$3
+	trap '' HUP PIPE
+	while true; do
+		sleep 2 || true
+		if [ "$(ppid_of "$pid" || true)" != "$parent" ]; then
+			if kill -0 "$pid" 2>/dev/null; then
+				kill -TERM "$pid" 2>/dev/null || true
+			else
+				stop_child "$build"
+			fi
+			return 0
 		fi
-		wait "$child" 2>/dev/null || true
+	done
+}
+
+child=""
+watcher=""
+# stop_build runs on SIGTERM, SIGINT and SIGHUP. When the session is gone,
+# writing to it raises SIGPIPE: stop the build first, and ignore that.
+stop_build() {
+	trap '' PIPE
+	set +e
+	if [ -n "$watcher" ]; then
+		kill "$watcher" 2>/dev/null
+	fi
+	if [ -n "$child" ]; then
+		stop_child "$child"
+		say "stopping the build"
+		wait "$child" 2>/dev/null
 	fi
 	exit 143
 }
@@ -143,8 +186,18 @@ run_build() {
 	local status=0
 	"${run[@]}" timeout --kill-after=60 "$timeout_s" "$nix_bin" "$@" </dev/null &
 	child=$!
+	local parent
+	if parent=$(ppid_of "$$"); then
+		# Its own output goes nowhere, so that it never holds the session open.
+		watch_session "$$" "$parent" "$child" >/dev/null 2>&1 &
+		watcher=$!
+	fi
 	wait "$child" || status=$?
 	child=""
+	if [ -n "$watcher" ]; then
+		kill "$watcher" 2>/dev/null || true
+		watcher=""
+	fi
 	rm -f "$remote_dir/build.pid"
 	if [ "$status" -eq 124 ]; then
 		die 124 "the build ran longer than build_timeout (${timeout_s}s) and was stopped. Raise build_timeout or use a larger instance."
