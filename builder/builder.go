@@ -57,6 +57,7 @@ func (b *Builder) steps() []multistep.Step {
 		&stepLaunch{},
 		&stepInterruption{},
 		&stepWaitInstance{},
+		&stepWatchdog{},
 		&stepBuild{},
 		// Provisioners of the build block run on the instance after the
 		// image is home (build.ImagePath is set by then).

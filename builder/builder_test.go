@@ -8,6 +8,7 @@ import (
 	"errors"
 	"net"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -103,9 +104,23 @@ func TestRunCancelledBeforeStart(t *testing.T) {
 	}
 }
 
+// execLog records the commands the in-process SSH server was asked to run.
+type execLog struct {
+	mu   sync.Mutex
+	cmds []string
+}
+
+func (l *execLog) add(c string) { l.mu.Lock(); l.cmds = append(l.cmds, c); l.mu.Unlock() }
+func (l *execLog) all() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.cmds...)
+}
+
 // sshServer is a minimal in-process SSH server: it accepts only the key the
-// build delivered in the launch template's user data, and nothing else.
-func sshServer(t *testing.T, f *fakeEC2) (string, int, *atomic.Int32) {
+// build delivered in the launch template's user data, and answers every exec
+// request with exit status 0, recording the command.
+func sshServer(t *testing.T, f *fakeEC2) (string, int, *atomic.Int32, *execLog) {
 	t.Helper()
 	_, hostPriv, _ := ed25519.GenerateKey(rand.Reader)
 	hostSigner, err := ssh.NewSignerFromKey(hostPriv)
@@ -113,6 +128,7 @@ func sshServer(t *testing.T, f *fakeEC2) (string, int, *atomic.Int32) {
 		t.Fatal(err)
 	}
 	var logins atomic.Int32
+	execs := &execLog{}
 	conf := &ssh.ServerConfig{
 		PublicKeyCallback: func(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
 			lts := inputsOf[*ec2.CreateLaunchTemplateInput](f, "CreateLaunchTemplate")
@@ -146,14 +162,36 @@ func sshServer(t *testing.T, f *fakeEC2) (string, int, *atomic.Int32) {
 					return
 				}
 				go ssh.DiscardRequests(reqs)
-				for ch := range chans {
-					ch.Reject(ssh.Prohibited, "test server")
+				for nc := range chans {
+					if nc.ChannelType() != "session" {
+						nc.Reject(ssh.UnknownChannelType, "test server: sessions only")
+						continue
+					}
+					ch, chReqs, err := nc.Accept()
+					if err != nil {
+						continue
+					}
+					go func() {
+						defer ch.Close()
+						for r := range chReqs {
+							if r.Type != "exec" {
+								r.Reply(false, nil)
+								continue
+							}
+							var p struct{ Command string }
+							_ = ssh.Unmarshal(r.Payload, &p)
+							execs.add(p.Command)
+							r.Reply(true, nil)
+							ch.SendRequest("exit-status", false, ssh.Marshal(struct{ Status uint32 }{0}))
+							return
+						}
+					}()
 				}
 			}()
 		}
 	}()
 	addr := ln.Addr().(*net.TCPAddr)
-	return "127.0.0.1", addr.Port, &logins
+	return "127.0.0.1", addr.Port, &logins, execs
 }
 
 func TestRunWholePipeline(t *testing.T) {
@@ -168,7 +206,7 @@ func TestRunWholePipeline(t *testing.T) {
 		}
 		return types.InstanceStateNameRunning
 	}
-	host, port, logins := sshServer(t, f)
+	host, port, logins, execs := sshServer(t, f)
 	out := t.TempDir()
 	img := out + "/nixos.img"
 	stubPayload(t, func(ctx context.Context, cfg *payload.Config, opts payload.RunOptions) (*payload.Result, error) {
@@ -188,6 +226,13 @@ func TestRunWholePipeline(t *testing.T) {
 	}
 	if logins.Load() == 0 {
 		t.Error("never logged in with the delivered key")
+	}
+	armed := false
+	for _, c := range execs.all() {
+		armed = armed || strings.Contains(c, "nohup setsid") && strings.Contains(c, heartbeatFile)
+	}
+	if !armed {
+		t.Errorf("the instance's watchdog was never armed; commands run: %q", execs.all())
 	}
 	if art.Id() != img || art.BuilderId() != BuilderID || len(art.Files()) != 3 {
 		t.Errorf("artifact %q %q %v", art.Id(), art.BuilderId(), art.Files())

@@ -90,10 +90,17 @@ type Config struct {
 	// terminates) after this, even if Packer was killed and could not clean
 	// up. Defaults to `3h`; at least `build_timeout` plus 15m.
 	InstanceMaxLifetime string `mapstructure:"instance_max_lifetime" required:"false"`
+	// How long the instance keeps running after it last heard from Packer.
+	// While the build runs, Packer touches a heartbeat file on the instance;
+	// a watchdog there shuts the instance down (and so terminates it) when the
+	// heartbeat is older than this, so a killed Packer or a lost connection
+	// costs minutes, not hours. Defaults to `15m`; at least `1m`.
+	OrphanTimeout string `mapstructure:"orphan_timeout" required:"false"`
 
 	ctx                 interpolate.Context
 	release             debianami.Release
 	instanceMaxLifetime time.Duration
+	orphanTimeout       time.Duration
 }
 
 var (
@@ -255,6 +262,19 @@ func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
 		add(fmt.Errorf("instance_max_lifetime: %s is shorter than build_timeout plus 15m (%s); raise it or lower build_timeout", c.instanceMaxLifetime, min))
 	}
 
+	c.orphanTimeout = 15 * time.Minute
+	if c.OrphanTimeout != "" {
+		d, err := time.ParseDuration(c.OrphanTimeout)
+		switch {
+		case err != nil || d <= 0:
+			add(fmt.Errorf("orphan_timeout: %q is not a positive duration such as \"15m\"", c.OrphanTimeout))
+		case d < time.Minute:
+			add(fmt.Errorf("orphan_timeout: %s is too short; a busy link can delay a heartbeat, so use at least 1m", d))
+		default:
+			c.orphanTimeout = d
+		}
+	}
+
 	if errs != nil && len(errs.Errors) > 0 {
 		return warnings, errs
 	}
@@ -263,6 +283,9 @@ func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
 
 // Release is the prepared debian_release.
 func (c *Config) Release() debianami.Release { return c.release }
+
+// OrphanTimeoutDuration is the prepared orphan_timeout.
+func (c *Config) OrphanTimeoutDuration() time.Duration { return c.orphanTimeout }
 
 // InstanceMaxLifetimeDuration is the prepared instance_max_lifetime.
 func (c *Config) InstanceMaxLifetimeDuration() time.Duration { return c.instanceMaxLifetime }

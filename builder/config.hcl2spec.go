@@ -107,6 +107,7 @@ type FlatConfig struct {
 	PublicIPURL               *string                         `mapstructure:"public_ip_url" required:"false" cty:"public_ip_url" hcl:"public_ip_url"`
 	SSHInterface              *string                         `mapstructure:"ssh_interface" required:"false" cty:"ssh_interface" hcl:"ssh_interface"`
 	InstanceMaxLifetime       *string                         `mapstructure:"instance_max_lifetime" required:"false" cty:"instance_max_lifetime" hcl:"instance_max_lifetime"`
+	OrphanTimeout             *string                         `mapstructure:"orphan_timeout" required:"false" cty:"orphan_timeout" hcl:"orphan_timeout"`
 }
 
 // FlatMapstructure returns a new FlatConfig.
@@ -217,6 +218,7 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 		"public_ip_url":                &hcldec.AttrSpec{Name: "public_ip_url", Type: cty.String, Required: false},
 		"ssh_interface":                &hcldec.AttrSpec{Name: "ssh_interface", Type: cty.String, Required: false},
 		"instance_max_lifetime":        &hcldec.AttrSpec{Name: "instance_max_lifetime", Type: cty.String, Required: false},
+		"orphan_timeout":               &hcldec.AttrSpec{Name: "orphan_timeout", Type: cty.String, Required: false},
 	}
 	return s
 }

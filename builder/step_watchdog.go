@@ -1,0 +1,116 @@
+package builder
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/packer-plugin-sdk/multistep"
+	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
+
+	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/remote"
+)
+
+// heartbeatFile is what Packer touches and the instance's watchdog reads. It
+// lives in /tmp, which is the instance's own.
+const heartbeatFile = "/tmp/.nixos-sd-heartbeat"
+
+// watchdog is the dead man's switch on the instance. Packer touches the
+// heartbeat file every timeout/5; a root process started on the instance
+// checks it every timeout/10 and, when it is older than timeout, shuts the
+// instance down. The launch template's InstanceInitiatedShutdownBehavior is
+// terminate, so a Packer that was killed or lost its connection leaves a
+// running instance for minutes, not until instance_max_lifetime.
+type watchdog struct {
+	timeout time.Duration
+	// sudo prefixes the root command ("sudo -n " on an instance).
+	sudo string
+	// file is the heartbeat file; shutdown the command that stops the host.
+	file, shutdown string
+}
+
+func newWatchdog(timeout time.Duration) watchdog {
+	return watchdog{timeout: timeout, sudo: "sudo -n ", file: heartbeatFile, shutdown: "shutdown -P now"}
+}
+
+func (w watchdog) interval() time.Duration { return max(w.timeout/5, time.Second) }
+
+// armCommand creates the heartbeat file as the SSH user (so later touches need
+// no sudo) and starts the root watchdog detached from the SSH session.
+func (w watchdog) armCommand() string {
+	check := max(int(w.timeout.Seconds())/10, 1)
+	loop := fmt.Sprintf(`hb=%s; while sleep %d; do `+
+		`last=$(stat -c %%Y "$hb" 2>/dev/null || echo 0); `+
+		`if [ $(( $(date +%%s) - last )) -ge %d ]; then `+
+		`echo "nixos-sd watchdog: no heartbeat from Packer for %s; shutting down" >&2; %s; exit 0; fi; done`,
+		remote.Quote(w.file), check, int(w.timeout.Seconds()), w.timeout, w.shutdown)
+	root := fmt.Sprintf("nohup setsid sh -c %s >/dev/null 2>&1 </dev/null &", remote.Quote(loop))
+	return fmt.Sprintf("touch %s && %ssh -c %s", remote.Quote(w.file), w.sudo, remote.Quote(root))
+}
+
+func (w watchdog) beatCommand() string { return "touch " + remote.Quote(w.file) }
+
+// stepWatchdog arms the watchdog once SSH is up and keeps the heartbeat going
+// until cleanup.
+type stepWatchdog struct {
+	wd     watchdog
+	cancel context.CancelFunc
+	done   sync.WaitGroup
+}
+
+func (s *stepWatchdog) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
+	e, err := env(state)
+	if err != nil {
+		return halt(state, err)
+	}
+	comm, ok := state.Get("communicator").(packersdk.Communicator)
+	if !ok || comm == nil {
+		return halt(state, fmt.Errorf("internal error: no communicator in the build state"))
+	}
+	if s.wd.timeout == 0 {
+		s.wd = newWatchdog(e.cfg.OrphanTimeoutDuration())
+	}
+	e.ui.Say(fmt.Sprintf("Arming the instance's watchdog: it terminates itself %s after it last hears from Packer", s.wd.timeout))
+	if _, err := remote.Output(ctx, comm, s.wd.armCommand()); err != nil {
+		return halt(state, fmt.Errorf("arming the instance's watchdog (needs passwordless sudo for %s): %w", e.cfg.Comm.SSHUsername, err))
+	}
+	// The heartbeat outlives this step's ctx: it must go on through the build,
+	// -debug pauses and -on-error=ask prompts, until Cleanup.
+	beatCtx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	s.done.Add(1)
+	go func() {
+		defer s.done.Done()
+		t := time.NewTicker(s.wd.interval())
+		defer t.Stop()
+		failures := 0
+		for {
+			select {
+			case <-beatCtx.Done():
+				return
+			case <-t.C:
+			}
+			callCtx, stop := context.WithTimeout(beatCtx, s.wd.interval())
+			_, err := remote.Output(callCtx, comm, s.wd.beatCommand())
+			stop()
+			if err != nil && beatCtx.Err() == nil {
+				failures++
+				if failures == 3 {
+					e.ui.Error(fmt.Sprintf("Could not reach the instance for its heartbeat (%s); it will terminate itself %s after the last one", strings.TrimSpace(err.Error()), s.wd.timeout))
+				}
+			} else {
+				failures = 0
+			}
+		}
+	}()
+	return multistep.ActionContinue
+}
+
+func (s *stepWatchdog) Cleanup(multistep.StateBag) {
+	if s.cancel != nil {
+		s.cancel()
+		s.done.Wait()
+	}
+}
