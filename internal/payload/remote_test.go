@@ -257,7 +257,7 @@ func TestParseProbeAndChannels(t *testing.T) {
 	if _, err := parseProbe("zstd=no\n"); err == nil {
 		t.Fatal("parseProbe accepted output without a size")
 	}
-	for _, tc := range []struct{ want, max, got int }{{4, 0, 4}, {32, 0, 9}, {32, 20, 19}, {4, 3, 2}, {4, 1, 1}, {1, 10, 1}} {
+	for _, tc := range []struct{ want, max, got int }{{4, 0, 4}, {32, 0, 7}, {8, 10, 7}, {7, 10, 7}, {32, 20, 17}, {32, 64, 32}, {4, 3, 1}, {4, 1, 1}, {1, 10, 1}} {
 		if got := channelsFor(tc.want, tc.max); got != tc.got {
 			t.Errorf("channelsFor(%d, %d) = %d, want %d", tc.want, tc.max, got, tc.got)
 		}

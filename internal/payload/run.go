@@ -480,14 +480,20 @@ func parseProbe(out string) (imageInfo, error) {
 	return info, nil
 }
 
-// channelsFor is how many channels to open: download_channels, but fewer
-// than sshd's MaxSessions (10 unless configured), since opening one session
-// too many makes Packer's SSH communicator drop the whole connection.
+// sessionReserve is how many of sshd's sessions the download leaves to
+// others: the checksum running alongside it, a periodic command of the caller
+// (the builder's heartbeat) and one spare.
+const sessionReserve = 3
+
+// channelsFor is how many channels to open: download_channels, but few enough
+// that, with sessionReserve others, they stay within sshd's MaxSessions (10
+// unless configured): opening one session too many makes Packer's SSH
+// communicator drop the whole connection, and every command on it.
 func channelsFor(want, maxSessions int) int {
 	if maxSessions <= 0 {
 		maxSessions = 10
 	}
-	if limit := maxSessions - 1; want > limit {
+	if limit := maxSessions - sessionReserve; want > limit {
 		want = max(limit, 1)
 	}
 	return want
