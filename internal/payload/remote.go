@@ -163,9 +163,12 @@ func prepareCommand(cfg *Config) string {
 }
 
 // cleanupCommand removes what the build put in remote_directory, and the
-// directory itself when that leaves it empty.
+// directory itself when that leaves it empty. A build that ran as root may
+// have left files only root can remove (a flake's new flake.lock): sudo
+// removes those.
 func cleanupCommand(cfg *Config) string {
-	return removeEntriesCommand(cfg) + " && { rmdir " + shellQuote(cfg.RemoteDirectory) + " 2>/dev/null || true; }"
+	rm := removeEntriesCommand(cfg)
+	return "{ " + rm + " 2>/dev/null || sudo -n " + rm + "; } && { rmdir " + shellQuote(cfg.RemoteDirectory) + " 2>/dev/null || true; }"
 }
 
 func removeEntriesCommand(cfg *Config) string {
