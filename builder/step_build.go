@@ -31,7 +31,7 @@ func (s *stepBuild) Run(ctx context.Context, state multistep.StateBag) multistep
 	if !ok || comm == nil {
 		return halt(state, errors.New("internal error: no communicator in the build state"))
 	}
-	ctx, release := watchContext(ctx, state)
+	buildCtx, release := watchContext(ctx, state)
 	defer release()
 
 	cfg := e.cfg
@@ -47,11 +47,14 @@ func (s *stepBuild) Run(ctx context.Context, state multistep.StateBag) multistep
 		"build_id":          getString(state, stateBuildID),
 	}
 	started := time.Now()
-	res, err := runPayload(ctx, e.ui, comm, &cfg.Config, payload.RunOptions{ManifestExtra: extra})
+	res, err := runPayload(buildCtx, e.ui, comm, &cfg.Config, payload.RunOptions{ManifestExtra: extra})
 	if ierr := interruption(state); ierr != nil {
 		return halt(state, ierr)
 	}
 	if err != nil {
+		if ierr := interruptionAfterFailure(ctx, e, state); ierr != nil {
+			return halt(state, ierr)
+		}
 		return halt(state, fmt.Errorf("building the NixOS SD image on instance %s: %w", extra["instance_id"], err))
 	}
 	if res == nil || res.ImagePath == "" {

@@ -112,3 +112,45 @@ func TestBuildFailure(t *testing.T) {
 		t.Errorf("error = %q", msg)
 	}
 }
+
+// TestBuildConnectionLostToInterruption: EC2 reclaims the instance and the
+// SSH connection drops before the watcher's next poll: the build still says
+// the spot instance was interrupted, not that SSH failed.
+func TestBuildConnectionLostToInterruption(t *testing.T) {
+	f := newFakeEC2()
+	f.instanceState = func(int, string) types.InstanceStateName { return types.InstanceStateNameTerminated }
+	stubPayload(t, func(context.Context, *payload.Config, payload.RunOptions) (*payload.Result, error) {
+		return nil, errors.New("the SSH connection dropped while the command ran")
+	})
+	_, state := buildState(t, f)
+	// The watcher runs but has not polled yet (its first poll is seconds away).
+	w := &stepInterruption{}
+	w.Run(context.Background(), state)
+	defer w.Cleanup(state)
+	if (&stepBuild{}).Run(context.Background(), state) != multistep.ActionHalt {
+		t.Fatal("build continued")
+	}
+	msg := stateErr(state).Error()
+	if !strings.Contains(msg, "the spot instance was interrupted by EC2 (instance terminated") {
+		t.Errorf("error = %q, want the interruption", msg)
+	}
+}
+
+// TestBuildFailureOnHealthyInstance: a failed build on an instance that is
+// still running reports the build's own error.
+func TestBuildFailureOnHealthyInstance(t *testing.T) {
+	f := newFakeEC2()
+	stubPayload(t, func(context.Context, *payload.Config, payload.RunOptions) (*payload.Result, error) {
+		return nil, errors.New("the SSH connection dropped while the command ran")
+	})
+	_, state := buildState(t, f)
+	if (&stepBuild{}).Run(context.Background(), state) != multistep.ActionHalt {
+		t.Fatal("build continued")
+	}
+	if msg := stateErr(state).Error(); !strings.Contains(msg, "the SSH connection dropped") || strings.Contains(msg, "interrupted") {
+		t.Errorf("error = %q, want the build's own error", msg)
+	}
+	if f.count("DescribeInstances") == 0 {
+		t.Error("the instance was not looked at after the failure")
+	}
+}

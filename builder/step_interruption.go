@@ -199,3 +199,26 @@ func interruption(state multistep.StateBag) error {
 	}
 	return nil
 }
+
+// interruptionAfterFailure is the interruption behind a step that failed:
+// the watcher's, or, when the watcher has not polled since EC2 took the
+// instance, what one more look at the instance finds. A dropped SSH
+// connection is often the first sign of a reclaimed instance, seconds before
+// the watcher's next poll; without this look the build would blame SSH. It
+// is nil when the build was cancelled (Ctrl-C) or the instance is fine.
+func interruptionAfterFailure(ctx context.Context, e stepEnv, state multistep.StateBag) error {
+	if ierr := interruption(state); ierr != nil {
+		return ierr
+	}
+	id := getString(state, stateInstanceID)
+	if id == "" || ctx.Err() != nil {
+		return nil
+	}
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	var requestID string
+	if reason := checkInterruption(cctx, e, id, &requestID); reason != "" {
+		return &ErrInterrupted{Reason: reason}
+	}
+	return nil
+}
