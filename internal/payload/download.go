@@ -13,6 +13,8 @@ import (
 
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/remote"
 )
 
 const (
@@ -67,7 +69,7 @@ func chooseChunk(size int64, channels int) int64 {
 
 // download copies size bytes of the remote file into dst, which it first
 // truncates to size. All-zero blocks are left as holes.
-func (d *downloader) download(ctx context.Context, remote string, size int64, dst *os.File) error {
+func (d *downloader) download(ctx context.Context, file string, size int64, dst *os.File) error {
 	if err := dst.Truncate(size); err != nil {
 		return fmt.Errorf("preparing %s: %w", dst.Name(), err)
 	}
@@ -145,7 +147,7 @@ func (d *downloader) download(ctx context.Context, remote string, size int64, ds
 		}
 		if c.attempt >= chunkAttempts {
 			if fatal == nil {
-				fatal = fmt.Errorf("bytes %d-%d of %s failed %d times, last: %w", c.off, c.off+c.n-1, remote, c.attempt, err)
+				fatal = fmt.Errorf("bytes %d-%d of %s failed %d times, last: %w", c.off, c.off+c.n-1, file, c.attempt, err)
 				cancel()
 			}
 			return
@@ -159,7 +161,7 @@ func (d *downloader) download(ctx context.Context, remote string, size int64, ds
 		go func() {
 			defer wg.Done()
 			for c := next(); c != nil; c = next() {
-				finish(c, d.fetch(ctx, remote, c, dst))
+				finish(c, d.fetch(ctx, file, c, dst))
 			}
 		}()
 	}
@@ -174,7 +176,7 @@ func (d *downloader) download(ctx context.Context, remote string, size int64, ds
 }
 
 // fetch copies one range into dst.
-func (d *downloader) fetch(ctx context.Context, remote string, c *chunk, dst *os.File) error {
+func (d *downloader) fetch(ctx context.Context, file string, c *chunk, dst *os.File) error {
 	w := &rangeWriter{f: dst, base: c.off, limit: c.n, skipZeros: c.attempt == 0}
 	w.report = func(pos int64) {
 		if pos > c.reported && d.progress != nil {
@@ -184,8 +186,8 @@ func (d *downloader) fetch(ctx context.Context, remote string, c *chunk, dst *os
 			c.reported = pos
 		}
 	}
-	stderr := &limitedBuffer{b: &bytes.Buffer{}, max: 4 << 10}
-	cmd := &packersdk.RemoteCmd{Command: rangeCommand(remote, c.off, c.n, d.compress), Stderr: stderr}
+	stderr := &remote.LimitedBuffer{B: &bytes.Buffer{}, Max: 4 << 10}
+	cmd := &packersdk.RemoteCmd{Command: rangeCommand(file, c.off, c.n, d.compress), Stderr: stderr}
 
 	var (
 		pr      *io.PipeReader
@@ -245,7 +247,7 @@ func (d *downloader) fetch(ctx context.Context, remote string, c *chunk, dst *os
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	msg := strings.TrimSpace(stderr.b.String())
+	msg := strings.TrimSpace(stderr.B.String())
 	switch {
 	case status == packersdk.CmdDisconnect:
 		return fmt.Errorf("the SSH connection dropped during the range (received %d of %d bytes)", w.pos, c.n)
@@ -256,7 +258,7 @@ func (d *downloader) fetch(ctx context.Context, remote string, c *chunk, dst *os
 	case status != 0 || w.pos != c.n:
 		e := fmt.Sprintf("received %d of %d bytes", w.pos, c.n)
 		if status != 0 {
-			e += fmt.Sprintf("; the remote command exited with status %d", status)
+			e += fmt.Sprintf("; the file command exited with status %d", status)
 		}
 		if msg != "" {
 			e += ": " + msg

@@ -17,7 +17,7 @@ import (
 
 // countingComm counts the bytes that cross the "wire" (the commands' stdout).
 func countingComm(wire *atomic.Int64) *localComm {
-	return &localComm{stdout: func(_ string, w io.Writer) io.Writer {
+	return &localComm{Stdout: func(_ string, w io.Writer) io.Writer {
 		return writerFunc(func(p []byte) (int, error) {
 			wire.Add(int64(len(p)))
 			return w.Write(p)

@@ -65,7 +65,7 @@ func TestDownloadParallelRanges(t *testing.T) {
 		if dds != chunks {
 			t.Fatalf("compress=%v: %d range commands for %d ranges", compress, dds, chunks)
 		}
-		if p := comm.peak.Load(); p > 4 {
+		if p := comm.Peak(); p > 4 {
 			t.Fatalf("%d channels were open at once, more than the 4 asked for", p)
 		}
 	}
@@ -94,7 +94,7 @@ func TestDownloadRetriesAShortRange(t *testing.T) {
 	src := filepath.Join(dir, "remote.img")
 	want := randomFile(t, src, 2<<20, 2)
 	var failed atomic.Bool
-	comm := &localComm{stdout: func(cmd string, w io.Writer) io.Writer {
+	comm := &localComm{Stdout: func(cmd string, w io.Writer) io.Writer {
 		if strings.Contains(cmd, " skip=524288 ") && failed.CompareAndSwap(false, true) {
 			return &failingWriter{w: w, left: 1000}
 		}
@@ -122,7 +122,7 @@ func TestDownloadGivesUpOnARangeThatKeepsFailing(t *testing.T) {
 	dir := t.TempDir()
 	src := filepath.Join(dir, "remote.img")
 	want := randomFile(t, src, 2<<20, 3)
-	comm := &localComm{stdout: func(cmd string, w io.Writer) io.Writer {
+	comm := &localComm{Stdout: func(cmd string, w io.Writer) io.Writer {
 		if strings.Contains(cmd, " skip=1048576 ") {
 			return &failingWriter{w: w, left: 10}
 		}
@@ -151,7 +151,7 @@ func TestDownloadHonoursCancellation(t *testing.T) {
 	src := filepath.Join(dir, "remote.img")
 	randomFile(t, src, 4<<20, 4)
 	ctx, cancel := context.WithCancel(context.Background())
-	comm := &localComm{before: func(cmd string) {
+	comm := &localComm{Before: func(cmd string) {
 		if strings.Contains(cmd, " skip=1048576 ") {
 			cancel()
 		}
@@ -400,7 +400,7 @@ func TestDownloadRangeLongerThanAskedFails(t *testing.T) {
 	dir := t.TempDir()
 	src := filepath.Join(dir, "remote.img")
 	randomFile(t, src, 1<<20, 5)
-	comm := &localComm{stdout: func(cmd string, w io.Writer) io.Writer {
+	comm := &localComm{Stdout: func(cmd string, w io.Writer) io.Writer {
 		return writerFunc(func(p []byte) (int, error) {
 			if _, err := w.Write(p); err != nil {
 				return 0, err

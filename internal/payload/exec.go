@@ -2,7 +2,6 @@ package payload
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -12,64 +11,6 @@ import (
 
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
 )
-
-// runRemote starts command on the host and waits for it to exit or for ctx to
-// end. It returns the exit status. When ctx ends first it returns ctx's error
-// and leaves the command running; the caller stops it if it must.
-func runRemote(ctx context.Context, comm packersdk.Communicator, command string, stdout, stderr io.Writer) (int, error) {
-	if err := ctx.Err(); err != nil {
-		return -1, err
-	}
-	cmd := &packersdk.RemoteCmd{Command: command, Stdout: stdout, Stderr: stderr}
-	if err := comm.Start(ctx, cmd); err != nil {
-		return -1, fmt.Errorf("starting remote command: %w", err)
-	}
-	done := make(chan int, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case st := <-done:
-		if st == packersdk.CmdDisconnect {
-			return st, errors.New("the SSH connection dropped while the command ran")
-		}
-		return st, nil
-	case <-ctx.Done():
-		return -1, ctx.Err()
-	}
-}
-
-// output runs a short command and returns its standard output; a non-zero
-// exit is an error carrying its standard error.
-func output(ctx context.Context, comm packersdk.Communicator, command string) (string, error) {
-	var out, errb bytes.Buffer
-	st, err := runRemote(ctx, comm, command, &out, &limitedBuffer{b: &errb, max: 64 << 10})
-	if err != nil {
-		return "", err
-	}
-	if st != 0 {
-		msg := strings.TrimSpace(errb.String())
-		if msg == "" {
-			msg = "no error output"
-		}
-		return out.String(), fmt.Errorf("remote command exited with status %d: %s", st, msg)
-	}
-	return out.String(), nil
-}
-
-type limitedBuffer struct {
-	b   *bytes.Buffer
-	max int
-}
-
-func (l *limitedBuffer) Write(p []byte) (int, error) {
-	if room := l.max - l.b.Len(); room > 0 {
-		if len(p) > room {
-			l.b.Write(p[:room])
-		} else {
-			l.b.Write(p)
-		}
-	}
-	return len(p), nil
-}
 
 // logTail shows a remote command's output line by line through ui.Message
 // and remembers the last lines for error messages. Its Writer methods are safe

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/remote"
 )
 
 // remoteFiles are the files uploaded to the build host.
@@ -136,7 +138,7 @@ func nixArgs(cfg *Config) []string {
 
 // buildCommand is the remote `nix build` command line, shell-quoted.
 func buildCommand(cfg *Config) string {
-	return shellJoin(append([]string{"nix"}, nixArgs(cfg)...))
+	return remote.Join(append([]string{"nix"}, nixArgs(cfg)...))
 }
 
 // remoteBuildCommand runs buildCommand through build.sh, which chooses the
@@ -147,19 +149,19 @@ func remoteBuildCommand(cfg *Config) string {
 		secs = 1
 	}
 	rd := cfg.RemoteDirectory
-	return "bash " + shellQuote(path.Join(rd, remoteScript)) + " build " + shellQuote(rd) + " " +
+	return "bash " + remote.Quote(path.Join(rd, remoteScript)) + " build " + remote.Quote(rd) + " " +
 		strconv.FormatInt(secs, 10) + " " + buildCommand(cfg)
 }
 
 // ensureNixCommand installs Nix on the host when it is missing.
 func ensureNixCommand(cfg *Config) string {
-	return "bash " + shellQuote(path.Join(cfg.RemoteDirectory, remoteScript)) + " ensure-nix"
+	return "bash " + remote.Quote(path.Join(cfg.RemoteDirectory, remoteScript)) + " ensure-nix"
 }
 
 // prepareCommand creates remote_directory and clears what an earlier build
 // left in it.
 func prepareCommand(cfg *Config) string {
-	return "mkdir -p " + shellQuote(cfg.RemoteDirectory) + " && " + removeEntriesCommand(cfg)
+	return "mkdir -p " + remote.Quote(cfg.RemoteDirectory) + " && " + removeEntriesCommand(cfg)
 }
 
 // cleanupCommand removes what the build put in remote_directory, and the
@@ -168,7 +170,7 @@ func prepareCommand(cfg *Config) string {
 // removes those.
 func cleanupCommand(cfg *Config) string {
 	rm := removeEntriesCommand(cfg)
-	return "{ " + rm + " 2>/dev/null || sudo -n " + rm + "; } && { rmdir " + shellQuote(cfg.RemoteDirectory) + " 2>/dev/null || true; }"
+	return "{ " + rm + " 2>/dev/null || sudo -n " + rm + "; } && { rmdir " + remote.Quote(cfg.RemoteDirectory) + " 2>/dev/null || true; }"
 }
 
 func removeEntriesCommand(cfg *Config) string {
@@ -176,26 +178,26 @@ func removeEntriesCommand(cfg *Config) string {
 	for _, e := range remoteEntries {
 		parts = append(parts, path.Join(cfg.RemoteDirectory, e))
 	}
-	return shellJoin(parts)
+	return remote.Join(parts)
 }
 
 // stopCommand asks a running build.sh to stop its build.
 func stopCommand(cfg *Config) string {
-	pid := shellQuote(path.Join(cfg.RemoteDirectory, remotePID))
+	pid := remote.Quote(path.Join(cfg.RemoteDirectory, remotePID))
 	return fmt.Sprintf("test -f %s && kill -TERM \"$(cat %s)\"", pid, pid)
 }
 
 // locateCommand lists the images in the build result, one store path per
 // line.
 func locateCommand(cfg *Config) string {
-	dir := shellQuote(path.Join(cfg.RemoteDirectory, remoteResult, "sd-image") + "/")
+	dir := remote.Quote(path.Join(cfg.RemoteDirectory, remoteResult, "sd-image") + "/")
 	return "find -L " + dir + " -maxdepth 1 -type f \\( -name '*.img.zst' -o -name '*.img' \\) -exec readlink -f {} \\;"
 }
 
 // probeCommand reports the image's size, whether zstd exists on the host and
 // how many sessions sshd allows per connection (when it can be read).
 func probeCommand(image string) string {
-	q := shellQuote(image)
+	q := remote.Quote(image)
 	return "stat -L -c 'size=%s' " + q + " && " +
 		"{ command -v zstd >/dev/null 2>&1 && echo zstd=yes || echo zstd=no; } && " +
 		"{ sudo -n sshd -T 2>/dev/null | grep -i '^maxsessions ' | sed 's/^[^ ]* /maxsessions=/' || true; }"
@@ -203,33 +205,15 @@ func probeCommand(image string) string {
 
 // sha256Command prints the image's SHA-256 as sha256sum does.
 func sha256Command(image string) string {
-	return "sha256sum " + shellQuote(image)
+	return "sha256sum " + remote.Quote(image)
 }
 
 // rangeCommand prints length bytes of the remote file from offset, compressed
 // with zstd when compress is set.
 func rangeCommand(file string, offset, length int64, compress bool) string {
-	cmd := fmt.Sprintf("dd if=%s bs=1M iflag=skip_bytes,count_bytes skip=%d count=%d status=none", shellQuote(file), offset, length)
+	cmd := fmt.Sprintf("dd if=%s bs=1M iflag=skip_bytes,count_bytes skip=%d count=%d status=none", remote.Quote(file), offset, length)
 	if compress {
 		cmd += " | zstd -1 -q -c"
 	}
 	return cmd
-}
-
-var shellSafe = regexp.MustCompile(`^[A-Za-z0-9_@%+=:,./-]+$`)
-
-// shellQuote quotes s for a POSIX shell.
-func shellQuote(s string) string {
-	if shellSafe.MatchString(s) {
-		return s
-	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
-}
-
-func shellJoin(args []string) string {
-	q := make([]string, len(args))
-	for i, a := range args {
-		q[i] = shellQuote(a)
-	}
-	return strings.Join(q, " ")
 }

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/remote"
 )
 
 // prepared returns a Config prepared as Packer would, with the given changes.
@@ -169,9 +171,9 @@ func TestStateVersion(t *testing.T) {
 
 func TestShellQuoteSurvivesBash(t *testing.T) {
 	for _, s := range []string{"", "plain", "a b", "it's", `"dq"`, "$HOME", "`id`", "a\nb", "'''", `\`, "*", "x;rm -rf /"} {
-		got := shellWords(t, "X "+shellQuote(s))
+		got := shellWords(t, "X "+remote.Quote(s))
 		if len(got) != 2 || got[1] != s {
-			t.Errorf("shellQuote(%q) = %s, bash read %q", s, shellQuote(s), got)
+			t.Errorf("remote.Quote(%q) = %s, bash read %q", s, remote.Quote(s), got)
 		}
 	}
 }

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
+
+	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/remote"
 )
 
 // RunOptions adjusts Run.
@@ -256,7 +258,7 @@ func (r *run) cleanupRemote() {
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.ctx), stopGrace)
 	defer cancel()
-	if _, err := output(ctx, r.comm, cleanupCommand(r.cfg)); err != nil {
+	if _, err := remote.Output(ctx, r.comm, cleanupCommand(r.cfg)); err != nil {
 		r.ui.Error(fmt.Sprintf("nixos-sd: could not remove %s on the host: %v", r.cfg.RemoteDirectory, err))
 	}
 }
@@ -266,7 +268,7 @@ func (r *run) upload() error {
 	cfg := r.cfg
 	rd := cfg.RemoteDirectory
 	r.ui.Say(fmt.Sprintf("Uploading the build script and the %s configuration to %s", configSource(cfg), rd))
-	if _, err := output(r.ctx, r.comm, prepareCommand(cfg)); err != nil {
+	if _, err := remote.Output(r.ctx, r.comm, prepareCommand(cfg)); err != nil {
 		return fmt.Errorf("creating %s on the host: %w", rd, err)
 	}
 	if err := r.uploadEmbedded(remoteScript, path.Join(rd, remoteScript)); err != nil {
@@ -282,7 +284,7 @@ func (r *run) upload() error {
 		return r.uploadDir(ref, dst)
 	case cfg.NixOSConfig != "":
 		dst := path.Join(rd, remoteConfig)
-		if _, err := output(r.ctx, r.comm, "mkdir -p "+shellQuote(dst)); err != nil {
+		if _, err := remote.Output(r.ctx, r.comm, "mkdir -p "+remote.Quote(dst)); err != nil {
 			return fmt.Errorf("creating %s on the host: %w", dst, err)
 		}
 		if err := r.uploadEmbedded("entry.nix", path.Join(rd, remoteDefault)); err != nil {
@@ -300,7 +302,7 @@ func (r *run) upload() error {
 		if len(cfg.SSHAuthorizedKeys) == 0 {
 			r.ui.Say("Note: ssh_authorized_keys is empty, so nobody can log in to the built system over SSH")
 		}
-		if _, err := output(r.ctx, r.comm, "mkdir -p "+shellQuote(path.Join(rd, remoteNixOS))); err != nil {
+		if _, err := remote.Output(r.ctx, r.comm, "mkdir -p "+remote.Quote(path.Join(rd, remoteNixOS))); err != nil {
 			return fmt.Errorf("creating %s on the host: %w", path.Join(rd, remoteNixOS), err)
 		}
 		if err := r.uploadEmbedded("default.nix", path.Join(rd, remoteDefault)); err != nil {
@@ -346,7 +348,7 @@ func (r *run) uploadFile(src, dst string) error {
 
 // uploadDir copies the contents of the local directory src into dst.
 func (r *run) uploadDir(src, dst string) error {
-	if _, err := output(r.ctx, r.comm, "mkdir -p "+shellQuote(dst)); err != nil {
+	if _, err := remote.Output(r.ctx, r.comm, "mkdir -p "+remote.Quote(dst)); err != nil {
 		return fmt.Errorf("creating %s on the host: %w", dst, err)
 	}
 	if err := r.comm.UploadDir(dst, strings.TrimRight(src, "/")+"/", nil); err != nil {
@@ -359,7 +361,7 @@ func (r *run) ensureNix() error {
 	defer r.timer.track(PhaseInstallNix)()
 	r.ui.Say("Checking for Nix on the host (installing Debian's nix-bin when it is missing)")
 	tail := newLogTail(r.ui, "host: ", logLines)
-	st, err := runRemote(r.ctx, r.comm, ensureNixCommand(r.cfg), tail.Writer(0), tail.Writer(1))
+	st, err := remote.Run(r.ctx, r.comm, ensureNixCommand(r.cfg), tail.Writer(0), tail.Writer(1))
 	tail.Flush()
 	if err != nil {
 		return phaseErr(PhaseInstallNix, err, tail.Tail())
@@ -379,7 +381,7 @@ func (r *run) build() error {
 	ctx, cancel := context.WithTimeout(r.ctx, cfg.BuildTimeoutDuration()+5*time.Minute)
 	defer cancel()
 	tail := newLogTail(r.ui, "nix: ", logLines)
-	st, err := runRemote(ctx, r.comm, remoteBuildCommand(cfg), tail.Writer(0), tail.Writer(1))
+	st, err := remote.Run(ctx, r.comm, remoteBuildCommand(cfg), tail.Writer(0), tail.Writer(1))
 	tail.Flush()
 	if err != nil {
 		if ctx.Err() != nil {
@@ -409,7 +411,7 @@ func (r *run) stopBuild() {
 	r.ui.Say("Stopping the remote build")
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.ctx), 30*time.Second)
 	defer cancel()
-	if _, err := output(ctx, r.comm, stopCommand(r.cfg)); err != nil {
+	if _, err := remote.Output(ctx, r.comm, stopCommand(r.cfg)); err != nil {
 		r.ui.Error(fmt.Sprintf("nixos-sd: could not stop the remote build: %v", err))
 	}
 }
@@ -422,7 +424,7 @@ type imageInfo struct {
 
 // locate finds the one image in the build result and probes it.
 func (r *run) locate() (string, imageInfo, error) {
-	out, err := output(r.ctx, r.comm, locateCommand(r.cfg))
+	out, err := remote.Output(r.ctx, r.comm, locateCommand(r.cfg))
 	if err != nil {
 		return "", imageInfo{}, fmt.Errorf("the build result has no sd-image directory (%v); does the configuration import nixpkgs' sd-image module?", err)
 	}
@@ -441,7 +443,7 @@ func (r *run) locate() (string, imageInfo, error) {
 		return "", imageInfo{}, fmt.Errorf("the build result's sd-image directory holds %d images (%s); expected exactly one", len(images), strings.Join(images, ", "))
 	}
 	image := images[0]
-	out, err = output(r.ctx, r.comm, probeCommand(image))
+	out, err = remote.Output(r.ctx, r.comm, probeCommand(image))
 	if err != nil {
 		return "", imageInfo{}, fmt.Errorf("reading the size of %s: %w", image, err)
 	}
@@ -500,7 +502,7 @@ func channelsFor(want, maxSessions int) int {
 }
 
 func remoteSHA256(ctx context.Context, comm packersdk.Communicator, image string) (string, error) {
-	out, err := output(ctx, comm, sha256Command(image))
+	out, err := remote.Output(ctx, comm, sha256Command(image))
 	if err != nil {
 		return "", err
 	}

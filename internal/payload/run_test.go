@@ -74,7 +74,7 @@ func newRunEnv(t *testing.T, env ...string) *runEnv {
 	os.MkdirAll(bin, 0o755)
 	os.WriteFile(filepath.Join(bin, "nix"), []byte(fakeNix), 0o755)
 	os.WriteFile(filepath.Join(bin, "sudo"), []byte("#!/bin/bash\nwhile [ \"${1#-}\" != \"$1\" ]; do shift; done\nexec \"$@\"\n"), 0o755)
-	e.comm = &localComm{env: append([]string{
+	e.comm = &localComm{Env: append([]string{
 		"PATH=" + bin + ":" + os.Getenv("PATH"),
 		"FAKE_ARGS=" + e.args, "FAKE_STORE=" + e.store, "FAKE_TERM=" + e.term,
 	}, env...)}
@@ -399,7 +399,7 @@ func (f *flipper) Write(p []byte) (int, error) {
 func TestRunCatchesCorruptedRange(t *testing.T) {
 	e := newRunEnv(t)
 	e.publish(true)
-	e.comm.stdout = corruptRange(1 << 20)
+	e.comm.Stdout = corruptRange(1 << 20)
 	c := e.config(nil)
 	_, err := e.run(context.Background(), c)
 	var pe *PhaseError
