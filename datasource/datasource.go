@@ -33,8 +33,9 @@ type Config struct {
 	Architecture string `mapstructure:"architecture" required:"false"`
 	// Consider images whose deprecation time has passed. Defaults to false.
 	IncludeDeprecated bool `mapstructure:"include_deprecated" required:"false"`
-	// The accounts whose images to consider. Defaults to Debian's official
-	// account, `["136693071363"]`.
+	// The accounts whose images to consider: 12-digit account ids, or `self`,
+	// `amazon`, `aws-marketplace`. Defaults to Debian's official account,
+	// `["136693071363"]`.
 	Owners []string `mapstructure:"owners" required:"false"`
 	// Extra DescribeImages filters, name to value, for example
 	// `{ "virtualization-type" = "hvm" }`. They narrow the search; the release,

@@ -33,7 +33,7 @@ type Config struct {
 	NixOSConfig string `mapstructure:"nixos_config" required:"false"`
 	// A flake reference with the `nixosConfigurations` attribute to build, for
 	// example `github:me/nixos-pi#rpi4`, or a local directory and attribute such
-	// as `./pi-flake#rpi4` (the directory is uploaded). The build targets
+	// as `./pi-flake#rpi4` or `path:pi-flake#rpi4` (the directory is uploaded). The build targets
 	// `nixosConfigurations.<attr>.config.system.build.sdImage`. Mutually
 	// exclusive with `nixos_config`.
 	Flake string `mapstructure:"flake" required:"false"`
@@ -110,9 +110,9 @@ func (c *Config) Prepare(buildName string, force bool) []error {
 		ref, attr, ok := strings.Cut(c.Flake, "#")
 		if !ok || ref == "" || !flakeAttr.MatchString(attr) {
 			errs = append(errs, fmt.Errorf("flake: %q must be a flake reference and a nixosConfigurations attribute, for example \"github:me/nixos-pi#rpi4\" or \"./pi-flake#rpi4\"", c.Flake))
-		} else if IsLocalFlake(ref) {
-			if _, err := os.Stat(filepath.Join(ref, "flake.nix")); err != nil {
-				errs = append(errs, fmt.Errorf("flake: local directory %q has no flake.nix; fix the path before the '#'", ref))
+		} else if dir, local := LocalFlakeDir(ref); local {
+			if _, err := os.Stat(filepath.Join(dir, "flake.nix")); err != nil {
+				errs = append(errs, fmt.Errorf("flake: local directory %q has no flake.nix; fix the path before the '#'", dir))
 			}
 		}
 	}
@@ -200,8 +200,15 @@ func (c *Config) BuildTimeoutDuration() time.Duration {
 // Force reports whether packer runs with -force.
 func (c *Config) Force() bool { return c.force }
 
-// IsLocalFlake reports whether a flake reference names a local directory that
-// must be uploaded (a relative or absolute path, or path:...).
-func IsLocalFlake(ref string) bool {
-	return strings.HasPrefix(ref, "./") || strings.HasPrefix(ref, "../") || strings.HasPrefix(ref, "/") || ref == "."
+// LocalFlakeDir returns the local directory a flake reference names, which is
+// uploaded to the host: a relative or absolute path ("./pi", "../pi", "/srv/pi",
+// "."), or any "path:" reference ("path:pi", "path:./pi").
+func LocalFlakeDir(ref string) (string, bool) {
+	if dir, ok := strings.CutPrefix(ref, "path:"); ok {
+		return dir, dir != ""
+	}
+	if strings.HasPrefix(ref, "./") || strings.HasPrefix(ref, "../") || strings.HasPrefix(ref, "/") || ref == "." {
+		return ref, true
+	}
+	return "", false
 }

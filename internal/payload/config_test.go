@@ -311,22 +311,45 @@ func TestBuildTimeoutDurationBeforePrepare(t *testing.T) {
 	}
 }
 
-func TestIsLocalFlake(t *testing.T) {
-	cases := map[string]bool{
-		".":              true,
-		"./pi-flake":     true,
-		"../pi-flake":    true,
-		"/srv/pi-flake":  true,
-		"github:me/pi":   false,
-		"git+https://x":  false,
-		"nixpkgs":        false,
-		"flake:nixpkgs":  false,
-		"pi-flake":       false,
-		"https://x/y.gz": false,
+func TestLocalFlakeDir(t *testing.T) {
+	cases := map[string]string{ // ref -> local directory, "" when not local
+		".":               ".",
+		"./pi-flake":      "./pi-flake",
+		"../pi-flake":     "../pi-flake",
+		"/srv/pi-flake":   "/srv/pi-flake",
+		"path:./pi-flake": "./pi-flake",
+		"path:pi-flake":   "pi-flake",
+		"path:/srv/pi":    "/srv/pi",
+		"path:":           "",
+		"github:me/pi":    "",
+		"git+https://x":   "",
+		"nixpkgs":         "",
+		"flake:nixpkgs":   "",
+		"pi-flake":        "",
+		"https://x/y.gz":  "",
 	}
 	for ref, want := range cases {
-		if got := IsLocalFlake(ref); got != want {
-			t.Errorf("IsLocalFlake(%q) = %v, want %v", ref, got, want)
+		got, ok := LocalFlakeDir(ref)
+		if got != want || ok != (want != "") {
+			t.Errorf("LocalFlakeDir(%q) = %q, %v; want %q, %v", ref, got, ok, want, want != "")
 		}
+	}
+}
+
+func TestPathFlakeIsUploadedAndBuiltFromItsCopy(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "flake.nix"), []byte("{ outputs = _: { }; }\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := Config{Flake: "path:" + dir + "#rpi", OutputDirectory: filepath.Join(t.TempDir(), "out")}
+	if errs := c.Prepare("rpi", false); len(errs) > 0 {
+		t.Fatalf("Prepare: %v", errs)
+	}
+	if got, want := flakeTarget(&c), "path:/tmp/nixos-sd/"+remoteFlake+"#nixosConfigurations.rpi.config.system.build.sdImage"; got != want {
+		t.Errorf("flakeTarget = %q, want %q", got, want)
+	}
+	c = Config{Flake: "path:" + filepath.Join(dir, "missing") + "#rpi"}
+	if errs := c.Prepare("rpi", true); len(errs) == 0 || !strings.Contains(errs[0].Error(), "has no flake.nix") {
+		t.Errorf("a path: flake without flake.nix: errors %v", errs)
 	}
 }

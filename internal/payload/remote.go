@@ -103,7 +103,7 @@ func nixpkgsURL(nixpkgs string) string {
 // built from its remote copy.
 func flakeTarget(cfg *Config) string {
 	ref, attr, _ := strings.Cut(cfg.Flake, "#")
-	if IsLocalFlake(ref) {
+	if _, local := LocalFlakeDir(ref); local {
 		ref = "path:" + path.Join(cfg.RemoteDirectory, remoteFlake)
 	}
 	return ref + "#nixosConfigurations." + attr + ".config.system.build.sdImage"

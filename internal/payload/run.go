@@ -277,11 +277,11 @@ func (r *run) upload() error {
 	switch {
 	case cfg.Flake != "":
 		ref, _, _ := strings.Cut(cfg.Flake, "#")
-		if !IsLocalFlake(ref) {
+		dir, local := LocalFlakeDir(ref)
+		if !local {
 			return nil
 		}
-		dst := path.Join(rd, remoteFlake)
-		return r.uploadDir(ref, dst)
+		return r.uploadDir(dir, path.Join(rd, remoteFlake))
 	case cfg.NixOSConfig != "":
 		dst := path.Join(rd, remoteConfig)
 		if _, err := remote.Output(r.ctx, r.comm, "mkdir -p "+remote.Quote(dst)); err != nil {

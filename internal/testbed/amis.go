@@ -119,7 +119,7 @@ func Catalogue() []CatalogueImage {
 					Release:        e.release,
 					CreationDate:   mustTime(e.created),
 					RootDeviceName: "/dev/xvda",
-					BootMode:       map[string]string{"arm64": "uefi", "amd64": "uefi-preference"}[arch],
+					BootMode:       map[string]string{"arm64": "uefi", "amd64": "uefi-preferred"}[arch],
 				}
 				dep, ok := e.deprecated[region]
 				if !ok {
