@@ -44,8 +44,9 @@ func TestBuilderMinimal(t *testing.T) {
 	image := filepath.Join(dir, "output-min", bldImageName)
 	sum := checkBuiltImage(t, image)
 	// Packer's artifact list names the image (relative to the working directory).
-	if want := "--> nixos-sd.min: NixOS SD image: "; !strings.Contains(out, want) || !strings.Contains(out, sum) {
-		t.Errorf("packer's output has no artifact line %q... with sha256 %s:\n%s", want, sum, out)
+	artifact := "--> nixos-sd.min: NixOS SD image: " + filepath.Join("output-min", bldImageName) + " (sha256 " + sum + ")"
+	if !strings.Contains(out, artifact) {
+		t.Errorf("packer's output has no artifact line %q:\n%s", artifact, out)
 	}
 
 	p := tb.Proxy()
