@@ -466,6 +466,21 @@ func TestBuilderCtrlC(t *testing.T) {
 	writeTemplate(t, dir, "build.pkr.hcl", bldTemplate(t, tb, "ctrlc", ""))
 	p := startPacker(t, tb, dir)
 	h := slowBuildHost(t, tb, p)
+
+	// The host let the build in with the temporary key of the user data,
+	// the only key the build delivered (it imports no key pair).
+	ud := userDataOf(t, onlyCall(t, tb, "CreateLaunchTemplate"))
+	m := regexp.MustCompile(`(?m)^  - "(ssh-ed25519 [A-Za-z0-9+/=]+)`).FindStringSubmatch(ud)
+	if m == nil {
+		t.Fatalf("no ed25519 key in the user data:\n%s", ud)
+	}
+	if keys, err := os.ReadFile(filepath.Join(h.Dir, "home", ".ssh", "authorized_keys")); err != nil || !strings.Contains(string(keys), m[1]) {
+		t.Errorf("the host's authorized_keys (%v) lacks the user data's key %s:\n%s", err, m[1], keys)
+	}
+	if n := len(tb.Proxy().CallsOf("ImportKeyPair")) + len(tb.Proxy().CallsOf("CreateKeyPair")); n > 0 {
+		t.Errorf("the build made %d EC2 key pair(s); the key goes in user data only", n)
+	}
+
 	if err := p.interrupt(); err != nil {
 		t.Fatal(err)
 	}
