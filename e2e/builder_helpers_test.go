@@ -120,23 +120,6 @@ func checkBuiltImage(t *testing.T, path string) string {
 	return sum
 }
 
-// bldDirEntries lists a directory's names, nil when it does not exist.
-func bldDirEntries(t *testing.T, dir string) []string {
-	t.Helper()
-	entries, err := os.ReadDir(dir)
-	if os.IsNotExist(err) {
-		return nil
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, e := range entries {
-		names = append(names, e.Name())
-	}
-	return names
-}
-
 // onlyCall is the one call of action in the record; the test fails unless
 // there is exactly one.
 func onlyCall(t *testing.T, tb *testbed.Testbed, action string) testbed.Call {

@@ -369,7 +369,7 @@ func TestBuilderBuildFailure(t *testing.T) {
 		}
 	}
 	if _, err := os.Stat(filepath.Join(dir, "output-broken", bldImageName)); !os.IsNotExist(err) {
-		t.Errorf("a failed build left the image file (%v); entries: %q", err, bldDirEntries(t, filepath.Join(dir, "output-broken")))
+		t.Errorf("a failed build left the image file (%v); entries: %q", err, dirEntries(t, filepath.Join(dir, "output-broken")))
 	}
 	for _, action := range []string{"TerminateInstances", "DeleteFleets", "DeleteLaunchTemplate", "DeleteSecurityGroup"} {
 		if len(tb.Proxy().CallsOf(action)) == 0 {
@@ -453,7 +453,7 @@ func TestBuilderSpotInterruption(t *testing.T) {
 			t.Errorf("packer's output lacks %q:\n%s", want, out)
 		}
 	}
-	if got := bldDirEntries(t, filepath.Join(dir, "output-spot")); len(got) != 0 {
+	if got := dirEntries(t, filepath.Join(dir, "output-spot")); len(got) != 0 {
 		t.Errorf("an interrupted build left %q in the output directory", got)
 	}
 }
@@ -503,7 +503,7 @@ func TestBuilderCtrlC(t *testing.T) {
 	if !terminated {
 		t.Errorf("no successful TerminateInstances call for %s:\n%s", h.ID, tb.Proxy().Summary())
 	}
-	if got := bldDirEntries(t, filepath.Join(dir, "output-ctrlc")); len(got) != 0 {
+	if got := dirEntries(t, filepath.Join(dir, "output-ctrlc")); len(got) != 0 {
 		t.Errorf("an interrupted build left %q in the output directory", got)
 	}
 }

@@ -204,6 +204,7 @@ func checkSDImage(t *testing.T, path string, want []byte) {
 	}
 }
 
+// dirEntries lists a directory's names, nil when it does not exist.
 func dirEntries(t *testing.T, dir string) []string {
 	t.Helper()
 	entries, err := os.ReadDir(dir)
