@@ -20,6 +20,11 @@ import (
 const (
 	minChunk = 1 << 20
 	maxChunk = 32 << 20
+	// maxCompressedChunk caps ranges the host compresses in transit: the cap
+	// counts file bytes, of which only about a third crosses the link, and
+	// every range costs a new SSH session (a few round trips of idle
+	// channel), so these ranges may be three times as long.
+	maxCompressedChunk = 3 * maxChunk
 	// holeBlock is the granularity at which all-zero data is left unwritten,
 	// so the file stays sparse.
 	holeBlock = 4096
@@ -42,6 +47,9 @@ type downloader struct {
 	compress bool
 	// progress is told how many more bytes of the file have arrived.
 	progress func(n int64)
+	// tracker, when set, is told of every range that fully arrived, and of
+	// the download's failure.
+	tracker *prefixTracker
 }
 
 type chunk struct {
@@ -52,8 +60,8 @@ type chunk struct {
 }
 
 // chooseChunk picks a range length giving each channel about four ranges,
-// between 1 and 32 MiB.
-func chooseChunk(size int64, channels int) int64 {
+// between 1 and 32 MiB (96 MiB for ranges compressed in transit).
+func chooseChunk(size int64, channels int, compress bool) int64 {
 	if channels < 1 {
 		channels = 1
 	}
@@ -61,15 +69,28 @@ func chooseChunk(size int64, channels int) int64 {
 	if c < minChunk {
 		c = minChunk
 	}
-	if c > maxChunk {
-		c = maxChunk
+	limit := int64(maxChunk)
+	if compress {
+		limit = maxCompressedChunk
+	}
+	if c > limit {
+		c = limit
 	}
 	return c
 }
 
 // download copies size bytes of the remote file into dst, which it first
-// truncates to size. All-zero blocks are left as holes.
+// truncates to size. All-zero blocks are left as holes. d.tracker, when set,
+// learns of each range once it fully arrived, and of the download's failure.
 func (d *downloader) download(ctx context.Context, file string, size int64, dst *os.File) error {
+	err := d.downloadRanges(ctx, file, size, dst)
+	if err != nil && d.tracker != nil {
+		d.tracker.fail(err)
+	}
+	return err
+}
+
+func (d *downloader) downloadRanges(ctx context.Context, file string, size int64, dst *os.File) error {
 	if err := dst.Truncate(size); err != nil {
 		return fmt.Errorf("preparing %s: %w", dst.Name(), err)
 	}
@@ -78,7 +99,7 @@ func (d *downloader) download(ctx context.Context, file string, size int64, dst 
 	}
 	cs := d.chunkSize
 	if cs <= 0 {
-		cs = chooseChunk(size, d.channels)
+		cs = chooseChunk(size, d.channels, d.compress)
 	}
 	var queue []*chunk
 	for off := int64(0); off < size; off += cs {
@@ -138,6 +159,10 @@ func (d *downloader) download(ctx context.Context, file string, size int64, dst 
 		inFlight--
 		defer cond.Broadcast()
 		if err == nil {
+			// fetch returns only once every byte of the range is written.
+			if d.tracker != nil {
+				d.tracker.complete(c.off, c.n)
+			}
 			return
 		}
 		c.lastErr = err

@@ -85,20 +85,6 @@ func checkImageFile(path string, compressed bool) error {
 	return checkMBR(sector[:n])
 }
 
-// hashFile is the hex SHA-256 of a file.
-func hashFile(ctx context.Context, path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, &ctxReader{ctx: ctx, r: f}); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
-}
-
 type ctxReader struct {
 	ctx context.Context
 	r   io.Reader
@@ -120,7 +106,15 @@ func decompressSparse(ctx context.Context, src, dst string) (size int64, sum str
 		return 0, "", nil, err
 	}
 	defer in.Close()
-	dec, err := zstd.NewReader(&ctxReader{ctx: ctx, r: in}, zstd.WithDecoderLowmem(false))
+	return decodeSparse(&ctxReader{ctx: ctx, r: in}, dst)
+}
+
+// decodeSparse decompresses the zstd stream r into the file dst, leaving
+// all-zero 4 KiB blocks as holes. It returns the decompressed size, its hex
+// SHA-256 and its first sector. It reads r only from its own goroutine (no
+// read-ahead goroutine), so r may block until more of it is there.
+func decodeSparse(r io.Reader, dst string) (size int64, sum string, first []byte, err error) {
+	dec, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(false))
 	if err != nil {
 		return 0, "", nil, err
 	}
@@ -143,6 +137,15 @@ func decompressSparse(ctx context.Context, src, dst string) (size int64, sum str
 		return 0, "", nil, err
 	}
 	return size, hex.EncodeToString(h.Sum(nil)), first, nil
+}
+
+// hashReader is the hex SHA-256 of everything r yields.
+func hashReader(r io.Reader) (string, error) {
+	h := sha256.New()
+	if _, err := io.CopyBuffer(h, r, make([]byte, 1<<20)); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // copySparse copies r to the start of the empty file w, hashing everything

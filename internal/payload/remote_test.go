@@ -267,10 +267,15 @@ func TestParseProbeAndChannels(t *testing.T) {
 	for _, tc := range []struct {
 		size     int64
 		channels int
+		compress bool
 		want     int64
-	}{{10 << 20, 4, 1 << 20}, {1 << 30, 4, 32 << 20}, {256 << 20, 4, 16 << 20}} {
-		if got := chooseChunk(tc.size, tc.channels); got != tc.want {
-			t.Errorf("chooseChunk(%d, %d) = %d, want %d", tc.size, tc.channels, got, tc.want)
+	}{{10 << 20, 4, false, 1 << 20}, {1 << 30, 4, false, 32 << 20}, {256 << 20, 4, false, 16 << 20},
+		// Compressed in transit: up to 96 MiB of file per range, still about
+		// four ranges per channel.
+		{10 << 20, 4, true, 1 << 20}, {256 << 20, 4, true, 16 << 20}, {1 << 30, 4, true, 64 << 20},
+		{4 << 30, 4, true, 96 << 20}, {4 << 30, 1, true, 96 << 20}, {512 << 20, 1, false, 32 << 20}} {
+		if got := chooseChunk(tc.size, tc.channels, tc.compress); got != tc.want {
+			t.Errorf("chooseChunk(%d, %d, %v) = %d, want %d", tc.size, tc.channels, tc.compress, got, tc.want)
 		}
 	}
 }

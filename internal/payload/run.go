@@ -136,8 +136,79 @@ func (r *run) run() (res *Result, err error) {
 
 	base := path.Base(image)
 	zst := strings.HasSuffix(base, ".zst")
+	decompress := zst && *cfg.Decompress
 	tmp := filepath.Join(cfg.OutputDirectory, base+".partial")
-	if err := r.download(image, info, tmp, !zst && info.zstd); err != nil {
+	final := cfg.ImageName
+	switch {
+	case final != "":
+	case decompress:
+		final = strings.TrimSuffix(base, ".zst")
+	default:
+		final = base
+	}
+	finalTmp := tmp
+	if decompress {
+		finalTmp = filepath.Join(cfg.OutputDirectory, final+".partial")
+		if finalTmp == tmp {
+			// image_name is the .zst's own name: keep the two files apart.
+			finalTmp = filepath.Join(cfg.OutputDirectory, final+".decompressed.partial")
+		}
+	}
+
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, phaseErr(PhaseDownload, fmt.Errorf("creating %s: %w", tmp, err), nil)
+	}
+	r.partials = append(r.partials, tmp)
+	defer f.Close()
+
+	// The local SHA-256 (and, for a .img.zst, the decompression) follow the
+	// download: each reads the contiguous prefix of fully arrived ranges
+	// from the partial file as it grows, so that little is left to do when
+	// the last range lands.
+	tracker := newPrefixTracker(info.size)
+	localCtx, cancelLocal := context.WithCancel(r.ctx)
+	type hashResult struct {
+		sum string
+		err error
+	}
+	hashCh := make(chan hashResult, 1)
+	go func() {
+		s, err := hashReader(&prefixReader{ctx: localCtx, t: tracker, f: f})
+		hashCh <- hashResult{s, err}
+	}()
+	type decodeResult struct {
+		size  int64
+		sum   string
+		first []byte
+		err   error
+	}
+	decodeCh := make(chan decodeResult, 1)
+	if decompress {
+		r.partials = append(r.partials, finalTmp)
+		go func() {
+			var d decodeResult
+			d.size, d.sum, d.first, d.err = decodeSparse(&prefixReader{ctx: localCtx, t: tracker, f: f}, finalTmp)
+			decodeCh <- d
+		}()
+	} else {
+		decodeCh <- decodeResult{}
+	}
+	// Whatever happens, the local work ends before Run returns (and removes
+	// the partial files on failure).
+	var hashed, decoded bool
+	defer func() {
+		cancelLocal()
+		if !hashed {
+			<-hashCh
+		}
+		if !decoded {
+			<-decodeCh
+		}
+	}()
+
+	if err := r.download(image, info, f, tracker, !zst && info.zstd); err != nil {
+		tracker.fail(err)
 		return nil, phaseErr(PhaseDownload, err, nil)
 	}
 	var remoteSum string
@@ -151,48 +222,47 @@ func (r *run) run() (res *Result, err error) {
 		return nil, phaseErr(PhaseChecksum, r.ctx.Err(), nil)
 	}
 
+	// Verify and decompress time only what is left after the download.
 	r.ui.Say("Verifying the download's SHA-256")
 	done = r.timer.track(PhaseVerify)
-	localSum, err := hashFile(r.ctx, tmp)
+	hr := <-hashCh
+	hashed = true
 	done()
-	if err != nil {
-		return nil, phaseErr(PhaseVerify, fmt.Errorf("reading the downloaded file: %w", err), nil)
+	if hr.err != nil {
+		return nil, phaseErr(PhaseVerify, fmt.Errorf("reading the downloaded file: %w", hr.err), nil)
 	}
-	if localSum != remoteSum {
-		return nil, phaseErr(PhaseVerify, fmt.Errorf("the downloaded image's SHA-256 is %s but the host's copy has %s: the transfer was corrupted or the image changed while it downloaded; the partial file was removed, run the build again", localSum, remoteSum), nil)
+	if hr.sum != remoteSum {
+		return nil, phaseErr(PhaseVerify, fmt.Errorf("the downloaded image's SHA-256 is %s but the host's copy has %s: the transfer was corrupted or the image changed while it downloaded; the partial file was removed, run the build again", hr.sum, remoteSum), nil)
 	}
 	r.ui.Say("SHA-256 verified: " + remoteSum)
 
-	final := cfg.ImageName
 	res = &Result{RemoteImage: image}
-	var finalTmp string
-	if zst && *cfg.Decompress {
-		if final == "" {
-			final = strings.TrimSuffix(base, ".zst")
-		}
-		finalTmp = filepath.Join(cfg.OutputDirectory, final+".partial")
-		if finalTmp != tmp {
-			r.partials = append(r.partials, finalTmp)
-		}
+	if decompress {
 		r.ui.Say(fmt.Sprintf("Decompressing into %s (sparse)", filepath.Join(cfg.OutputDirectory, final)))
 		done = r.timer.track(PhaseDecompress)
-		size, sum, first, err := decompressSparse(r.ctx, tmp, finalTmp)
+		d := <-decodeCh
+		decoded = true
 		done()
-		if err != nil {
-			return nil, phaseErr(PhaseDecompress, fmt.Errorf("decompressing %s: %w", base, err), nil)
+		if d.err != nil {
+			return nil, phaseErr(PhaseDecompress, fmt.Errorf("decompressing %s: %w", base, d.err), nil)
 		}
-		if err := checkMBR(first); err != nil {
+		if err := checkMBR(d.first); err != nil {
 			return nil, phaseErr(PhaseVerify, fmt.Errorf("the built file %s is not an SD card image: %w", base, err), nil)
 		}
+		f.Close()
 		if err := os.Remove(tmp); err != nil {
 			return nil, phaseErr(PhaseDecompress, err, nil)
 		}
-		res.Size, res.SHA256 = size, sum
+		res.Size, res.SHA256 = d.size, d.sum
 	} else {
-		if final == "" {
-			final = base
+		<-decodeCh
+		decoded = true
+		if err := f.Sync(); err != nil {
+			return nil, phaseErr(PhaseDownload, fmt.Errorf("writing %s: %w", tmp, err), nil)
 		}
-		finalTmp = tmp
+		if err := f.Close(); err != nil {
+			return nil, phaseErr(PhaseDownload, fmt.Errorf("writing %s: %w", tmp, err), nil)
+		}
 		if err := checkImageFile(tmp, zst); err != nil {
 			return nil, phaseErr(PhaseVerify, fmt.Errorf("the built file %s is not an SD card image: %w", base, err), nil)
 		}
@@ -513,7 +583,9 @@ func remoteSHA256(ctx context.Context, comm packersdk.Communicator, image string
 	return f[0], nil
 }
 
-func (r *run) download(image string, info imageInfo, tmp string, compress bool) error {
+// download fetches the remote image into f, telling tracker of every range
+// that fully arrived. The caller owns f.
+func (r *run) download(image string, info imageInfo, f *os.File, tracker *prefixTracker, compress bool) error {
 	defer r.timer.track(PhaseDownload)()
 	channels := channelsFor(r.cfg.DownloadChannels, info.maxSessions)
 	how := ""
@@ -528,12 +600,6 @@ func (r *run) download(image string, info imageInfo, tmp string, compress bool) 
 		r.ui.Say(fmt.Sprintf("Using %d download channels instead of %d: the host's sshd allows %d sessions per connection (MaxSessions)", channels, r.cfg.DownloadChannels, ms))
 	}
 	r.ui.Say(fmt.Sprintf("Downloading %s (%s) over %d SSH channels%s", image, humanBytes(info.size), channels, how))
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_RDWR, 0o644)
-	if err != nil {
-		return fmt.Errorf("creating %s: %w", tmp, err)
-	}
-	r.partials = append(r.partials, tmp)
-	defer f.Close()
 
 	pr := newProgressReader()
 	pr.interval = 100 * time.Millisecond
@@ -551,21 +617,18 @@ func (r *run) download(image string, info imageInfo, tmp string, compress bool) 
 			}
 		}
 	}()
-	d := &downloader{comm: r.comm, channels: channels, compress: compress, progress: pr.Add}
+	d := &downloader{comm: r.comm, channels: channels, compress: compress, progress: pr.Add, tracker: tracker}
 	start := time.Now()
-	err = d.download(r.ctx, image, info.size, f)
+	err := d.download(r.ctx, image, info.size, f)
 	pr.Close()
 	<-drained
 	bar.Close()
 	if err != nil {
 		return err
 	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
 	el := time.Since(start)
 	r.ui.Say(fmt.Sprintf("Downloaded %s in %s (%s/s)", humanBytes(info.size), el.Round(100*time.Millisecond), humanBytes(int64(float64(info.size)/max(el.Seconds(), 1e-3)))))
-	return f.Close()
+	return nil
 }
 
 func (r *run) manifest(res *Result, final, remoteSum string, zst bool) ([]byte, error) {
