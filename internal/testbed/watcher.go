@@ -54,6 +54,8 @@ type watchedInstance struct {
 	started  bool // host is up
 	wantStop bool // instance ended while the host was starting
 	stopped  bool
+	// shutdownApplied: the host's immediate shutdown was passed on to moto.
+	shutdownApplied bool
 }
 
 type watcher struct {
@@ -127,6 +129,7 @@ func (w *watcher) poll(ctx context.Context, region string) {
 				switch state {
 				case "running":
 					w.ensureHost(ctx, region, inst)
+					w.applyShutdown(ctx, region, inst)
 				case "shutting-down", "terminated", "stopping", "stopped":
 					w.ensureStopped(id, state)
 				}

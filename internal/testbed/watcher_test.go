@@ -38,3 +38,25 @@ func TestCloudConfigSSHKeys(t *testing.T) {
 		}
 	}
 }
+
+func TestIsImmediateShutdown(t *testing.T) {
+	cases := map[string]bool{
+		"shutdown -P now":                  true,
+		"shutdown -h now":                  true,
+		"shutdown -P now nixos-sd:\\ lost": true,
+		"shutdown +0":                      true,
+		"poweroff":                         true,
+		"halt -p":                          true,
+		"shutdown -P +180 packer-nixos-sd": false,
+		"shutdown -P \\+90":                false,
+		"shutdown -c":                      false,
+		"shutdown --help":                  false,
+		"reboot":                           false,
+		"shutdown -P 23:00":                false,
+	}
+	for call, want := range cases {
+		if got := isImmediateShutdown(call); got != want {
+			t.Errorf("isImmediateShutdown(%q) = %v, want %v", call, got, want)
+		}
+	}
+}
