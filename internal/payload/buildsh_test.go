@@ -176,11 +176,36 @@ func TestBuildScriptEnforcesTimeout(t *testing.T) {
 	}
 }
 
+// stoppableNix installs a fake nix that records a SIGTERM in marker; it
+// creates ready once its trap is set, so a test signals it only then (a TERM
+// before that would end it without a trace). Both files are made by the
+// shell itself, not by touch: timeout passes TERM on to its whole process
+// group, which would also kill a touch started by the trap.
+func (e *scriptEnv) stoppableNix(dir string) (marker, ready string) {
+	marker, ready = filepath.Join(dir, "nix-got-term"), filepath.Join(dir, "nix-ready")
+	e.fake("nix", `trap ': >`+marker+`; exit 143' TERM; : >`+ready+`; sleep 60 & wait`)
+	return marker, ready
+}
+
+// waitForFile fails t with msg unless path appears within 10 seconds.
+func waitForFile(t *testing.T, path, msg string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(path); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(msg)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func TestBuildScriptStopsOnRequest(t *testing.T) {
 	e := newScriptEnv(t)
 	rd := t.TempDir()
-	marker := filepath.Join(rd, "nix-got-term")
-	e.fake("nix", `trap 'touch `+marker+`; exit 143' TERM; sleep 60 & wait`)
+	marker, ready := e.stoppableNix(rd)
 	c := prepared(t, func(c *Config) { c.RemoteDirectory = rd })
 	type result struct {
 		out  string
@@ -191,17 +216,8 @@ func TestBuildScriptStopsOnRequest(t *testing.T) {
 		out, code := e.run(context.Background(), "build", rd, "120", "nix", "build", "x")
 		done <- result{out, code}
 	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, err := os.Stat(filepath.Join(rd, "build.pid")); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("build.sh wrote no build.pid")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	time.Sleep(200 * time.Millisecond)
+	waitForFile(t, filepath.Join(rd, "build.pid"), "build.sh wrote no build.pid")
+	waitForFile(t, ready, "the build never started nix")
 	if out, err := exec.Command("bash", "-c", stopCommand(c)).CombinedOutput(); err != nil {
 		t.Fatalf("stop command: %v %s", err, out)
 	}
@@ -224,10 +240,10 @@ func TestBuildScriptStopsOnRequest(t *testing.T) {
 func TestBuildScriptStopsWhenItsSessionEnds(t *testing.T) {
 	e := newScriptEnv(t)
 	rd := t.TempDir()
-	marker := filepath.Join(rd, "nix-got-term")
-	e.fake("nix", `trap 'touch `+marker+`; exit 143' TERM; sleep 60 & wait`)
-	// The "session": a shell that starts build.sh and leaves.
-	cmd := exec.Command("/bin/bash", "-c", "/bin/bash "+e.script+" build "+rd+" 120 nix build x >/dev/null 2>&1 & sleep 1")
+	marker, ready := e.stoppableNix(rd)
+	// The "session": a shell that starts build.sh and leaves once nix runs.
+	cmd := exec.Command("/bin/bash", "-c", "/bin/bash "+e.script+" build "+rd+" 120 nix build x >/dev/null 2>&1 & "+
+		"for ((i = 0; i < 200; i++)); do [ -e "+ready+" ] && break; sleep 0.05; done")
 	cmd.Env = []string{"PATH=" + e.bin}
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("%v %s", err, out)
@@ -264,8 +280,7 @@ func TestBuildScriptEndsPromptly(t *testing.T) {
 func TestBuildScriptStopsOnHangupWithClosedOutput(t *testing.T) {
 	e := newScriptEnv(t)
 	rd := t.TempDir()
-	marker := filepath.Join(rd, "nix-got-term")
-	e.fake("nix", `trap 'touch `+marker+`; exit 143' TERM; sleep 60 & wait`)
+	marker, ready := e.stoppableNix(rd)
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
@@ -278,30 +293,12 @@ func TestBuildScriptStopsOnHangupWithClosedOutput(t *testing.T) {
 	}
 	w.Close()
 	go io.Copy(io.Discard, r)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, err := os.Stat(filepath.Join(rd, "build.pid")); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("build.sh wrote no build.pid")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	time.Sleep(200 * time.Millisecond)
+	waitForFile(t, filepath.Join(rd, "build.pid"), "build.sh wrote no build.pid")
+	waitForFile(t, ready, "the build never started nix")
 	r.Close() // the session's output is gone
 	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	cmd.Wait()
-	deadline = time.Now().Add(10 * time.Second)
-	for {
-		if _, err := os.Stat(marker); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the build went on after build.sh was hung up")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitForFile(t, marker, "the build went on after build.sh was hung up")
 }

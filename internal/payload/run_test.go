@@ -45,7 +45,9 @@ if [ -n "${FAKE_FAIL:-}" ]; then
 	exit 1
 fi
 if [ -n "${FAKE_SLEEP:-}" ]; then
-	trap 'touch "$FAKE_TERM"; exit 143' TERM
+	# The shell writes the marker itself: timeout passes TERM on to its
+	# process group, which would also kill a touch started here.
+	trap ': >"$FAKE_TERM"; exit 143' TERM
 	sleep "$FAKE_SLEEP" &
 	wait
 fi

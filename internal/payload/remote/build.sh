@@ -153,10 +153,13 @@ stop_build() {
 	if [ -n "$watcher" ]; then
 		kill "$watcher" 2>/dev/null
 	fi
-	if [ -n "$child" ]; then
-		stop_child "$child"
+	# A signal that lands right after the build started, before child=$! ran,
+	# finds the build in $! instead.
+	local pid=${child:-${!:-}}
+	if [ -n "$pid" ]; then
+		stop_child "$pid"
 		say "stopping the build"
-		wait "$child" 2>/dev/null
+		wait "$pid" 2>/dev/null
 	fi
 	exit 143
 }
@@ -180,12 +183,14 @@ run_build() {
 			run=(sudo -n -H)
 		fi
 	fi
-	printf '%s\n' "$$" >"$remote_dir/build.pid"
 	trap stop_build TERM INT HUP
 	say "running: nix $*"
 	local status=0
 	"${run[@]}" timeout --kill-after=60 "$timeout_s" "$nix_bin" "$@" </dev/null &
 	child=$!
+	# Written once the build runs, so whoever reads it to stop the build finds
+	# this script ready to pass the signal on.
+	printf '%s\n' "$$" >"$remote_dir/build.pid"
 	local parent
 	if parent=$(ppid_of "$$"); then
 		# Its own output goes nowhere, so that it never holds the session open.
