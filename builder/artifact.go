@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"sort"
 )
 
 // Artifact is the downloaded, verified SD image with its checksum and
@@ -52,5 +51,3 @@ func (a *Artifact) Destroy() error {
 	}
 	return errors.Join(errs...)
 }
-
-func sortStrings(s []string) { sort.Strings(s) }

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/hashicorp/hcl/v2/hcldec"
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
@@ -46,19 +47,23 @@ func (b *Builder) Prepare(raws ...interface{}) ([]string, []string, error) {
 var GeneratedDataKeys = []string{"InstanceType", "AvailabilityZone", "SourceAMI", "SpotPrice", "InstanceID", "ImagePath", "ImageSHA256", "Timings"}
 
 // steps is the build pipeline, in order. Cleanup runs in reverse for every
-// step that ran, so the instance is terminated (and waited for) before the
-// security group is deleted.
+// step that ran: the instance is terminated (and waited for) before the
+// launch template and the security group are deleted. builder/doc.go tells
+// the whole story.
 func (b *Builder) steps() []multistep.Step {
 	return []multistep.Step{
-		&stepPreflight{},
-		&stepSourceAMI{},
-		&stepSSHKey{},
-		&stepSecurityGroup{},
-		&stepLaunch{},
-		&stepInterruption{},
-		&stepWaitInstance{},
-		&stepWatchdog{},
-		&stepBuild{},
+		&stepPreflight{},       // Describe* checks of the configuration; creates nothing
+		&stepSourceAMI{},       // finds the AMI; creates nothing
+		&stepSSHKey{},          // temporary SSH key in memory; removes the -debug key file
+		&stepNetwork{},         // VPC, subnets and zone offerings; creates nothing
+		&stepSecurityGroup{},   // creates / deletes the security group
+		&stepLaunchTemplate{},  // creates / deletes the launch template
+		&stepFleet{},           // creates the fleet and instance / terminates it, deletes the fleet, cancels spot requests
+		&stepInterruption{},    // starts / stops the spot interruption watcher
+		&stepWaitInstance{},    // waits for the instance to run; picks the SSH address
+		connectStep(&b.config), // Packer's communicator.StepConnect: opens / closes SSH
+		&stepWatchdog{},        // arms the instance's watchdog / stops the heartbeat
+		&stepBuild{},           // builds and downloads the image
 		// Provisioners of the build block run on the instance after the
 		// image is home (build.ImagePath is set by then).
 		&commonsteps.StepProvision{},
@@ -104,13 +109,13 @@ func (b *Builder) Run(ctx context.Context, ui packersdk.Ui, hook packersdk.Hook)
 		return nil, errors.New("internal error: the build finished without an image")
 	}
 	files := append([]string(nil), res.Files...)
-	if !contains(files, res.ImagePath) {
+	if !slices.Contains(files, res.ImagePath) {
 		files = append([]string{res.ImagePath}, files...)
 	}
 	// A fresh map with the builder's own keys only: the state's copy also
 	// holds what StepProvision adds for provisioners (the SSH connection,
-	// the temporary private key included), which post-processors need not see.
-	// Timings now cover everything up to the end of the build.
+	// the temporary private key included), which post-processors need not
+	// see. Its Timings cover the provisioners too.
 	gd := generatedData(state, res)
 	return &Artifact{ImagePath: res.ImagePath, SHA256: res.SHA256, Paths: files, Generated: gd}, nil
 }

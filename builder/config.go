@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -96,11 +97,18 @@ type Config struct {
 	// heartbeat is older than this, so a killed Packer or a lost connection
 	// costs minutes, not hours. Defaults to `15m`; at least `1m`.
 	OrphanTimeout string `mapstructure:"orphan_timeout" required:"false"`
+	// How often to poll EC2 while waiting for a state change. Defaults to `2s`.
+	PollInterval string `mapstructure:"poll_interval" required:"false"`
+	// How long to wait for one state change (an instance to run or terminate,
+	// a security group to be free) before giving up. Defaults to `10m`.
+	StateTimeout string `mapstructure:"state_timeout" required:"false"`
 
 	ctx                 interpolate.Context
 	release             debianami.Release
 	instanceMaxLifetime time.Duration
 	orphanTimeout       time.Duration
+	pollInterval        time.Duration
+	stateTimeout        time.Duration
 }
 
 var (
@@ -211,7 +219,7 @@ func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
 	}
 	if c.SpotAllocationStrategy == "" {
 		c.SpotAllocationStrategy = "price-capacity-optimized"
-	} else if !contains(allocStrategies, c.SpotAllocationStrategy) {
+	} else if !slices.Contains(allocStrategies, c.SpotAllocationStrategy) {
 		add(fmt.Errorf("spot_allocation_strategy: %q is not one of %s", c.SpotAllocationStrategy, strings.Join(allocStrategies, ", ")))
 	}
 
@@ -243,7 +251,7 @@ func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
 	}
 	if c.SSHInterface == "" {
 		c.SSHInterface = "public_ip"
-	} else if !contains(sshInterfaces, c.SSHInterface) {
+	} else if !slices.Contains(sshInterfaces, c.SSHInterface) {
 		add(fmt.Errorf("ssh_interface: %q is not one of %s", c.SSHInterface, strings.Join(sshInterfaces, ", ")))
 	}
 
@@ -275,6 +283,13 @@ func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
 		}
 	}
 
+	if c.pollInterval, err = awscommon.ParseDuration("poll_interval", c.PollInterval, 2*time.Second); err != nil {
+		add(err)
+	}
+	if c.stateTimeout, err = awscommon.ParseDuration("state_timeout", c.StateTimeout, 10*time.Minute); err != nil {
+		add(err)
+	}
+
 	if errs != nil && len(errs.Errors) > 0 {
 		return warnings, errs
 	}
@@ -286,6 +301,22 @@ func (c *Config) Release() debianami.Release { return c.release }
 
 // OrphanTimeoutDuration is the prepared orphan_timeout.
 func (c *Config) OrphanTimeoutDuration() time.Duration { return c.orphanTimeout }
+
+// PollIntervalDuration is the prepared poll_interval.
+func (c *Config) PollIntervalDuration() time.Duration {
+	if c.pollInterval <= 0 {
+		return 2 * time.Second
+	}
+	return c.pollInterval
+}
+
+// StateTimeoutDuration is the prepared state_timeout.
+func (c *Config) StateTimeoutDuration() time.Duration {
+	if c.stateTimeout <= 0 {
+		return 10 * time.Minute
+	}
+	return c.stateTimeout
+}
 
 // InstanceMaxLifetimeDuration is the prepared instance_max_lifetime.
 func (c *Config) InstanceMaxLifetimeDuration() time.Duration { return c.instanceMaxLifetime }
@@ -321,13 +352,4 @@ func graviton(t string) string {
 		return "t4g." + size
 	}
 	return "c7g.2xlarge"
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }

@@ -27,8 +27,6 @@ type FlatConfig struct {
 	AssumeRole                *awscommon.FlatAssumeRoleConfig `mapstructure:"assume_role" required:"false" cty:"assume_role" hcl:"assume_role"`
 	EC2Endpoint               *string                         `mapstructure:"ec2_endpoint" required:"false" cty:"ec2_endpoint" hcl:"ec2_endpoint"`
 	MaxRetries                *int                            `mapstructure:"max_retries" required:"false" cty:"max_retries" hcl:"max_retries"`
-	PollInterval              *string                         `mapstructure:"poll_interval" required:"false" cty:"poll_interval" hcl:"poll_interval"`
-	StateTimeout              *string                         `mapstructure:"state_timeout" required:"false" cty:"state_timeout" hcl:"state_timeout"`
 	NixOSConfig               *string                         `mapstructure:"nixos_config" required:"false" cty:"nixos_config" hcl:"nixos_config"`
 	Flake                     *string                         `mapstructure:"flake" required:"false" cty:"flake" hcl:"flake"`
 	Nixpkgs                   *string                         `mapstructure:"nixpkgs" required:"false" cty:"nixpkgs" hcl:"nixpkgs"`
@@ -108,6 +106,8 @@ type FlatConfig struct {
 	SSHInterface              *string                         `mapstructure:"ssh_interface" required:"false" cty:"ssh_interface" hcl:"ssh_interface"`
 	InstanceMaxLifetime       *string                         `mapstructure:"instance_max_lifetime" required:"false" cty:"instance_max_lifetime" hcl:"instance_max_lifetime"`
 	OrphanTimeout             *string                         `mapstructure:"orphan_timeout" required:"false" cty:"orphan_timeout" hcl:"orphan_timeout"`
+	PollInterval              *string                         `mapstructure:"poll_interval" required:"false" cty:"poll_interval" hcl:"poll_interval"`
+	StateTimeout              *string                         `mapstructure:"state_timeout" required:"false" cty:"state_timeout" hcl:"state_timeout"`
 }
 
 // FlatMapstructure returns a new FlatConfig.
@@ -138,8 +138,6 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 		"assume_role":                  &hcldec.BlockSpec{TypeName: "assume_role", Nested: hcldec.ObjectSpec((*awscommon.FlatAssumeRoleConfig)(nil).HCL2Spec())},
 		"ec2_endpoint":                 &hcldec.AttrSpec{Name: "ec2_endpoint", Type: cty.String, Required: false},
 		"max_retries":                  &hcldec.AttrSpec{Name: "max_retries", Type: cty.Number, Required: false},
-		"poll_interval":                &hcldec.AttrSpec{Name: "poll_interval", Type: cty.String, Required: false},
-		"state_timeout":                &hcldec.AttrSpec{Name: "state_timeout", Type: cty.String, Required: false},
 		"nixos_config":                 &hcldec.AttrSpec{Name: "nixos_config", Type: cty.String, Required: false},
 		"flake":                        &hcldec.AttrSpec{Name: "flake", Type: cty.String, Required: false},
 		"nixpkgs":                      &hcldec.AttrSpec{Name: "nixpkgs", Type: cty.String, Required: false},
@@ -219,6 +217,8 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 		"ssh_interface":                &hcldec.AttrSpec{Name: "ssh_interface", Type: cty.String, Required: false},
 		"instance_max_lifetime":        &hcldec.AttrSpec{Name: "instance_max_lifetime", Type: cty.String, Required: false},
 		"orphan_timeout":               &hcldec.AttrSpec{Name: "orphan_timeout", Type: cty.String, Required: false},
+		"poll_interval":                &hcldec.AttrSpec{Name: "poll_interval", Type: cty.String, Required: false},
+		"state_timeout":                &hcldec.AttrSpec{Name: "state_timeout", Type: cty.String, Required: false},
 	}
 	return s
 }

@@ -268,6 +268,10 @@ func TestConfigPrepareRejects(t *testing.T) {
 			[]string{"ec2_endpoint", "not an http(s) URL"}},
 		{"bad poll_interval", map[string]interface{}{"poll_interval": "often"},
 			[]string{"poll_interval", "positive duration"}},
+		{"zero poll_interval", map[string]interface{}{"poll_interval": "0s"},
+			[]string{"poll_interval", "positive duration"}},
+		{"bad state_timeout", map[string]interface{}{"state_timeout": "ten minutes"},
+			[]string{"state_timeout", "positive duration"}},
 		// The payload's options are validated through the builder too.
 		{"missing nixos_config", map[string]interface{}{"nixos_config": filepath.Join(dir, "nope.nix")},
 			[]string{"nixos_config", "does not exist"}},

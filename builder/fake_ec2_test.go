@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -201,7 +202,7 @@ func (f *fakeEC2) DescribeInstanceTypeOfferings(_ context.Context, in *ec2.Descr
 		return out, nil
 	}
 	for z, ts := range f.offerings {
-		if len(locs) == 0 || contains(locs, z) {
+		if len(locs) == 0 || slices.Contains(locs, z) {
 			add(z, ts)
 		}
 	}
@@ -243,13 +244,13 @@ func (f *fakeEC2) DescribeSubnets(_ context.Context, in *ec2.DescribeSubnetsInpu
 	f.record("DescribeSubnets", in)
 	out := &ec2.DescribeSubnetsOutput{}
 	for _, s := range f.subnets {
-		if len(in.SubnetIds) > 0 && !contains(in.SubnetIds, aws.ToString(s.SubnetId)) {
+		if len(in.SubnetIds) > 0 && !slices.Contains(in.SubnetIds, aws.ToString(s.SubnetId)) {
 			continue
 		}
-		if v := filterValues(in.Filters, "vpc-id"); v != nil && !contains(v, aws.ToString(s.VpcId)) {
+		if v := filterValues(in.Filters, "vpc-id"); v != nil && !slices.Contains(v, aws.ToString(s.VpcId)) {
 			continue
 		}
-		if v := filterValues(in.Filters, "availability-zone"); v != nil && !contains(v, aws.ToString(s.AvailabilityZone)) {
+		if v := filterValues(in.Filters, "availability-zone"); v != nil && !slices.Contains(v, aws.ToString(s.AvailabilityZone)) {
 			continue
 		}
 		if v := filterValues(in.Filters, "default-for-az"); v != nil && !aws.ToBool(s.DefaultForAz) {

@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
+	"github.com/hashicorp/packer-plugin-sdk/packerbuilderdata"
 
 	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/payload"
 )
@@ -65,8 +68,9 @@ func (s *stepBuild) Run(ctx context.Context, state multistep.StateBag) multistep
 		recordTiming(state, k, d)
 	}
 	state.Put(stateResult, res)
+	gd := &packerbuilderdata.GeneratedData{State: state}
 	for k, v := range generatedData(state, res) {
-		putGeneratedData(state, k, v)
+		gd.Put(k, v)
 	}
 	return multistep.ActionContinue
 }
@@ -91,28 +95,12 @@ func generatedData(state multistep.StateBag, res *payload.Result) map[string]int
 	return d
 }
 
-// putGeneratedData adds one key to the state's "generated_data" map, as the
-// SDK's packerbuilderdata.GeneratedData does.
-func putGeneratedData(state multistep.StateBag, key string, value interface{}) {
-	m, _ := state.Get(stateGeneratedData).(map[string]interface{})
-	if m == nil {
-		m = map[string]interface{}{}
-	}
-	m[key] = value
-	state.Put(stateGeneratedData, m)
-}
-
 // formatTimings renders the recorded phase durations as "name=duration"
 // pairs in a stable order.
 func formatTimings(state multistep.StateBag) string {
 	t, _ := state.Get(stateTimings).(map[string]time.Duration)
-	keys := make([]string, 0, len(t))
-	for k := range t {
-		keys = append(keys, k)
-	}
-	sortStrings(keys)
-	parts := make([]string, 0, len(keys))
-	for _, k := range keys {
+	parts := make([]string, 0, len(t))
+	for _, k := range slices.Sorted(maps.Keys(t)) {
 		parts = append(parts, fmt.Sprintf("%s=%s", k, t[k].Round(time.Millisecond)))
 	}
 	return strings.Join(parts, " ")

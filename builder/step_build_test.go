@@ -55,7 +55,7 @@ func TestBuildRunsPayloadAndSetsGeneratedData(t *testing.T) {
 			t.Errorf("ManifestExtra[%s] = %q, want %q", k, gotOpts.ManifestExtra[k], want)
 		}
 	}
-	gd, _ := state.Get(stateGeneratedData).(map[string]interface{})
+	gd, _ := state.Get("generated_data").(map[string]interface{})
 	for _, k := range GeneratedDataKeys {
 		if _, ok := gd[k]; !ok {
 			t.Errorf("generated data lacks %s", k)

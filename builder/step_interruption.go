@@ -122,16 +122,8 @@ func checkInterruption(ctx context.Context, e stepEnv, id string, requestID *str
 	}
 	for _, r := range out.Reservations {
 		for _, inst := range r.Instances {
-			if inst.State != nil {
-				switch inst.State.Name {
-				case types.InstanceStateNameShuttingDown, types.InstanceStateNameTerminated,
-					types.InstanceStateNameStopping, types.InstanceStateNameStopped:
-					reason := "instance " + string(inst.State.Name)
-					if inst.StateReason != nil && aws.ToString(inst.StateReason.Message) != "" {
-						reason += ": " + aws.ToString(inst.StateReason.Message)
-					}
-					return reason
-				}
+			if reason := goneReason(inst); reason != "" {
+				return reason
 			}
 			if sir := aws.ToString(inst.SpotInstanceRequestId); sir != "" {
 				*requestID = sir
@@ -166,6 +158,24 @@ func checkInterruption(ctx context.Context, e stepEnv, id string, requestID *str
 				}
 			}
 		}
+	}
+	return ""
+}
+
+// goneReason says why the instance is gone or going (shutting down,
+// terminated, stopping or stopped), or "" while it is pending or running.
+func goneReason(inst types.Instance) string {
+	if inst.State == nil {
+		return ""
+	}
+	switch inst.State.Name {
+	case types.InstanceStateNameShuttingDown, types.InstanceStateNameTerminated,
+		types.InstanceStateNameStopping, types.InstanceStateNameStopped:
+		reason := "instance " + string(inst.State.Name)
+		if inst.StateReason != nil && aws.ToString(inst.StateReason.Message) != "" {
+			reason += ": " + aws.ToString(inst.StateReason.Message)
+		}
+		return reason
 	}
 	return ""
 }

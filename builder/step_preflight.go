@@ -6,13 +6,15 @@ import (
 	"fmt"
 	"net"
 	"slices"
-	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
+
+	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/awscommon"
 )
 
 // stepPreflight checks, before anything is created, that the credentials
@@ -20,13 +22,6 @@ import (
 // mistake costs one Describe call instead of a half-made build to clean up.
 // It makes only Describe* calls.
 type stepPreflight struct{}
-
-// authErrorCodes are the EC2/STS codes that mean the credentials are wrong.
-var authErrorCodes = []string{
-	"AuthFailure", "UnauthorizedOperation", "InvalidClientTokenId", "SignatureDoesNotMatch",
-	"ExpiredToken", "RequestExpired", "OptInRequired", "Blocked", "AccessDenied",
-	"UnrecognizedClientException", "InvalidAccessKeyId",
-}
 
 func (s *stepPreflight) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
 	e, err := env(state)
@@ -74,10 +69,10 @@ func checkRegion(ctx context.Context, e stepEnv) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		code := apiErrorCode(err)
+		code := awscommon.ErrorCode(err)
 		var dnsErr *net.DNSError
 		switch {
-		case slices.Contains(authErrorCodes, code):
+		case awscommon.IsCredentialError(code), awscommon.IsPermissionError(code):
 			return fmt.Errorf("AWS rejected the credentials (%v); check your credentials or profile: the profile option or AWS_PROFILE, access_key/secret_key or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, and that the key is active and allowed ec2:Describe*", err)
 		case errors.As(err, &dnsErr):
 			return fmt.Errorf("region: cannot reach EC2 in %q (%v); check the region name (for example \"us-east-2\") or ec2_endpoint", cfg.Region, err)
@@ -97,7 +92,7 @@ func checkRegion(ctx context.Context, e stepEnv) error {
 		}
 		names = append(names, name)
 	}
-	sort.Strings(names)
+	slices.Sort(names)
 	return fmt.Errorf("region: %q is not an EC2 region; valid: %s", cfg.Region, strings.Join(names, ", "))
 }
 
@@ -118,7 +113,7 @@ func checkZone(ctx context.Context, e stepEnv) error {
 		}
 		names = append(names, name)
 	}
-	sort.Strings(names)
+	slices.Sort(names)
 	return fmt.Errorf("availability_zone: %q is not a zone of region %s; valid: %s, or leave it empty to let EC2 choose", cfg.AvailabilityZone, cfg.Region, strings.Join(names, ", "))
 }
 
@@ -134,10 +129,11 @@ func checkInstanceTypes(ctx context.Context, e stepEnv) ([]string, error) {
 	for _, t := range want {
 		in.InstanceTypes = append(in.InstanceTypes, types.InstanceType(t))
 	}
-	for {
-		out, err := e.ec2.DescribeInstanceTypes(ctx, in)
+	pages := ec2.NewDescribeInstanceTypesPaginator(e.ec2, in)
+	for pages.HasMorePages() {
+		out, err := pages.NextPage(ctx)
 		if err != nil {
-			if apiErrorCode(err) == "InvalidInstanceType" {
+			if awscommon.ErrorCode(err) == "InvalidInstanceType" {
 				return nil, fmt.Errorf("instance_types: EC2 in %s does not know some of %s (%v); fix or remove those names, for example use \"c7g.2xlarge\"", cfg.Region, joinQuoted(want), err)
 			}
 			return nil, fmt.Errorf("instance_types: DescribeInstanceTypes failed: %w", err)
@@ -145,10 +141,6 @@ func checkInstanceTypes(ctx context.Context, e stepEnv) ([]string, error) {
 		for _, info := range out.InstanceTypes {
 			known[string(info.InstanceType)] = info
 		}
-		if aws.ToString(out.NextToken) == "" {
-			break
-		}
-		in.NextToken = out.NextToken
 	}
 	for _, t := range want {
 		info, ok := known[t]
@@ -171,15 +163,15 @@ func checkInstanceTypes(ctx context.Context, e stepEnv) ([]string, error) {
 		location, locType = cfg.AvailabilityZone, types.LocationTypeAvailabilityZone
 	}
 	offered := map[string]bool{}
-	oin := &ec2.DescribeInstanceTypeOfferingsInput{
+	offerings := ec2.NewDescribeInstanceTypeOfferingsPaginator(e.ec2, &ec2.DescribeInstanceTypeOfferingsInput{
 		LocationType: locType,
 		Filters: []types.Filter{
 			{Name: aws.String("location"), Values: []string{location}},
 			{Name: aws.String("instance-type"), Values: want},
 		},
-	}
-	for {
-		out, err := e.ec2.DescribeInstanceTypeOfferings(ctx, oin)
+	})
+	for offerings.HasMorePages() {
+		out, err := offerings.NextPage(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("instance_types: DescribeInstanceTypeOfferings failed: %w", err)
 		}
@@ -188,10 +180,6 @@ func checkInstanceTypes(ctx context.Context, e stepEnv) ([]string, error) {
 				offered[string(o.InstanceType)] = true
 			}
 		}
-		if aws.ToString(out.NextToken) == "" {
-			break
-		}
-		oin.NextToken = out.NextToken
 	}
 	var keep, missing []string
 	for _, t := range want {
@@ -223,7 +211,7 @@ func checkSourceAMI(ctx context.Context, e stepEnv) (string, error) {
 	cfg := e.cfg
 	out, err := e.ec2.DescribeImages(ctx, &ec2.DescribeImagesInput{ImageIds: []string{cfg.SourceAMI}})
 	if err != nil {
-		switch apiErrorCode(err) {
+		switch awscommon.ErrorCode(err) {
 		case "InvalidAMIID.NotFound", "InvalidAMIID.Unavailable", "InvalidAMIID.Malformed":
 			return "", fmt.Errorf("source_ami: %q does not exist in region %s or is not shared with this account (%v); use an AMI id of this region, or remove source_ami to use the newest Debian AMI", cfg.SourceAMI, cfg.Region, err)
 		}
@@ -247,7 +235,7 @@ func checkNetwork(ctx context.Context, e stepEnv) error {
 	if cfg.VpcID != "" {
 		out, err := e.ec2.DescribeVpcs(ctx, &ec2.DescribeVpcsInput{VpcIds: []string{cfg.VpcID}})
 		if err != nil || len(out.Vpcs) == 0 {
-			if err == nil || apiErrorCode(err) == "InvalidVpcID.NotFound" {
+			if err == nil || awscommon.ErrorCode(err) == "InvalidVpcID.NotFound" {
 				return fmt.Errorf("vpc_id: %q does not exist in region %s; use a VPC of this region, or remove vpc_id to use the default VPC", cfg.VpcID, cfg.Region)
 			}
 			return fmt.Errorf("vpc_id: DescribeVpcs failed: %w", err)
@@ -256,7 +244,7 @@ func checkNetwork(ctx context.Context, e stepEnv) error {
 	if cfg.SubnetID != "" {
 		out, err := e.ec2.DescribeSubnets(ctx, &ec2.DescribeSubnetsInput{SubnetIds: []string{cfg.SubnetID}})
 		if err != nil || len(out.Subnets) == 0 {
-			if err == nil || apiErrorCode(err) == "InvalidSubnetID.NotFound" {
+			if err == nil || awscommon.ErrorCode(err) == "InvalidSubnetID.NotFound" {
 				return fmt.Errorf("subnet_id: %q does not exist in region %s; use a subnet of this region, or remove subnet_id to use the default VPC's subnets", cfg.SubnetID, cfg.Region)
 			}
 			return fmt.Errorf("subnet_id: DescribeSubnets failed: %w", err)
@@ -273,3 +261,12 @@ func checkNetwork(ctx context.Context, e stepEnv) error {
 }
 
 func (s *stepPreflight) Cleanup(multistep.StateBag) {}
+
+// joinQuoted is the list as "a", "b", "c".
+func joinQuoted(list []string) string {
+	q := make([]string, len(list))
+	for i, s := range list {
+		q[i] = strconv.Quote(s)
+	}
+	return strings.Join(q, ", ")
+}

@@ -2,6 +2,7 @@ package builder
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -13,6 +14,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
+	"github.com/hashicorp/packer-plugin-sdk/retry"
+
+	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/awscommon"
 )
 
 // publicIPTimeout bounds the public address look-up.
@@ -34,12 +38,10 @@ func (s *stepSecurityGroup) Run(ctx context.Context, state multistep.StateBag) m
 	cfg := e.cfg
 	buildID := getString(state, stateBuildID)
 
-	vpcID, isDefault, err := resolveVPC(ctx, e)
-	if err != nil {
-		return halt(state, err)
+	vpcID := getString(state, stateVpcID)
+	if vpcID == "" {
+		return halt(state, errors.New("internal error: no VPC in the build state"))
 	}
-	state.Put(stateVpcID, vpcID)
-	state.Put(stateDefaultVPC, isDefault)
 
 	cidrs := cfg.SSHSourceCIDRs
 	if len(cidrs) == 0 {
@@ -91,37 +93,6 @@ func (s *stepSecurityGroup) Run(ctx context.Context, state multistep.StateBag) m
 	return multistep.ActionContinue
 }
 
-// resolveVPC finds the VPC to work in: the subnet's, vpc_id, or the region's
-// default VPC.
-func resolveVPC(ctx context.Context, e stepEnv) (string, bool, error) {
-	cfg := e.cfg
-	if cfg.SubnetID != "" {
-		out, err := e.ec2.DescribeSubnets(ctx, &ec2.DescribeSubnetsInput{SubnetIds: []string{cfg.SubnetID}})
-		if err != nil {
-			return "", false, fmt.Errorf("subnet_id: describing %s: %w", cfg.SubnetID, err)
-		}
-		if len(out.Subnets) == 0 {
-			return "", false, fmt.Errorf("subnet_id: %q does not exist in region %s", cfg.SubnetID, cfg.Region)
-		}
-		return aws.ToString(out.Subnets[0].VpcId), false, nil
-	}
-	if cfg.VpcID != "" {
-		return cfg.VpcID, false, nil
-	}
-	out, err := e.ec2.DescribeVpcs(ctx, &ec2.DescribeVpcsInput{
-		Filters: []types.Filter{{Name: aws.String("is-default"), Values: []string{"true"}}},
-	})
-	if err != nil {
-		return "", false, fmt.Errorf("finding the default VPC of %s: %w", cfg.Region, err)
-	}
-	for _, v := range out.Vpcs {
-		if aws.ToBool(v.IsDefault) || len(out.Vpcs) == 1 {
-			return aws.ToString(v.VpcId), true, nil
-		}
-	}
-	return "", false, fmt.Errorf("region %s has no default VPC; set subnet_id (or vpc_id) to a subnet with internet access, or create a default VPC (aws ec2 create-default-vpc)", cfg.Region)
-}
-
 // publicIP asks url for this machine's public IPv4 address.
 func (s *stepSecurityGroup) publicIP(ctx context.Context, url string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, publicIPTimeout)
@@ -158,43 +129,32 @@ func (s *stepSecurityGroup) publicIP(ctx context.Context, url string) (string, e
 }
 
 func (s *stepSecurityGroup) Cleanup(state multistep.StateBag) {
-	groupID := getString(state, stateSecurityGroupID)
-	if groupID == "" {
-		return
-	}
-	e, err := env(state)
-	if err != nil {
-		return
-	}
-	ctx, cancel := cleanupContext(e.cfg)
-	defer cancel()
-	e.ui.Say(fmt.Sprintf("Deleting temporary security group %s...", groupID))
-	if err := deleteSecurityGroup(ctx, e, groupID); err != nil {
-		cleanupError(e.ui, "security group", groupID, err)
-		return
-	}
-	state.Remove(stateSecurityGroupID)
+	cleanupResource(state, stateSecurityGroupID, "security group", deleteSecurityGroup)
 }
 
 // deleteSecurityGroup deletes the group, retrying while a terminating
 // instance still holds it (DependencyViolation), up to state_timeout.
 func deleteSecurityGroup(ctx context.Context, e stepEnv, groupID string) error {
-	deadline := time.Now().Add(e.cfg.StateTimeoutDuration())
-	bo := newBackoff(e.cfg.PollIntervalDuration())
-	for {
-		_, err := e.ec2.DeleteSecurityGroup(ctx, &ec2.DeleteSecurityGroupInput{GroupId: aws.String(groupID)})
-		switch code := apiErrorCode(err); {
-		case err == nil, code == "InvalidGroup.NotFound":
-			return nil
-		case code != "DependencyViolation" && code != "InvalidGroup.InUse":
-			return err
-		case time.Now().After(deadline):
-			return fmt.Errorf("still in use after %s: %w", e.cfg.StateTimeoutDuration(), err)
-		}
-		if err := sleep(ctx, bo.Next()); err != nil {
-			return err
-		}
+	inUse := func(err error) bool {
+		code := awscommon.ErrorCode(err)
+		return code == "DependencyViolation" || code == "InvalidGroup.InUse"
 	}
+	delay := pollBackoff(e.cfg)
+	err := retry.Config{
+		StartTimeout: e.cfg.StateTimeoutDuration(),
+		RetryDelay:   delay.Linear,
+		ShouldRetry:  inUse,
+	}.Run(ctx, func(ctx context.Context) error {
+		_, err := e.ec2.DeleteSecurityGroup(ctx, &ec2.DeleteSecurityGroupInput{GroupId: aws.String(groupID)})
+		if awscommon.ErrorCode(err) == "InvalidGroup.NotFound" {
+			return nil
+		}
+		return err
+	})
+	if inUse(err) {
+		return fmt.Errorf("still in use after %s: %w", e.cfg.StateTimeoutDuration(), err)
+	}
+	return err
 }
 
 func shortID(id string) string {

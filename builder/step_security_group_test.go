@@ -41,6 +41,7 @@ func TestSecurityGroupFromPublicIP(t *testing.T) {
 	cfg := testConfig(t, map[string]interface{}{"public_ip_url": srv.URL, "tags": map[string]string{"Project": "pi"}})
 	cfg.SSHSourceCIDRs = nil
 	state, _ := testState(cfg, f)
+	state.Put(stateVpcID, "vpc-0123456789abcdef0")
 	if action := (&stepSecurityGroup{}).Run(context.Background(), state); action != multistep.ActionContinue {
 		t.Fatalf("halted: %v", stateErr(state))
 	}
@@ -56,7 +57,7 @@ func TestSecurityGroupFromPublicIP(t *testing.T) {
 	}
 	cs := inputsOf[*ec2.CreateSecurityGroupInput](f, "CreateSecurityGroup")[0]
 	if aws.ToString(cs.VpcId) != "vpc-0123456789abcdef0" {
-		t.Errorf("VPC = %s, want the default VPC", aws.ToString(cs.VpcId))
+		t.Errorf("VPC = %s, want the one stepNetwork chose", aws.ToString(cs.VpcId))
 	}
 	tags := map[string]string{}
 	for _, tg := range cs.TagSpecifications[0].Tags {
@@ -65,11 +66,8 @@ func TestSecurityGroupFromPublicIP(t *testing.T) {
 	if cs.TagSpecifications[0].ResourceType != types.ResourceTypeSecurityGroup || tags[BuildIDTag] != "0190b1a2-test-build-id" || tags["Project"] != "pi" {
 		t.Errorf("tags = %v", cs.TagSpecifications)
 	}
-	if getString(state, stateSecurityGroupID) != "sg-0123456789abcdef0" || getString(state, stateVpcID) != "vpc-0123456789abcdef0" {
-		t.Error("group or VPC not recorded")
-	}
-	if d, _ := state.Get(stateDefaultVPC).(bool); !d {
-		t.Error("default VPC not recorded as such")
+	if getString(state, stateSecurityGroupID) != "sg-0123456789abcdef0" {
+		t.Error("group not recorded")
 	}
 }
 
@@ -83,6 +81,7 @@ func TestSecurityGroupHonoursSourceCIDRsAndPort(t *testing.T) {
 		"subnet_id":        "subnet-bbbbbbbb",
 	})
 	state, _ := testState(cfg, f)
+	state.Put(stateVpcID, "vpc-0123456789abcdef0")
 	if action := (&stepSecurityGroup{}).Run(context.Background(), state); action != multistep.ActionContinue {
 		t.Fatalf("halted: %v", stateErr(state))
 	}
@@ -93,12 +92,6 @@ func TestSecurityGroupHonoursSourceCIDRsAndPort(t *testing.T) {
 	if aws.ToInt32(p.FromPort) != 2222 || len(p.IpRanges) != 1 || aws.ToString(p.IpRanges[0].CidrIp) != "192.0.2.0/24" ||
 		len(p.Ipv6Ranges) != 1 || aws.ToString(p.Ipv6Ranges[0].CidrIpv6) != "2001:db8::/32" {
 		t.Errorf("permission = %+v", p)
-	}
-	if f.count("DescribeVpcs") != 0 {
-		t.Error("looked up the default VPC although subnet_id was given")
-	}
-	if d, _ := state.Get(stateDefaultVPC).(bool); d {
-		t.Error("a chosen subnet's VPC recorded as the default VPC")
 	}
 }
 
@@ -113,6 +106,7 @@ func TestSecurityGroupPublicIPFailures(t *testing.T) {
 			cfg := testConfig(t, map[string]interface{}{"public_ip_url": srv.URL})
 			cfg.SSHSourceCIDRs = nil
 			state, _ := testState(cfg, f)
+			state.Put(stateVpcID, "vpc-0123456789abcdef0")
 			if action := (&stepSecurityGroup{}).Run(context.Background(), state); action != multistep.ActionHalt {
 				t.Fatal("passed")
 			}
@@ -131,6 +125,7 @@ func TestSecurityGroupPublicIPFailures(t *testing.T) {
 		cfg := testConfig(t, map[string]interface{}{"public_ip_url": url})
 		cfg.SSHSourceCIDRs = nil
 		state, _ := testState(cfg, newFakeEC2())
+		state.Put(stateVpcID, "vpc-0123456789abcdef0")
 		if (&stepSecurityGroup{}).Run(context.Background(), state) != multistep.ActionHalt {
 			t.Fatal("passed")
 		}
@@ -140,15 +135,17 @@ func TestSecurityGroupPublicIPFailures(t *testing.T) {
 	})
 }
 
-func TestSecurityGroupNoDefaultVPC(t *testing.T) {
+func TestCleanupReportsLeftovers(t *testing.T) {
 	f := newFakeEC2()
-	f.defaultVpc = ""
-	cfg := testConfig(t, nil)
-	state, _ := testState(cfg, f)
-	if (&stepSecurityGroup{}).Run(context.Background(), state) != multistep.ActionHalt {
-		t.Fatal("passed")
+	f.deleteSGErrs = make([]error, 100000)
+	for i := range f.deleteSGErrs {
+		f.deleteSGErrs[i] = apiErr("DependencyViolation", "in use")
 	}
-	if msg := stateErr(state).Error(); !strings.Contains(msg, "no default VPC") || !strings.Contains(msg, "subnet_id") {
-		t.Errorf("error = %q", msg)
+	cfg := testConfig(t, map[string]interface{}{"state_timeout": "20ms"})
+	state, ui := testState(cfg, f)
+	state.Put(stateSecurityGroupID, "sg-0123456789abcdef0")
+	(&stepSecurityGroup{}).Cleanup(state)
+	if out := ui.String(); !strings.Contains(out, "sg-0123456789abcdef0") || !strings.Contains(out, "by hand") {
+		t.Errorf("the user is not told which group to delete:\n%s", out)
 	}
 }

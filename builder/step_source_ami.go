@@ -6,13 +6,12 @@ import (
 
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
 
-	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/awscommon"
 	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/debianami"
 )
 
 // lookupDebianAMI is debianami.Lookup, the data source's own code; a variable
 // only so tests can count its calls.
-var lookupDebianAMI func(context.Context, awscommon.EC2API, debianami.Query) (*debianami.Image, error) = debianami.Lookup
+var lookupDebianAMI = debianami.Lookup
 
 // stepSourceAMI settles which AMI to boot: source_ami, or the newest official
 // Debian arm64 AMI of debian_release, found exactly as the

@@ -6,9 +6,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
 
-	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/awscommon"
 	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/debianami"
 )
 
@@ -16,7 +16,7 @@ func stubLookup(t *testing.T, fn func(debianami.Query) (*debianami.Image, error)
 	t.Helper()
 	var queries []debianami.Query
 	old := lookupDebianAMI
-	lookupDebianAMI = func(_ context.Context, _ awscommon.EC2API, q debianami.Query) (*debianami.Image, error) {
+	lookupDebianAMI = func(_ context.Context, _ ec2.DescribeImagesAPIClient, q debianami.Query) (*debianami.Image, error) {
 		queries = append(queries, q)
 		return fn(q)
 	}

@@ -9,17 +9,13 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
-	"github.com/hashicorp/packer-plugin-sdk/communicator"
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
 )
 
-// stepWaitInstance waits for the instance to run, picks the address to
-// connect to, then connects with Packer's own SSH step. Both run under the
-// interruption watcher's context, so a spot interruption ends the wait at
-// once.
-type stepWaitInstance struct {
-	connect *communicator.StepConnect
-}
+// stepWaitInstance waits, under the interruption watcher's context, for the
+// instance to run and picks the address SSH connects to. It owns no
+// resource: stepFleet terminates the instance.
+type stepWaitInstance struct{}
 
 func (s *stepWaitInstance) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
 	e, err := env(state)
@@ -41,7 +37,6 @@ func (s *stepWaitInstance) Run(ctx context.Context, state multistep.StateBag) mu
 		}
 		return halt(state, err)
 	}
-	state.Put(stateInstance, inst)
 	if t := string(inst.InstanceType); t != "" {
 		state.Put(stateInstanceType, t)
 	}
@@ -54,86 +49,57 @@ func (s *stepWaitInstance) Run(ctx context.Context, state multistep.StateBag) mu
 	}
 	state.Put(stateHost, host)
 	recordTiming(state, "instance_running", time.Since(started))
-
-	connStarted := time.Now()
-	cfg := e.cfg
-	s.connect = &communicator.StepConnect{
-		Config:    &cfg.Comm,
-		Host:      hostFunc(cfg),
-		SSHConfig: cfg.Comm.SSHConfigFunc(),
-	}
-	action := s.connect.Run(ctx, state)
-	if ierr := interruption(state); ierr != nil {
-		return halt(state, ierr)
-	}
-	if action == multistep.ActionHalt {
-		if _, ok := state.GetOk("error"); !ok {
-			if ctx.Err() != nil {
-				state.Put("error", fmt.Errorf("cancelled while connecting with SSH: %w", context.Cause(ctx)))
-			} else {
-				state.Put("error", errors.New("connecting with SSH failed; check ssh_source_cidrs and that this machine can reach the instance"))
-			}
-		}
-		return action
-	}
-	recordTiming(state, "connect", time.Since(connStarted))
-	return action
+	return multistep.ActionContinue
 }
 
-// hostFunc is where SSH connects: ssh_host when the user set it, else the
-// address ssh_interface picked.
-func hostFunc(cfg *Config) func(multistep.StateBag) (string, error) {
-	return func(state multistep.StateBag) (string, error) {
-		if cfg.Comm.SSHHost != "" {
-			return cfg.Comm.SSHHost, nil
-		}
-		if h := getString(state, stateHost); h != "" {
-			return h, nil
-		}
-		return "", errors.New("no address to connect to yet")
-	}
-}
+func (s *stepWaitInstance) Cleanup(multistep.StateBag) {}
 
-// waitRunning polls until the instance runs, fast at first (250 ms doubling
-// up to poll_interval), for at most state_timeout.
+// waitRunning waits until the instance runs, polling fast at first (250 ms
+// doubling up to poll_interval), for at most state_timeout. An instance
+// that stops or terminates instead is an *ErrInterrupted.
 func waitRunning(ctx context.Context, e stepEnv, id string) (types.Instance, error) {
-	deadline := time.Now().Add(e.cfg.StateTimeoutDuration())
-	bo := newBackoff(e.cfg.PollIntervalDuration())
+	var inst types.Instance
 	var lastErr error
-	for {
-		out, err := e.ec2.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{id}})
-		switch {
-		case err != nil:
-			// Right after launch the id may not be visible yet.
+	// The SDK's own rule fails on a stopping instance with a bare "waiter
+	// state transitioned to Failure" and gives up on any API error; this one
+	// names the reason and lets the id become visible after launch.
+	retryable := func(ctx context.Context, _ *ec2.DescribeInstancesInput, out *ec2.DescribeInstancesOutput, err error) (bool, error) {
+		if err != nil {
 			lastErr = err
-		default:
-			for _, r := range out.Reservations {
-				for _, inst := range r.Instances {
-					if aws.ToString(inst.InstanceId) != id || inst.State == nil {
-						continue
-					}
-					switch inst.State.Name {
-					case types.InstanceStateNameRunning:
-						return inst, nil
-					case types.InstanceStateNameShuttingDown, types.InstanceStateNameTerminated,
-						types.InstanceStateNameStopping, types.InstanceStateNameStopped:
-						reason := "instance " + string(inst.State.Name)
-						if inst.StateReason != nil && aws.ToString(inst.StateReason.Message) != "" {
-							reason += ": " + aws.ToString(inst.StateReason.Message)
-						}
-						return inst, &ErrInterrupted{Reason: reason}
-					}
-					lastErr = fmt.Errorf("instance is %s", inst.State.Name)
+			return true, nil
+		}
+		for _, r := range out.Reservations {
+			for _, i := range r.Instances {
+				if aws.ToString(i.InstanceId) != id || i.State == nil {
+					continue
 				}
+				if reason := goneReason(i); reason != "" {
+					return false, &ErrInterrupted{Reason: reason}
+				}
+				if i.State.Name == types.InstanceStateNameRunning {
+					inst = i
+					return false, nil
+				}
+				lastErr = fmt.Errorf("instance is %s", i.State.Name)
 			}
 		}
-		if time.Now().After(deadline) {
-			return types.Instance{}, fmt.Errorf("instance %s did not reach running within state_timeout (%s): %v; raise state_timeout or try again", id, e.cfg.StateTimeoutDuration(), lastErr)
-		}
-		if err := sleep(ctx, bo.Next()); err != nil {
-			return types.Instance{}, fmt.Errorf("waiting for instance %s: %w", id, context.Cause(ctx))
-		}
+		return true, nil
 	}
+	poll := pollBackoff(e.cfg)
+	waiter := ec2.NewInstanceRunningWaiter(e.ec2, func(o *ec2.InstanceRunningWaiterOptions) {
+		o.MinDelay, o.MaxDelay, o.Retryable = poll.InitialBackoff, poll.MaxBackoff, retryable
+	})
+	_, err := waiter.WaitForOutput(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{id}}, e.cfg.StateTimeoutDuration())
+	var ierr *ErrInterrupted
+	switch {
+	case errors.As(err, &ierr):
+		return types.Instance{}, err
+	case ctx.Err() != nil:
+		return types.Instance{}, fmt.Errorf("waiting for instance %s: %w", id, context.Cause(ctx))
+	case err != nil:
+		return types.Instance{}, fmt.Errorf("instance %s did not reach running within state_timeout (%s): %v; raise state_timeout or try again", id, e.cfg.StateTimeoutDuration(), lastErr)
+	}
+	return inst, nil
 }
 
 // instanceAddress picks the address ssh_interface names.
@@ -147,10 +113,4 @@ func instanceAddress(inst types.Instance, iface string) string {
 		return aws.ToString(inst.PrivateDnsName)
 	}
 	return aws.ToString(inst.PublicIpAddress)
-}
-
-func (s *stepWaitInstance) Cleanup(state multistep.StateBag) {
-	if s.connect != nil {
-		s.connect.Cleanup(state)
-	}
 }

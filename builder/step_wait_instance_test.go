@@ -59,16 +59,6 @@ func TestInstanceAddressAndHost(t *testing.T) {
 			t.Errorf("%s: %q, want %q", iface, got, want)
 		}
 	}
-	cfg := testConfig(t, nil)
-	state := new(multistep.BasicStateBag)
-	state.Put(stateHost, "203.0.113.10")
-	if h, _ := hostFunc(cfg)(state); h != "203.0.113.10" {
-		t.Errorf("host = %q", h)
-	}
-	cfg.Comm.SSHHost = "127.0.0.1"
-	if h, _ := hostFunc(cfg)(state); h != "127.0.0.1" {
-		t.Errorf("ssh_host must win: host = %q", h)
-	}
 }
 
 func TestWaitInstanceNoAddress(t *testing.T) {

@@ -19,8 +19,6 @@ type FlatConfig struct {
 	AssumeRole        *awscommon.FlatAssumeRoleConfig `mapstructure:"assume_role" required:"false" cty:"assume_role" hcl:"assume_role"`
 	EC2Endpoint       *string                         `mapstructure:"ec2_endpoint" required:"false" cty:"ec2_endpoint" hcl:"ec2_endpoint"`
 	MaxRetries        *int                            `mapstructure:"max_retries" required:"false" cty:"max_retries" hcl:"max_retries"`
-	PollInterval      *string                         `mapstructure:"poll_interval" required:"false" cty:"poll_interval" hcl:"poll_interval"`
-	StateTimeout      *string                         `mapstructure:"state_timeout" required:"false" cty:"state_timeout" hcl:"state_timeout"`
 	Release           *string                         `mapstructure:"release" required:"false" cty:"release" hcl:"release"`
 	Architecture      *string                         `mapstructure:"architecture" required:"false" cty:"architecture" hcl:"architecture"`
 	IncludeDeprecated *bool                           `mapstructure:"include_deprecated" required:"false" cty:"include_deprecated" hcl:"include_deprecated"`
@@ -48,8 +46,6 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 		"assume_role":        &hcldec.BlockSpec{TypeName: "assume_role", Nested: hcldec.ObjectSpec((*awscommon.FlatAssumeRoleConfig)(nil).HCL2Spec())},
 		"ec2_endpoint":       &hcldec.AttrSpec{Name: "ec2_endpoint", Type: cty.String, Required: false},
 		"max_retries":        &hcldec.AttrSpec{Name: "max_retries", Type: cty.Number, Required: false},
-		"poll_interval":      &hcldec.AttrSpec{Name: "poll_interval", Type: cty.String, Required: false},
-		"state_timeout":      &hcldec.AttrSpec{Name: "state_timeout", Type: cty.String, Required: false},
 		"release":            &hcldec.AttrSpec{Name: "release", Type: cty.String, Required: false},
 		"architecture":       &hcldec.AttrSpec{Name: "architecture", Type: cty.String, Required: false},
 		"include_deprecated": &hcldec.AttrSpec{Name: "include_deprecated", Type: cty.Bool, Required: false},

@@ -60,14 +60,7 @@ type AccessConfig struct {
 	// How many times the AWS SDK tries a call that failed with a retryable error
 	// (throttling, 5xx). Defaults to 10.
 	MaxRetries int `mapstructure:"max_retries" required:"false"`
-	// How often to poll EC2 while waiting for a state change. Defaults to `2s`.
-	PollInterval string `mapstructure:"poll_interval" required:"false"`
-	// How long to wait for one state change (an instance to run or terminate,
-	// a security group to be free) before giving up. Defaults to `10m`.
-	StateTimeout string `mapstructure:"state_timeout" required:"false"`
 
-	pollInterval       time.Duration
-	stateTimeout       time.Duration
 	assumeRoleDuration time.Duration
 }
 
@@ -100,19 +93,13 @@ func (c *AccessConfig) Prepare() []error {
 		c.MaxRetries = 10
 	}
 	var err error
-	if c.pollInterval, err = parseDuration("poll_interval", c.PollInterval, 2*time.Second); err != nil {
-		errs = append(errs, err)
-	}
-	if c.stateTimeout, err = parseDuration("state_timeout", c.StateTimeout, 10*time.Minute); err != nil {
-		errs = append(errs, err)
-	}
 	if c.AssumeRole.RoleARN == "" && (c.AssumeRole.SessionName != "" || c.AssumeRole.ExternalID != "" || c.AssumeRole.Duration != "") {
 		errs = append(errs, fmt.Errorf("assume_role.role_arn: required when assume_role is given"))
 	}
 	if c.AssumeRole.SessionName == "" {
 		c.AssumeRole.SessionName = "packer-nixos-sd"
 	}
-	if c.assumeRoleDuration, err = parseDuration("assume_role.duration", c.AssumeRole.Duration, time.Hour); err != nil {
+	if c.assumeRoleDuration, err = ParseDuration("assume_role.duration", c.AssumeRole.Duration, time.Hour); err != nil {
 		errs = append(errs, err)
 	} else if c.assumeRoleDuration < 15*time.Minute || c.assumeRoleDuration > 12*time.Hour {
 		errs = append(errs, fmt.Errorf("assume_role.duration: %s is outside what AWS accepts; use 15m to 12h", c.assumeRoleDuration))
@@ -120,23 +107,8 @@ func (c *AccessConfig) Prepare() []error {
 	return errs
 }
 
-// PollIntervalDuration is the prepared poll_interval.
-func (c *AccessConfig) PollIntervalDuration() time.Duration {
-	if c.pollInterval <= 0 {
-		return 2 * time.Second
-	}
-	return c.pollInterval
-}
-
-// StateTimeoutDuration is the prepared state_timeout.
-func (c *AccessConfig) StateTimeoutDuration() time.Duration {
-	if c.stateTimeout <= 0 {
-		return 10 * time.Minute
-	}
-	return c.stateTimeout
-}
-
-func parseDuration(option, value string, def time.Duration) (time.Duration, error) {
+// ParseDuration parses a positive duration option; empty means def.
+func ParseDuration(option, value string, def time.Duration) (time.Duration, error) {
 	if value == "" {
 		return def, nil
 	}

@@ -10,16 +10,14 @@ import (
 // FlatAccessConfig is an auto-generated flat version of AccessConfig.
 // Where the contents of a field with a `mapstructure:,squash` tag are bubbled up.
 type FlatAccessConfig struct {
-	Region       *string               `mapstructure:"region" required:"true" cty:"region" hcl:"region"`
-	Profile      *string               `mapstructure:"profile" required:"false" cty:"profile" hcl:"profile"`
-	AccessKey    *string               `mapstructure:"access_key" required:"false" cty:"access_key" hcl:"access_key"`
-	SecretKey    *string               `mapstructure:"secret_key" required:"false" cty:"secret_key" hcl:"secret_key"`
-	Token        *string               `mapstructure:"token" required:"false" cty:"token" hcl:"token"`
-	AssumeRole   *FlatAssumeRoleConfig `mapstructure:"assume_role" required:"false" cty:"assume_role" hcl:"assume_role"`
-	EC2Endpoint  *string               `mapstructure:"ec2_endpoint" required:"false" cty:"ec2_endpoint" hcl:"ec2_endpoint"`
-	MaxRetries   *int                  `mapstructure:"max_retries" required:"false" cty:"max_retries" hcl:"max_retries"`
-	PollInterval *string               `mapstructure:"poll_interval" required:"false" cty:"poll_interval" hcl:"poll_interval"`
-	StateTimeout *string               `mapstructure:"state_timeout" required:"false" cty:"state_timeout" hcl:"state_timeout"`
+	Region      *string               `mapstructure:"region" required:"true" cty:"region" hcl:"region"`
+	Profile     *string               `mapstructure:"profile" required:"false" cty:"profile" hcl:"profile"`
+	AccessKey   *string               `mapstructure:"access_key" required:"false" cty:"access_key" hcl:"access_key"`
+	SecretKey   *string               `mapstructure:"secret_key" required:"false" cty:"secret_key" hcl:"secret_key"`
+	Token       *string               `mapstructure:"token" required:"false" cty:"token" hcl:"token"`
+	AssumeRole  *FlatAssumeRoleConfig `mapstructure:"assume_role" required:"false" cty:"assume_role" hcl:"assume_role"`
+	EC2Endpoint *string               `mapstructure:"ec2_endpoint" required:"false" cty:"ec2_endpoint" hcl:"ec2_endpoint"`
+	MaxRetries  *int                  `mapstructure:"max_retries" required:"false" cty:"max_retries" hcl:"max_retries"`
 }
 
 // FlatMapstructure returns a new FlatAccessConfig.
@@ -34,16 +32,14 @@ func (*AccessConfig) FlatMapstructure() interface{ HCL2Spec() map[string]hcldec.
 // The decoded values from this spec will then be applied to a FlatAccessConfig.
 func (*FlatAccessConfig) HCL2Spec() map[string]hcldec.Spec {
 	s := map[string]hcldec.Spec{
-		"region":        &hcldec.AttrSpec{Name: "region", Type: cty.String, Required: false},
-		"profile":       &hcldec.AttrSpec{Name: "profile", Type: cty.String, Required: false},
-		"access_key":    &hcldec.AttrSpec{Name: "access_key", Type: cty.String, Required: false},
-		"secret_key":    &hcldec.AttrSpec{Name: "secret_key", Type: cty.String, Required: false},
-		"token":         &hcldec.AttrSpec{Name: "token", Type: cty.String, Required: false},
-		"assume_role":   &hcldec.BlockSpec{TypeName: "assume_role", Nested: hcldec.ObjectSpec((*FlatAssumeRoleConfig)(nil).HCL2Spec())},
-		"ec2_endpoint":  &hcldec.AttrSpec{Name: "ec2_endpoint", Type: cty.String, Required: false},
-		"max_retries":   &hcldec.AttrSpec{Name: "max_retries", Type: cty.Number, Required: false},
-		"poll_interval": &hcldec.AttrSpec{Name: "poll_interval", Type: cty.String, Required: false},
-		"state_timeout": &hcldec.AttrSpec{Name: "state_timeout", Type: cty.String, Required: false},
+		"region":       &hcldec.AttrSpec{Name: "region", Type: cty.String, Required: false},
+		"profile":      &hcldec.AttrSpec{Name: "profile", Type: cty.String, Required: false},
+		"access_key":   &hcldec.AttrSpec{Name: "access_key", Type: cty.String, Required: false},
+		"secret_key":   &hcldec.AttrSpec{Name: "secret_key", Type: cty.String, Required: false},
+		"token":        &hcldec.AttrSpec{Name: "token", Type: cty.String, Required: false},
+		"assume_role":  &hcldec.BlockSpec{TypeName: "assume_role", Nested: hcldec.ObjectSpec((*FlatAssumeRoleConfig)(nil).HCL2Spec())},
+		"ec2_endpoint": &hcldec.AttrSpec{Name: "ec2_endpoint", Type: cty.String, Required: false},
+		"max_retries":  &hcldec.AttrSpec{Name: "max_retries", Type: cty.Number, Required: false},
 	}
 	return s
 }

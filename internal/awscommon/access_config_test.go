@@ -27,12 +27,6 @@ func TestPrepareDefaults(t *testing.T) {
 	if c.MaxRetries != 10 {
 		t.Errorf("max_retries = %d, want 10", c.MaxRetries)
 	}
-	if got := c.PollIntervalDuration(); got != 2*time.Second {
-		t.Errorf("poll_interval = %v, want 2s", got)
-	}
-	if got := c.StateTimeoutDuration(); got != 10*time.Minute {
-		t.Errorf("state_timeout = %v, want 10m", got)
-	}
 	if c.AssumeRole.SessionName != "packer-nixos-sd" {
 		t.Errorf("assume_role.session_name = %q", c.AssumeRole.SessionName)
 	}
@@ -54,11 +48,6 @@ func TestPrepareAccepts(t *testing.T) {
 		{"explicit retries", func(c *AccessConfig) { c.MaxRetries = 3 }, func(t *testing.T, c *AccessConfig) {
 			if c.MaxRetries != 3 {
 				t.Errorf("max_retries = %d", c.MaxRetries)
-			}
-		}},
-		{"durations", func(c *AccessConfig) { c.PollInterval, c.StateTimeout = "500ms", "1h30m" }, func(t *testing.T, c *AccessConfig) {
-			if c.PollIntervalDuration() != 500*time.Millisecond || c.StateTimeoutDuration() != 90*time.Minute {
-				t.Errorf("poll %v timeout %v", c.PollIntervalDuration(), c.StateTimeoutDuration())
 			}
 		}},
 		{"assume role", func(c *AccessConfig) {
@@ -103,10 +92,6 @@ func TestPrepareRejects(t *testing.T) {
 		{"endpoint without host", func(c *AccessConfig) { c.EC2Endpoint = "http://" }, `ec2_endpoint: "http://" is not an http(s) URL`},
 		{"endpoint unparsable", func(c *AccessConfig) { c.EC2Endpoint = "http://[::1" }, `ec2_endpoint: "http://[::1" is not an http(s) URL`},
 		{"negative retries", func(c *AccessConfig) { c.MaxRetries = -1 }, "max_retries: must be 0 or more, got -1"},
-		{"poll not a duration", func(c *AccessConfig) { c.PollInterval = "2" }, `poll_interval: "2" is not a positive duration`},
-		{"poll zero", func(c *AccessConfig) { c.PollInterval = "0s" }, `poll_interval: "0s" is not a positive duration`},
-		{"poll negative", func(c *AccessConfig) { c.PollInterval = "-1s" }, `poll_interval: "-1s" is not a positive duration`},
-		{"timeout not a duration", func(c *AccessConfig) { c.StateTimeout = "ten minutes" }, `state_timeout: "ten minutes" is not a positive duration`},
 		{"session name without role", func(c *AccessConfig) { c.AssumeRole.SessionName = "s" }, "assume_role.role_arn: required when assume_role is given"},
 		{"external id without role", func(c *AccessConfig) { c.AssumeRole.ExternalID = "e" }, "assume_role.role_arn: required when assume_role is given"},
 		{"duration without role", func(c *AccessConfig) { c.AssumeRole.Duration = "1h" }, "assume_role.role_arn: required when assume_role is given"},
@@ -135,14 +120,14 @@ func TestPrepareRejects(t *testing.T) {
 }
 
 func TestPrepareReportsEveryError(t *testing.T) {
-	c := AccessConfig{AccessKey: "a", EC2Endpoint: "nope", PollInterval: "x", StateTimeout: "y"}
+	c := AccessConfig{AccessKey: "a", EC2Endpoint: "nope"}
 	errs := c.Prepare()
 	var all []string
 	for _, e := range errs {
 		all = append(all, e.Error())
 	}
 	joined := strings.Join(all, "\n")
-	for _, opt := range []string{"region:", "access_key and secret_key:", "ec2_endpoint:", "poll_interval:", "state_timeout:"} {
+	for _, opt := range []string{"region:", "access_key and secret_key:", "ec2_endpoint:"} {
 		if !strings.Contains(joined, opt) {
 			t.Errorf("errors lack %s:\n%s", opt, joined)
 		}

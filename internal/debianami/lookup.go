@@ -133,39 +133,35 @@ func input(q Query) *ec2.DescribeImagesInput {
 	}
 }
 
-// maxPages bounds the pagination loop against a server that never stops.
+// maxPages bounds the pages read from a server that never stops.
 const maxPages = 1000
 
 // Lookup asks EC2 for the images of q's release and architecture and returns
 // the one Choose picks.
-func Lookup(ctx context.Context, client awscommon.EC2API, q Query) (*Image, error) {
+func Lookup(ctx context.Context, client ec2.DescribeImagesAPIClient, q Query) (*Image, error) {
 	q, err := q.normalize()
 	if err != nil {
 		return nil, err
 	}
-	in := input(q)
 	var images []types.Image
 	seen := map[string]bool{}
-	for page := 0; ; page++ {
+	pages := ec2.NewDescribeImagesPaginator(client, input(q))
+	for page := 0; pages.HasMorePages(); page++ {
 		if page == maxPages {
 			return nil, fmt.Errorf("DescribeImages in %s: gave up after %d pages; narrow the search with filters", regionName(q.Region), maxPages)
 		}
-		out, err := client.DescribeImages(ctx, in)
+		out, err := pages.NextPage(ctx)
 		if err != nil {
 			return nil, callError("DescribeImages", q.Region, err)
 		}
 		images = append(images, out.Images...)
+		// The paginator's StopOnDuplicateToken sees only a token repeated at
+		// once, and ends quietly; a cycle is a broken endpoint worth naming.
 		next := aws.ToString(out.NextToken)
-		if next == "" {
-			break
-		}
-		if seen[next] {
+		if next != "" && seen[next] {
 			return nil, fmt.Errorf("DescribeImages in %s: the endpoint returned the page token %q twice; it is not paginating correctly (check ec2_endpoint)", regionName(q.Region), next)
 		}
 		seen[next] = true
-		nextIn := *in
-		nextIn.NextToken = aws.String(next)
-		in = &nextIn
 	}
 	return Choose(images, q, time.Now())
 }
@@ -180,11 +176,9 @@ func callError(call, region string, err error) error {
 	if errors.As(err, &apiErr) {
 		hint := "check your credentials and region"
 		switch code := apiErr.ErrorCode(); {
-		case strings.Contains(code, "AuthFailure"), strings.Contains(code, "UnrecognizedClient"),
-			strings.Contains(code, "InvalidClientTokenId"), strings.Contains(code, "SignatureDoesNotMatch"),
-			strings.Contains(code, "ExpiredToken"):
+		case awscommon.IsCredentialError(code):
 			hint = "check your credentials (access_key/secret_key, profile or the environment) and that they are valid in this region"
-		case strings.Contains(code, "UnauthorizedOperation"), strings.Contains(code, "AccessDenied"):
+		case awscommon.IsPermissionError(code):
 			hint = "the credentials lack permission; allow ec2:" + call + " for them"
 		case strings.Contains(code, "Throttl"), strings.Contains(code, "RequestLimitExceeded"):
 			hint = "EC2 is throttling these credentials; raise max_retries or try again later"

@@ -2,7 +2,6 @@ package builder
 
 import (
 	"context"
-	"encoding/base64"
 	"strings"
 	"testing"
 
@@ -12,7 +11,7 @@ import (
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
 )
 
-// launchState is the state stepLaunch finds after the earlier steps.
+// launchState is the state stepNetwork finds after the earlier steps.
 func launchState(t *testing.T, f *fakeEC2, extra map[string]interface{}) (*Config, *multistep.BasicStateBag, *testUI) {
 	t.Helper()
 	cfg := testConfig(t, extra)
@@ -20,76 +19,38 @@ func launchState(t *testing.T, f *fakeEC2, extra map[string]interface{}) (*Confi
 	state.Put(stateSourceAMI, "ami-0123456789abcdef0")
 	state.Put(stateSecurityGroupID, "sg-0123456789abcdef0")
 	state.Put(stateVpcID, "vpc-0123456789abcdef0")
-	state.Put(stateDefaultVPC, true)
 	state.Put(statePublicKey, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBuildKey packer-nixos-sd")
 	state.Put(stateInstanceTypes, cfg.InstanceTypes)
 	return cfg, state, ui
 }
 
+// launch runs stepNetwork, stepLaunchTemplate and stepFleet as the pipeline
+// does.
+func launch(state multistep.StateBag) multistep.StepAction {
+	for _, s := range []multistep.Step{&stepNetwork{}, &stepLaunchTemplate{}, &stepFleet{}} {
+		if a := s.Run(context.Background(), state); a != multistep.ActionContinue {
+			return a
+		}
+	}
+	return multistep.ActionContinue
+}
+
+// cleanupLaunch runs their cleanups in the pipeline's order.
+func cleanupLaunch(state multistep.StateBag) {
+	for _, s := range []multistep.Step{&stepFleet{}, &stepLaunchTemplate{}, &stepNetwork{}} {
+		s.Cleanup(state)
+	}
+}
+
 func TestLaunchRequestShape(t *testing.T) {
 	f := newFakeEC2()
-	cfg, state, _ := launchState(t, f, map[string]interface{}{
+	_, state, _ := launchState(t, f, map[string]interface{}{
 		"instance_types": []string{"c7g.2xlarge", "m7g.2xlarge"},
 		"run_tags":       map[string]string{"Owner": "me"},
 		"tags":           map[string]string{"Project": "pi"},
 	})
-	if action := (&stepLaunch{}).Run(context.Background(), state); action != multistep.ActionContinue {
+	if action := launch(state); action != multistep.ActionContinue {
 		t.Fatalf("launch halted: %v", stateErr(state))
-	}
-
-	lts := inputsOf[*ec2.CreateLaunchTemplateInput](f, "CreateLaunchTemplate")
-	if len(lts) != 1 {
-		t.Fatalf("CreateLaunchTemplate calls = %d", len(lts))
-	}
-	d := lts[0].LaunchTemplateData
-	if aws.ToString(d.ImageId) != "ami-0123456789abcdef0" {
-		t.Errorf("ImageId = %q", aws.ToString(d.ImageId))
-	}
-	if d.InstanceInitiatedShutdownBehavior != types.ShutdownBehaviorTerminate {
-		t.Errorf("shutdown behaviour = %q, want terminate", d.InstanceInitiatedShutdownBehavior)
-	}
-	if d.MetadataOptions == nil || d.MetadataOptions.HttpTokens != types.LaunchTemplateHttpTokensStateRequired || aws.ToInt32(d.MetadataOptions.HttpPutResponseHopLimit) != 1 {
-		t.Errorf("metadata options = %+v, want IMDSv2 required with hop limit 1", d.MetadataOptions)
-	}
-	if len(d.BlockDeviceMappings) != 1 {
-		t.Fatalf("block devices = %+v", d.BlockDeviceMappings)
-	}
-	bd := d.BlockDeviceMappings[0]
-	if aws.ToString(bd.DeviceName) != "/dev/xvda" || bd.Ebs == nil || bd.Ebs.VolumeType != types.VolumeTypeGp3 ||
-		!aws.ToBool(bd.Ebs.Encrypted) || !aws.ToBool(bd.Ebs.DeleteOnTermination) || aws.ToInt32(bd.Ebs.VolumeSize) != 30 {
-		t.Errorf("root volume = %s %+v, want /dev/xvda gp3 encrypted delete-on-termination 30 GiB", aws.ToString(bd.DeviceName), bd.Ebs)
-	}
-	if len(d.SecurityGroupIds) != 1 || d.SecurityGroupIds[0] != "sg-0123456789abcdef0" {
-		t.Errorf("security groups = %v", d.SecurityGroupIds)
-	}
-	ud, err := base64.StdEncoding.DecodeString(aws.ToString(d.UserData))
-	if err != nil {
-		t.Fatalf("user data is not base64: %v", err)
-	}
-	for _, want := range []string{"#cloud-config\n", "ssh_authorized_keys:\n  - \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBuildKey packer-nixos-sd\"", "runcmd:", "[shutdown, -P, \"+180\""} {
-		if !strings.Contains(string(ud), want) {
-			t.Errorf("user data\n%s\ndoes not contain %q", ud, want)
-		}
-	}
-	tagsOf := func(rt types.ResourceType) map[string]string {
-		m := map[string]string{}
-		for _, ts := range d.TagSpecifications {
-			if ts.ResourceType == rt {
-				for _, tg := range ts.Tags {
-					m[aws.ToString(tg.Key)] = aws.ToString(tg.Value)
-				}
-			}
-		}
-		return m
-	}
-	for _, rt := range []types.ResourceType{types.ResourceTypeInstance, types.ResourceTypeVolume} {
-		tg := tagsOf(rt)
-		if tg[BuildIDTag] != "0190b1a2-test-build-id" || tg["Owner"] != "me" || tg["Project"] != "pi" || tg["Name"] != "packer-nixos-sd-"+firstNonEmpty(cfg.PackerBuildName, "nixos-sd") {
-			t.Errorf("%s tags = %v", rt, tg)
-		}
-	}
-	if len(lts[0].TagSpecifications) != 1 || lts[0].TagSpecifications[0].ResourceType != types.ResourceTypeLaunchTemplate {
-		t.Errorf("launch template tags = %+v", lts[0].TagSpecifications)
 	}
 
 	fleets := inputsOf[*ec2.CreateFleetInput](f, "CreateFleet")
@@ -143,8 +104,7 @@ func TestLaunchSpotPriceAndSubnet(t *testing.T) {
 		"ssh_interface":            "public_ip",
 		"public_ip_url":            "http://127.0.0.1:1/",
 	})
-	state.Put(stateDefaultVPC, false)
-	if action := (&stepLaunch{}).Run(context.Background(), state); action != multistep.ActionContinue {
+	if action := launch(state); action != multistep.ActionContinue {
 		t.Fatalf("launch halted: %v", stateErr(state))
 	}
 	in := inputsOf[*ec2.CreateFleetInput](f, "CreateFleet")[0]
@@ -157,19 +117,6 @@ func TestLaunchSpotPriceAndSubnet(t *testing.T) {
 	}
 	if getString(state, stateZone) != "us-east-2b" {
 		t.Errorf("zone = %q", getString(state, stateZone))
-	}
-	d := inputsOf[*ec2.CreateLaunchTemplateInput](f, "CreateLaunchTemplate")[0].LaunchTemplateData
-	if len(d.SecurityGroupIds) != 0 || len(d.NetworkInterfaces) != 1 || !aws.ToBool(d.NetworkInterfaces[0].AssociatePublicIpAddress) ||
-		aws.ToString(d.NetworkInterfaces[0].SubnetId) != "subnet-bbbbbbbb" ||
-		len(d.NetworkInterfaces[0].Groups) != 1 || d.NetworkInterfaces[0].Groups[0] != "sg-0123456789abcdef0" {
-		t.Errorf("a chosen subnet needs a network interface with a public address and the group: %+v / %+v", d.SecurityGroupIds, d.NetworkInterfaces)
-	}
-	if aws.ToInt32(d.BlockDeviceMappings[0].Ebs.VolumeSize) != 64 {
-		t.Errorf("volume size = %d", aws.ToInt32(d.BlockDeviceMappings[0].Ebs.VolumeSize))
-	}
-	ud, _ := base64.StdEncoding.DecodeString(aws.ToString(d.UserData))
-	if !strings.Contains(string(ud), `"+150"`) {
-		t.Errorf("lifetime cap of 2h30m should be +150 minutes:\n%s", ud)
 	}
 }
 
@@ -193,7 +140,7 @@ func TestLaunchCapacityRetryThenFallback(t *testing.T) {
 		}, nil
 	}
 	_, state, ui := launchState(t, f, map[string]interface{}{"on_demand_fallback": true, "instance_types": []string{"c7g.2xlarge"}})
-	if action := (&stepLaunch{}).Run(context.Background(), state); action != multistep.ActionContinue {
+	if action := launch(state); action != multistep.ActionContinue {
 		t.Fatalf("launch halted: %v", stateErr(state))
 	}
 	if n := f.count("CreateFleet"); n != launchAttempts+1 {
@@ -229,7 +176,7 @@ func TestLaunchCapacityFailureMessage(t *testing.T) {
 		return nil, apiErr("InsufficientInstanceCapacity", "There is no Spot capacity available that matches your request.")
 	}
 	_, state, _ := launchState(t, f, map[string]interface{}{"instance_types": []string{"c7g.2xlarge", "m6g.2xlarge"}})
-	if action := (&stepLaunch{}).Run(context.Background(), state); action != multistep.ActionHalt {
+	if action := launch(state); action != multistep.ActionHalt {
 		t.Fatal("launch passed without capacity")
 	}
 	if n := f.count("CreateFleet"); n != launchAttempts {
@@ -253,7 +200,7 @@ func TestLaunchNonCapacityErrorFailsAtOnce(t *testing.T) {
 		return nil, apiErr("UnauthorizedOperation", "You are not authorized to perform this operation.")
 	}
 	_, state, _ := launchState(t, f, nil)
-	if action := (&stepLaunch{}).Run(context.Background(), state); action != multistep.ActionHalt {
+	if action := launch(state); action != multistep.ActionHalt {
 		t.Fatal("launch passed")
 	}
 	if n := f.count("CreateFleet"); n != 1 {
@@ -269,7 +216,7 @@ func TestCleanupOnHaltedStateDoesNotPanic(t *testing.T) {
 	cfg := testConfig(t, nil)
 	state, _ := testState(cfg, f)
 	// Nothing was created: every cleanup must cope with an empty state.
-	for _, s := range []multistep.Step{&stepBuild{}, &stepWaitInstance{}, &stepInterruption{}, &stepLaunch{}, &stepSecurityGroup{}, &stepSSHKey{}, &stepSourceAMI{}, &stepPreflight{}} {
+	for _, s := range []multistep.Step{&stepBuild{}, &stepWatchdog{}, connectStep(cfg), &stepWaitInstance{}, &stepInterruption{}, &stepFleet{}, &stepLaunchTemplate{}, &stepSecurityGroup{}, &stepNetwork{}, &stepSSHKey{}, &stepSourceAMI{}, &stepPreflight{}} {
 		s.Cleanup(state)
 	}
 	if c := f.Calls(); len(c) != 0 {
@@ -277,7 +224,7 @@ func TestCleanupOnHaltedStateDoesNotPanic(t *testing.T) {
 	}
 	// Not even a config in the state.
 	empty := new(multistep.BasicStateBag)
-	for _, s := range []multistep.Step{&stepBuild{}, &stepWaitInstance{}, &stepInterruption{}, &stepLaunch{}, &stepSecurityGroup{}, &stepSSHKey{}} {
+	for _, s := range []multistep.Step{&stepBuild{}, &stepWatchdog{}, connectStep(cfg), &stepWaitInstance{}, &stepInterruption{}, &stepFleet{}, &stepLaunchTemplate{}, &stepSecurityGroup{}, &stepNetwork{}, &stepSSHKey{}} {
 		s.Cleanup(empty)
 	}
 }
@@ -303,7 +250,7 @@ func TestCleanupOrder(t *testing.T) {
 		apiErr("DependencyViolation", "resource sg-0123456789abcdef0 has a dependent object"),
 	}
 	cfg, state, _ := launchState(t, f, nil)
-	if action := (&stepLaunch{}).Run(context.Background(), state); action != multistep.ActionContinue {
+	if action := launch(state); action != multistep.ActionContinue {
 		t.Fatalf("launch halted: %v", stateErr(state))
 	}
 	f.mu.Lock()
@@ -312,7 +259,7 @@ func TestCleanupOrder(t *testing.T) {
 	terminated = true
 	// Packer cancelled (Ctrl-C): cleanup must not use the build context.
 	state.Put(multistep.StateCancelled, true)
-	(&stepLaunch{}).Cleanup(state)
+	cleanupLaunch(state)
 	(&stepSecurityGroup{}).Cleanup(state)
 	_ = cfg
 
@@ -341,42 +288,9 @@ func TestCleanupOrder(t *testing.T) {
 	}
 	// A second cleanup finds nothing left to do.
 	before := len(f.Calls())
-	(&stepLaunch{}).Cleanup(state)
+	cleanupLaunch(state)
 	(&stepSecurityGroup{}).Cleanup(state)
 	if after := len(f.Calls()); after != before {
 		t.Errorf("a second cleanup made %d more calls", after-before)
-	}
-}
-
-func TestCleanupReportsLeftovers(t *testing.T) {
-	f := newFakeEC2()
-	f.deleteSGErrs = make([]error, 100000)
-	for i := range f.deleteSGErrs {
-		f.deleteSGErrs[i] = apiErr("DependencyViolation", "in use")
-	}
-	cfg := testConfig(t, map[string]interface{}{"state_timeout": "20ms"})
-	state, ui := testState(cfg, f)
-	state.Put(stateSecurityGroupID, "sg-0123456789abcdef0")
-	(&stepSecurityGroup{}).Cleanup(state)
-	if out := ui.String(); !strings.Contains(out, "sg-0123456789abcdef0") || !strings.Contains(out, "by hand") {
-		t.Errorf("the user is not told which group to delete:\n%s", out)
-	}
-}
-
-func TestLaunchVPCWithoutPublicSubnets(t *testing.T) {
-	f := newFakeEC2()
-	for i := range f.subnets {
-		f.subnets[i].MapPublicIpOnLaunch = aws.Bool(false)
-	}
-	_, state, _ := launchState(t, f, map[string]interface{}{"vpc_id": "vpc-0123456789abcdef0"})
-	state.Put(stateDefaultVPC, false)
-	if (&stepLaunch{}).Run(context.Background(), state) != multistep.ActionHalt {
-		t.Fatal("launched where SSH cannot reach")
-	}
-	if msg := stateErr(state).Error(); !strings.Contains(msg, "assigns public addresses") || !strings.Contains(msg, "subnet_id") {
-		t.Errorf("error = %q", msg)
-	}
-	if f.count("CreateFleet") != 0 {
-		t.Error("requested an instance anyway")
 	}
 }

@@ -1,0 +1,54 @@
+package builder
+
+import (
+	"errors"
+	"time"
+
+	"github.com/hashicorp/packer-plugin-sdk/multistep"
+	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
+
+	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/awscommon"
+)
+
+// stepEnv is what nearly every step needs from the state bag.
+type stepEnv struct {
+	cfg *Config
+	ui  packersdk.Ui
+	ec2 awscommon.EC2API
+}
+
+// env reads the config, the UI and the EC2 client, reporting a missing one
+// (a programming error) instead of panicking.
+func env(state multistep.StateBag) (stepEnv, error) {
+	var e stepEnv
+	var ok bool
+	if e.cfg, ok = state.Get(stateConfig).(*Config); !ok {
+		return e, errors.New("internal error: no configuration in the build state")
+	}
+	if e.ui, ok = state.Get(stateUI).(packersdk.Ui); !ok {
+		return e, errors.New("internal error: no UI in the build state")
+	}
+	if e.ec2, ok = state.Get(stateEC2).(awscommon.EC2API); !ok {
+		return e, errors.New("internal error: no EC2 client in the build state")
+	}
+	return e, nil
+}
+
+// halt records err for Packer, shows it, and halts the build.
+func halt(state multistep.StateBag, err error) multistep.StepAction {
+	state.Put("error", err)
+	if ui, ok := state.Get(stateUI).(packersdk.Ui); ok {
+		ui.Error(err.Error())
+	}
+	return multistep.ActionHalt
+}
+
+// recordTiming adds a phase duration to the build's timings.
+func recordTiming(state multistep.StateBag, name string, d time.Duration) {
+	t, _ := state.Get(stateTimings).(map[string]time.Duration)
+	if t == nil {
+		t = map[string]time.Duration{}
+	}
+	t[name] = d
+	state.Put(stateTimings, t)
+}

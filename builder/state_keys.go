@@ -1,0 +1,47 @@
+package builder
+
+import "github.com/hashicorp/packer-plugin-sdk/multistep"
+
+// State bag keys shared by the steps. Every step reads what an earlier step
+// put with the `, ok` form: Cleanup runs even when Run halted before the value
+// was set.
+const (
+	stateConfig          = "config"
+	stateUI              = "ui"
+	stateHook            = "hook"
+	stateEC2             = "ec2"
+	stateBuildID         = "build_id"
+	stateInstanceTypes   = "instance_types"     // []string: the types preflight found offered
+	stateSourceAMI       = "source_ami"         // string
+	stateRootDevice      = "source_root_device" // string: the AMI's RootDeviceName
+	statePublicKey       = "ssh_public_key"     // string: authorized_keys line for cloud-config
+	stateVpcID           = "vpc_id"             // string
+	statePools           = "pools"              // []pool: the (type × subnet) pairs to launch in
+	stateSecurityGroupID = "security_group_id"  // string
+	stateLaunchTemplate  = "launch_template_id" // string
+	stateFleetIDs        = "fleet_ids"          // []string: every fleet CreateFleet returned
+	stateInstanceIDs     = "instance_ids"       // []string: every instance a fleet launched
+	stateInstanceID      = "instance_id"        // string
+	stateInstanceType    = "instance_type"      // string
+	stateZone            = "availability_zone"  // string
+	stateSpotPrice       = "spot_price"         // string
+	stateLifecycle       = "lifecycle"          // string: spot or on-demand
+	stateHost            = "instance_host"      // string: the address SSH connects to
+	stateWatcher         = "interruption_watcher"
+	stateTimings         = "timings" // map[string]time.Duration
+	stateResult          = "payload_result"
+)
+
+func getString(state multistep.StateBag, key string) string {
+	s, _ := state.Get(key).(string)
+	return s
+}
+
+func getStrings(state multistep.StateBag, key string) []string {
+	s, _ := state.Get(key).([]string)
+	return s
+}
+
+func appendString(state multistep.StateBag, key, value string) {
+	state.Put(key, append(getStrings(state, key), value))
+}

@@ -1,0 +1,64 @@
+package builder
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/packer-plugin-sdk/communicator"
+	"github.com/hashicorp/packer-plugin-sdk/multistep"
+)
+
+// stepConnect is Packer's own SSH connect step, run under the interruption
+// watcher's context: a spot interruption ends the wait for SSH at once, and
+// a failure says why. Its Cleanup closes the connection.
+type stepConnect struct {
+	*communicator.StepConnect
+}
+
+// connectStep connects to ssh_host, or to the address stepWaitInstance
+// picked.
+func connectStep(cfg *Config) *stepConnect {
+	return &stepConnect{&communicator.StepConnect{
+		Config:    &cfg.Comm,
+		Host:      hostFunc(cfg),
+		SSHConfig: cfg.Comm.SSHConfigFunc(),
+	}}
+}
+
+func (s *stepConnect) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
+	ctx, release := watchContext(ctx, state)
+	defer release()
+	started := time.Now()
+	action := s.StepConnect.Run(ctx, state)
+	if ierr := interruption(state); ierr != nil {
+		return halt(state, ierr)
+	}
+	if action != multistep.ActionHalt {
+		recordTiming(state, "connect", time.Since(started))
+		return action
+	}
+	if _, ok := state.GetOk("error"); !ok {
+		if ctx.Err() != nil {
+			state.Put("error", fmt.Errorf("cancelled while connecting with SSH: %w", context.Cause(ctx)))
+		} else {
+			state.Put("error", errors.New("connecting with SSH failed; check ssh_source_cidrs and that this machine can reach the instance"))
+		}
+	}
+	return action
+}
+
+// hostFunc is where SSH connects: ssh_host when the user set it, else the
+// address ssh_interface picked.
+func hostFunc(cfg *Config) func(multistep.StateBag) (string, error) {
+	return func(state multistep.StateBag) (string, error) {
+		if cfg.Comm.SSHHost != "" {
+			return cfg.Comm.SSHHost, nil
+		}
+		if h := getString(state, stateHost); h != "" {
+			return h, nil
+		}
+		return "", errors.New("no address to connect to yet")
+	}
+}

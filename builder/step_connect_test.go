@@ -1,0 +1,62 @@
+package builder
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/packer-plugin-sdk/multistep"
+)
+
+func TestConnectHost(t *testing.T) {
+	cfg := testConfig(t, nil)
+	state := new(multistep.BasicStateBag)
+	state.Put(stateHost, "203.0.113.10")
+	if h, _ := hostFunc(cfg)(state); h != "203.0.113.10" {
+		t.Errorf("host = %q", h)
+	}
+	cfg.Comm.SSHHost = "127.0.0.1"
+	if h, _ := hostFunc(cfg)(state); h != "127.0.0.1" {
+		t.Errorf("ssh_host must win: host = %q", h)
+	}
+}
+
+// connectState is a state whose SSH target never answers.
+func connectState(t *testing.T) (*Config, *multistep.BasicStateBag) {
+	t.Helper()
+	cfg := testConfig(t, map[string]interface{}{"ssh_host": "127.0.0.1", "ssh_port": 1, "ssh_timeout": "1m"})
+	state, _ := testState(cfg, newFakeEC2())
+	return cfg, state
+}
+
+func TestConnectCancelled(t *testing.T) {
+	cfg, state := connectState(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	s := connectStep(cfg)
+	defer s.Cleanup(state)
+	if s.Run(ctx, state) != multistep.ActionHalt {
+		t.Fatal("connected although cancelled")
+	}
+	if err := stateErr(state); err == nil || !strings.Contains(err.Error(), "cancelled while connecting with SSH") {
+		t.Errorf("error = %v", err)
+	}
+}
+
+func TestConnectInterrupted(t *testing.T) {
+	cfg, state := connectState(t)
+	wctx, cancel := context.WithCancelCause(context.Background())
+	w := &interruptionWatcher{ctx: wctx, cancel: cancel, err: &ErrInterrupted{Reason: "spot request marked-for-termination"}}
+	cancel(w.err)
+	state.Put(stateWatcher, w)
+	s := connectStep(cfg)
+	defer s.Cleanup(state)
+	if s.Run(context.Background(), state) != multistep.ActionHalt {
+		t.Fatal("connected to an interrupted instance")
+	}
+	var ierr *ErrInterrupted
+	if !errors.As(stateErr(state), &ierr) {
+		t.Errorf("error = %v, want the interruption", stateErr(state))
+	}
+}

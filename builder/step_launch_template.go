@@ -1,0 +1,166 @@
+package builder
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/hashicorp/packer-plugin-sdk/multistep"
+
+	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/awscommon"
+)
+
+// stepLaunchTemplate creates the temporary launch template the fleet
+// launches from: the AMI, the root volume, the security group, IMDSv2, the
+// instance's tags, and user data carrying the SSH key and the lifetime cap.
+// Its Cleanup deletes the template.
+type stepLaunchTemplate struct{}
+
+func (s *stepLaunchTemplate) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
+	e, err := env(state)
+	if err != nil {
+		return halt(state, err)
+	}
+	data, err := launchTemplateData(ctx, e, state)
+	if err != nil {
+		return halt(state, err)
+	}
+	buildID := getString(state, stateBuildID)
+	name := "packer-nixos-sd-" + buildID
+	e.ui.Say("Creating temporary launch template " + name + "...")
+	out, err := e.ec2.CreateLaunchTemplate(ctx, &ec2.CreateLaunchTemplateInput{
+		LaunchTemplateName: aws.String(name),
+		LaunchTemplateData: data,
+		VersionDescription: aws.String("packer-nixos-sd build " + buildID),
+		TagSpecifications:  []types.TagSpecification{tagSpec(types.ResourceTypeLaunchTemplate, resourceTags(e.cfg, buildID, nil))},
+	})
+	if err != nil {
+		return halt(state, fmt.Errorf("creating the launch template: %w", err))
+	}
+	if out.LaunchTemplate == nil || aws.ToString(out.LaunchTemplate.LaunchTemplateId) == "" {
+		return halt(state, errors.New("creating the launch template: EC2 returned no launch template id"))
+	}
+	state.Put(stateLaunchTemplate, aws.ToString(out.LaunchTemplate.LaunchTemplateId))
+	return multistep.ActionContinue
+}
+
+func (s *stepLaunchTemplate) Cleanup(state multistep.StateBag) {
+	cleanupResource(state, stateLaunchTemplate, "launch template", deleteLaunchTemplate)
+}
+
+// deleteLaunchTemplate deletes the template; one already gone is fine.
+func deleteLaunchTemplate(ctx context.Context, e stepEnv, ltID string) error {
+	_, err := e.ec2.DeleteLaunchTemplate(ctx, &ec2.DeleteLaunchTemplateInput{LaunchTemplateId: aws.String(ltID)})
+	if strings.HasPrefix(awscommon.ErrorCode(err), "InvalidLaunchTemplateId.NotFound") {
+		return nil
+	}
+	return err
+}
+
+// launchTemplateData is what every instance of the build is launched with.
+func launchTemplateData(ctx context.Context, e stepEnv, state multistep.StateBag) (*types.RequestLaunchTemplateData, error) {
+	cfg := e.cfg
+	ami := getString(state, stateSourceAMI)
+	if ami == "" {
+		return nil, errors.New("internal error: no source AMI in the build state")
+	}
+	rootDevice, err := rootDeviceName(ctx, e, state, ami)
+	if err != nil {
+		return nil, err
+	}
+	userData, err := userData(getString(state, statePublicKey), cfg.InstanceMaxLifetimeDuration())
+	if err != nil {
+		return nil, err
+	}
+	runTags := resourceTags(cfg, getString(state, stateBuildID), cfg.RunTags)
+	data := &types.RequestLaunchTemplateData{
+		ImageId:  aws.String(ami),
+		UserData: aws.String(userData),
+		// A shutdown from inside (the lifetime cap, the watchdog) ends the
+		// instance and its volume instead of leaving a stopped instance.
+		InstanceInitiatedShutdownBehavior: types.ShutdownBehaviorTerminate,
+		MetadataOptions: &types.LaunchTemplateInstanceMetadataOptionsRequest{
+			HttpEndpoint:            types.LaunchTemplateInstanceMetadataEndpointStateEnabled,
+			HttpTokens:              types.LaunchTemplateHttpTokensStateRequired,
+			HttpPutResponseHopLimit: aws.Int32(1),
+		},
+		BlockDeviceMappings: []types.LaunchTemplateBlockDeviceMappingRequest{{
+			DeviceName: aws.String(rootDevice),
+			Ebs: &types.LaunchTemplateEbsBlockDeviceRequest{
+				VolumeType:          types.VolumeTypeGp3,
+				VolumeSize:          aws.Int32(cfg.VolumeSize),
+				Encrypted:           aws.Bool(true),
+				DeleteOnTermination: aws.Bool(true),
+			},
+		}},
+		TagSpecifications: []types.LaunchTemplateTagSpecificationRequest{
+			{ResourceType: types.ResourceTypeInstance, Tags: runTags},
+			{ResourceType: types.ResourceTypeVolume, Tags: runTags},
+		},
+	}
+	groupID := getString(state, stateSecurityGroupID)
+	if cfg.SubnetID != "" {
+		// A chosen subnet may not give public addresses by default: ask for
+		// one on the primary interface, which then carries the subnet and the
+		// group. The fleet's overrides then name no subnet: EC2 refuses an
+		// instance-level subnet next to a network interface.
+		ni := types.LaunchTemplateInstanceNetworkInterfaceSpecificationRequest{
+			DeviceIndex:              aws.Int32(0),
+			SubnetId:                 aws.String(cfg.SubnetID),
+			AssociatePublicIpAddress: aws.Bool(wantsPublicAddress(cfg)),
+			DeleteOnTermination:      aws.Bool(true),
+		}
+		if groupID != "" {
+			ni.Groups = []string{groupID}
+		}
+		data.NetworkInterfaces = []types.LaunchTemplateInstanceNetworkInterfaceSpecificationRequest{ni}
+	} else if groupID != "" {
+		data.SecurityGroupIds = []string{groupID}
+	}
+	return data, nil
+}
+
+// rootDeviceName is the AMI's root device, as preflight or the Debian
+// look-up found it, else as DescribeImages tells.
+func rootDeviceName(ctx context.Context, e stepEnv, state multistep.StateBag, ami string) (string, error) {
+	if root := getString(state, stateRootDevice); root != "" {
+		return root, nil
+	}
+	out, err := e.ec2.DescribeImages(ctx, &ec2.DescribeImagesInput{ImageIds: []string{ami}})
+	if err != nil {
+		return "", fmt.Errorf("describing source AMI %s: %w", ami, err)
+	}
+	if len(out.Images) == 0 {
+		return "", fmt.Errorf("source AMI %s does not exist in %s; set source_ami to an arm64 AMI of this region", ami, e.cfg.Region)
+	}
+	if root := aws.ToString(out.Images[0].RootDeviceName); root != "" {
+		return root, nil
+	}
+	return "/dev/xvda", nil
+}
+
+// userData is the base64 cloud-config: the SSH key for the default user and
+// a hard lifetime cap (the instance powers off, and so terminates, even when
+// Packer was killed and could not clean up).
+func userData(publicKey string, lifetime time.Duration) (string, error) {
+	var b strings.Builder
+	b.WriteString("#cloud-config\n")
+	if publicKey != "" {
+		q, err := json.Marshal(publicKey) // JSON strings are YAML strings
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprintf(&b, "ssh_authorized_keys:\n  - %s\n", q)
+	}
+	minutes := max(int(math.Ceil(lifetime.Minutes())), 1)
+	fmt.Fprintf(&b, "runcmd:\n  - [shutdown, -P, \"+%d\", \"packer-nixos-sd: instance_max_lifetime reached\"]\n", minutes)
+	return base64.StdEncoding.EncodeToString([]byte(b.String())), nil
+}
