@@ -10,7 +10,7 @@ import (
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
 
-	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/remote"
+	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/remotecmd"
 )
 
 // heartbeatFile is what Packer touches and the instance's watchdog reads. It
@@ -45,12 +45,12 @@ func (w watchdog) armCommand() string {
 		`last=$(stat -c %%Y "$hb" 2>/dev/null || echo 0); `+
 		`if [ $(( $(date +%%s) - last )) -ge %d ]; then `+
 		`echo "nixos-sd watchdog: no heartbeat from Packer for %s; shutting down" >&2; %s; exit 0; fi; done`,
-		remote.Quote(w.file), check, int(w.timeout.Seconds()), w.timeout, w.shutdown)
-	root := fmt.Sprintf("nohup setsid sh -c %s >/dev/null 2>&1 </dev/null &", remote.Quote(loop))
-	return fmt.Sprintf("touch %s && %ssh -c %s", remote.Quote(w.file), w.sudo, remote.Quote(root))
+		remotecmd.Quote(w.file), check, int(w.timeout.Seconds()), w.timeout, w.shutdown)
+	root := fmt.Sprintf("nohup setsid sh -c %s >/dev/null 2>&1 </dev/null &", remotecmd.Quote(loop))
+	return fmt.Sprintf("touch %s && %ssh -c %s", remotecmd.Quote(w.file), w.sudo, remotecmd.Quote(root))
 }
 
-func (w watchdog) beatCommand() string { return "touch " + remote.Quote(w.file) }
+func (w watchdog) beatCommand() string { return "touch " + remotecmd.Quote(w.file) }
 
 // stepWatchdog arms the watchdog once SSH is up and keeps the heartbeat going
 // until cleanup.
@@ -73,7 +73,7 @@ func (s *stepWatchdog) Run(ctx context.Context, state multistep.StateBag) multis
 		s.wd = newWatchdog(e.cfg.OrphanTimeoutDuration())
 	}
 	e.ui.Say(fmt.Sprintf("Arming the instance's watchdog: it terminates itself %s after it last hears from Packer", s.wd.timeout))
-	if _, err := remote.Output(ctx, comm, s.wd.armCommand()); err != nil {
+	if _, err := remotecmd.Output(ctx, comm, s.wd.armCommand()); err != nil {
 		return halt(state, fmt.Errorf("arming the instance's watchdog (needs passwordless sudo for %s): %w", e.cfg.Comm.SSHUsername, err))
 	}
 	// The heartbeat outlives this step's ctx: it must go on through the build,
@@ -93,7 +93,7 @@ func (s *stepWatchdog) Run(ctx context.Context, state multistep.StateBag) multis
 			case <-t.C:
 			}
 			callCtx, stop := context.WithTimeout(beatCtx, s.wd.interval())
-			_, err := remote.Output(callCtx, comm, s.wd.beatCommand())
+			_, err := remotecmd.Output(callCtx, comm, s.wd.beatCommand())
 			stop()
 			if err != nil && beatCtx.Err() == nil {
 				failures++

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/remote"
-	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/remote/remotetest"
+	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/remotecmd"
+	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/remotecmd/remotecmdtest"
 )
 
 // The watchdog script runs in a real shell: it must shut the host down once
@@ -20,19 +20,19 @@ func TestWatchdogShutsDownWhenHeartbeatStops(t *testing.T) {
 	wd := watchdog{
 		timeout:  3 * time.Second,
 		file:     filepath.Join(dir, "heartbeat"),
-		shutdown: "touch " + remote.Quote(marker),
+		shutdown: "touch " + remotecmd.Quote(marker),
 	}
-	comm := &remotetest.Local{}
+	comm := &remotecmdtest.Local{}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := remote.Output(ctx, comm, wd.armCommand()); err != nil {
+	if _, err := remotecmd.Output(ctx, comm, wd.armCommand()); err != nil {
 		t.Fatalf("arming: %v", err)
 	}
-	t.Cleanup(func() { _ = exec(comm, "pkill -f "+remote.Quote(wd.file)) })
+	t.Cleanup(func() { _ = exec(comm, "pkill -f "+remotecmd.Quote(wd.file)) })
 
 	// Beat for twice the timeout: no shutdown.
 	for end := time.Now().Add(2 * wd.timeout); time.Now().Before(end); time.Sleep(500 * time.Millisecond) {
-		if _, err := remote.Output(ctx, comm, wd.beatCommand()); err != nil {
+		if _, err := remotecmd.Output(ctx, comm, wd.beatCommand()); err != nil {
 			t.Fatalf("heartbeat: %v", err)
 		}
 		if _, err := os.Stat(marker); err == nil {
@@ -52,8 +52,8 @@ func TestWatchdogShutsDownWhenHeartbeatStops(t *testing.T) {
 	}
 }
 
-func exec(comm *remotetest.Local, cmd string) error {
-	_, err := remote.Output(context.Background(), comm, cmd)
+func exec(comm *remotecmdtest.Local, cmd string) error {
+	_, err := remotecmd.Output(context.Background(), comm, cmd)
 	return err
 }
 

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/remotecmd/remotecmdtest"
 )
 
 // scriptEnv is a directory of tools for build.sh with no real nix: the
@@ -28,7 +30,7 @@ func newScriptEnv(t *testing.T) *scriptEnv {
 	dir := t.TempDir()
 	e := &scriptEnv{t: t, bin: filepath.Join(dir, "bin"), script: filepath.Join(dir, "build.sh"), log: filepath.Join(dir, "calls.log")}
 	os.MkdirAll(e.bin, 0o755)
-	b, err := remoteFiles.ReadFile("remote/build.sh")
+	b, err := hostFiles.ReadFile("hostfiles/build.sh")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +138,7 @@ echo "building '/nix/store/abc-sd-image.drv'..." >&2
 while [ "$1" != --out-link ]; do shift; done
 mkdir -p "`+rd+`/store/sd-image" && ln -sfn "`+rd+`/store" "$2"`)
 	c := prepared(t, func(c *Config) { c.RemoteDirectory = rd; c.NixOptions = map[string]string{"max-jobs": "auto"} })
-	words := shellWords(t, buildCommand(c))
+	words := remotecmdtest.ShellWords(t, buildCommand(c))
 	out, code := e.run(context.Background(), append([]string{"build", rd, "60"}, words...)...)
 	if code != 0 {
 		t.Fatalf("exit %d:\n%s", code, out)

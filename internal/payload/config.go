@@ -1,9 +1,6 @@
 //go:generate go tool packer-sdc struct-markdown
 //go:generate go tool packer-sdc mapstructure-to-hcl2 -type Config
 
-// Package payload is the remote NixOS SD image build and the verified download
-// of its result. The provisioner runs it on any host a communicator reaches;
-// the builder runs the same code on the spot instance it launched.
 package payload
 
 import (

@@ -9,12 +9,12 @@ import (
 	"os"
 	"strings"
 	"sync"
-	"time"
 
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
 	"github.com/klauspost/compress/zstd"
+	"golang.org/x/sync/errgroup"
 
-	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/remote"
+	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/remotecmd"
 )
 
 const (
@@ -56,7 +56,6 @@ type chunk struct {
 	off, n   int64
 	attempt  int
 	reported int64 // bytes already counted towards progress
-	lastErr  error
 }
 
 // chooseChunk picks a range length giving each channel about four ranges,
@@ -109,24 +108,17 @@ func (d *downloader) downloadRanges(ctx context.Context, file string, size int64
 		}
 		queue = append(queue, &chunk{off: off, n: n})
 	}
-	workers := d.channels
-	if workers < 1 {
-		workers = 1
-	}
-	if workers > len(queue) {
-		workers = len(queue)
-	}
+	workers := min(max(d.channels, 1), len(queue))
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	// The first range to fail for good cancels the other workers.
+	g, gctx := errgroup.WithContext(ctx)
 	var (
 		mu       sync.Mutex
 		cond     = sync.NewCond(&mu)
 		inFlight int
-		fatal    error
 	)
-	// Wake waiting workers when ctx ends.
-	stop := context.AfterFunc(ctx, func() {
+	// Wake waiting workers when gctx ends.
+	stop := context.AfterFunc(gctx, func() {
 		mu.Lock()
 		cond.Broadcast()
 		mu.Unlock()
@@ -137,7 +129,7 @@ func (d *downloader) downloadRanges(ctx context.Context, file string, size int64
 		mu.Lock()
 		defer mu.Unlock()
 		for {
-			if fatal != nil || ctx.Err() != nil {
+			if gctx.Err() != nil {
 				return nil
 			}
 			if len(queue) > 0 {
@@ -153,7 +145,9 @@ func (d *downloader) downloadRanges(ctx context.Context, file string, size int64
 			cond.Wait()
 		}
 	}
-	finish := func(c *chunk, err error) {
+	// finish records how fetching c went: it queues a failed range again
+	// and returns an error once the range failed chunkAttempts times.
+	finish := func(c *chunk, err error) error {
 		mu.Lock()
 		defer mu.Unlock()
 		inFlight--
@@ -163,41 +157,34 @@ func (d *downloader) downloadRanges(ctx context.Context, file string, size int64
 			if d.tracker != nil {
 				d.tracker.complete(c.off, c.n)
 			}
-			return
+			return nil
 		}
-		c.lastErr = err
 		c.attempt++
-		if ctx.Err() != nil {
-			return
+		if gctx.Err() != nil {
+			return nil
 		}
 		if c.attempt >= chunkAttempts {
-			if fatal == nil {
-				fatal = fmt.Errorf("bytes %d-%d of %s failed %d times, last: %w", c.off, c.off+c.n-1, file, c.attempt, err)
-				cancel()
-			}
-			return
+			return fmt.Errorf("bytes %d-%d of %s failed %d times, last: %w", c.off, c.off+c.n-1, file, c.attempt, err)
 		}
 		queue = append(queue, c)
+		return nil
 	}
 
-	var wg sync.WaitGroup
-	for i := 0; i < workers; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+	for range workers {
+		g.Go(func() error {
 			for c := next(); c != nil; c = next() {
-				finish(c, d.fetch(ctx, file, c, dst))
+				if err := finish(c, d.fetch(gctx, file, c, dst)); err != nil {
+					return err
+				}
 			}
-		}()
+			return nil
+		})
 	}
-	wg.Wait()
-	if fatal != nil {
-		return fatal
-	}
-	if err := ctx.Err(); err != nil {
+	if err := g.Wait(); err != nil {
 		return err
 	}
-	return nil
+	// The workers also stop, without an error, when ctx ends.
+	return ctx.Err()
 }
 
 // fetch copies one range into dst.
@@ -211,7 +198,7 @@ func (d *downloader) fetch(ctx context.Context, file string, c *chunk, dst *os.F
 			c.reported = pos
 		}
 	}
-	stderr := &remote.LimitedBuffer{B: &bytes.Buffer{}, Max: 4 << 10}
+	stderr := &remotecmd.LimitedBuffer{B: &bytes.Buffer{}, Max: 4 << 10}
 	cmd := &packersdk.RemoteCmd{Command: rangeCommand(file, c.off, c.n, d.compress), Stderr: stderr}
 
 	var (
@@ -325,56 +312,6 @@ func (w *rangeWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// writeSparse writes p at off; with skipZeros the all-zero parts of p that
-// cover whole aligned blocks (and any all-zero edge pieces) are skipped.
-func writeSparse(f io.WriterAt, p []byte, off int64, skipZeros bool) error {
-	if !skipZeros {
-		_, err := f.WriteAt(p, off)
-		return err
-	}
-	start := -1 // start in p of pending non-zero data
-	for i := 0; i < len(p); {
-		// The segment up to the next block boundary.
-		end := i + int(holeBlock-(off+int64(i))%holeBlock)
-		if end > len(p) {
-			end = len(p)
-		}
-		if isZero(p[i:end]) {
-			if start >= 0 {
-				if _, err := f.WriteAt(p[start:i], off+int64(start)); err != nil {
-					return err
-				}
-				start = -1
-			}
-		} else if start < 0 {
-			start = i
-		}
-		i = end
-	}
-	if start >= 0 {
-		if _, err := f.WriteAt(p[start:], off+int64(start)); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-var zeroBlock [holeBlock]byte
-
-func isZero(p []byte) bool {
-	for len(p) > 0 {
-		n := len(p)
-		if n > holeBlock {
-			n = holeBlock
-		}
-		if !bytes.Equal(p[:n], zeroBlock[:n]) {
-			return false
-		}
-		p = p[n:]
-	}
-	return true
-}
-
 // drainOnError passes writes on until one fails, then swallows the rest, so a
 // remote command whose output is no longer wanted can still run to its end.
 type drainOnError struct {
@@ -389,63 +326,4 @@ func (d *drainOnError) Write(p []byte) (int, error) {
 		}
 	}
 	return len(p), nil
-}
-
-// progressReader feeds ui.TrackProgress: each Read returns as many bytes as
-// have arrived since the last one (their content is meaningless), and EOF once
-// Close is called and everything is reported. Reads return at most every
-// interval: in a plugin each Read of the tracked stream is a call to Packer.
-type progressReader struct {
-	interval time.Duration
-
-	mu      sync.Mutex
-	cond    *sync.Cond
-	pending int64
-	closed  bool
-	last    time.Time
-}
-
-func newProgressReader() *progressReader {
-	p := &progressReader{}
-	p.cond = sync.NewCond(&p.mu)
-	return p
-}
-
-func (p *progressReader) Add(n int64) {
-	p.mu.Lock()
-	p.pending += n
-	p.mu.Unlock()
-	p.cond.Broadcast()
-}
-
-func (p *progressReader) Close() error {
-	p.mu.Lock()
-	p.closed = true
-	p.mu.Unlock()
-	p.cond.Broadcast()
-	return nil
-}
-
-func (p *progressReader) Read(b []byte) (int, error) {
-	p.mu.Lock()
-	// Caught up: wait out the interval so that the next Read carries more.
-	if wait := p.interval - time.Since(p.last); wait > 0 && !p.closed && p.pending < int64(len(b)) {
-		p.mu.Unlock()
-		time.Sleep(wait)
-		p.mu.Lock()
-	}
-	defer p.mu.Unlock()
-	for p.pending == 0 && !p.closed {
-		p.cond.Wait()
-	}
-	p.last = time.Now()
-	if p.pending == 0 {
-		return 0, io.EOF
-	}
-	n := int64(len(b))
-	if n > p.pending {
-		n = p.pending
-	}
-	p.pending -= n
-	return int(n), nil
 }

@@ -2,7 +2,6 @@ package payload
 
 import (
 	"bytes"
-	"encoding/binary"
 	"math/rand"
 	"os"
 	"os/exec"
@@ -85,14 +84,7 @@ func makeSDImage(t testing.TB, path string, mib, fill int) {
 // writeMBR writes an MBR with the given partitions (type, start, sectors).
 func writeMBR(t testing.TB, path string, parts [][3]uint32) {
 	t.Helper()
-	sector := make([]byte, 512)
-	for i, p := range parts {
-		e := sector[446+16*i:]
-		e[4] = byte(p[0])
-		binary.LittleEndian.PutUint32(e[8:], p[1])
-		binary.LittleEndian.PutUint32(e[12:], p[2])
-	}
-	sector[510], sector[511] = 0x55, 0xaa
+	sector := mbr(parts...)
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE, 0o644)
 	if err != nil {
 		t.Fatal(err)

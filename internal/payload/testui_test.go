@@ -10,11 +10,11 @@ import (
 
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
 
-	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/remote/remotetest"
+	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/remotecmd/remotecmdtest"
 )
 
-// localComm runs commands in a real local shell (remotetest.Local).
-type localComm = remotetest.Local
+// localComm runs commands in a real local shell (remotecmdtest.Local).
+type localComm = remotecmdtest.Local
 
 // testUi records what Run says.
 type testUi struct {

@@ -1,7 +1,7 @@
-// Package remote runs commands on a host through a Packer communicator. The
+// Package remotecmd runs commands on a host through a Packer communicator. The
 // payload (build and download) and the builder (the instance's watchdog) share
 // it, so there is one way to run, quote and wait for remote commands.
-package remote
+package remotecmd
 
 import (
 	"bytes"

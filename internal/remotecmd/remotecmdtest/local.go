@@ -1,6 +1,6 @@
-// Package remotetest has a packersdk.Communicator for tests that runs commands
+// Package remotecmdtest has a packersdk.Communicator for tests that runs commands
 // in a real local shell: the "host" is this machine.
-package remotetest
+package remotecmdtest
 
 import (
 	"context"
@@ -136,7 +136,7 @@ func (c *Local) Download(src string, w io.Writer) error {
 }
 
 func (c *Local) DownloadDir(src, dst string, exclude []string) error {
-	return fmt.Errorf("remotetest.Local: DownloadDir is not implemented")
+	return fmt.Errorf("remotecmdtest.Local: DownloadDir is not implemented")
 }
 
 // Peak is the most commands that ran at once.

@@ -5,16 +5,8 @@
 #   bash build.sh ensure-nix
 #       Makes sure Nix is on the host. When `nix` is already on PATH (or in a
 #       standard Nix profile) it is used as is. Otherwise, on Debian and Ubuntu,
-#       it runs `apt-get install nix-bin`.
-#
-#       Why the distribution package rather than the upstream installer: the
-#       package comes from the distribution's signed archive (there is no
-#       checksum to pin by hand, and no `curl | sh`), it installs in seconds
-#       from the in-region EC2 mirror, and Debian 13 (trixie) carries a recent
-#       Nix. Debian's package sets Nix up single-user: only root may write
-#       /nix/store, so the build then runs as root through sudo. Hosts without
-#       apt-get, or without a nix-bin package, fail with a message asking for
-#       a Debian 12+ (ideally 13) AMI or a host with Nix preinstalled.
+#       it runs `apt-get install nix-bin` (single-user: the build then runs
+#       as root through sudo). internal/payload/doc.go says why.
 #
 #   bash build.sh build REMOTE_DIR TIMEOUT_SECONDS nix ARGS...
 #       Runs the Nix build (as root through sudo when this user cannot write

@@ -1,0 +1,66 @@
+package payload
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestRunReportsBuildFailure(t *testing.T) {
+	e := newRunEnv(t, "FAKE_FAIL=1")
+	c := e.config(nil)
+	_, err := e.run(context.Background(), c)
+	var pe *PhaseError
+	if !errors.As(err, &pe) || pe.Phase != PhaseBuild {
+		t.Fatalf("want a build error, got %v", err)
+	}
+	msg := err.Error()
+	for _, want := range []string{"nixos-sd build failed", "exit status 1", "error: builder for '/nix/store/0000-nixos-sd-image.drv' failed with exit code 1"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("the error lacks %q:\n%s", want, msg)
+		}
+	}
+	e.outputHolds()
+	if _, err := os.Stat(e.remote); !os.IsNotExist(err) {
+		t.Errorf("the remote directory was left after a failure: %v", err)
+	}
+}
+
+func TestRunStopsTheBuildOnCancel(t *testing.T) {
+	e := newRunEnv(t, "FAKE_SLEEP=60")
+	c := e.config(nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		for i := 0; i < 200; i++ {
+			if _, err := os.Stat(filepath.Join(e.remote, "build.pid")); err == nil {
+				time.Sleep(300 * time.Millisecond)
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		cancel()
+	}()
+	start := time.Now()
+	_, err := e.run(ctx, c)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("want the cancellation, got %v", err)
+	}
+	if el := time.Since(start); el > 20*time.Second {
+		t.Fatalf("Run took %s to return after cancellation", el)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(e.term); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the remote build was not stopped:\n%s", e.ui.all())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	e.outputHolds()
+}

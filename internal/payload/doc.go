@@ -1,0 +1,66 @@
+// Package payload is the remote NixOS SD image build and the verified download
+// of its result. The provisioner runs it on any host a communicator reaches;
+// the builder runs the same code on the spot instance it launched.
+//
+// # Phases
+//
+// Run goes through its phases in order (run.go); each has its own file:
+//
+//   - upload (upload.go): remote_directory is created and build.sh with the
+//     NixOS configuration is put in it; cleanupRemote removes them again.
+//   - install nix and build (build.go): build.sh installs Nix when it is
+//     missing, then runs `nix build` under build_timeout; stopBuild asks it to
+//     stop when the context ends.
+//   - locate image (locate.go): the one .img or .img.zst in the build result,
+//     its size, whether the host has zstd and sshd's MaxSessions.
+//   - checksum and download (fetch.go): the host computes the image's SHA-256
+//     while the image downloads; an errgroup joins the two, and the first to
+//     fail cancels the other.
+//   - verify and decompress (verify.go): the local SHA-256 is compared with
+//     the host's, and the image must carry an MBR with a FAT firmware and a
+//     Linux root partition.
+//   - manifest (manifest.go): the .sha256 and .json files beside the image.
+//
+// Errors name their phase (PhaseError, phase.go) and carry the last lines of
+// the remote output (logtail.go). output.go names the local files and removes
+// them after a failure.
+//
+// # What runs on the host
+//
+// hostfiles/ holds the files uploaded to the host (embedded by hostfiles.go):
+// build.sh, the built-in NixOS configuration default.nix, and entry.nix, which
+// wraps a user's configuration. hostcommands.go writes every shell command the
+// payload runs there; nixconfig.go the `nix build` arguments and the built-in
+// configuration's settings. The commands run through internal/remotecmd.
+//
+// build.sh installs Debian's nix-bin package rather than running the upstream
+// installer: the package comes from the distribution's signed archive (no
+// checksum to pin by hand, no `curl | sh`), it installs in seconds from the
+// in-region EC2 mirror, and Debian 13 (trixie) carries a recent Nix. Debian's
+// package sets Nix up single-user: only root may write /nix/store, so the
+// build runs as root through sudo. Hosts without apt-get, or without a
+// nix-bin package, fail with a message asking for a Debian 12+ (ideally 13)
+// AMI or a host with Nix preinstalled.
+//
+// # The download
+//
+// The downloader (download.go) fetches the image over several SSH channels
+// at once: each channel is a remote `dd` printing one byte range, taken from
+// a shared queue, so a slow channel holds up at most the range it is on. A
+// range that fails is queued again, up to three attempts. One SSH channel
+// carries at most its window (2 MiB) per round trip, so several channels fill
+// a long, fast link better; the number stays below sshd's MaxSessions with
+// room for the checksum and the builder's heartbeat, since one session too
+// many makes Packer's SSH communicator drop the whole connection. An image
+// that is not compressed is compressed in transit with zstd when the host
+// has it.
+//
+// The local SHA-256 and the decompression of a .img.zst do not wait for the
+// download: the prefix tracker (prefix.go) knows the contiguous prefix of
+// ranges that fully arrived, and readers of the partial file follow it. A
+// range counts only once all of it is written, so the bytes they read never
+// change again. The decoded image, like the downloaded one, is written
+// sparse (sparse.go): all-zero 4 KiB blocks stay holes. The progress bar is
+// fed by progress.go, which batches its reads because in a plugin each read
+// is a call to Packer.
+package payload

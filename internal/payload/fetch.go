@@ -1,0 +1,187 @@
+package payload
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"strings"
+	"time"
+
+	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/remotecmd"
+)
+
+// incoming is the image arriving in its partial file, and the local work
+// that follows it: the SHA-256 of the file and, for a decompressed image, the
+// decoding. Both read the contiguous prefix of fully arrived ranges as it
+// grows, so that little is left to do when the last range lands.
+type incoming struct {
+	file *os.File
+	// remoteSum is the SHA-256 the host computed.
+	remoteSum string
+
+	cancel   context.CancelFunc
+	hashing  errgroup.Group
+	localSum string
+	decoding errgroup.Group
+	decoded  decodedImage
+}
+
+// decodedImage is the image decodeSparse wrote.
+type decodedImage struct {
+	size  int64
+	sum   string
+	first []byte
+}
+
+// stop ends the local work, waits for it and closes the file. It may be
+// called more than once.
+func (d *incoming) stop() {
+	d.cancel()
+	d.hashing.Wait()
+	d.decoding.Wait()
+	d.file.Close()
+}
+
+// fetch downloads the image into n.download while the host computes its
+// SHA-256, and starts the local work that follows the download. When it
+// returns without error the download and the host's SHA-256 are complete;
+// the caller waits for the local work (verify, checkImage) and stops it.
+func (r *run) fetch(ctx context.Context, image string, info imageInfo, n localNames) (*incoming, error) {
+	f, err := os.OpenFile(n.download, os.O_CREATE|os.O_TRUNC|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, phaseErr(PhaseDownload, fmt.Errorf("creating %s: %w", n.download, err), nil)
+	}
+	r.partials = append(r.partials, n.download)
+	tracker := newPrefixTracker(info.size)
+	localCtx, cancel := context.WithCancel(ctx)
+	d := &incoming{file: f, cancel: cancel}
+	d.hashing.Go(func() (err error) {
+		d.localSum, err = hashReader(&prefixReader{ctx: localCtx, t: tracker, f: f})
+		return err
+	})
+	if n.decompress {
+		r.partials = append(r.partials, n.finalTmp)
+		d.decoding.Go(func() (err error) {
+			im := &d.decoded
+			im.size, im.sum, im.first, err = decodeSparse(&prefixReader{ctx: localCtx, t: tracker, f: f}, n.finalTmp)
+			return err
+		})
+	}
+
+	// The transfer and the host's checksum end together: the first to fail
+	// cancels the other.
+	transfer, tctx := errgroup.WithContext(ctx)
+	transfer.Go(func() error {
+		defer r.timer.track(PhaseChecksum)()
+		s, err := remoteSHA256(tctx, r.comm, image)
+		if err != nil && tctx.Err() == nil {
+			return phaseErr(PhaseChecksum, fmt.Errorf("computing the image's SHA-256 on the host: %w", err), nil)
+		}
+		// When tctx ended, whatever ended it reports why.
+		d.remoteSum = s
+		return nil
+	})
+	transfer.Go(func() error {
+		// The downloader fails tracker with its error, so the local work
+		// ends too.
+		return phaseErr(PhaseDownload, r.download(tctx, image, info, f, tracker, !n.zst && info.zstd), nil)
+	})
+	if err := transfer.Wait(); err != nil {
+		d.stop()
+		return nil, err
+	}
+	if d.remoteSum == "" {
+		// ctx ended after the download completed.
+		d.stop()
+		err := ctx.Err()
+		if err == nil {
+			err = errors.New("the host's checksum ended without a result")
+		}
+		return nil, phaseErr(PhaseChecksum, err, nil)
+	}
+	return d, nil
+}
+
+// sessionReserve is how many of sshd's sessions the download leaves to
+// others: the checksum running alongside it, a periodic command of the caller
+// (the builder's heartbeat) and one spare.
+const sessionReserve = 3
+
+// channelsFor is how many channels to open: download_channels, but few enough
+// that, with sessionReserve others, they stay within sshd's MaxSessions (10
+// unless configured): opening one session too many makes Packer's SSH
+// communicator drop the whole connection, and every command on it.
+func channelsFor(want, maxSessions int) int {
+	if maxSessions <= 0 {
+		maxSessions = 10
+	}
+	if limit := maxSessions - sessionReserve; want > limit {
+		want = max(limit, 1)
+	}
+	return want
+}
+
+// remoteSHA256 is the SHA-256 of the host's file image.
+func remoteSHA256(ctx context.Context, comm packersdk.Communicator, image string) (string, error) {
+	out, err := remotecmd.Output(ctx, comm, sha256Command(image))
+	if err != nil {
+		return "", err
+	}
+	f := strings.Fields(out)
+	if len(f) == 0 || len(f[0]) != 64 || strings.Trim(f[0], "0123456789abcdef") != "" {
+		return "", fmt.Errorf("sha256sum printed %q, not a checksum", strings.TrimSpace(out))
+	}
+	return f[0], nil
+}
+
+// download fetches the remote image into f, telling tracker of every range
+// that fully arrived. The caller owns f.
+func (r *run) download(ctx context.Context, image string, info imageInfo, f *os.File, tracker *prefixTracker, compress bool) error {
+	defer r.timer.track(PhaseDownload)()
+	channels := channelsFor(r.cfg.DownloadChannels, info.maxSessions)
+	how := ""
+	if compress {
+		how = ", compressed in transit with zstd"
+	}
+	if channels < r.cfg.DownloadChannels {
+		ms := info.maxSessions
+		if ms <= 0 {
+			ms = 10
+		}
+		r.ui.Say(fmt.Sprintf("Using %d download channels instead of %d: the host's sshd allows %d sessions per connection (MaxSessions)", channels, r.cfg.DownloadChannels, ms))
+	}
+	r.ui.Say(fmt.Sprintf("Downloading %s (%s) over %d SSH channels%s", image, humanBytes(info.size), channels, how))
+
+	pr := newProgressReader()
+	pr.interval = 100 * time.Millisecond
+	bar := r.ui.TrackProgress(path.Base(image), 0, info.size, pr)
+	var drain errgroup.Group
+	drain.Go(func() error {
+		// Not io.Copy(io.Discard, bar): io.Discard reads 8 KiB at a time, and
+		// in a plugin every Read is a call to Packer. The buffer is never
+		// written to.
+		buf := make([]byte, 4<<20)
+		for {
+			if _, err := bar.Read(buf); err != nil {
+				return nil
+			}
+		}
+	})
+	d := &downloader{comm: r.comm, channels: channels, compress: compress, progress: pr.Add, tracker: tracker}
+	start := time.Now()
+	err := d.download(ctx, image, info.size, f)
+	pr.Close()
+	drain.Wait()
+	bar.Close()
+	if err != nil {
+		return err
+	}
+	el := time.Since(start)
+	r.ui.Say(fmt.Sprintf("Downloaded %s in %s (%s/s)", humanBytes(info.size), el.Round(100*time.Millisecond), humanBytes(int64(float64(info.size)/max(el.Seconds(), 1e-3)))))
+	return nil
+}

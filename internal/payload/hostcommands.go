@@ -1,0 +1,92 @@
+package payload
+
+import (
+	"fmt"
+	"path"
+	"strconv"
+	"time"
+
+	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/remotecmd"
+)
+
+// buildCommand is the remote `nix build` command line, shell-quoted.
+func buildCommand(cfg *Config) string {
+	return remotecmd.Join(append([]string{"nix"}, nixArgs(cfg)...))
+}
+
+// remoteBuildCommand runs buildCommand through build.sh, which chooses the
+// user to build as and enforces the timeout on the host itself.
+func remoteBuildCommand(cfg *Config) string {
+	secs := int64(cfg.BuildTimeoutDuration() / time.Second)
+	if secs < 1 {
+		secs = 1
+	}
+	rd := cfg.RemoteDirectory
+	return "bash " + remotecmd.Quote(path.Join(rd, remoteScript)) + " build " + remotecmd.Quote(rd) + " " +
+		strconv.FormatInt(secs, 10) + " " + buildCommand(cfg)
+}
+
+// ensureNixCommand installs Nix on the host when it is missing.
+func ensureNixCommand(cfg *Config) string {
+	return "bash " + remotecmd.Quote(path.Join(cfg.RemoteDirectory, remoteScript)) + " ensure-nix"
+}
+
+// prepareCommand creates remote_directory and clears what an earlier build
+// left in it.
+func prepareCommand(cfg *Config) string {
+	return "mkdir -p " + remotecmd.Quote(cfg.RemoteDirectory) + " && " + removeEntriesCommand(cfg)
+}
+
+// cleanupCommand removes what the build put in remote_directory, and the
+// directory itself when that leaves it empty. A build that ran as root may
+// have left files only root can remove (a flake's new flake.lock): sudo
+// removes those.
+func cleanupCommand(cfg *Config) string {
+	rm := removeEntriesCommand(cfg)
+	return "{ " + rm + " 2>/dev/null || sudo -n " + rm + "; } && { rmdir " + remotecmd.Quote(cfg.RemoteDirectory) + " 2>/dev/null || true; }"
+}
+
+func removeEntriesCommand(cfg *Config) string {
+	parts := []string{"rm", "-rf", "--"}
+	for _, e := range remoteEntries {
+		parts = append(parts, path.Join(cfg.RemoteDirectory, e))
+	}
+	return remotecmd.Join(parts)
+}
+
+// stopCommand asks a running build.sh to stop its build.
+func stopCommand(cfg *Config) string {
+	pid := remotecmd.Quote(path.Join(cfg.RemoteDirectory, remotePID))
+	return fmt.Sprintf("test -f %s && kill -TERM \"$(cat %s)\"", pid, pid)
+}
+
+// locateCommand lists the images in the build result, one store path per
+// line.
+func locateCommand(cfg *Config) string {
+	dir := remotecmd.Quote(path.Join(cfg.RemoteDirectory, remoteResult, "sd-image") + "/")
+	return "find -L " + dir + " -maxdepth 1 -type f \\( -name '*.img.zst' -o -name '*.img' \\) -exec readlink -f {} \\;"
+}
+
+// probeCommand reports the image's size, whether zstd exists on the host and
+// how many sessions sshd allows per connection (when it can be read).
+func probeCommand(image string) string {
+	q := remotecmd.Quote(image)
+	return "stat -L -c 'size=%s' " + q + " && " +
+		"{ command -v zstd >/dev/null 2>&1 && echo zstd=yes || echo zstd=no; } && " +
+		"{ sudo -n sshd -T 2>/dev/null | grep -i '^maxsessions ' | sed 's/^[^ ]* /maxsessions=/' || true; }"
+}
+
+// sha256Command prints the image's SHA-256 as sha256sum does.
+func sha256Command(image string) string {
+	return "sha256sum " + remotecmd.Quote(image)
+}
+
+// rangeCommand prints length bytes of the remote file from offset, compressed
+// with zstd when compress is set.
+func rangeCommand(file string, offset, length int64, compress bool) string {
+	cmd := fmt.Sprintf("dd if=%s bs=1M iflag=skip_bytes,count_bytes skip=%d count=%d status=none", remotecmd.Quote(file), offset, length)
+	if compress {
+		cmd += " | zstd -1 -q -c"
+	}
+	return cmd
+}

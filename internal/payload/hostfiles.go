@@ -1,0 +1,28 @@
+package payload
+
+import "embed"
+
+// hostFiles are the scripts and Nix files uploaded to the build host.
+//
+//go:embed hostfiles/build.sh hostfiles/default.nix hostfiles/entry.nix
+var hostFiles embed.FS
+
+// Names inside remote_directory. The NixOS configuration is one directory,
+// remoteNixOS, that `-I nixos-config=` names: its default.nix is either the
+// built-in configuration (with settings.json next to it) or entry.nix, which
+// wraps the user's configuration uploaded into its config/ folder. Naming the
+// directory makes the whole configuration the build's input.
+const (
+	remoteScript   = "build.sh"
+	remoteNixOS    = "nixos"
+	remoteDefault  = "nixos/default.nix"
+	remoteSettings = "nixos/settings.json"
+	remoteConfig   = "nixos/config"
+	remoteFlake    = "flake"
+	remoteResult   = "result"
+	remotePID      = "build.pid"
+)
+
+// remoteEntries are every name the plugin creates in remote_directory; only
+// these are removed, never the directory's other contents.
+var remoteEntries = []string{remoteScript, remoteNixOS, remoteFlake, remoteResult, remotePID}

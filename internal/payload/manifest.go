@@ -1,0 +1,68 @@
+package payload
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// writeSidecars writes the image's .sha256 and its .json manifest next to it
+// and returns every file of the image.
+func (r *run) writeSidecars(res *Result, n localNames, remoteSum string) ([]string, error) {
+	sumFile := res.ImagePath + ".sha256"
+	if err := writeFileAtomic(sumFile, []byte(res.SHA256+"  "+n.final+"\n")); err != nil {
+		return nil, fmt.Errorf("nixos-sd: writing %s: %w", sumFile, err)
+	}
+	r.partials = append(r.partials, sumFile)
+	manifest, err := r.manifest(res, n.final, remoteSum, n.zst)
+	if err != nil {
+		return nil, err
+	}
+	jsonFile := res.ImagePath + ".json"
+	if err := writeFileAtomic(jsonFile, manifest); err != nil {
+		return nil, fmt.Errorf("nixos-sd: writing %s: %w", jsonFile, err)
+	}
+	return []string{res.ImagePath, sumFile, jsonFile}, nil
+}
+
+// manifest is the image's JSON manifest: what was built from what, its sums
+// and the phases' timings. zst is true when the built file was compressed;
+// remoteSum is then the compressed file's SHA-256.
+func (r *run) manifest(res *Result, final, remoteSum string, zst bool) ([]byte, error) {
+	cfg := r.cfg
+	m := map[string]any{}
+	for k, v := range r.opts.ManifestExtra {
+		m[k] = v
+	}
+	timings := map[string]float64{}
+	for k, v := range res.Timings {
+		timings[k] = v.Round(time.Millisecond).Seconds()
+	}
+	m["image"] = final
+	m["size"] = res.Size
+	m["sha256"] = res.SHA256
+	m["compressed"] = res.Compressed
+	if zst {
+		m["compressed_sha256"] = remoteSum
+	}
+	m["remote_image"] = res.RemoteImage
+	m["config_source"] = configSource(cfg)
+	switch configSource(cfg) {
+	case "flake":
+		m["flake"] = cfg.Flake
+		m["nixpkgs"] = "pinned by the flake"
+	case "nixos_config":
+		m["nixos_config"] = cfg.NixOSConfig
+		m["nixpkgs"] = cfg.Nixpkgs
+	default:
+		m["nixpkgs"] = cfg.Nixpkgs
+		m["hostname"] = cfg.Hostname
+	}
+	m["timings_seconds"] = timings
+	m["created"] = time.Now().UTC().Format(time.RFC3339)
+	b, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return append(b, '\n'), nil
+}

@@ -1,0 +1,133 @@
+package payload
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"hash"
+	"io"
+	"os"
+
+	"github.com/klauspost/compress/zstd"
+)
+
+// decodeSparse decompresses the zstd stream r into the file dst, leaving
+// all-zero 4 KiB blocks as holes. It returns the decompressed size, its hex
+// SHA-256 and its first sector. It reads r only from its own goroutine (no
+// read-ahead goroutine), so r may block until more of it is there.
+func decodeSparse(r io.Reader, dst string) (size int64, sum string, first []byte, err error) {
+	dec, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(false))
+	if err != nil {
+		return 0, "", nil, err
+	}
+	defer dec.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+	if err != nil {
+		return 0, "", nil, err
+	}
+	defer func() {
+		if cerr := out.Close(); err == nil && cerr != nil {
+			err = cerr
+		}
+	}()
+	h := sha256.New()
+	size, first, err = copySparse(out, dec, h)
+	if err != nil {
+		return 0, "", nil, err
+	}
+	if err := out.Truncate(size); err != nil {
+		return 0, "", nil, err
+	}
+	return size, hex.EncodeToString(h.Sum(nil)), first, nil
+}
+
+// copySparse copies r to the start of the empty file w, hashing everything
+// and writing only blocks that are not all zero.
+func copySparse(w io.WriterAt, r io.Reader, h hash.Hash) (int64, []byte, error) {
+	buf := make([]byte, 4<<20)
+	var off int64
+	var first []byte
+	for {
+		n, rerr := fill(r, buf)
+		if n > 0 {
+			h.Write(buf[:n])
+			if first == nil {
+				first = append([]byte(nil), buf[:min(n, 512)]...)
+			}
+			if err := writeSparse(w, buf[:n], off, true); err != nil {
+				return off, first, err
+			}
+			off += int64(n)
+		}
+		if rerr == io.EOF {
+			return off, first, nil
+		}
+		if rerr != nil {
+			return off, first, rerr
+		}
+	}
+}
+
+// fill reads until buf is full or r fails; unlike io.ReadFull it passes r's
+// own error on (a decoder's io.ErrUnexpectedEOF is a truncated stream).
+func fill(r io.Reader, buf []byte) (int, error) {
+	n := 0
+	for n < len(buf) {
+		m, err := r.Read(buf[n:])
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// writeSparse writes p at off; with skipZeros the all-zero parts of p that
+// cover whole aligned blocks (and any all-zero edge pieces) are skipped.
+func writeSparse(f io.WriterAt, p []byte, off int64, skipZeros bool) error {
+	if !skipZeros {
+		_, err := f.WriteAt(p, off)
+		return err
+	}
+	start := -1 // start in p of pending non-zero data
+	for i := 0; i < len(p); {
+		// The segment up to the next block boundary.
+		end := i + int(holeBlock-(off+int64(i))%holeBlock)
+		if end > len(p) {
+			end = len(p)
+		}
+		if isZero(p[i:end]) {
+			if start >= 0 {
+				if _, err := f.WriteAt(p[start:i], off+int64(start)); err != nil {
+					return err
+				}
+				start = -1
+			}
+		} else if start < 0 {
+			start = i
+		}
+		i = end
+	}
+	if start >= 0 {
+		if _, err := f.WriteAt(p[start:], off+int64(start)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+var zeroBlock [holeBlock]byte
+
+func isZero(p []byte) bool {
+	for len(p) > 0 {
+		n := len(p)
+		if n > holeBlock {
+			n = holeBlock
+		}
+		if !bytes.Equal(p[:n], zeroBlock[:n]) {
+			return false
+		}
+		p = p[n:]
+	}
+	return true
+}

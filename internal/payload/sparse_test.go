@@ -1,0 +1,84 @@
+package payload
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestWriteSparseLeavesHoles(t *testing.T) {
+	dir := t.TempDir()
+	f, _ := os.Create(filepath.Join(dir, "f"))
+	defer f.Close()
+	size := int64(8 << 20)
+	f.Truncate(size)
+	data := make([]byte, size)
+	// Non-zero bytes at unaligned places, straddling block boundaries.
+	for _, off := range []int{0, 4095, 4096, 1<<20 + 17, 5<<20 - 1, int(size) - 1} {
+		data[off] = 0xab
+	}
+	// Written in odd pieces, as a stream arrives.
+	for off := 0; off < len(data); {
+		n := 10007
+		if off+n > len(data) {
+			n = len(data) - off
+		}
+		if err := writeSparse(f, data[off:off+n], int64(off), true); err != nil {
+			t.Fatal(err)
+		}
+		off += n
+	}
+	got, _ := os.ReadFile(f.Name())
+	if !bytes.Equal(got, data) {
+		t.Fatal("the sparse write changed the data")
+	}
+	if a := allocated(t, f.Name()); a > 64<<10 {
+		t.Fatalf("%d bytes allocated for 6 non-zero bytes", a)
+	}
+}
+
+// decodeFile decodes the zstd file src into dst with decodeSparse.
+func decodeFile(t *testing.T, src, dst string) (int64, string, []byte, error) {
+	t.Helper()
+	in, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	return decodeSparse(in, dst)
+}
+
+func TestDecodeSparse(t *testing.T) {
+	dir := t.TempDir()
+	img := filepath.Join(dir, "sd.img")
+	makeSDImage(t, img, 64, 3)
+	zst := filepath.Join(dir, "sd.img.zst")
+	zstdFile(t, img, zst)
+	out := filepath.Join(dir, "out.img")
+	size, sum, first, err := decodeFile(t, zst, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := os.ReadFile(img)
+	got, _ := os.ReadFile(out)
+	ws := sha256.Sum256(want)
+	if !bytes.Equal(got, want) || size != int64(len(want)) || sum != hex.EncodeToString(ws[:]) {
+		t.Fatalf("decompressed image differs (size %d, sum %s)", size, sum)
+	}
+	if err := checkMBR(first); err != nil {
+		t.Fatalf("the test image's MBR: %v", err)
+	}
+	if a := allocated(t, out); a > size/4 {
+		t.Fatalf("not sparse: %d of %d bytes allocated", a, size)
+	}
+
+	// A truncated stream is an error, not a short image.
+	b, _ := os.ReadFile(zst)
+	os.WriteFile(zst, b[:len(b)/2], 0o644)
+	if _, _, _, err := decodeFile(t, zst, out); err == nil {
+		t.Fatal("a truncated .zst decompressed without error")
+	}
+}

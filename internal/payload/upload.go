@@ -1,0 +1,125 @@
+package payload
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/remotecmd"
+)
+
+// upload creates remote_directory and puts build.sh and the NixOS
+// configuration (built-in, nixos_config or a local flake) in it.
+func (r *run) upload(ctx context.Context) error {
+	defer r.timer.track(PhaseUpload)()
+	cfg := r.cfg
+	rd := cfg.RemoteDirectory
+	r.ui.Say(fmt.Sprintf("Uploading the build script and the %s configuration to %s", configSource(cfg), rd))
+	if _, err := remotecmd.Output(ctx, r.comm, prepareCommand(cfg)); err != nil {
+		return fmt.Errorf("creating %s on the host: %w", rd, err)
+	}
+	if err := r.uploadEmbedded(remoteScript, path.Join(rd, remoteScript)); err != nil {
+		return err
+	}
+	switch {
+	case cfg.Flake != "":
+		ref, _, _ := strings.Cut(cfg.Flake, "#")
+		dir, local := LocalFlakeDir(ref)
+		if !local {
+			return nil
+		}
+		return r.uploadDir(ctx, dir, path.Join(rd, remoteFlake))
+	case cfg.NixOSConfig != "":
+		dst := path.Join(rd, remoteConfig)
+		if _, err := remotecmd.Output(ctx, r.comm, "mkdir -p "+remotecmd.Quote(dst)); err != nil {
+			return fmt.Errorf("creating %s on the host: %w", dst, err)
+		}
+		if err := r.uploadEmbedded("entry.nix", path.Join(rd, remoteDefault)); err != nil {
+			return err
+		}
+		st, err := os.Stat(cfg.NixOSConfig)
+		if err != nil {
+			return fmt.Errorf("nixos_config: %w", err)
+		}
+		if st.IsDir() {
+			return r.uploadDir(ctx, cfg.NixOSConfig, dst)
+		}
+		return r.uploadFile(cfg.NixOSConfig, path.Join(dst, "configuration.nix"))
+	default:
+		if len(cfg.SSHAuthorizedKeys) == 0 {
+			r.ui.Say("Note: ssh_authorized_keys is empty, so nobody can log in to the built system over SSH")
+		}
+		if _, err := remotecmd.Output(ctx, r.comm, "mkdir -p "+remotecmd.Quote(path.Join(rd, remoteNixOS))); err != nil {
+			return fmt.Errorf("creating %s on the host: %w", path.Join(rd, remoteNixOS), err)
+		}
+		if err := r.uploadEmbedded("default.nix", path.Join(rd, remoteDefault)); err != nil {
+			return err
+		}
+		js, err := settingsJSON(cfg)
+		if err != nil {
+			return err
+		}
+		if err := r.comm.Upload(path.Join(rd, remoteSettings), bytes.NewReader(js), nil); err != nil {
+			return fmt.Errorf("uploading %s: %w", path.Join(rd, remoteSettings), err)
+		}
+		return nil
+	}
+}
+
+func (r *run) uploadEmbedded(name, dst string) error {
+	b, err := hostFiles.ReadFile("hostfiles/" + name)
+	if err != nil {
+		return err
+	}
+	if err := r.comm.Upload(dst, bytes.NewReader(b), nil); err != nil {
+		return fmt.Errorf("uploading %s to %s: %w", name, dst, err)
+	}
+	return nil
+}
+
+func (r *run) uploadFile(src, dst string) error {
+	f, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if err := r.comm.Upload(dst, f, &st); err != nil {
+		return fmt.Errorf("uploading %s to %s: %w", src, dst, err)
+	}
+	return nil
+}
+
+// uploadDir copies the contents of the local directory src into dst.
+func (r *run) uploadDir(ctx context.Context, src, dst string) error {
+	if _, err := remotecmd.Output(ctx, r.comm, "mkdir -p "+remotecmd.Quote(dst)); err != nil {
+		return fmt.Errorf("creating %s on the host: %w", dst, err)
+	}
+	if err := r.comm.UploadDir(dst, strings.TrimRight(src, "/")+"/", nil); err != nil {
+		return fmt.Errorf("uploading the directory %s to %s: %w", src, dst, err)
+	}
+	return nil
+}
+
+// stopGrace is how long cleanup on the host may take after ctx ended.
+const stopGrace = time.Minute
+
+// cleanupRemote removes what the run put in remote_directory.
+func (r *run) cleanupRemote(ctx context.Context) {
+	if r.cfg.KeepRemoteFiles {
+		r.ui.Say(fmt.Sprintf("keep_remote_files: leaving %s on the host", r.cfg.RemoteDirectory))
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stopGrace)
+	defer cancel()
+	if _, err := remotecmd.Output(ctx, r.comm, cleanupCommand(r.cfg)); err != nil {
+		r.ui.Error(fmt.Sprintf("nixos-sd: could not remove %s on the host: %v", r.cfg.RemoteDirectory, err))
+	}
+}
