@@ -1,6 +1,3 @@
-// Package builder is the nixos-sd builder: it rents a native AArch64 EC2 spot
-// instance, builds a NixOS SD image there, brings the verified image home and
-// leaves nothing running.
 package builder
 
 import (
@@ -46,10 +43,9 @@ func (b *Builder) Prepare(raws ...interface{}) ([]string, []string, error) {
 // GeneratedDataKeys are the build variables the builder sets (build.<Key>).
 var GeneratedDataKeys = []string{"InstanceType", "AvailabilityZone", "SourceAMI", "SpotPrice", "InstanceID", "ImagePath", "ImageSHA256", "Timings"}
 
-// steps is the build pipeline, in order. Cleanup runs in reverse for every
-// step that ran: the instance is terminated (and waited for) before the
-// launch template and the security group are deleted. builder/doc.go tells
-// the whole story.
+// steps is the build pipeline, in order; each comment says what the step
+// creates / removes. Cleanup runs in reverse for every step that ran (see
+// doc.go).
 func (b *Builder) steps() []multistep.Step {
 	return []multistep.Step{
 		&stepPreflight{},       // Describe* checks of the configuration; creates nothing

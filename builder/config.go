@@ -150,6 +150,21 @@ func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
 	add(c.AccessConfig.Prepare()...)
 	add(c.Config.Prepare(c.PackerBuildName, c.PackerForce)...)
 
+	c.prepareCommunicator(add)
+	c.prepareSource(add)
+	c.preparePlacement(add)
+	c.prepareLaunch(add)
+	c.prepareSSHAccess(add, &warnings)
+	c.prepareDurations(add)
+
+	if errs != nil && len(errs.Errors) > 0 {
+		return warnings, errs
+	}
+	return warnings, nil
+}
+
+// prepareCommunicator defaults and checks the SSH communicator.
+func (c *Config) prepareCommunicator(add func(...error)) {
 	if c.Comm.SSHUsername == "" {
 		c.Comm.SSHUsername = "admin"
 	}
@@ -163,7 +178,10 @@ func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
 		c.Comm.SSHTimeout = 5 * time.Minute
 	}
 	add(c.Comm.Prepare(&c.ctx)...)
+}
 
+// prepareSource checks source_ami and debian_release.
+func (c *Config) prepareSource(add func(...error)) {
 	// `packer validate` does not evaluate data sources: their values arrive as "<unknown>".
 	if c.SourceAMI != "" && c.SourceAMI != unknownValue && !amiPattern.MatchString(c.SourceAMI) {
 		add(fmt.Errorf("source_ami: %q is not an AMI id; use an id such as \"ami-0123456789abcdef0\", or remove it to use the newest Debian AMI", c.SourceAMI))
@@ -176,7 +194,11 @@ func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
 	} else {
 		c.release = r
 	}
+}
 
+// preparePlacement checks instance_types, availability_zone, subnet_id and
+// vpc_id.
+func (c *Config) preparePlacement(add func(...error)) {
 	if len(c.InstanceTypes) == 0 {
 		c.InstanceTypes = append([]string(nil), DefaultInstanceTypes...)
 	}
@@ -206,7 +228,11 @@ func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
 	if c.VpcID != "" && !vpcPattern.MatchString(c.VpcID) {
 		add(fmt.Errorf("vpc_id: %q is not a VPC id (vpc-...)", c.VpcID))
 	}
+}
 
+// prepareLaunch checks the spot price, the allocation strategy, the volume and the
+// tags.
+func (c *Config) prepareLaunch(add func(...error)) {
 	if c.SpotPrice == "" {
 		c.SpotPrice = "auto"
 	}
@@ -236,12 +262,15 @@ func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
 	if _, ok := c.Tags[BuildIDTag]; ok {
 		add(fmt.Errorf("tags: %q is set by the plugin; remove it", BuildIDTag))
 	}
+}
 
+// prepareSSHAccess checks who may reach SSH and on which address.
+func (c *Config) prepareSSHAccess(add func(...error), warnings *[]string) {
 	for _, cidr := range c.SSHSourceCIDRs {
 		if _, ipnet, err := net.ParseCIDR(cidr); err != nil {
 			add(fmt.Errorf("ssh_source_cidrs: %q is not a CIDR block; use a form such as \"203.0.113.7/32\"", cidr))
 		} else if ones, _ := ipnet.Mask.Size(); ones == 0 {
-			warnings = append(warnings, fmt.Sprintf("ssh_source_cidrs: %s opens SSH to the whole internet; prefer your own address as a /32", cidr))
+			*warnings = append(*warnings, fmt.Sprintf("ssh_source_cidrs: %s opens SSH to the whole internet; prefer your own address as a /32", cidr))
 		}
 	}
 	if c.PublicIPURL == "" {
@@ -254,7 +283,11 @@ func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
 	} else if !slices.Contains(sshInterfaces, c.SSHInterface) {
 		add(fmt.Errorf("ssh_interface: %q is not one of %s", c.SSHInterface, strings.Join(sshInterfaces, ", ")))
 	}
+}
 
+// prepareDurations checks instance_max_lifetime, orphan_timeout,
+// poll_interval and state_timeout.
+func (c *Config) prepareDurations(add func(...error)) {
 	// Unset, the lifetime is 3h or, for a longer build_timeout, just enough
 	// for it: a default must not fail validation.
 	c.instanceMaxLifetime = max(3*time.Hour, c.BuildTimeoutDuration()+15*time.Minute)
@@ -283,17 +316,13 @@ func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
 		}
 	}
 
+	var err error
 	if c.pollInterval, err = awscommon.ParseDuration("poll_interval", c.PollInterval, 2*time.Second); err != nil {
 		add(err)
 	}
 	if c.stateTimeout, err = awscommon.ParseDuration("state_timeout", c.StateTimeout, 10*time.Minute); err != nil {
 		add(err)
 	}
-
-	if errs != nil && len(errs.Errors) > 0 {
-		return warnings, errs
-	}
-	return warnings, nil
 }
 
 // Release is the prepared debian_release.

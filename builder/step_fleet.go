@@ -385,12 +385,9 @@ func deleteFleets(ctx context.Context, e stepEnv, fleets []string) bool {
 	return true
 }
 
-// cancelSpotRequests cancels any spot request still open for the instances
-// (instant fleets make one-time requests; this makes sure none lingers). It
-// lists the open, active and disabled requests and matches the instance ids
-// itself: the "instance-id" filter is not implemented by every EC2 emulator,
-// while the "state" filter is, and an account rarely holds many live
-// requests.
+// cancelSpotRequests cancels any spot request still open for the instances.
+// It lists the live requests and matches the instance ids itself: not every
+// EC2 emulator has the "instance-id" filter, and live requests are few.
 func cancelSpotRequests(ctx context.Context, e stepEnv, ids []string) {
 	var reqs []string
 	pages := ec2.NewDescribeSpotInstanceRequestsPaginator(e.ec2, &ec2.DescribeSpotInstanceRequestsInput{

@@ -211,11 +211,8 @@ func interruption(state multistep.StateBag) error {
 }
 
 // interruptionAfterFailure is the interruption behind a step that failed:
-// the watcher's, or, when the watcher has not polled since EC2 took the
-// instance, what one more look at the instance finds. A dropped SSH
-// connection is often the first sign of a reclaimed instance, seconds before
-// the watcher's next poll; without this look the build would blame SSH. It
-// is nil when the build was cancelled (Ctrl-C) or the instance is fine.
+// the watcher's, or what one more look at the instance finds (see doc.go).
+// It is nil when the build was cancelled (Ctrl-C) or the instance is fine.
 func interruptionAfterFailure(ctx context.Context, e stepEnv, state multistep.StateBag) error {
 	if ierr := interruption(state); ierr != nil {
 		return ierr

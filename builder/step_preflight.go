@@ -118,10 +118,17 @@ func checkZone(ctx context.Context, e stepEnv) error {
 }
 
 // checkInstanceTypes checks that every type exists, is arm64 and is offered
-// where the build asks. It returns the types to launch: all of them, except
-// that default types the location does not offer are dropped (the defaults
-// are a spread, not a demand).
+// where the build asks, and returns the types to launch.
 func checkInstanceTypes(ctx context.Context, e stepEnv) ([]string, error) {
+	if err := checkArchitectures(ctx, e); err != nil {
+		return nil, err
+	}
+	return offeredTypes(ctx, e)
+}
+
+// checkArchitectures checks that every type exists in the region and is
+// arm64.
+func checkArchitectures(ctx context.Context, e stepEnv) error {
 	cfg := e.cfg
 	want := cfg.InstanceTypes
 	known := map[string]types.InstanceTypeInfo{}
@@ -134,9 +141,9 @@ func checkInstanceTypes(ctx context.Context, e stepEnv) ([]string, error) {
 		out, err := pages.NextPage(ctx)
 		if err != nil {
 			if awscommon.ErrorCode(err) == "InvalidInstanceType" {
-				return nil, fmt.Errorf("instance_types: EC2 in %s does not know some of %s (%v); fix or remove those names, for example use \"c7g.2xlarge\"", cfg.Region, joinQuoted(want), err)
+				return fmt.Errorf("instance_types: EC2 in %s does not know some of %s (%v); fix or remove those names, for example use \"c7g.2xlarge\"", cfg.Region, joinQuoted(want), err)
 			}
-			return nil, fmt.Errorf("instance_types: DescribeInstanceTypes failed: %w", err)
+			return fmt.Errorf("instance_types: DescribeInstanceTypes failed: %w", err)
 		}
 		for _, info := range out.InstanceTypes {
 			known[string(info.InstanceType)] = info
@@ -145,7 +152,7 @@ func checkInstanceTypes(ctx context.Context, e stepEnv) ([]string, error) {
 	for _, t := range want {
 		info, ok := known[t]
 		if !ok {
-			return nil, fmt.Errorf("instance_types: %q does not exist in region %s; remove it or use a Graviton type such as \"c7g.2xlarge\"", t, cfg.Region)
+			return fmt.Errorf("instance_types: %q does not exist in region %s; remove it or use a Graviton type such as \"c7g.2xlarge\"", t, cfg.Region)
 		}
 		var archs []string
 		if info.ProcessorInfo != nil {
@@ -154,10 +161,18 @@ func checkInstanceTypes(ctx context.Context, e stepEnv) ([]string, error) {
 			}
 		}
 		if !slices.Contains(archs, "arm64") {
-			return nil, fmt.Errorf("instance_types: %q is %s, not arm64; the build needs a Graviton type, so replace it with one such as %q", t, strings.Join(archs, "/"), graviton(t))
+			return fmt.Errorf("instance_types: %q is %s, not arm64; the build needs a Graviton type, so replace it with one such as %q", t, strings.Join(archs, "/"), graviton(t))
 		}
 	}
+	return nil
+}
 
+// offeredTypes are the types offered in availability_zone, or the region.
+// Default types not offered there are dropped (the defaults are a spread,
+// not a demand); a chosen type not offered is an error.
+func offeredTypes(ctx context.Context, e stepEnv) ([]string, error) {
+	cfg := e.cfg
+	want := cfg.InstanceTypes
 	location, locType := cfg.Region, types.LocationTypeRegion
 	if cfg.AvailabilityZone != "" {
 		location, locType = cfg.AvailabilityZone, types.LocationTypeAvailabilityZone

@@ -14,11 +14,8 @@ import (
 )
 
 // stepSSHKey makes the temporary ed25519 key the build logs in with. The key
-// lives in memory only (it is never written to disk, except with -debug so
-// the user can log in) and reaches the instance through the user data's
-// cloud-config `ssh_authorized_keys`, not through an imported EC2 key pair:
-// that is one fewer resource to create, tag, and leak when Packer is killed,
-// and one fewer API call.
+// stays in memory (written to disk only with -debug) and reaches the instance
+// through the user data, not an EC2 key pair (see doc.go).
 type stepSSHKey struct {
 	debugKeyPath string
 }

@@ -17,12 +17,10 @@ import (
 // lives in /tmp, which is the instance's own.
 const heartbeatFile = "/tmp/.nixos-sd-heartbeat"
 
-// watchdog is the dead man's switch on the instance. Packer touches the
-// heartbeat file every timeout/5; a root process started on the instance
-// checks it every timeout/10 and, when it is older than timeout, shuts the
-// instance down. The launch template's InstanceInitiatedShutdownBehavior is
-// terminate, so a Packer that was killed or lost its connection leaves a
-// running instance for minutes, not until instance_max_lifetime.
+// watchdog is the dead man's switch on the instance (see doc.go): Packer
+// touches the heartbeat file every timeout/5; a root process on the instance
+// checks it every timeout/10 and powers the instance off when it is older
+// than timeout.
 type watchdog struct {
 	timeout time.Duration
 	// sudo prefixes the root command ("sudo -n " on an instance).

@@ -551,7 +551,7 @@ func TestBuilderNoCapacity(t *testing.T) {
 	t.Run("on-demand fallback", func(t *testing.T) {
 		tb.Proxy().ResetCalls()
 		tb.Proxy().ClearRules()
-		// Every spot attempt fails (stepLaunch makes 3), the on-demand one is answered by moto.
+		// Every spot attempt fails (stepFleet makes 3), the on-demand one is answered by moto.
 		for n := 1; n <= 3; n++ {
 			tb.Proxy().AddRule(testbed.Rule{Action: "CreateFleet", Nth: n, ErrorCode: "InsufficientInstanceCapacity"})
 		}

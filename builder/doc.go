@@ -1,0 +1,62 @@
+// Package builder is the nixos-sd builder: it rents a native AArch64 EC2 spot
+// instance, builds a NixOS SD image there, brings the verified image home and
+// leaves nothing running.
+//
+// # Pipeline
+//
+// Builder.steps lists the steps in order, one per file (step_*.go, each with
+// its test beside it). A step that creates an AWS resource also removes it in
+// its Cleanup; Packer runs the cleanups in reverse order on success, failure
+// and Ctrl-C, so the instance is terminated, and waited for, before the
+// launch template and the security group it uses are deleted. Every
+// resource carries the tag nixos-sd:build-id (BuildIDTag) and the Name
+// packer-nixos-sd-<build name>. Cleanups run with cleanupContext, a fresh
+// context: the build's own is already cancelled after Ctrl-C.
+//
+// Steps pass values through the state bag under the keys of state_keys.go,
+// always read with the ", ok" form or getString/getStrings: a Cleanup runs
+// even when Run halted before the value was set. env and halt never panic.
+//
+// # Launching
+//
+// stepNetwork turns the options into (instance type × subnet) pools, leaving
+// out pairs whose zone does not offer the type, so a multi-type request never
+// fails with "not supported in AZ". stepFleet sends one EC2 Fleet request of
+// type instant covering every pool: EC2 picks the pool with capacity, and a
+// refusal means every pool was tried. A refusal for capacity or price is
+// retried launchAttempts times with a doubling pause, then, with
+// on_demand_fallback, as on-demand. Each request has its own client token, so
+// an SDK-level retry of one request launches nothing twice.
+//
+// # Waiting
+//
+// Waits use the SDK's waiters (InstanceRunning, InstanceTerminated) with
+// their rule replaced: the SDK's rules fail at once on states that still end
+// where the build wants (a pending instance being terminated), or give up on
+// an instance id not visible yet after launch. Delays start at 250 ms and
+// double up to poll_interval; each wait lasts at most state_timeout. Deleting
+// the security group retries DependencyViolation with the plugin SDK's retry
+// package while a terminating instance still holds the group.
+//
+// # Interruptions
+//
+// stepInterruption starts a watcher that polls the instance and its spot
+// request every 3 × poll_interval and cancels the later steps' context with an
+// *ErrInterrupted when EC2 takes the instance away, so the build stops at
+// once instead of waiting on a dead SSH connection. A dropped SSH connection
+// is often the first sign of a reclaimed instance, seconds before the
+// watcher's next poll: a failed build step therefore looks at the instance
+// once more (interruptionAfterFailure) before blaming SSH.
+//
+// # What keeps an orphan short-lived
+//
+// The SSH key is made in memory and reaches the instance through the user
+// data's cloud-config ssh_authorized_keys, not through an imported EC2 key
+// pair: one fewer resource to create, tag, and leak when Packer is killed. The
+// same user data schedules a power-off at instance_max_lifetime, and the
+// launch template's InstanceInitiatedShutdownBehavior is terminate. Once SSH
+// is up, stepWatchdog starts a root process on the instance that powers it
+// off when Packer's heartbeat (a file Packer touches every orphan_timeout/5)
+// is older than orphan_timeout: a killed Packer or a lost connection costs
+// minutes, not hours.
+package builder
