@@ -2,7 +2,6 @@ package builder
 
 import (
 	"errors"
-	"time"
 
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
@@ -41,14 +40,4 @@ func halt(state multistep.StateBag, err error) multistep.StepAction {
 		ui.Error(err.Error())
 	}
 	return multistep.ActionHalt
-}
-
-// recordTiming adds a phase duration to the build's timings.
-func recordTiming(state multistep.StateBag, name string, d time.Duration) {
-	t, _ := state.Get(stateTimings).(map[string]time.Duration)
-	if t == nil {
-		t = map[string]time.Duration{}
-	}
-	t[name] = d
-	state.Put(stateTimings, t)
 }

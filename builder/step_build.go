@@ -4,9 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
@@ -93,15 +90,4 @@ func generatedData(state multistep.StateBag, res *payload.Result) map[string]int
 		d["ImageSHA256"] = res.SHA256
 	}
 	return d
-}
-
-// formatTimings renders the recorded phase durations as "name=duration"
-// pairs in a stable order.
-func formatTimings(state multistep.StateBag) string {
-	t, _ := state.Get(stateTimings).(map[string]time.Duration)
-	parts := make([]string, 0, len(t))
-	for _, k := range slices.Sorted(maps.Keys(t)) {
-		parts = append(parts, fmt.Sprintf("%s=%s", k, t[k].Round(time.Millisecond)))
-	}
-	return strings.Join(parts, " ")
 }
