@@ -7,6 +7,7 @@ import (
 	"math/rand"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -115,17 +116,24 @@ func TestDownloadRetriesAShortRange(t *testing.T) {
 	}
 }
 
-func TestDownloadGivesUpOnARangeThatKeepsFailing(t *testing.T) {
-	dir := t.TempDir()
-	src := filepath.Join(dir, "remote.img")
-	want := randomFile(t, src, 2<<20, 3)
+// downloaderFailingAt is a downloader over 512 KiB ranges on 2 channels
+// whose range at offset breaks off after 10 bytes on every attempt.
+func downloaderFailingAt(offset int64) *downloader {
+	skip := " skip=" + strconv.FormatInt(offset, 10) + " "
 	comm := &localComm{Stdout: func(cmd string, w io.Writer) io.Writer {
-		if strings.Contains(cmd, " skip=1048576 ") {
+		if strings.Contains(cmd, skip) {
 			return &failingWriter{w: w, left: 10}
 		}
 		return w
 	}}
-	d := &downloader{comm: comm, channels: 2, chunkSize: 512 << 10}
+	return &downloader{comm: comm, channels: 2, chunkSize: 512 << 10}
+}
+
+func TestDownloadGivesUpOnARangeThatKeepsFailing(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "remote.img")
+	want := randomFile(t, src, 2<<20, 3)
+	d := downloaderFailingAt(1048576)
 	dst, _ := os.Create(filepath.Join(dir, "local"))
 	err := d.download(context.Background(), src, int64(len(want)), dst)
 	if err == nil || !strings.Contains(err.Error(), "failed 3 times") || !strings.Contains(err.Error(), "received 10 of 524288 bytes") {

@@ -12,19 +12,6 @@ import (
 	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/remotecmd/remotecmdtest"
 )
 
-// prepared returns a Config prepared as Packer would, with the given changes.
-func prepared(t *testing.T, edit func(c *Config)) *Config {
-	t.Helper()
-	c := &Config{OutputDirectory: filepath.Join(t.TempDir(), "out")}
-	if edit != nil {
-		edit(c)
-	}
-	if errs := c.Prepare("test", false); len(errs) > 0 {
-		t.Fatalf("Prepare: %v", errs)
-	}
-	return c
-}
-
 func TestBuildCommandDefaultConfiguration(t *testing.T) {
 	c := prepared(t, nil)
 	want := []string{"nix", "build",

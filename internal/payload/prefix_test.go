@@ -245,13 +245,7 @@ func TestHashFollowsDownloadFailure(t *testing.T) {
 	dir := t.TempDir()
 	src := filepath.Join(dir, "remote.img")
 	want := randomFile(t, src, 2<<20, 6)
-	comm := &localComm{Stdout: func(cmd string, w io.Writer) io.Writer {
-		if strings.Contains(cmd, " skip=1048576 ") {
-			return &failingWriter{w: w, left: 10}
-		}
-		return w
-	}}
-	d := &downloader{comm: comm, channels: 2, chunkSize: 512 << 10}
+	d := downloaderFailingAt(1048576)
 	_, bad, err := hashWhileDownloading(t, d, src, filepath.Join(dir, "local"), int64(len(want)), nil)
 	if err == nil || !strings.Contains(err.Error(), "failed 3 times") {
 		t.Fatalf("want the download to fail, got %v", err)

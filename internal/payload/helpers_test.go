@@ -4,9 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"testing"
 
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
 
@@ -66,3 +68,16 @@ func (c *countingRC) Read(p []byte) (int, error) {
 func (c *countingRC) Close() error { return c.rc.Close() }
 
 var _ packersdk.Ui = (*testUi)(nil)
+
+// prepared returns a Config prepared as Packer would, with the given changes.
+func prepared(t *testing.T, edit func(c *Config)) *Config {
+	t.Helper()
+	c := &Config{OutputDirectory: filepath.Join(t.TempDir(), "out")}
+	if edit != nil {
+		edit(c)
+	}
+	if errs := c.Prepare("test", false); len(errs) > 0 {
+		t.Fatalf("Prepare: %v", errs)
+	}
+	return c
+}
