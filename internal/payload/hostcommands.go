@@ -34,7 +34,12 @@ func ensureNixCommand(cfg *Config) string {
 // prepareCommand creates remote_directory and clears what an earlier build
 // left in it.
 func prepareCommand(cfg *Config) string {
-	return "mkdir -p " + remotecmd.Quote(cfg.RemoteDirectory) + " && " + removeEntriesCommand(cfg)
+	return mkdirCommand(cfg.RemoteDirectory) + " && " + removeEntriesCommand(cfg)
+}
+
+// mkdirCommand creates the directory dir and its parents.
+func mkdirCommand(dir string) string {
+	return "mkdir -p " + remotecmd.Quote(dir)
 }
 
 // cleanupCommand removes what the build put in remote_directory, and the

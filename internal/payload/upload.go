@@ -22,7 +22,7 @@ func (r *run) upload(ctx context.Context) error {
 	if _, err := remotecmd.Output(ctx, r.comm, prepareCommand(cfg)); err != nil {
 		return fmt.Errorf("creating %s on the host: %w", rd, err)
 	}
-	if err := r.uploadEmbedded(remoteScript, path.Join(rd, remoteScript)); err != nil {
+	if err := r.uploadEmbedded(ctx, remoteScript, path.Join(rd, remoteScript)); err != nil {
 		return err
 	}
 	switch {
@@ -35,10 +35,10 @@ func (r *run) upload(ctx context.Context) error {
 		return r.uploadDir(ctx, dir, path.Join(rd, remoteFlake))
 	case cfg.NixOSConfig != "":
 		dst := path.Join(rd, remoteConfig)
-		if _, err := remotecmd.Output(ctx, r.comm, "mkdir -p "+remotecmd.Quote(dst)); err != nil {
-			return fmt.Errorf("creating %s on the host: %w", dst, err)
+		if err := r.mkdir(ctx, dst); err != nil {
+			return err
 		}
-		if err := r.uploadEmbedded("entry.nix", path.Join(rd, remoteDefault)); err != nil {
+		if err := r.uploadEmbedded(ctx, "entry.nix", path.Join(rd, remoteDefault)); err != nil {
 			return err
 		}
 		st, err := os.Stat(cfg.NixOSConfig)
@@ -48,31 +48,48 @@ func (r *run) upload(ctx context.Context) error {
 		if st.IsDir() {
 			return r.uploadDir(ctx, cfg.NixOSConfig, dst)
 		}
-		return r.uploadFile(cfg.NixOSConfig, path.Join(dst, "configuration.nix"))
+		return r.uploadFile(ctx, cfg.NixOSConfig, path.Join(dst, "configuration.nix"))
 	default:
 		if len(cfg.SSHAuthorizedKeys) == 0 {
 			r.ui.Say("Note: ssh_authorized_keys is empty, so nobody can log in to the built system over SSH")
 		}
-		if _, err := remotecmd.Output(ctx, r.comm, "mkdir -p "+remotecmd.Quote(path.Join(rd, remoteNixOS))); err != nil {
-			return fmt.Errorf("creating %s on the host: %w", path.Join(rd, remoteNixOS), err)
+		if err := r.mkdir(ctx, path.Join(rd, remoteNixOS)); err != nil {
+			return err
 		}
-		if err := r.uploadEmbedded("default.nix", path.Join(rd, remoteDefault)); err != nil {
+		if err := r.uploadEmbedded(ctx, "default.nix", path.Join(rd, remoteDefault)); err != nil {
 			return err
 		}
 		js, err := settingsJSON(cfg)
 		if err != nil {
 			return err
 		}
-		if err := r.comm.Upload(path.Join(rd, remoteSettings), bytes.NewReader(js), nil); err != nil {
-			return fmt.Errorf("uploading %s: %w", path.Join(rd, remoteSettings), err)
-		}
-		return nil
+		return r.uploadBytes(ctx, "settings.json", js, path.Join(rd, remoteSettings))
 	}
 }
 
-func (r *run) uploadEmbedded(name, dst string) error {
+// mkdir creates the directory dir on the host.
+func (r *run) mkdir(ctx context.Context, dir string) error {
+	if _, err := remotecmd.Output(ctx, r.comm, mkdirCommand(dir)); err != nil {
+		return fmt.Errorf("creating %s on the host: %w", dir, err)
+	}
+	return nil
+}
+
+// The communicator's uploads take no context: the helpers below check ctx
+// before each one, so that a run whose ctx ended uploads nothing more.
+
+// uploadEmbedded uploads the file name of hostfiles/ to dst.
+func (r *run) uploadEmbedded(ctx context.Context, name, dst string) error {
 	b, err := hostFiles.ReadFile("hostfiles/" + name)
 	if err != nil {
+		return err
+	}
+	return r.uploadBytes(ctx, name, b, dst)
+}
+
+// uploadBytes uploads b, known as name in errors, to dst.
+func (r *run) uploadBytes(ctx context.Context, name string, b []byte, dst string) error {
+	if err := ctx.Err(); err != nil {
 		return err
 	}
 	if err := r.comm.Upload(dst, bytes.NewReader(b), nil); err != nil {
@@ -81,7 +98,11 @@ func (r *run) uploadEmbedded(name, dst string) error {
 	return nil
 }
 
-func (r *run) uploadFile(src, dst string) error {
+// uploadFile uploads the local file src to dst.
+func (r *run) uploadFile(ctx context.Context, src, dst string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	f, err := os.Open(src)
 	if err != nil {
 		return err
@@ -99,8 +120,8 @@ func (r *run) uploadFile(src, dst string) error {
 
 // uploadDir copies the contents of the local directory src into dst.
 func (r *run) uploadDir(ctx context.Context, src, dst string) error {
-	if _, err := remotecmd.Output(ctx, r.comm, "mkdir -p "+remotecmd.Quote(dst)); err != nil {
-		return fmt.Errorf("creating %s on the host: %w", dst, err)
+	if err := r.mkdir(ctx, dst); err != nil {
+		return err
 	}
 	if err := r.comm.UploadDir(dst, strings.TrimRight(src, "/")+"/", nil); err != nil {
 		return fmt.Errorf("uploading the directory %s to %s: %w", src, dst, err)
