@@ -41,29 +41,37 @@ func (b *Builder) Prepare(raws ...interface{}) ([]string, []string, error) {
 }
 
 // GeneratedDataKeys are the build variables the builder sets (build.<Key>).
-var GeneratedDataKeys = []string{"InstanceType", "AvailabilityZone", "SourceAMI", "SpotPrice", "InstanceID", "ImagePath", "ImageSHA256", "Timings"}
+var GeneratedDataKeys = []string{"InstanceType", "AvailabilityZone", "SourceAMI", "SpotPrice", "InstanceID", "ImagePath", "ImageSHA256", "Timings",
+	"Phases", "Lifecycle", "PricePerHour", "InstanceSeconds", "VolumeSize", "EstimatedCost"}
 
-// steps is the build pipeline, in order; each comment says what the step
-// creates / removes. Cleanup runs in reverse for every step that ran (see
-// doc.go).
+// steps is the build pipeline, in order, grouped by the phases the output
+// shows; each comment says what the step creates / removes. Cleanup runs in
+// reverse for every step that ran (see doc.go), as the cleanup phase.
 func (b *Builder) steps() []multistep.Step {
-	return []multistep.Step{
-		&stepPreflight{},       // Describe* checks of the configuration; creates nothing
-		&stepSourceAMI{},       // finds the AMI; creates nothing
-		&stepSSHKey{},          // temporary SSH key in memory; removes the -debug key file
-		&stepNetwork{},         // VPC, subnets and zone offerings; creates nothing
-		&stepSecurityGroup{},   // creates / deletes the security group
-		&stepLaunchTemplate{},  // creates / deletes the launch template
-		&stepFleet{},           // creates the fleet and instance / terminates it, deletes the fleet, cancels spot requests
-		&stepInterruption{},    // starts / stops the spot interruption watcher
+	var steps []multistep.Step
+	steps = append(steps, inPhase(phasePreflight,
+		&stepPreflight{}, // Describe* checks of the configuration; creates nothing
+		&stepSourceAMI{}, // finds the AMI; creates nothing
+		&stepSSHKey{},    // temporary SSH key in memory; removes the -debug key file
+		&stepNetwork{},   // VPC, subnets and zone offerings; creates nothing
+	)...)
+	steps = append(steps, inPhase(phaseLaunch,
+		&stepSecurityGroup{},  // creates / deletes the security group
+		&stepLaunchTemplate{}, // creates / deletes the launch template
+		&stepFleet{},          // creates the fleet and instance / terminates it, deletes the fleet, cancels spot requests
+		&stepInterruption{},   // starts / stops the spot interruption watcher
+	)...)
+	steps = append(steps, inPhase(phaseBoot,
 		&stepWaitInstance{},    // waits for the instance to run; picks the SSH address
 		connectStep(&b.config), // Packer's communicator.StepConnect: opens / closes SSH
 		&stepWatchdog{},        // arms the instance's watchdog / stops the heartbeat
-		&stepBuild{},           // builds and downloads the image
-		// Provisioners of the build block run on the instance after the
-		// image is home (build.ImagePath is set by then).
-		&commonsteps.StepProvision{},
-	}
+	)...)
+	steps = append(steps, inPhase(phaseNixSetup,
+		&stepBuild{}, // builds and downloads the image (phases nix setup, build, download)
+	)...)
+	// Provisioners of the build block run on the instance after the image
+	// is home (build.ImagePath is set by then).
+	return append(steps, inPhase(phaseProvision, &commonsteps.StepProvision{})...)
 }
 
 // Run runs the build pipeline.
@@ -84,9 +92,13 @@ func (b *Builder) Run(ctx context.Context, ui packersdk.Ui, hook packersdk.Hook)
 	state.Put(stateHook, hook)
 	state.Put(stateEC2, client)
 	state.Put(stateBuildID, buildID)
+	clock := newPhaseClock(ui)
+	state.Put(statePhases, clock)
 
 	runner := commonsteps.NewRunner(b.steps(), b.config.PackerConfig, ui)
 	runner.Run(ctx, state)
+	clock.finish()
+	cost := b.report(ui, state, clock)
 
 	if raw, ok := state.GetOk("error"); ok {
 		if err, ok := raw.(error); ok {
@@ -113,5 +125,9 @@ func (b *Builder) Run(ctx context.Context, ui packersdk.Ui, hook packersdk.Hook)
 	// the temporary private key included), which post-processors need not
 	// see. Its Timings cover the provisioners too.
 	gd := generatedData(state, res)
+	addReport(gd, clock.phases(), cost)
+	if err := payload.UpdateManifest(res.ImagePath+".json", manifestReport(clock.phases(), cost)); err != nil {
+		ui.Error(fmt.Sprintf("The image is fine, but its manifest lacks the phases and the cost: %v", err))
+	}
 	return &Artifact{ImagePath: res.ImagePath, SHA256: res.SHA256, Paths: files, Generated: gd}, nil
 }

@@ -5,8 +5,10 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -213,6 +215,16 @@ func TestRunWholePipeline(t *testing.T) {
 		if opts.ManifestExtra["instance_id"] != "i-0123456789abcdef0" {
 			t.Errorf("manifest extra = %v", opts.ManifestExtra)
 		}
+		if opts.Phase == nil {
+			t.Error("the builder passes no Phase callback; the output cannot show the payload's phases")
+		} else {
+			for _, p := range []string{payload.PhaseUpload, payload.PhaseInstallNix, payload.PhaseBuild, payload.PhaseLocate, payload.PhaseDownload} {
+				opts.Phase(p)
+			}
+		}
+		if err := os.WriteFile(img+".json", []byte(`{"image": "nixos.img"}`), 0o644); err != nil {
+			t.Fatal(err)
+		}
 		return &payload.Result{ImagePath: img, SHA256: "ab12", Files: []string{img, img + ".sha256", img + ".json"}}, nil
 	})
 	b := testBuilder(t, f, map[string]interface{}{"ssh_host": host, "ssh_port": port, "packer_build_name": "rpi"})
@@ -220,9 +232,24 @@ func TestRunWholePipeline(t *testing.T) {
 	f2 := &terminatingFake{fakeEC2: f, terminated: &terminated}
 	b.newEC2 = func(context.Context) (awscommon.EC2API, error) { return f2, nil }
 
-	art, err := b.Run(context.Background(), newTestUI(), &packersdk.MockHook{})
+	ui := newTestUI()
+	art, err := b.Run(context.Background(), ui, &packersdk.MockHook{})
 	if err != nil {
 		t.Fatal(err)
+	}
+	checkPhaseReport(t, ui.String(), true)
+	var m map[string]any
+	if b, err := os.ReadFile(img + ".json"); err != nil || json.Unmarshal(b, &m) != nil {
+		t.Fatalf("manifest: %v %s", err, b)
+	}
+	if cost, _ := m["cost"].(map[string]any); cost["instance_type"] != "c7g.2xlarge" || cost["price_per_hour_usd"] != 0.0812 || cost["launched"] != true {
+		t.Errorf("the manifest's cost = %v", m["cost"])
+	}
+	if ps, _ := m["phases"].([]any); len(ps) != 8 {
+		t.Errorf("the manifest's phases = %v, want 8 (preflight to cleanup)", m["phases"])
+	}
+	if m["image"] != "nixos.img" {
+		t.Errorf("the builder's update lost the payload's manifest fields: %v", m)
 	}
 	if logins.Load() == 0 {
 		t.Error("never logged in with the delivered key")
@@ -244,6 +271,12 @@ func TestRunWholePipeline(t *testing.T) {
 	}
 	if _, leaked := gd["SSHPrivateKey"]; leaked {
 		t.Error("the artifact's generated data carries the SSH private key")
+	}
+	if gd["Lifecycle"] != "spot" || gd["PricePerHour"] != "0.0812" || gd["VolumeSize"] != "30" || gd["EstimatedCost"] == "" {
+		t.Errorf("generated data lacks the cost: %v", gd)
+	}
+	if !strings.HasPrefix(gd["Phases"].(string), "preflight=") || !strings.Contains(gd["Phases"].(string), " cleanup=") {
+		t.Errorf("generated data Phases = %q", gd["Phases"])
 	}
 	if !strings.Contains(gd["Timings"].(string), "launch=") {
 		t.Errorf("timings = %v", gd["Timings"])

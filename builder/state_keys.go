@@ -28,7 +28,9 @@ const (
 	stateLifecycle       = "lifecycle"          // string: spot or on-demand
 	stateHost            = "instance_host"      // string: the address SSH connects to
 	stateWatcher         = "interruption_watcher"
-	stateTimings         = "timings" // map[string]time.Duration
+	stateTimings         = "timings"              // map[string]time.Duration
+	statePhases          = "phases"               // *phaseClock
+	stateLaunchedAt      = "instance_launched_at" // time.Time
 	stateResult          = "payload_result"
 )
 

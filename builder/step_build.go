@@ -47,7 +47,10 @@ func (s *stepBuild) Run(ctx context.Context, state multistep.StateBag) multistep
 		"build_id":          getString(state, stateBuildID),
 	}
 	started := time.Now()
-	res, err := runPayload(buildCtx, e.ui, comm, &cfg.Config, payload.RunOptions{ManifestExtra: extra})
+	res, err := runPayload(buildCtx, e.ui, comm, &cfg.Config, payload.RunOptions{
+		ManifestExtra: extra,
+		Phase:         func(p string) { clockOf(state).enter(payloadPhase(p)) },
+	})
 	if ierr := interruption(state); ierr != nil {
 		return halt(state, ierr)
 	}
@@ -84,6 +87,11 @@ func generatedData(state multistep.StateBag, res *payload.Result) map[string]int
 		"SpotPrice":        getString(state, stateSpotPrice),
 		"InstanceID":       getString(state, stateInstanceID),
 		"Timings":          formatTimings(state),
+	}
+	// The cost so far: Builder.Run replaces it with the final figures once
+	// the instance is gone.
+	if cfg, ok := state.Get(stateConfig).(*Config); ok {
+		addReport(d, clockOf(state).phases(), estimateCost(state, cfg, time.Now()))
 	}
 	if res != nil {
 		d["ImagePath"] = res.ImagePath

@@ -254,6 +254,7 @@ func recordInstance(ctx context.Context, e stepEnv, state multistep.StateBag, fi
 		price = spotPrice(ctx, e, itype, zone)
 	}
 	state.Put(stateInstanceID, id)
+	state.Put(stateLaunchedAt, time.Now())
 	state.Put(stateInstanceType, itype)
 	state.Put(stateZone, zone)
 	state.Put(stateLifecycle, lc)

@@ -2,6 +2,7 @@ package builder
 
 import (
 	"fmt"
+	"log"
 	"maps"
 	"slices"
 	"strings"
@@ -18,6 +19,7 @@ func recordTiming(state multistep.StateBag, name string, d time.Duration) {
 	}
 	t[name] = d
 	state.Put(stateTimings, t)
+	log.Printf("[INFO] nixos-sd: %s took %s", name, d)
 }
 
 // formatTimings renders the recorded phase durations as "name=duration"

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -82,7 +83,28 @@ build {
 func bldBuild(t *testing.T, tb *testbed.Testbed, dir string, args ...string) (string, int) {
 	t.Helper()
 	all := append([]string{"build", "-color=false"}, args...)
-	return packerRun(t, dir, tb.Env(), append(all, ".")...)
+	out, code := packerRun(t, dir, tb.Env(), append(all, ".")...)
+	checkBuildReport(t, out)
+	return out, code
+}
+
+// buildReport is the end of every build's output: the phase table, then the
+// cost report (Packer prefixes each line with the build's name).
+var buildReport = regexp.MustCompile(`(?m)^==> nixos-sd\.\S+: Phases:\n(.*: +\S.* +\S+\n)+.*: +total +\S+\n==> nixos-sd\.\S+: Cost`)
+
+// checkBuildReport checks that a build the builder ran (its output names the
+// build) shows one line per phase and ends with the phase and cost report.
+func checkBuildReport(t *testing.T, out string) {
+	t.Helper()
+	if !strings.Contains(out, "==> nixos-sd.") {
+		return // packer rejected the template before the builder ran
+	}
+	if !strings.Contains(out, ": Phase preflight: ") {
+		t.Errorf("the build's output has no line for the preflight phase:\n%s", out)
+	}
+	if !buildReport.MatchString(out) {
+		t.Errorf("the build's output does not end with the phase table and the cost report:\n%s", out)
+	}
 }
 
 // checkBuiltImage checks the image Packer downloaded: its SHA-256 computed

@@ -3,6 +3,7 @@ package payload
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"time"
 )
 
@@ -65,4 +66,28 @@ func (r *run) manifest(res *Result, final, remoteSum string, zst bool) ([]byte, 
 		return nil, err
 	}
 	return append(b, '\n'), nil
+}
+
+// UpdateManifest sets fields of the JSON manifest at path (the builder adds
+// what it knows only after the build: the phases and the cost).
+func UpdateManifest(path string, fields map[string]any) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("nixos-sd: reading the manifest %s: %w", path, err)
+	}
+	m := map[string]any{}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return fmt.Errorf("nixos-sd: the manifest %s is not JSON: %w", path, err)
+	}
+	for k, v := range fields {
+		m[k] = v
+	}
+	out, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := writeFileAtomic(path, append(out, '\n')); err != nil {
+		return fmt.Errorf("nixos-sd: writing %s: %w", path, err)
+	}
+	return nil
 }

@@ -60,9 +60,14 @@ func phaseErr(phase string, err error, log []string) error {
 type timer struct {
 	mu sync.Mutex
 	d  map[string]time.Duration
+	// onStart is called as a phase begins (RunOptions.Phase).
+	onStart func(phase string)
 }
 
 func (t *timer) track(phase string) func() {
+	if t.onStart != nil {
+		t.onStart(phase)
+	}
 	start := time.Now()
 	return func() {
 		t.mu.Lock()

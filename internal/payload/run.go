@@ -15,6 +15,9 @@ type RunOptions struct {
 	// instance type the builder used). They never replace the manifest's own
 	// keys.
 	ManifestExtra map[string]string
+	// Phase, when set, is called as each phase of Run begins (PhaseUpload,
+	// PhaseInstallNix, ...); phases of the download may overlap.
+	Phase func(phase string)
 }
 
 // Result describes the image Run wrote.
@@ -45,7 +48,7 @@ func Run(ctx context.Context, ui packersdk.Ui, comm packersdk.Communicator, cfg 
 	if cfg.RemoteDirectory == "" || cfg.OutputDirectory == "" || cfg.Decompress == nil || cfg.DownloadChannels == 0 {
 		return nil, errors.New("nixos-sd: internal error: the configuration was not prepared before the build")
 	}
-	r := &run{ui: ui, comm: comm, cfg: cfg, opts: opts, started: time.Now()}
+	r := &run{ui: ui, comm: comm, cfg: cfg, opts: opts, started: time.Now(), timer: timer{onStart: opts.Phase}}
 	return r.run(ctx)
 }
 

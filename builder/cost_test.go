@@ -1,0 +1,83 @@
+package builder
+
+import (
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/packer-plugin-sdk/multistep"
+)
+
+func TestEstimateCost(t *testing.T) {
+	cfg := testConfig(t, nil)
+	launched := time.Unix(10_000, 0)
+	state := func(lifecycle, price string) multistep.StateBag {
+		s := new(multistep.BasicStateBag)
+		s.Put(stateInstanceID, "i-0123456789abcdef0")
+		s.Put(stateInstanceType, "c7g.2xlarge")
+		s.Put(stateZone, "us-east-2a")
+		s.Put(stateLifecycle, lifecycle)
+		s.Put(stateSpotPrice, price)
+		s.Put(stateLaunchedAt, launched)
+		return s
+	}
+	near := func(a, b float64) bool { return math.Abs(a-b) < 0.00006 }
+
+	// Spot, 10 minutes, 30 GiB: 0.1 * 600/3600 + 30 * 0.08 * 600/3600/730.
+	r := estimateCost(state("spot", "0.1000"), cfg, launched.Add(10*time.Minute))
+	if !r.Launched || r.PricePerHour != 0.1 || r.PriceSource != "spot price history" || r.InstanceSeconds != 600 || r.VolumeGiB != 30 {
+		t.Errorf("spot report = %+v", r)
+	}
+	if want := 0.1*600/3600 + 30*0.08*600/3600/730; !near(r.EstimatedUSD, want) {
+		t.Errorf("spot estimate = %v, want %v", r.EstimatedUSD, want)
+	}
+	if s := r.String(); !strings.Contains(s, "$0.1/hour (spot price history)") || !strings.Contains(s, "30 GiB gp3") || !strings.Contains(s, "total      $0.0172") {
+		t.Errorf("report:\n%s", s)
+	}
+
+	// On-demand: the table's price; c7g.2xlarge is 4 × c7g.large.
+	r = estimateCost(state("on-demand", "on-demand"), cfg, launched.Add(time.Hour))
+	if !near(r.PricePerHour, 0.29) || !strings.HasPrefix(r.PriceSource, "on-demand table (us-east-1, ") {
+		t.Errorf("on-demand report = %+v", r)
+	}
+
+	// Spot price unknown: the on-demand price bounds it.
+	r = estimateCost(state("spot", "unknown"), cfg, launched.Add(time.Hour))
+	if !near(r.PricePerHour, 0.29) {
+		t.Errorf("unknown spot price report = %+v", r)
+	}
+
+	// Ten seconds are billed as a minute.
+	r = estimateCost(state("spot", "0.36"), cfg, launched.Add(10*time.Second))
+	if !near(r.EstimatedUSD, 0.36/60+30*0.08*10/3600/730) {
+		t.Errorf("short run estimate = %v", r.EstimatedUSD)
+	}
+
+	// A type the table lacks: the price is unknown and said so.
+	s := state("on-demand", "on-demand")
+	s.Put(stateInstanceType, "z9g.large")
+	if r := estimateCost(s, cfg, launched.Add(time.Hour)); r.PricePerHour != 0 || !strings.Contains(r.String(), "price      unknown") {
+		t.Errorf("unknown type report = %+v\n%s", r, r)
+	}
+
+	// Nothing launched: nothing spent.
+	r = estimateCost(new(multistep.BasicStateBag), cfg, launched)
+	if r.Launched || r.EstimatedUSD != 0 || !strings.Contains(r.String(), "no instance was launched") {
+		t.Errorf("no-launch report = %+v", r)
+	}
+}
+
+func TestOnDemandTable(t *testing.T) {
+	for _, it := range DefaultInstanceTypes {
+		if _, ok := onDemandPrice(it); !ok {
+			t.Errorf("the on-demand table has no price for default type %s", it)
+		}
+	}
+	if p, _ := onDemandPrice("m7g.large"); p != 0.0816 {
+		t.Errorf("m7g.large = %v", p)
+	}
+	if _, ok := onDemandPrice("c7g"); ok {
+		t.Error("a family without size has a price")
+	}
+}
