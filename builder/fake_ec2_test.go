@@ -47,6 +47,12 @@ type fakeEC2 struct {
 	publicIP      string
 	instanceSpotR string
 	spotLifecycle bool // instances say they are spot
+	// tagged answers a DescribeInstances by tag filter (no ids): the live
+	// instances carrying the build id, from the n-th such call on.
+	tagged      []string
+	taggedFrom  int
+	taggedCalls int
+	fleets      []types.FleetData
 }
 
 func newFakeEC2() *fakeEC2 {
@@ -333,6 +339,13 @@ func (f *fakeEC2) CreateFleet(_ context.Context, in *ec2.CreateFleetInput, _ ...
 	return launched(in, "i-0123456789abcdef0"), nil
 }
 
+func (f *fakeEC2) DescribeFleets(_ context.Context, in *ec2.DescribeFleetsInput, _ ...func(*ec2.Options)) (*ec2.DescribeFleetsOutput, error) {
+	f.record("DescribeFleets", in)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return &ec2.DescribeFleetsOutput{Fleets: append([]types.FleetData(nil), f.fleets...)}, nil
+}
+
 func (f *fakeEC2) DeleteFleets(_ context.Context, in *ec2.DeleteFleetsInput, _ ...func(*ec2.Options)) (*ec2.DeleteFleetsOutput, error) {
 	f.record("DeleteFleets", in)
 	return &ec2.DeleteFleetsOutput{}, nil
@@ -362,7 +375,16 @@ func (f *fakeEC2) DescribeInstances(_ context.Context, in *ec2.DescribeInstances
 	f.mu.Unlock()
 	out := &ec2.DescribeInstancesOutput{}
 	var insts []types.Instance
-	for _, id := range in.InstanceIds {
+	ids := in.InstanceIds
+	if len(ids) == 0 && len(in.Filters) > 0 {
+		f.mu.Lock()
+		f.taggedCalls++
+		if f.taggedCalls >= f.taggedFrom {
+			ids = f.tagged
+		}
+		f.mu.Unlock()
+	}
+	for _, id := range ids {
 		st := types.InstanceStateNameRunning
 		if f.instanceState != nil {
 			st = f.instanceState(n, id)

@@ -21,6 +21,10 @@ const (
 	stateLaunchTemplate  = "launch_template_id" // string
 	stateFleetIDs        = "fleet_ids"          // []string: every fleet CreateFleet returned
 	stateInstanceIDs     = "instance_ids"       // []string: every instance a fleet launched
+	stateFleetRequested  = "fleet_requested"    // bool: a CreateFleet was sent; Cleanup searches by tag
+	stateFleetPending    = "fleet_pending"      // bool: the last CreateFleet's answer never arrived
+	stateLaunchRound     = "launch_round"       // int: 1, plus one per spot interruption retried
+	stateVCPUs           = "instance_vcpus"     // map[string]int32: vCPUs per instance type
 	stateInstanceID      = "instance_id"        // string
 	stateInstanceType    = "instance_type"      // string
 	stateZone            = "availability_zone"  // string

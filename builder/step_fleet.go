@@ -12,6 +12,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/smithy-go"
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
 	"github.com/hashicorp/packer-plugin-sdk/retry"
 
@@ -22,36 +23,21 @@ import (
 // tried when EC2 answers with a capacity or price error.
 const launchAttempts = 3
 
-// capacityErrorCodes are the answers that mean "no capacity at this price
-// right now" rather than a mistake: worth a retry, then another lifecycle.
-var capacityErrorCodes = []string{
-	"InsufficientInstanceCapacity", "InsufficientCapacity", "InsufficientHostCapacity",
-	"SpotMaxPriceTooLow", "MaxSpotInstanceCountExceeded", "UnfulfillableCapacity",
-	"InsufficientFreeAddressesInSubnet", "InsufficientReservedInstanceCapacity",
-	"capacity-not-available", "price-too-low",
-}
-
-func isCapacityError(code, message string) bool {
-	if slices.Contains(capacityErrorCodes, code) {
-		return true
-	}
-	m := strings.ToLower(message)
-	return strings.Contains(m, "not supported in") || strings.Contains(m, "insufficient capacity") ||
-		strings.Contains(m, "no spot capacity")
-}
-
-// errNoCapacity is a launch attempt that failed for capacity or price.
-type errNoCapacity struct{ detail string }
-
-func (e *errNoCapacity) Error() string { return e.detail }
+// capacityWait is the first pause after a capacity refusal: 15 ×
+// poll_interval (30 s by default), doubling. Spot capacity comes back in
+// minutes, not in the seconds a state change takes.
+func capacityWait(cfg *Config) time.Duration { return 15 * cfg.PollIntervalDuration() }
 
 // stepFleet launches the instance through an EC2 Fleet of type instant from
 // the launch template: one request covers every pool stepNetwork found, so
-// EC2 itself picks the pool with capacity, and a refusal means every pool
-// was tried. It retries a refusal for capacity, then falls back to
-// on-demand when on_demand_fallback is set. Its Cleanup terminates the
-// instance and waits until it is gone, deletes the fleets and cancels any
-// spot request left.
+// EC2 itself picks the pool with capacity. It tells refusals apart (see
+// fleet_errors.go): capacity is retried after a wait, then falls back to
+// on-demand when on_demand_fallback is set; a quota stops that lifecycle and
+// says which quota to raise; a pool EC2 does not support is left out and the
+// others are asked again; anything else fails at once. Its Cleanup
+// terminates the instance (and any other the build's requests launched,
+// found by the build id tag) and waits until it is gone, deletes the fleets
+// and cancels any spot request left.
 type stepFleet struct{}
 
 func (s *stepFleet) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
@@ -73,47 +59,140 @@ func (s *stepFleet) Run(ctx context.Context, state multistep.StateBag) multistep
 }
 
 // requestInstance asks for spot (then on-demand, when allowed) capacity,
-// launchAttempts times each, with a doubling pause between attempts.
+// launchAttempts times each, pausing capacityWait (doubling) after a
+// capacity refusal.
 func requestInstance(ctx context.Context, e stepEnv, state multistep.StateBag, ltID string, pools []pool) error {
 	lifecycles := []types.DefaultTargetCapacityType{types.DefaultTargetCapacityTypeSpot}
 	if e.cfg.OnDemandFallback {
 		lifecycles = append(lifecycles, types.DefaultTargetCapacityTypeOnDemand)
 	}
-	var last error
+	var refusals []*errRefused
 	attempt := 0
 	for li, lifecycle := range lifecycles {
 		if li > 0 {
-			e.ui.Say("No spot capacity in any pool; falling back to on-demand (on_demand_fallback = true)...")
+			e.ui.Say(fmt.Sprintf("No spot instance (%s); falling back to on-demand (on_demand_fallback = true)...", refusals[len(refusals)-1].kind().String()))
 		}
 		// retry.Config.Run sleeps with time.Sleep, deaf to ctx (Ctrl-C); its
 		// Backoff gives the delays.
-		wait := retry.Backoff{InitialBackoff: e.cfg.PollIntervalDuration(), Multiplier: 2}
+		wait := retry.Backoff{InitialBackoff: capacityWait(e.cfg), Multiplier: 2}
+	tries:
 		for i := range launchAttempts {
 			attempt++
-			if i > 0 {
-				d := wait.Linear()
-				e.ui.Say(fmt.Sprintf("No %s capacity (%v); trying again in %s...", lifecycle, last, d))
-				if err := sleep(ctx, d); err != nil {
-					return err
-				}
-			} else {
+			if i == 0 {
 				e.ui.Say(fmt.Sprintf("Requesting one %s instance from %d pools (%s)...", lifecycle, len(pools), describePools(pools)))
 			}
 			err := createFleet(ctx, e, state, fleetInput(e.cfg, state, ltID, pools, lifecycle, attempt), pools)
-			var nc *errNoCapacity
-			if !errors.As(err, &nc) {
+			var r *errRefused
+			if !errors.As(err, &r) {
 				return err
 			}
-			last = err
+			refusals = append(refusals, r)
+			if drop := r.unsupportedPools(); len(drop) > 0 {
+				pools = slices.DeleteFunc(pools, func(p pool) bool { return slices.Contains(drop, p) })
+				e.ui.Say(fmt.Sprintf("Leaving out %d pool(s) EC2 cannot launch this request in: %s", len(drop), unsupportedDetail(r)))
+				if len(pools) == 0 {
+					return fmt.Errorf("EC2 cannot launch the instance in any pool (%v); choose instance_types offered in the zones (see `aws ec2 describe-instance-type-offerings --location-type availability-zone --region %s`), or another availability_zone or subnet_id", r, e.cfg.Region)
+				}
+			}
+			switch r.kind() {
+			case kindOther:
+				return fmt.Errorf("EC2 refused to launch the instance: %v", r)
+			case kindQuota:
+				e.ui.Error(fmt.Sprintf("EC2 refused the %s request for a quota (%v): %s", lifecycle, r, quotaAdvice(e.cfg.Region, lifecycle, poolTypes(pools), maxVCPUs(state, pools))))
+				break tries
+			case kindUnsupported:
+				continue // the pools left are asked at once
+			}
+			if i+1 < launchAttempts {
+				d := wait.Linear()
+				e.ui.Say(fmt.Sprintf("No %s capacity (%v); trying again in %s...", lifecycle, r, d))
+				if err := sleep(ctx, d); err != nil {
+					return err
+				}
+			}
 		}
 	}
+	return launchFailure(e, state, pools, refusals, attempt)
+}
+
+// launchFailure explains why no lifecycle launched an instance, with what to
+// change.
+func launchFailure(e stepEnv, state multistep.StateBag, pools []pool, refusals []*errRefused, attempts int) error {
 	typesTried, zonesTried := poolSets(pools)
-	if e.cfg.OnDemandFallback {
-		return fmt.Errorf("no spot or on-demand capacity for %s in %s after %d attempts (last: %v); add more instance_types, or try another availability_zone or region",
-			strings.Join(typesTried, ", "), strings.Join(zonesTried, ", "), attempt, last)
+	last := refusals[len(refusals)-1]
+	var quota []string
+	for _, r := range refusals {
+		if r.kind() == kindQuota && !slices.ContainsFunc(quota, func(s string) bool { return strings.HasPrefix(s, string(r.lifecycle)) }) {
+			quota = append(quota, fmt.Sprintf("%s: %s", r.lifecycle, quotaAdvice(e.cfg.Region, r.lifecycle, typesTried, maxVCPUs(state, pools))))
+		}
 	}
-	return fmt.Errorf("no spot capacity for %s in %s after %d attempts (last: %v); add more instance_types, try another availability_zone or region, or set on_demand_fallback = true",
-		strings.Join(typesTried, ", "), strings.Join(zonesTried, ", "), attempt, last)
+	where := fmt.Sprintf("%s in %s", strings.Join(typesTried, ", "), strings.Join(zonesTried, ", "))
+	switch {
+	case len(quota) > 0 && !e.cfg.OnDemandFallback:
+		return fmt.Errorf("EC2 refused the spot instance for a quota (%v); %s; or set on_demand_fallback = true", last, strings.Join(quota, "; "))
+	case len(quota) > 0:
+		return fmt.Errorf("no instance for %s after %d attempts (last: %v); %s", where, attempts, last, strings.Join(quota, "; "))
+	case e.cfg.OnDemandFallback:
+		return fmt.Errorf("no spot or on-demand capacity for %s after %d attempts (last: %v); add more instance_types, or try another availability_zone or region",
+			where, attempts, last)
+	}
+	return fmt.Errorf("no spot capacity for %s after %d attempts (last: %v); add more instance_types, try another availability_zone or region, or set on_demand_fallback = true",
+		where, attempts, last)
+}
+
+func (k errKind) String() string {
+	switch k {
+	case kindCapacity:
+		return "no capacity"
+	case kindQuota:
+		return "quota reached"
+	case kindUnsupported:
+		return "no supported pool"
+	}
+	return "refused"
+}
+
+func unsupportedDetail(r *errRefused) string {
+	var s []string
+	for _, pe := range r.errs {
+		if pe.kind == kindUnsupported {
+			s = append(s, pe.String())
+		}
+	}
+	return strings.Join(dedupe(s), "; ")
+}
+
+func poolTypes(pools []pool) []string {
+	t, _ := poolSets(pools)
+	return t
+}
+
+// maxVCPUs is the most vCPUs one instance of the pools' types has, as
+// preflight found them (0 when unknown).
+func maxVCPUs(state multistep.StateBag, pools []pool) int32 {
+	v, _ := state.Get(stateVCPUs).(map[string]int32)
+	var m int32
+	for _, p := range pools {
+		m = max(m, v[p.instanceType])
+	}
+	return m
+}
+
+// clientToken makes each CreateFleet request of the build unique (EC2 would
+// answer a reused token with the first request's fleet) and an SDK retry of
+// one request idempotent: the build id, the launch round (spot_retries) and
+// the attempt.
+func clientToken(buildID string, round, attempt int) string {
+	return fmt.Sprintf("%s-r%d-a%d", buildID, round, attempt)
+}
+
+// launchRound is the number of the launch (1, then one more per spot
+// interruption retried).
+func launchRound(state multistep.StateBag) int {
+	if n, ok := state.Get(stateLaunchRound).(int); ok && n > 0 {
+		return n
+	}
+	return 1
 }
 
 // fleetInput is one instant fleet request for one instance of lifecycle.
@@ -141,9 +220,8 @@ func fleetInput(cfg *Config, state multistep.StateBag, ltID string, pools []pool
 		DefaultTargetCapacityType: lifecycle,
 	}
 	in := &ec2.CreateFleetInput{
-		Type: types.FleetTypeInstant,
-		// The same token makes an SDK-level retry of this very request safe.
-		ClientToken: aws.String(fmt.Sprintf("%s-%d", buildID, attempt)),
+		Type:        types.FleetTypeInstant,
+		ClientToken: aws.String(clientToken(buildID, launchRound(state), attempt)),
 		LaunchTemplateConfigs: []types.FleetLaunchTemplateConfigRequest{{
 			LaunchTemplateSpecification: &types.FleetLaunchTemplateSpecificationRequest{
 				LaunchTemplateId: aws.String(ltID),
@@ -169,13 +247,23 @@ func fleetInput(cfg *Config, state multistep.StateBag, ltID string, pools []pool
 }
 
 // createFleet makes one instant fleet request and records what it launched.
-// It returns *errNoCapacity when EC2 had no capacity in any pool.
+// It returns *errRefused when EC2 launched nothing for capacity, quota or
+// pool reasons.
 func createFleet(ctx context.Context, e stepEnv, state multistep.StateBag, in *ec2.CreateFleetInput, pools []pool) error {
-	out, err := e.ec2.CreateFleet(ctx, in)
+	lifecycle := in.TargetCapacitySpecification.DefaultTargetCapacityType
+	// Until the answer arrives, the request may have launched an instance
+	// nobody knows the id of: Cleanup then searches by the build id tag.
+	state.Put(stateFleetRequested, true)
+	state.Put(stateFleetPending, true)
+	out, err := e.ec2.CreateFleet(ctx, in, awscommon.NotYetVisible(e.cfg.PollIntervalDuration(), awscommon.CodeLaunchTemplateNotFound))
+	if err == nil || awscommon.ErrorCode(err) != "" {
+		state.Put(stateFleetPending, false)
+	}
 	if err != nil {
 		// Never read out here: the SDK returns nil output with an error.
-		if isCapacityError(awscommon.ErrorCode(err), err.Error()) {
-			return &errNoCapacity{detail: err.Error()}
+		code := awscommon.ErrorCode(err)
+		if k := classify(code, err.Error(), false); k == kindCapacity || k == kindQuota {
+			return &errRefused{lifecycle: lifecycle, errs: []poolError{{code: code, message: apiMessage(err), kind: k}}}
 		}
 		return fmt.Errorf("requesting the instance (CreateFleet): %w", err)
 	}
@@ -195,36 +283,23 @@ func createFleet(ctx context.Context, e stepEnv, state multistep.StateBag, in *e
 		}
 	}
 	if len(launched) == 0 {
-		return fleetRefusal(out.Errors)
+		return refusal(lifecycle, out.Errors, pools)
 	}
-	recordInstance(ctx, e, state, launched[0], in.TargetCapacitySpecification.DefaultTargetCapacityType, pools)
+	if len(out.Errors) > 0 {
+		e.ui.Say(fmt.Sprintf("Some pools failed, another launched the instance: %v", refusal(lifecycle, out.Errors, pools)))
+	}
+	recordInstance(ctx, e, state, launched[0], lifecycle, pools)
 	return nil
 }
 
-// fleetRefusal explains a fleet that launched nothing: *errNoCapacity when
-// every reason is capacity or price.
-func fleetRefusal(errs []types.CreateFleetError) error {
-	if len(errs) == 0 {
-		return &errNoCapacity{detail: "EC2 launched no instance and gave no reason"}
+// apiMessage is an API error's own message, without the SDK's operation
+// prefix.
+func apiMessage(err error) string {
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		return ae.ErrorMessage()
 	}
-	var details []string
-	allCapacity := true
-	for _, fe := range errs {
-		code, msg := aws.ToString(fe.ErrorCode), aws.ToString(fe.ErrorMessage)
-		if !isCapacityError(code, msg) {
-			allCapacity = false
-		}
-		where := ""
-		if lo := fe.LaunchTemplateAndOverrides; lo != nil && lo.Overrides != nil {
-			where = fmt.Sprintf(" [%s %s]", lo.Overrides.InstanceType, cmp.Or(aws.ToString(lo.Overrides.AvailabilityZone), aws.ToString(lo.Overrides.SubnetId)))
-		}
-		details = append(details, fmt.Sprintf("%s: %s%s", code, msg, where))
-	}
-	detail := strings.Join(dedupe(details), "; ")
-	if allCapacity {
-		return &errNoCapacity{detail: detail}
-	}
-	return fmt.Errorf("EC2 refused to launch the instance: %s", detail)
+	return err.Error()
 }
 
 // recordInstance puts the launched instance's id, type, zone, lifecycle and
@@ -293,13 +368,33 @@ func (s *stepFleet) Cleanup(state multistep.StateBag) {
 	if err != nil {
 		return
 	}
+	requested, _ := state.Get(stateFleetRequested).(bool)
 	ids := getStrings(state, stateInstanceIDs)
 	fleets := getStrings(state, stateFleetIDs)
-	if len(ids) == 0 && len(fleets) == 0 {
+	if !requested && len(ids) == 0 && len(fleets) == 0 {
 		return
 	}
 	ctx, cancel := cleanupContext(e.cfg)
 	defer cancel()
+	if requested {
+		lost, _ := state.Get(stateFleetPending).(bool)
+		moreIDs, moreFleets, err := findByBuildID(ctx, e, getString(state, stateBuildID), ids, fleets, lost)
+		if err != nil {
+			e.ui.Error(fmt.Sprintf("Could not look for instances launched by this build (tag %s=%s): %v. Check with: %s", BuildIDTag, getString(state, stateBuildID), err, describeByTagCommand(e.cfg.Region, getString(state, stateBuildID))))
+		}
+		if len(moreIDs) > 0 {
+			e.ui.Say(fmt.Sprintf("Found instance %s, launched by a request whose answer never arrived (tag %s)", strings.Join(moreIDs, ", "), BuildIDTag))
+			ids = append(ids, moreIDs...)
+			state.Put(stateInstanceIDs, ids)
+		}
+		if len(moreFleets) > 0 {
+			fleets = append(fleets, moreFleets...)
+			state.Put(stateFleetIDs, fleets)
+		}
+		if err == nil {
+			state.Remove(stateFleetRequested)
+		}
+	}
 	if len(ids) > 0 {
 		e.ui.Say(fmt.Sprintf("Terminating instance %s...", strings.Join(ids, ", ")))
 		if err := terminateAndWait(ctx, e, ids); err != nil {
@@ -323,19 +418,16 @@ func (s *stepFleet) Cleanup(state multistep.StateBag) {
 // until EC2 reports them terminated: only then are their volumes gone and the
 // security group free.
 func terminateAndWait(ctx context.Context, e stepEnv, ids []string) error {
-	if _, err := e.ec2.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: ids}); err != nil {
-		if awscommon.ErrorCode(err) == "InvalidInstanceID.NotFound" {
-			return nil
-		}
+	// The ids come from CreateFleet: NotFound means not visible yet.
+	notYet := awscommon.NotYetVisible(e.cfg.PollIntervalDuration(), awscommon.CodeInstanceNotFound)
+	if _, err := e.ec2.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: ids}, notYet); err != nil {
 		return err
 	}
 	var lastErr error
 	// The SDK's rule fails at once on a pending or stopping instance and on
-	// any API error; all of those still end in terminated (or not found).
+	// any API error, and takes NotFound for terminated; all of those still
+	// end in terminated, which EC2 shows for an hour.
 	retryable := func(_ context.Context, _ *ec2.DescribeInstancesInput, out *ec2.DescribeInstancesOutput, err error) (bool, error) {
-		if awscommon.ErrorCode(err) == "InvalidInstanceID.NotFound" {
-			return false, nil
-		}
 		if err != nil {
 			lastErr = err
 			return true, nil

@@ -269,7 +269,7 @@ func TestCleanupOrder(t *testing.T) {
 			order = append(order, c)
 		}
 	}
-	want := "TerminateInstances DescribeInstances DeleteFleets DescribeSpotInstanceRequests CancelSpotInstanceRequests DeleteLaunchTemplate DeleteSecurityGroup"
+	want := "DescribeInstances DescribeFleets TerminateInstances DescribeInstances DeleteFleets DescribeSpotInstanceRequests CancelSpotInstanceRequests DeleteLaunchTemplate DeleteSecurityGroup"
 	if got := strings.Join(order, " "); got != want {
 		t.Errorf("cleanup calls = %s\nwant            %s", got, want)
 	}

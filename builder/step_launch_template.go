@@ -36,12 +36,14 @@ func (s *stepLaunchTemplate) Run(ctx context.Context, state multistep.StateBag) 
 	buildID := getString(state, stateBuildID)
 	name := "packer-nixos-sd-" + buildID
 	e.ui.Say("Creating temporary launch template " + name + "...")
+	// The security group was created a moment ago: NotFound means not
+	// visible yet.
 	out, err := e.ec2.CreateLaunchTemplate(ctx, &ec2.CreateLaunchTemplateInput{
 		LaunchTemplateName: aws.String(name),
 		LaunchTemplateData: data,
 		VersionDescription: aws.String("packer-nixos-sd build " + buildID),
 		TagSpecifications:  []types.TagSpecification{tagSpec(types.ResourceTypeLaunchTemplate, resourceTags(e.cfg, buildID, nil))},
-	})
+	}, awscommon.NotYetVisible(e.cfg.PollIntervalDuration(), awscommon.CodeGroupNotFound))
 	if err != nil {
 		return halt(state, fmt.Errorf("creating the launch template: %w", err))
 	}
@@ -56,9 +58,12 @@ func (s *stepLaunchTemplate) Cleanup(state multistep.StateBag) {
 	cleanupResource(state, stateLaunchTemplate, "launch template", deleteLaunchTemplate)
 }
 
-// deleteLaunchTemplate deletes the template; one already gone is fine.
+// deleteLaunchTemplate deletes the template. The SDK retries NotFound (not
+// visible yet); NotFound still after its tries means the template is gone (a
+// delete whose answer was lost).
 func deleteLaunchTemplate(ctx context.Context, e stepEnv, ltID string) error {
-	_, err := e.ec2.DeleteLaunchTemplate(ctx, &ec2.DeleteLaunchTemplateInput{LaunchTemplateId: aws.String(ltID)})
+	_, err := e.ec2.DeleteLaunchTemplate(ctx, &ec2.DeleteLaunchTemplateInput{LaunchTemplateId: aws.String(ltID)},
+		awscommon.NotYetVisible(e.cfg.PollIntervalDuration(), awscommon.CodeLaunchTemplateNotFound))
 	if strings.HasPrefix(awscommon.ErrorCode(err), "InvalidLaunchTemplateId.NotFound") {
 		return nil
 	}

@@ -45,11 +45,12 @@ func (s *stepPreflight) check(ctx context.Context, e stepEnv, state multistep.St
 			return err
 		}
 	}
-	offered, err := checkInstanceTypes(ctx, e)
+	offered, vcpus, err := checkInstanceTypes(ctx, e)
 	if err != nil {
 		return err
 	}
 	state.Put(stateInstanceTypes, offered)
+	state.Put(stateVCPUs, vcpus)
 	if cfg.SourceAMI != "" {
 		root, err := checkSourceAMI(ctx, e)
 		if err != nil {
@@ -118,17 +119,19 @@ func checkZone(ctx context.Context, e stepEnv) error {
 }
 
 // checkInstanceTypes checks that every type exists, is arm64 and is offered
-// where the build asks, and returns the types to launch.
-func checkInstanceTypes(ctx context.Context, e stepEnv) ([]string, error) {
-	if err := checkArchitectures(ctx, e); err != nil {
-		return nil, err
+// where the build asks, and returns the types to launch and their vCPUs.
+func checkInstanceTypes(ctx context.Context, e stepEnv) ([]string, map[string]int32, error) {
+	vcpus, err := checkArchitectures(ctx, e)
+	if err != nil {
+		return nil, nil, err
 	}
-	return offeredTypes(ctx, e)
+	offered, err := offeredTypes(ctx, e)
+	return offered, vcpus, err
 }
 
 // checkArchitectures checks that every type exists in the region and is
-// arm64.
-func checkArchitectures(ctx context.Context, e stepEnv) error {
+// arm64, and returns their vCPUs.
+func checkArchitectures(ctx context.Context, e stepEnv) (map[string]int32, error) {
 	cfg := e.cfg
 	want := cfg.InstanceTypes
 	known := map[string]types.InstanceTypeInfo{}
@@ -141,18 +144,19 @@ func checkArchitectures(ctx context.Context, e stepEnv) error {
 		out, err := pages.NextPage(ctx)
 		if err != nil {
 			if awscommon.ErrorCode(err) == "InvalidInstanceType" {
-				return fmt.Errorf("instance_types: EC2 in %s does not know some of %s (%v); fix or remove those names, for example use \"c7g.2xlarge\"", cfg.Region, joinQuoted(want), err)
+				return nil, fmt.Errorf("instance_types: EC2 in %s does not know some of %s (%v); fix or remove those names, for example use \"c7g.2xlarge\"", cfg.Region, joinQuoted(want), err)
 			}
-			return fmt.Errorf("instance_types: DescribeInstanceTypes failed: %w", err)
+			return nil, fmt.Errorf("instance_types: DescribeInstanceTypes failed: %w", err)
 		}
 		for _, info := range out.InstanceTypes {
 			known[string(info.InstanceType)] = info
 		}
 	}
+	vcpus := map[string]int32{}
 	for _, t := range want {
 		info, ok := known[t]
 		if !ok {
-			return fmt.Errorf("instance_types: %q does not exist in region %s; remove it or use a Graviton type such as \"c7g.2xlarge\"", t, cfg.Region)
+			return nil, fmt.Errorf("instance_types: %q does not exist in region %s; remove it or use a Graviton type such as \"c7g.2xlarge\"", t, cfg.Region)
 		}
 		var archs []string
 		if info.ProcessorInfo != nil {
@@ -161,10 +165,13 @@ func checkArchitectures(ctx context.Context, e stepEnv) error {
 			}
 		}
 		if !slices.Contains(archs, "arm64") {
-			return fmt.Errorf("instance_types: %q is %s, not arm64; the build needs a Graviton type, so replace it with one such as %q", t, strings.Join(archs, "/"), graviton(t))
+			return nil, fmt.Errorf("instance_types: %q is %s, not arm64; the build needs a Graviton type, so replace it with one such as %q", t, strings.Join(archs, "/"), graviton(t))
+		}
+		if info.VCpuInfo != nil {
+			vcpus[t] = aws.ToInt32(info.VCpuInfo.DefaultVCpus)
 		}
 	}
-	return nil
+	return vcpus, nil
 }
 
 // offeredTypes are the types offered in availability_zone, or the region.

@@ -84,10 +84,11 @@ func (s *stepSecurityGroup) Run(ctx context.Context, state multistep.StateBag) m
 			perm.IpRanges = append(perm.IpRanges, types.IpRange{CidrIp: aws.String(c), Description: desc})
 		}
 	}
+	// The group was created a moment ago: NotFound means not visible yet.
 	if _, err := e.ec2.AuthorizeSecurityGroupIngress(ctx, &ec2.AuthorizeSecurityGroupIngressInput{
 		GroupId:       aws.String(groupID),
 		IpPermissions: []types.IpPermission{perm},
-	}); err != nil {
+	}, awscommon.NotYetVisible(cfg.PollIntervalDuration(), awscommon.CodeGroupNotFound)); err != nil {
 		return halt(state, fmt.Errorf("allowing SSH (tcp %d from %s) in security group %s: %w", port, strings.Join(cidrs, ", "), groupID, err))
 	}
 	return multistep.ActionContinue
@@ -133,7 +134,9 @@ func (s *stepSecurityGroup) Cleanup(state multistep.StateBag) {
 }
 
 // deleteSecurityGroup deletes the group, retrying while a terminating
-// instance still holds it (DependencyViolation), up to state_timeout.
+// instance still holds it (DependencyViolation), up to state_timeout. The SDK
+// retries NotFound (not visible yet); NotFound still after its tries means
+// the group is gone (a delete whose answer was lost).
 func deleteSecurityGroup(ctx context.Context, e stepEnv, groupID string) error {
 	inUse := func(err error) bool {
 		code := awscommon.ErrorCode(err)
@@ -145,8 +148,9 @@ func deleteSecurityGroup(ctx context.Context, e stepEnv, groupID string) error {
 		RetryDelay:   delay.Linear,
 		ShouldRetry:  inUse,
 	}.Run(ctx, func(ctx context.Context) error {
-		_, err := e.ec2.DeleteSecurityGroup(ctx, &ec2.DeleteSecurityGroupInput{GroupId: aws.String(groupID)})
-		if awscommon.ErrorCode(err) == "InvalidGroup.NotFound" {
+		_, err := e.ec2.DeleteSecurityGroup(ctx, &ec2.DeleteSecurityGroupInput{GroupId: aws.String(groupID)},
+			awscommon.NotYetVisible(e.cfg.PollIntervalDuration(), awscommon.CodeGroupNotFound))
+		if awscommon.ErrorCode(err) == awscommon.CodeGroupNotFound {
 			return nil
 		}
 		return err
