@@ -58,20 +58,27 @@ func (b *Builder) steps() []multistep.Step {
 	steps = append(steps, inPhase(phaseLaunch,
 		&stepSecurityGroup{},  // creates / deletes the security group
 		&stepLaunchTemplate{}, // creates / deletes the launch template
-		&stepFleet{},          // creates the fleet and instance / terminates it, deletes the fleet, cancels spot requests
-		&stepInterruption{},   // starts / stops the spot interruption watcher
 	)...)
-	steps = append(steps, inPhase(phaseBoot,
-		&stepWaitInstance{},    // waits for the instance to run; picks the SSH address
-		connectStep(&b.config), // Packer's communicator.StepConnect: opens / closes SSH
-		&stepWatchdog{},        // arms the instance's watchdog / stops the heartbeat
-	)...)
-	steps = append(steps, inPhase(phaseNixSetup,
-		&stepBuild{}, // builds and downloads the image (phases nix setup, build, download)
-	)...)
-	// Provisioners of the build block run on the instance after the image
-	// is home (build.ImagePath is set by then).
-	return append(steps, inPhase(phaseProvision, &commonsteps.StepProvision{})...)
+	// One attempt of the launch: run again on a new instance when EC2
+	// interrupts the spot instance (spot_retries).
+	return append(steps, &stepAttempts{newSteps: func() []multistep.Step {
+		var sub []multistep.Step
+		sub = append(sub, inPhase(phaseLaunch,
+			&stepFleet{},        // creates the fleet and instance / terminates it, deletes the fleet, cancels spot requests
+			&stepInterruption{}, // starts / stops the spot interruption watcher
+		)...)
+		sub = append(sub, inPhase(phaseBoot,
+			&stepWaitInstance{},    // waits for the instance to run; picks the SSH address
+			connectStep(&b.config), // Packer's communicator.StepConnect: opens / closes SSH
+			&stepWatchdog{},        // arms the instance's watchdog / stops the heartbeat
+		)...)
+		sub = append(sub, inPhase(phaseNixSetup,
+			&stepBuild{}, // builds and downloads the image (phases nix setup, build, download)
+		)...)
+		// Provisioners of the build block run on the instance after the
+		// image is home (build.ImagePath is set by then).
+		return append(sub, inPhase(phaseProvision, &commonsteps.StepProvision{})...)
+	}})
 }
 
 // Run runs the build pipeline.

@@ -97,6 +97,15 @@ type Config struct {
 	// heartbeat is older than this, so a killed Packer or a lost connection
 	// costs minutes, not hours. Defaults to `15m`; at least `1m`.
 	OrphanTimeout string `mapstructure:"orphan_timeout" required:"false"`
+	// How many times the build starts again on a new instance when EC2
+	// interrupts the spot instance (each attempt cleans up after itself).
+	// Defaults to 1; 0 fails the build at the first interruption.
+	SpotRetries *int `mapstructure:"spot_retries" required:"false"`
+	// Remove resources of earlier nixos-sd builds in the region whose expiry
+	// tag (`nixos-sd:expires`) has passed: instances, fleets, launch
+	// templates and security groups a killed Packer left. Defaults to false:
+	// preflight lists them with the commands to remove them.
+	CleanupLeftovers bool `mapstructure:"cleanup_leftovers" required:"false"`
 	// How often to poll EC2 while waiting for a state change. Defaults to `2s`.
 	PollInterval string `mapstructure:"poll_interval" required:"false"`
 	// How long to wait for one state change (an instance to run or terminate,
@@ -104,6 +113,7 @@ type Config struct {
 	StateTimeout string `mapstructure:"state_timeout" required:"false"`
 
 	ctx                 interpolate.Context
+	spotRetries         int
 	release             debianami.Release
 	instanceMaxLifetime time.Duration
 	orphanTimeout       time.Duration
@@ -317,6 +327,14 @@ func (c *Config) prepareDurations(add func(...error)) {
 	}
 
 	var err error
+	c.spotRetries = 1
+	if c.SpotRetries != nil {
+		if *c.SpotRetries < 0 || *c.SpotRetries > 10 {
+			add(fmt.Errorf("spot_retries: %d is out of range; use 0 (no retry) to 10", *c.SpotRetries))
+		} else {
+			c.spotRetries = *c.SpotRetries
+		}
+	}
 	if c.pollInterval, err = awscommon.ParseDuration("poll_interval", c.PollInterval, 2*time.Second); err != nil {
 		add(err)
 	}
@@ -324,6 +342,9 @@ func (c *Config) prepareDurations(add func(...error)) {
 		add(err)
 	}
 }
+
+// SpotRetriesCount is the prepared spot_retries.
+func (c *Config) SpotRetriesCount() int { return c.spotRetries }
 
 // Release is the prepared debian_release.
 func (c *Config) Release() debianami.Release { return c.release }

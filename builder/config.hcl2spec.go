@@ -106,6 +106,8 @@ type FlatConfig struct {
 	SSHInterface              *string                         `mapstructure:"ssh_interface" required:"false" cty:"ssh_interface" hcl:"ssh_interface"`
 	InstanceMaxLifetime       *string                         `mapstructure:"instance_max_lifetime" required:"false" cty:"instance_max_lifetime" hcl:"instance_max_lifetime"`
 	OrphanTimeout             *string                         `mapstructure:"orphan_timeout" required:"false" cty:"orphan_timeout" hcl:"orphan_timeout"`
+	SpotRetries               *int                            `mapstructure:"spot_retries" required:"false" cty:"spot_retries" hcl:"spot_retries"`
+	CleanupLeftovers          *bool                           `mapstructure:"cleanup_leftovers" required:"false" cty:"cleanup_leftovers" hcl:"cleanup_leftovers"`
 	PollInterval              *string                         `mapstructure:"poll_interval" required:"false" cty:"poll_interval" hcl:"poll_interval"`
 	StateTimeout              *string                         `mapstructure:"state_timeout" required:"false" cty:"state_timeout" hcl:"state_timeout"`
 }
@@ -217,6 +219,8 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 		"ssh_interface":                &hcldec.AttrSpec{Name: "ssh_interface", Type: cty.String, Required: false},
 		"instance_max_lifetime":        &hcldec.AttrSpec{Name: "instance_max_lifetime", Type: cty.String, Required: false},
 		"orphan_timeout":               &hcldec.AttrSpec{Name: "orphan_timeout", Type: cty.String, Required: false},
+		"spot_retries":                 &hcldec.AttrSpec{Name: "spot_retries", Type: cty.Number, Required: false},
+		"cleanup_leftovers":            &hcldec.AttrSpec{Name: "cleanup_leftovers", Type: cty.Bool, Required: false},
 		"poll_interval":                &hcldec.AttrSpec{Name: "poll_interval", Type: cty.String, Required: false},
 		"state_timeout":                &hcldec.AttrSpec{Name: "state_timeout", Type: cty.String, Required: false},
 	}

@@ -386,3 +386,30 @@ func TestLooksX86AndGraviton(t *testing.T) {
 		}
 	}
 }
+
+func TestConfigSpotRetries(t *testing.T) {
+	for _, tc := range []struct {
+		value   interface{}
+		want    int
+		wantErr string
+	}{
+		{nil, 1, ""},
+		{0, 0, ""},
+		{3, 3, ""},
+		{-1, 0, "spot_retries: -1 is out of range"},
+		{11, 0, "spot_retries: 11 is out of range"},
+	} {
+		c, _, err := prepareConfig(t, map[string]interface{}{"spot_retries": tc.value})
+		if tc.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("spot_retries = %v: error %v, want %q", tc.value, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("spot_retries = %v: %v", tc.value, err)
+		} else if got := c.SpotRetriesCount(); got != tc.want {
+			t.Errorf("spot_retries = %v: %d, want %d", tc.value, got, tc.want)
+		}
+	}
+}

@@ -33,10 +33,12 @@ func env(state multistep.StateBag) (stepEnv, error) {
 	return e, nil
 }
 
-// halt records err for Packer, shows it, and halts the build.
+// halt records err for Packer, shows it, and halts the build. An
+// interruption is shown by stepAttempts, which may start the build again.
 func halt(state multistep.StateBag, err error) multistep.StepAction {
 	state.Put("error", err)
-	if ui, ok := state.Get(stateUI).(packersdk.Ui); ok {
+	var ierr *ErrInterrupted
+	if ui, ok := state.Get(stateUI).(packersdk.Ui); ok && !errors.As(err, &ierr) {
 		ui.Error(err.Error())
 	}
 	return multistep.ActionHalt

@@ -55,7 +55,15 @@ func TestPhaseClock(t *testing.T) {
 // phases come in the order the documentation gives.
 func TestStepsInPhases(t *testing.T) {
 	var order []string
+	var all []multistep.Step
 	for _, s := range (&Builder{}).steps() {
+		if a, ok := s.(*stepAttempts); ok {
+			all = append(all, a.newSteps()...)
+			continue
+		}
+		all = append(all, s)
+	}
+	for _, s := range all {
 		p, ok := s.(*phased)
 		if !ok {
 			t.Fatalf("step %T is in no phase", s)

@@ -329,7 +329,11 @@ func recordInstance(ctx context.Context, e stepEnv, state multistep.StateBag, fi
 		price = spotPrice(ctx, e, itype, zone)
 	}
 	state.Put(stateInstanceID, id)
-	state.Put(stateLaunchedAt, time.Now())
+	if _, ok := state.GetOk(stateLaunchedAt); !ok {
+		// The first launch: after a spot interruption retried, the cost
+		// covers the instances one after the other.
+		state.Put(stateLaunchedAt, time.Now())
+	}
 	state.Put(stateInstanceType, itype)
 	state.Put(stateZone, zone)
 	state.Put(stateLifecycle, lc)

@@ -25,10 +25,19 @@ var interruptedCodes = []string{
 }
 
 // ErrInterrupted is the build failing because EC2 took the instance away.
-type ErrInterrupted struct{ Reason string }
+type ErrInterrupted struct {
+	Reason     string
+	InstanceID string
+	// Retries is how many times the build had started again (spot_retries).
+	Retries int
+}
 
 func (e *ErrInterrupted) Error() string {
-	return fmt.Sprintf("the spot instance was interrupted by EC2 (%s); run the build again, add instance_types, try another availability_zone, or set on_demand_fallback = true", e.Reason)
+	again := ""
+	if e.Retries > 0 {
+		again = fmt.Sprintf(", also after %d retries on new instances (spot_retries = %d)", e.Retries, e.Retries)
+	}
+	return fmt.Sprintf("the spot instance was interrupted by EC2 (%s)%s; run the build again, raise spot_retries, add instance_types, try another availability_zone, or set on_demand_fallback = true", e.Reason, again)
 }
 
 // interruptionWatcher polls the instance while the build runs and cancels
@@ -100,7 +109,7 @@ func (w *interruptionWatcher) watch(e stepEnv, id string, every time.Duration) {
 		case <-t.C:
 		}
 		if reason := checkInterruption(w.ctx, e, id, &requestID); reason != "" {
-			ierr := &ErrInterrupted{Reason: reason}
+			ierr := &ErrInterrupted{Reason: reason, InstanceID: id}
 			w.mu.Lock()
 			w.err = ierr
 			w.mu.Unlock()
@@ -225,7 +234,7 @@ func interruptionAfterFailure(ctx context.Context, e stepEnv, state multistep.St
 	defer cancel()
 	var requestID string
 	if reason := checkInterruption(cctx, e, id, &requestID); reason != "" {
-		return &ErrInterrupted{Reason: reason}
+		return &ErrInterrupted{Reason: reason, InstanceID: id}
 	}
 	return nil
 }

@@ -74,7 +74,7 @@ func waitRunning(ctx context.Context, e stepEnv, id string) (types.Instance, err
 					continue
 				}
 				if reason := goneReason(i); reason != "" {
-					return false, &ErrInterrupted{Reason: reason}
+					return false, &ErrInterrupted{Reason: reason, InstanceID: id}
 				}
 				if i.State.Name == types.InstanceStateNameRunning {
 					inst = i
