@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/hashicorp/hcl/v2/hcldec"
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
@@ -51,6 +52,7 @@ func (b *Builder) steps() []multistep.Step {
 	var steps []multistep.Step
 	steps = append(steps, inPhase(phasePreflight,
 		&stepPreflight{}, // Describe* checks of the configuration; creates nothing
+		&stepLeftovers{}, // lists (cleanup_leftovers: removes) expired resources of earlier builds
 		&stepSourceAMI{}, // finds the AMI; creates nothing
 		&stepSSHKey{},    // temporary SSH key in memory; removes the -debug key file
 		&stepNetwork{},   // VPC, subnets and zone offerings; creates nothing
@@ -99,12 +101,14 @@ func (b *Builder) Run(ctx context.Context, ui packersdk.Ui, hook packersdk.Hook)
 	state.Put(stateHook, hook)
 	state.Put(stateEC2, client)
 	state.Put(stateBuildID, buildID)
+	state.Put(stateExpires, expiry(&b.config, time.Now()))
 	clock := newPhaseClock(ui)
 	state.Put(statePhases, clock)
 
 	runner := commonsteps.NewRunner(b.steps(), b.config.PackerConfig, ui)
 	runner.Run(ctx, state)
 	clock.finish()
+	b.reportKept(ui, state)
 	cost := b.report(ui, state, clock)
 
 	if raw, ok := state.GetOk("error"); ok {
@@ -137,4 +141,27 @@ func (b *Builder) Run(ctx context.Context, ui packersdk.Ui, hook packersdk.Hook)
 		ui.Error(fmt.Sprintf("The image is fine, but its manifest lacks the phases and the cost: %v", err))
 	}
 	return &Artifact{ImagePath: res.ImagePath, SHA256: res.SHA256, Paths: files, Generated: gd}, nil
+}
+
+// reportKept lists, after a failed build whose cleanup -on-error=abort (or
+// run-cleanup-provisioner) skipped, every resource left with the command
+// that removes it.
+func (b *Builder) reportKept(ui packersdk.Ui, state multistep.StateBag) {
+	switch b.config.PackerOnError {
+	case "abort", "run-cleanup-provisioner":
+	default:
+		return
+	}
+	_, failed := state.GetOk("error")
+	_, halted := state.GetOk(multistep.StateHalted)
+	_, cancelled := state.GetOk(multistep.StateCancelled)
+	if !failed && !halted && !cancelled {
+		return
+	}
+	kept := heldResources(state)
+	if len(kept) == 0 {
+		return
+	}
+	ui.Error(fmt.Sprintf("-on-error=%s: the build left %d resource(s) in %s for you to inspect; they cost money until removed. Remove them, in this order, with:%s\nList anything else tagged with this build's id with: %s",
+		b.config.PackerOnError, len(kept), b.config.Region, describeLeftovers(b.config.Region, kept), describeByTagCommand(b.config.Region, getString(state, stateBuildID))))
 }

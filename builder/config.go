@@ -139,6 +139,11 @@ const unknownValue = "<unknown>"
 // BuildIDTag is the tag key carrying the build's id on every resource.
 const BuildIDTag = "nixos-sd:build-id"
 
+// ExpiresTag is the tag key carrying, on every resource, the time (RFC 3339,
+// UTC) after which it is surely unused: a later build may remove it
+// (cleanup_leftovers).
+const ExpiresTag = "nixos-sd:expires"
+
 // Prepare decodes and validates the configuration. It makes no AWS call.
 func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
 	err := config.Decode(c, &config.DecodeOpts{
@@ -269,8 +274,10 @@ func (c *Config) prepareLaunch(add func(...error)) {
 			add(fmt.Errorf("tags: %q uses the reserved aws: prefix; rename the tag", k))
 		}
 	}
-	if _, ok := c.Tags[BuildIDTag]; ok {
-		add(fmt.Errorf("tags: %q is set by the plugin; remove it", BuildIDTag))
+	for _, k := range []string{BuildIDTag, ExpiresTag} {
+		if _, ok := c.Tags[k]; ok {
+			add(fmt.Errorf("tags: %q is set by the plugin; remove it", k))
+		}
 	}
 }
 

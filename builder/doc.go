@@ -22,12 +22,45 @@
 // stepNetwork turns the options into (instance type × subnet) pools, leaving
 // out pairs whose zone does not offer the type, so a multi-type request never
 // fails with "not supported in AZ". stepFleet sends one EC2 Fleet request of
-// type instant covering every pool: EC2 picks the pool with capacity, and a
-// refusal means every pool was tried. A refusal for capacity or price is
-// retried launchAttempts times with a doubling pause, then, with
-// on_demand_fallback, as on-demand. Each request has its own client token, so
-// an SDK-level retry of one request launches nothing twice.
+// type instant covering every pool: EC2 picks the pool with capacity. The
+// answer's per-pool Errors are told apart (fleet_errors.go): a pool EC2 does
+// not support is left out and the others asked again at once; capacity is
+// retried launchAttempts times, waiting capacityWait (15 × poll_interval)
+// doubling, then, with on_demand_fallback, as on-demand; a quota
+// (MaxSpotInstanceCountExceeded, VcpuLimitExceeded) is not retried: the
+// error names the Service Quotas quota to raise and where; anything else
+// fails at once, unless another pool reported capacity, which one odd pool
+// must not hide.
 //
+// # Nothing untracked
+//
+// Each request has its own client token (build id, launch round, attempt),
+// so an SDK retry of one request launches nothing twice on EC2. A request
+// whose answer never arrived (Ctrl-C, a dropped connection) may still have
+// launched an instance: stepFleet's Cleanup searches the live instances and
+// fleets carrying the build id tag (untracked.go) and removes them too.
+// Calls naming a resource created a moment ago retry its NotFound through
+// the SDK's retryer (awscommon.NotYetVisible): EC2 is eventually consistent,
+// and NotFound then means "not visible yet", never "gone".
+//
+// # Spot interruptions retried
+//
+// stepAttempts runs the launch sub-pipeline (fleet to provisioners) as one
+// attempt with the plugin SDK's retry; when EC2 interrupts the spot
+// instance, it runs the attempt's cleanups (terminate, delete the fleet) and
+// starts again with fresh steps, up to spot_retries times. Other failures
+// are not retried, and their cleanup is left to Packer's runner, so
+// -on-error=abort keeps them.
+//
+// # Leftovers
+//
+// Every resource carries nixos-sd:expires, the build's start plus
+// instance_max_lifetime: by then the instance has shut itself down and the
+// build is over. stepLeftovers lists resources of other builds past that
+// time, with the AWS CLI command removing each, and removes them with
+// cleanup_leftovers. After a failed build with -on-error=abort,
+// Builder.reportKept lists what was kept, with the same commands.
+
 // # Waiting
 //
 // Waits use the SDK's waiters (InstanceRunning, InstanceTerminated) with

@@ -53,6 +53,10 @@ type fakeEC2 struct {
 	taggedFrom  int
 	taggedCalls int
 	fleets      []types.FleetData
+	// Answers of a search by tag-key (stepLeftovers).
+	leftInstances []types.Instance
+	groups        []types.SecurityGroup
+	templates     []types.LaunchTemplate
 }
 
 func newFakeEC2() *fakeEC2 {
@@ -346,6 +350,16 @@ func (f *fakeEC2) DescribeFleets(_ context.Context, in *ec2.DescribeFleetsInput,
 	return &ec2.DescribeFleetsOutput{Fleets: append([]types.FleetData(nil), f.fleets...)}, nil
 }
 
+func (f *fakeEC2) DescribeSecurityGroups(_ context.Context, in *ec2.DescribeSecurityGroupsInput, _ ...func(*ec2.Options)) (*ec2.DescribeSecurityGroupsOutput, error) {
+	f.record("DescribeSecurityGroups", in)
+	return &ec2.DescribeSecurityGroupsOutput{SecurityGroups: f.groups}, nil
+}
+
+func (f *fakeEC2) DescribeLaunchTemplates(_ context.Context, in *ec2.DescribeLaunchTemplatesInput, _ ...func(*ec2.Options)) (*ec2.DescribeLaunchTemplatesOutput, error) {
+	f.record("DescribeLaunchTemplates", in)
+	return &ec2.DescribeLaunchTemplatesOutput{LaunchTemplates: f.templates}, nil
+}
+
 func (f *fakeEC2) DeleteFleets(_ context.Context, in *ec2.DeleteFleetsInput, _ ...func(*ec2.Options)) (*ec2.DeleteFleetsOutput, error) {
 	f.record("DeleteFleets", in)
 	return &ec2.DeleteFleetsOutput{}, nil
@@ -376,6 +390,9 @@ func (f *fakeEC2) DescribeInstances(_ context.Context, in *ec2.DescribeInstances
 	out := &ec2.DescribeInstancesOutput{}
 	var insts []types.Instance
 	ids := in.InstanceIds
+	if filterValues(in.Filters, "tag-key") != nil {
+		return &ec2.DescribeInstancesOutput{Reservations: []types.Reservation{{Instances: f.leftInstances}}}, nil
+	}
 	if len(ids) == 0 && len(in.Filters) > 0 {
 		f.mu.Lock()
 		f.taggedCalls++

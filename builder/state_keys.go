@@ -11,6 +11,7 @@ const (
 	stateHook            = "hook"
 	stateEC2             = "ec2"
 	stateBuildID         = "build_id"
+	stateExpires         = "expires"            // string: the ExpiresTag value of this build's resources
 	stateInstanceTypes   = "instance_types"     // []string: the types preflight found offered
 	stateSourceAMI       = "source_ami"         // string
 	stateRootDevice      = "source_root_device" // string: the AMI's RootDeviceName

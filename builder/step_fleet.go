@@ -230,7 +230,7 @@ func fleetInput(cfg *Config, state multistep.StateBag, ltID string, pools []pool
 			Overrides: overrides,
 		}},
 		TargetCapacitySpecification: capacity,
-		TagSpecifications:           []types.TagSpecification{tagSpec(types.ResourceTypeFleet, resourceTags(cfg, buildID, nil))},
+		TagSpecifications:           []types.TagSpecification{tagSpec(types.ResourceTypeFleet, resourceTags(cfg, state, nil))},
 	}
 	if !spot {
 		capacity.OnDemandTargetCapacity = aws.Int32(1)

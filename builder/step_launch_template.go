@@ -42,7 +42,7 @@ func (s *stepLaunchTemplate) Run(ctx context.Context, state multistep.StateBag) 
 		LaunchTemplateName: aws.String(name),
 		LaunchTemplateData: data,
 		VersionDescription: aws.String("packer-nixos-sd build " + buildID),
-		TagSpecifications:  []types.TagSpecification{tagSpec(types.ResourceTypeLaunchTemplate, resourceTags(e.cfg, buildID, nil))},
+		TagSpecifications:  []types.TagSpecification{tagSpec(types.ResourceTypeLaunchTemplate, resourceTags(e.cfg, state, nil))},
 	}, awscommon.NotYetVisible(e.cfg.PollIntervalDuration(), awscommon.CodeGroupNotFound))
 	if err != nil {
 		return halt(state, fmt.Errorf("creating the launch template: %w", err))
@@ -85,7 +85,7 @@ func launchTemplateData(ctx context.Context, e stepEnv, state multistep.StateBag
 	if err != nil {
 		return nil, err
 	}
-	runTags := resourceTags(cfg, getString(state, stateBuildID), cfg.RunTags)
+	runTags := resourceTags(cfg, state, cfg.RunTags)
 	data := &types.RequestLaunchTemplateData{
 		ImageId:  aws.String(ami),
 		UserData: aws.String(userData),

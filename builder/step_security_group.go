@@ -63,7 +63,7 @@ func (s *stepSecurityGroup) Run(ctx context.Context, state multistep.StateBag) m
 		GroupName:         aws.String(name),
 		Description:       aws.String("Temporary SSH access for packer-nixos-sd build " + buildID),
 		VpcId:             aws.String(vpcID),
-		TagSpecifications: []types.TagSpecification{tagSpec(types.ResourceTypeSecurityGroup, resourceTags(cfg, buildID, nil))},
+		TagSpecifications: []types.TagSpecification{tagSpec(types.ResourceTypeSecurityGroup, resourceTags(cfg, state, nil))},
 	})
 	if err != nil {
 		return halt(state, fmt.Errorf("creating the temporary security group in %s: %w", vpcID, err))
