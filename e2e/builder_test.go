@@ -432,7 +432,7 @@ func TestBuilderPreflightFailures(t *testing.T) {
 func TestBuilderSpotInterruption(t *testing.T) {
 	tb := startTestbed(t, testbed.Options{})
 	dir := t.TempDir()
-	writeTemplate(t, dir, "build.pkr.hcl", bldTemplate(t, tb, "spot", `  poll_interval = "1s"`))
+	writeTemplate(t, dir, "build.pkr.hcl", bldTemplate(t, tb, "spot", "  poll_interval = \"1s\"\n  spot_retries  = 0\n"))
 	p := startPacker(t, tb, dir)
 	h := slowBuildHost(t, tb, p)
 
