@@ -42,7 +42,7 @@ func (b *Builder) Prepare(raws ...interface{}) ([]string, []string, error) {
 }
 
 // GeneratedDataKeys are the build variables the builder sets (build.<Key>).
-var GeneratedDataKeys = []string{"InstanceType", "AvailabilityZone", "SourceAMI", "SpotPrice", "InstanceID", "ImagePath", "ImageSHA256", "Timings",
+var GeneratedDataKeys = []string{"InstanceType", "AvailabilityZone", "SourceAMI", "SpotPrice", "InstanceID", "ImagePath", "ImageSHA256", "NixpkgsRevision", "Timings",
 	"Phases", "Lifecycle", "PricePerHour", "InstanceSeconds", "VolumeSize", "EstimatedCost"}
 
 // steps is the build pipeline, in order, grouped by the phases the output

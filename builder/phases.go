@@ -33,7 +33,7 @@ func payloadPhase(p string) string {
 	switch p {
 	case payload.PhaseUpload, payload.PhaseInstallNix:
 		return phaseNixSetup
-	case payload.PhaseBuild:
+	case payload.PhaseBuild, payload.PhaseNixpkgs:
 		return phaseBuild
 	default:
 		return phaseDownload

@@ -79,7 +79,7 @@ func TestStepsInPhases(t *testing.T) {
 	if strings.Join(order, ",") != strings.Join(want, ",") {
 		t.Errorf("phases = %v, want %v", order, want)
 	}
-	for p, want := range map[string]string{"upload": phaseNixSetup, "install nix": phaseNixSetup, "build": phaseBuild, "download": phaseDownload, "checksum": phaseDownload, "decompress": phaseDownload} {
+	for p, want := range map[string]string{"upload": phaseNixSetup, "install nix": phaseNixSetup, "build": phaseBuild, "nixpkgs revision": phaseBuild, "download": phaseDownload, "checksum": phaseDownload, "decompress": phaseDownload} {
 		if got := payloadPhase(p); got != want {
 			t.Errorf("payloadPhase(%q) = %q, want %q", p, got, want)
 		}

@@ -96,6 +96,7 @@ func generatedData(state multistep.StateBag, res *payload.Result) map[string]int
 	if res != nil {
 		d["ImagePath"] = res.ImagePath
 		d["ImageSHA256"] = res.SHA256
+		d["NixpkgsRevision"] = res.Nixpkgs.Revision
 	}
 	return d
 }

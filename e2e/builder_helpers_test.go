@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -372,4 +373,70 @@ func motoCtx(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// readManifest reads the manifest beside an image.
+func readManifest(t *testing.T, image string) map[string]any {
+	t.Helper()
+	b, err := os.ReadFile(image + ".json")
+	if err != nil {
+		t.Fatalf("the image's manifest: %v", err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatalf("the manifest %s.json is not JSON: %v\n%s", image, err, b)
+	}
+	return m
+}
+
+// channelRevision is the revision the test bed's stand-in nix reports for a
+// nixpkgs channel (standin/nix.sh, channel_revision).
+func channelRevision(channel string) string {
+	sum := sha256.Sum256([]byte("channel " + channel + "\n"))
+	return "0000000" + hex.EncodeToString(sum[:])[:33]
+}
+
+// checkBuilderManifest checks the manifest a builder build wrote: the schema,
+// the image and its sums, the nixpkgs revision of the default channel, the
+// instance, the phases and the cost.
+func checkBuilderManifest(t *testing.T, image, sum string) {
+	t.Helper()
+	m := readManifest(t, image)
+	want := map[string]any{
+		"schema_version":   float64(1),
+		"image":            filepath.Base(image),
+		"sha256":           sum,
+		"nixpkgs":          "nixos-26.05",
+		"nixpkgs_revision": channelRevision("nixos-26.05"),
+		"nixpkgs_version":  "26.05.20260601.0000000",
+		"nixpkgs_source":   "channel .git-revision",
+		"lifecycle":        "spot",
+	}
+	for k, v := range want {
+		if m[k] != v {
+			t.Errorf("manifest %s = %v, want %v", k, m[k], v)
+		}
+	}
+	for _, k := range []string{"plugin_version", "compressed_sha256", "config_sha256", "instance_type", "availability_zone", "source_ami", "instance_id", "region"} {
+		if s, _ := m[k].(string); s == "" {
+			t.Errorf("manifest %s is empty", k)
+		}
+	}
+	if n, _ := m["compressed_size"].(float64); n <= 0 {
+		t.Errorf("manifest compressed_size = %v", m["compressed_size"])
+	}
+	cost, _ := m["cost"].(map[string]any)
+	if cost["launched"] != true || cost["instance_type"] != m["instance_type"] || cost["availability_zone"] != m["availability_zone"] ||
+		cost["volume_gib"] != float64(30) || cost["instance_seconds"] == nil || cost["estimated_cost_usd"] == nil || cost["price_source"] == "" {
+		t.Errorf("manifest cost = %v", m["cost"])
+	}
+	phases, _ := m["phases"].([]any)
+	var names []string
+	for _, p := range phases {
+		pm, _ := p.(map[string]any)
+		names = append(names, fmt.Sprint(pm["name"]))
+	}
+	if got := strings.Join(names, ","); got != "preflight,launch,boot,nix setup,build,download,provision,cleanup" {
+		t.Errorf("manifest phases = %s", got)
+	}
 }

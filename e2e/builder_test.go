@@ -43,6 +43,7 @@ func TestBuilderMinimal(t *testing.T) {
 
 	image := filepath.Join(dir, "output-min", bldImageName)
 	sum := checkBuiltImage(t, image)
+	checkBuilderManifest(t, image, sum)
 	// Packer's artifact list names the image (relative to the working directory).
 	artifact := "--> nixos-sd.min: NixOS SD image: " + filepath.Join("output-min", bldImageName) + " (sha256 " + sum + ")"
 	if !strings.Contains(out, artifact) {

@@ -309,6 +309,10 @@ func TestProvisionerLocalFlake(t *testing.T) {
   };
 }
 `)
+	// The lock the flake's nixpkgs revision is read from (nix flake metadata).
+	const lockedRev = "9f4128e00b0ae8ec65918efeba59db998750ead6"
+	writeTemplate(t, dir, "pi-flake/flake.lock", `{"nodes":{"nixpkgs":{"locked":{"lastModified":1780000000,"narHash":"sha256-AAAA","owner":"NixOS","repo":"nixpkgs","rev":"`+lockedRev+`","type":"github"},"original":{"owner":"NixOS","ref":"nixos-26.05","repo":"nixpkgs","type":"github"}},"root":{"inputs":{"nixpkgs":"nixpkgs"}}},"root":"root","version":7}
+`)
 	writeTemplate(t, dir, "build.pkr.hcl", p.template(`    flake            = "./pi-flake#rpi4"
     output_directory = "out"`))
 	out, code := packerBuild(t, dir)
@@ -320,6 +324,9 @@ func TestProvisionerLocalFlake(t *testing.T) {
 	if !strings.Contains(calls, "path:/tmp/nixos-sd/flake\\#nixosConfigurations.rpi4.config.system.build.sdImage") &&
 		!strings.Contains(calls, "path:/tmp/nixos-sd/flake#nixosConfigurations.rpi4.config.system.build.sdImage") {
 		t.Errorf("nix did not build the uploaded flake:\n%s", calls)
+	}
+	if m := readManifest(t, filepath.Join(dir, "out", standInImage)); m["nixpkgs_revision"] != lockedRev || m["nixpkgs_source"] != "flake.lock" {
+		t.Errorf("the manifest's nixpkgs revision = %v (%v), want the flake.lock's %s", m["nixpkgs_revision"], m["nixpkgs_source"], lockedRev)
 	}
 	// An uncompressed image travels compressed.
 	if !strings.Contains(out, "compressed in transit with zstd") {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"time"
+
+	"github.com/nixos-sd/packer-plugin-nixos-sd/version"
 )
 
 // writeSidecars writes the image's .sha256 and its .json manifest next to it
@@ -26,9 +28,13 @@ func (r *run) writeSidecars(res *Result, n localNames, remoteSum string) ([]stri
 	return []string{res.ImagePath, sumFile, jsonFile}, nil
 }
 
-// manifest is the image's JSON manifest: what was built from what, its sums
-// and the phases' timings. zst is true when the built file was compressed;
-// remoteSum is then the compressed file's SHA-256.
+// ManifestSchemaVersion is the version of the manifest's layout
+// (docs/manifest.md); it changes when a field changes meaning or goes away.
+const ManifestSchemaVersion = 1
+
+// manifest is the image's JSON manifest (docs/manifest.md): what was built
+// from what, its sums and the phases' timings. zst is true when the built
+// file was compressed; remoteSum is then the compressed file's SHA-256.
 func (r *run) manifest(res *Result, final, remoteSum string, zst bool) ([]byte, error) {
 	cfg := r.cfg
 	m := map[string]any{}
@@ -39,12 +45,15 @@ func (r *run) manifest(res *Result, final, remoteSum string, zst bool) ([]byte, 
 	for k, v := range res.Timings {
 		timings[k] = v.Round(time.Millisecond).Seconds()
 	}
+	m["schema_version"] = ManifestSchemaVersion
+	m["plugin_version"] = version.PluginVersion.FormattedVersion()
 	m["image"] = final
 	m["size"] = res.Size
 	m["sha256"] = res.SHA256
 	m["compressed"] = res.Compressed
 	if zst {
 		m["compressed_sha256"] = remoteSum
+		m["compressed_size"] = r.builtSize
 	}
 	m["remote_image"] = res.RemoteImage
 	m["config_source"] = configSource(cfg)
@@ -58,7 +67,17 @@ func (r *run) manifest(res *Result, final, remoteSum string, zst bool) ([]byte, 
 	default:
 		m["nixpkgs"] = cfg.Nixpkgs
 		m["hostname"] = cfg.Hostname
+		m["ssh_authorized_keys"] = len(cfg.SSHAuthorizedKeys)
 	}
+	sum, err := configHash(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("nixos-sd: hashing the configuration for the manifest: %w", err)
+	}
+	m["config_sha256"] = sum
+	m["nixpkgs_revision"] = res.Nixpkgs.Revision
+	m["nixpkgs_version"] = res.Nixpkgs.Version
+	m["nixpkgs_source"] = res.Nixpkgs.Source
+	m["nix_options"] = cfg.NixOptions
 	m["timings_seconds"] = timings
 	m["created"] = time.Now().UTC().Format(time.RFC3339)
 	b, err := json.MarshalIndent(m, "", "  ")

@@ -37,6 +37,8 @@ type Result struct {
 	Timings map[string]time.Duration
 	// RemoteImage is the image's path on the build host.
 	RemoteImage string
+	// Nixpkgs is the nixpkgs the build used.
+	Nixpkgs Nixpkgs
 }
 
 // Run builds the NixOS SD image on the host behind comm, downloads it into
@@ -64,6 +66,11 @@ type run struct {
 
 	createdOut bool
 	partials   []string
+
+	// nixpkgs is the nixpkgs the build used; builtSize the size of the file
+	// the build made (the .img.zst when compressed).
+	nixpkgs   Nixpkgs
+	builtSize int64
 }
 
 // run goes through the phases in order; each phase's file holds its code.
@@ -87,10 +94,12 @@ func (r *run) run(ctx context.Context) (res *Result, err error) {
 	if err := r.build(ctx); err != nil {
 		return nil, err
 	}
+	r.nixpkgs = r.resolveNixpkgs(ctx)
 	image, info, err := r.locate(ctx)
 	if err != nil {
 		return nil, phaseErr(PhaseLocate, err, nil)
 	}
+	r.builtSize = info.size
 	names := r.localNames(image)
 	dl, err := r.fetch(ctx, image, info, names)
 	if err != nil {
@@ -100,7 +109,7 @@ func (r *run) run(ctx context.Context) (res *Result, err error) {
 	if err := r.verify(dl); err != nil {
 		return nil, err
 	}
-	res = &Result{RemoteImage: image, Compressed: names.zst && !names.decompress}
+	res = &Result{RemoteImage: image, Compressed: names.zst && !names.decompress, Nixpkgs: r.nixpkgs}
 	if res.Size, res.SHA256, err = r.checkImage(dl, names, info); err != nil {
 		return nil, err
 	}

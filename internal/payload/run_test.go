@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -30,8 +31,23 @@ type runEnv struct {
 	image  string // the uncompressed test image
 }
 
-const fakeNix = `#!/bin/bash
+// fakeRevision is the nixpkgs revision the fake nix reports.
+const fakeRevision = "5e0ca22929f3342b19569b21b2f3462f053e497b"
+
+var fakeNix = `#!/bin/bash
 if [ "$1" = --version ]; then echo "nix (Nix) 2.28.3"; exit 0; fi
+# What the build used: nix eval of lib.version and .git-revision, or the
+# flake's lock (nixpkgs.go).
+if [ "$1" = eval ]; then
+	printf '%s\n' "$@" >"$FAKE_ARGS.eval"
+	echo '{"revision":"` + fakeRevision + `","version":"26.05.20260601.` + fakeRevision[:7] + `"}'
+	exit 0
+fi
+if [ "$1 $2" = "flake metadata" ]; then
+	printf '%s\n' "$@" >"$FAKE_ARGS.eval"
+	echo '{"locks":{"nodes":{"root":{"inputs":{"nixpkgs":"nixpkgs_2","utils":"utils"}},"nixpkgs_2":{"locked":{"rev":"` + fakeRevision + `","type":"github"}},"utils":{"inputs":{"nixpkgs":["nixpkgs"]},"locked":{"rev":"ffff"}}},"root":"root","version":7}}'
+	exit 0
+fi
 printf '%s\n' "$@" >"$FAKE_ARGS"
 echo "these 2 derivations will be built:" >&2
 echo "building '/nix/store/0000-nixos-sd-image.drv'..." >&2
@@ -188,6 +204,12 @@ func TestRunDefaultConfigurationDecompressesSparse(t *testing.T) {
 		if m[k] != want {
 			t.Errorf("manifest %s = %v, want %v", k, m[k], want)
 		}
+	}
+	if m["nixpkgs_revision"] != fakeRevision || m["nixpkgs_version"] != "26.05.20260601.5e0ca22" || m["nixpkgs_source"] != "channel .git-revision" {
+		t.Errorf("manifest nixpkgs = %v %v %v, want the revision nix eval reported", m["nixpkgs_revision"], m["nixpkgs_version"], m["nixpkgs_source"])
+	}
+	if m["schema_version"] != float64(ManifestSchemaVersion) || m["plugin_version"] == "" || len(fmt.Sprint(m["config_sha256"])) != 64 || m["compressed_size"] == nil {
+		t.Errorf("manifest lacks schema_version, plugin_version, config_sha256 or compressed_size:\n%s", b)
 	}
 	if tm, ok := m["timings_seconds"].(map[string]any); !ok || tm["build"] == nil || tm["download"] == nil || tm["total"] == nil {
 		t.Errorf("manifest timings: %v", m["timings_seconds"])

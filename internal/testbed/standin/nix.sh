@@ -14,7 +14,8 @@
 # ./result) becomes a symlink to $STATE/store/<hash>-nixos-sd-image.
 #
 # Contract (see internal/testbed): every invocation's argv is appended to
-# $STATE/standin-calls.log. `--version` prints "nix (Nix) 2.28.3". Options are
+# $STATE/standin-calls.log. `--version` prints "nix (Nix) 2.28.3". `nix eval`
+# and `nix flake metadata` answer what a build used (see below). Options are
 # accepted and ignored. The build fails like nix does (exit 1, "error: builder
 # for '/nix/store/...-nixos-sd-image.drv' failed with exit code 1") when an
 # argument names an existing file or directory (also in the forms name=path
@@ -134,6 +135,86 @@ while [ "$i" -le "$#" ]; do
 	i=$((i + 1))
 done
 
+# ---- nix eval, nix flake metadata ------------------------------------------
+
+# What a build used, looked up the way real Nix answers it (payload's
+# nixpkgs.go): `nix eval --json --expr` of nixpkgs' lib.version and
+# lib.trivial.revisionWithDefault with `-I nixpkgs=...`, and `nix flake
+# metadata --json REF`, whose "locks" is the flake's lock file.
+#
+# A channel (channel:NAME) is a tarball with .version, .version-suffix and
+# .git-revision: its revision is fixed per channel name (starting with the
+# 0000000 of the stand-in's release). A GitHub archive of a revision has no
+# .git-revision: the revision is the default ("") and lib.version ends in
+# "pre-git", as real nixpkgs says.
+channel_revision() {
+	printf '0000000%s\n' "$(printf 'channel %s\n' "$1" | sha256sum | cut -c1-33)"
+}
+
+standin_eval() {
+	local a nixpkgs="" expr="" j
+	for ((j = 1; j <= $#; j++)); do
+		a=${!j}
+		case "$a" in
+		-I | --include)
+			j=$((j + 1))
+			case "${!j}" in nixpkgs=*) nixpkgs=${!j#nixpkgs=} ;; esac
+			;;
+		--expr)
+			j=$((j + 1))
+			expr=${!j}
+			;;
+		esac
+	done
+	case "$expr" in
+	*lib.version* | *revisionWithDefault*) ;;
+	*) die "the stand-in nix evaluates only nixpkgs' lib.version and lib.trivial.revisionWithDefault, not: $expr" ;;
+	esac
+	local rel rev version
+	rel=$(cut -d. -f1,2 <<<"$release")
+	case "$nixpkgs" in
+	channel:*)
+		rev=$(channel_revision "${nixpkgs#channel:}")
+		version="${rel}.20260601.${rev:0:7}"
+		;;
+	https://github.com/NixOS/nixpkgs/archive/*.tar.gz)
+		rev=""
+		version="${rel}pre-git"
+		;;
+	"") die "file 'nixpkgs' was not found in the Nix search path (add it using \$NIX_PATH or -I)" ;;
+	*) die "the stand-in nix knows no nixpkgs at '$nixpkgs'" ;;
+	esac
+	printf '{"revision":"%s","version":"%s"}\n' "$rev" "$version"
+}
+
+standin_flake_metadata() {
+	local ref=${positional[2]:-}
+	[ -n "$ref" ] || die "the stand-in 'nix flake metadata' needs a flake reference"
+	local dir=${ref#path:}
+	dir=${dir%%\?*}
+	if [ -f "$dir/flake.lock" ]; then
+		printf '{"locks":%s,"original":{"path":"%s","type":"path"},"url":"path:%s"}\n' \
+			"$(tr -d '\n' <"$dir/flake.lock")" "$dir" "$dir"
+		return 0
+	fi
+	if [ -d "$dir" ] && [ ! -f "$dir/flake.nix" ]; then
+		die "path '$dir' does not contain a 'flake.nix'"
+	fi
+	# No lock file: Nix locks the inputs it fetches (nixpkgs here) in memory.
+	local rev
+	rev=$(channel_revision "$ref")
+	printf '{"locks":{"nodes":{"nixpkgs":{"locked":{"owner":"NixOS","repo":"nixpkgs","rev":"%s","type":"github"},"original":{"owner":"NixOS","ref":"nixos-26.05","repo":"nixpkgs","type":"github"}},"root":{"inputs":{"nixpkgs":"nixpkgs"}}},"root":"root","version":7},"url":"%s"}\n' "$rev" "$ref"
+}
+
+if [ "$prog" = "nix" ] && [ "${positional[0]:-}" = eval ]; then
+	standin_eval "$@"
+	exit 0
+fi
+if [ "$prog" = "nix" ] && [ "${positional[0]:-} ${positional[1]:-}" = "flake metadata" ]; then
+	standin_flake_metadata
+	exit 0
+fi
+
 if [ "$prog" = "nix-build" ]; then
 	# nix-build always builds, prints the store path and logs unprefixed.
 	print_out_paths=1
@@ -141,7 +222,7 @@ if [ "$prog" = "nix-build" ]; then
 else
 	[ "${#positional[@]}" -gt 0 ] || die "no subcommand specified (the stand-in nix implements 'nix build' and 'nix --version')"
 	if [ "${positional[0]}" != "build" ]; then
-		die "the stand-in nix implements only 'nix build' and 'nix --version', not 'nix ${positional[0]}'"
+		die "the stand-in nix implements only 'nix build', 'nix eval', 'nix flake metadata' and 'nix --version', not 'nix ${positional[0]}'"
 	fi
 	if [ "$print_logs" -eq 1 ]; then
 		log_prefix="nixos-sd-image> "
