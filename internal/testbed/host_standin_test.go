@@ -246,16 +246,57 @@ func TestStandInNixBuildsAnSDImage(t *testing.T) {
 		t.Errorf("nix-build --version: %d %q", code, out)
 	}
 
-	// Other nix commands are not stand-ins.
-	if _, stderr, code := e.run("nix", "eval", "--raw", "x"); code != 1 || !strings.Contains(stderr, "only 'nix build'") {
+	// Other evaluations and nix commands are not stand-ins.
+	if _, stderr, code := e.run("nix", "eval", "--raw", "x"); code != 1 || !strings.Contains(stderr, "evaluates only nixpkgs' lib.version") {
 		t.Errorf("nix eval: exit %d, %q", code, stderr)
+	}
+	if _, stderr, code := e.run("nix", "store", "ls"); code != 1 || !strings.Contains(stderr, "only 'nix build'") {
+		t.Errorf("nix store: exit %d, %q", code, stderr)
 	}
 
 	calls := e.calls(t, "standin-calls.log")
-	if len(calls) != 6 || calls[0] != "nix --version" ||
+	if len(calls) != 7 || calls[0] != "nix --version" ||
 		!strings.HasPrefix(calls[1], `nix --extra-experimental-features nix-command\ flakes --option sandbox false build -L`) ||
 		!strings.HasPrefix(calls[3], "nix-build ") || calls[5] != "nix eval --raw x" {
 		t.Errorf("standin-calls.log: %q", calls)
+	}
+}
+
+// TestStandInNixWhatTheBuildUsed: nix eval of nixpkgs' lib and nix flake
+// metadata answer as real Nix does for a channel tarball (.git-revision), a
+// GitHub archive (no revision) and a flake with and without a lock file.
+func TestStandInNixWhatTheBuildUsed(t *testing.T) {
+	e := newStandinEnv(t, StandInOptions{})
+	const expr = `let lib = import <nixpkgs/lib>; in { version = lib.version; revision = lib.trivial.revisionWithDefault ""; }`
+	out, stderr, code := e.run("nix", "eval", "--impure", "--json", "-I", "nixpkgs=channel:nixos-26.05", "--expr", expr)
+	if code != 0 || !regexp.MustCompile(`^\{"revision":"0000000[0-9a-f]{33}","version":"26\.05\.20260601\.0000000"\}\n$`).MatchString(out) {
+		t.Errorf("nix eval of a channel: exit %d, %q, %s", code, out, stderr)
+	}
+	again, _, _ := e.run("nix", "eval", "--impure", "--json", "-I", "nixpkgs=channel:nixos-26.05", "--expr", expr)
+	other, _, _ := e.run("nix", "eval", "--impure", "--json", "-I", "nixpkgs=channel:nixos-25.11", "--expr", expr)
+	if again != out || other == out {
+		t.Errorf("a channel's revision is not fixed per channel: %q %q %q", out, again, other)
+	}
+	out, _, code = e.run("nix", "eval", "--json", "-I", "nixpkgs=https://github.com/NixOS/nixpkgs/archive/0123456789abcdef0123456789abcdef01234567.tar.gz", "--expr", expr)
+	if code != 0 || out != `{"revision":"","version":"26.05pre-git"}`+"\n" {
+		t.Errorf("nix eval of a GitHub archive: exit %d, %q", code, out)
+	}
+	if _, stderr, code := e.run("nix", "eval", "--json", "--expr", expr); code != 1 || !strings.Contains(stderr, "was not found in the Nix search path") {
+		t.Errorf("nix eval without nixpkgs: exit %d, %q", code, stderr)
+	}
+
+	flake := filepath.Join(e.work, "flake")
+	os.MkdirAll(flake, 0o755)
+	os.WriteFile(filepath.Join(flake, "flake.nix"), []byte("{ outputs = _: { }; }\n"), 0o644)
+	out, _, code = e.run("nix", "flake", "metadata", "--json", "path:"+flake)
+	if code != 0 || !strings.Contains(out, `"root":{"inputs":{"nixpkgs":"nixpkgs"}}`) || !strings.Contains(out, `"rev":"0000000`) {
+		t.Errorf("nix flake metadata without a lock: exit %d, %q", code, out)
+	}
+	lock := `{"nodes":{"nixpkgs":{"locked":{"rev":"abcd"}},"root":{"inputs":{"nixpkgs":"nixpkgs"}}},"root":"root","version":7}`
+	os.WriteFile(filepath.Join(flake, "flake.lock"), []byte(lock+"\n"), 0o644)
+	out, _, code = e.run("nix", "flake", "metadata", "--json", "path:"+flake)
+	if code != 0 || !strings.HasPrefix(out, `{"locks":`+lock+`,`) {
+		t.Errorf("nix flake metadata with a lock: exit %d, %q", code, out)
 	}
 }
 
