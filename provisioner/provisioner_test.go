@@ -66,6 +66,8 @@ func (c *bashComm) DownloadDir(string, string, []string) error {
 // partition, zstd-compressed) as the build result.
 const fakeNix = `#!/bin/bash
 [ "$1" = --version ] && { echo "nix (Nix) 2.28.3"; exit 0; }
+# The nixpkgs revision lookup after the build (payload's nixpkgs.go).
+[ "$1" = eval ] && { echo '{"revision":"5e0ca22929f3342b19569b21b2f3462f053e497b","version":"26.05.20260601.5e0ca22"}'; exit 0; }
 echo "building '/nix/store/0000-sd-image.drv'..." >&2
 out=; while [ $# -gt 0 ]; do [ "$1" = --out-link ] && out=$2; shift; done
 store=$(dirname "$out")/store; mkdir -p "$store/sd-image"
@@ -124,6 +126,9 @@ func TestProvisionWritesAndListsFiles(t *testing.T) {
 		}
 	}
 	manifest, _ := os.ReadFile(filepath.Join(out, "test.img.json"))
+	if !bytes.Contains(manifest, []byte(`"nixpkgs_revision": "5e0ca22929f3342b19569b21b2f3462f053e497b"`)) {
+		t.Errorf("the manifest lacks the nixpkgs revision:\n%s", manifest)
+	}
 	if !bytes.Contains(manifest, []byte(`"packer_build_name": "pi"`)) {
 		t.Errorf("the manifest lacks the build name:\n%s", manifest)
 	}
