@@ -50,6 +50,7 @@ func (s *stepBuild) Run(ctx context.Context, state multistep.StateBag) multistep
 	res, err := runPayload(buildCtx, e.ui, comm, &cfg.Config, payload.RunOptions{
 		ManifestExtra: extra,
 		Phase:         func(p string) { clockOf(state).enter(payloadPhase(p)) },
+		SSH:           downloadTarget(cfg, state),
 	})
 	if ierr := interruption(state); ierr != nil {
 		return halt(state, ierr)

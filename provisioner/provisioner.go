@@ -59,6 +59,7 @@ func (p *Provisioner) Provision(ctx context.Context, ui packersdk.Ui, comm packe
 	}
 	res, err := payload.Run(ctx, ui, comm, &p.config.Config, payload.RunOptions{
 		ManifestExtra: map[string]string{"packer_build_name": p.config.PackerBuildName, "component": "provisioner"},
+		SSH:           downloadTarget(generatedData),
 	})
 	if err != nil {
 		return err

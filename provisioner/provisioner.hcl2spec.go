@@ -29,6 +29,7 @@ type FlatConfig struct {
 	Decompress          *bool             `mapstructure:"decompress" required:"false" cty:"decompress" hcl:"decompress"`
 	KeepRemoteFiles     *bool             `mapstructure:"keep_remote_files" required:"false" cty:"keep_remote_files" hcl:"keep_remote_files"`
 	DownloadChannels    *int              `mapstructure:"download_channels" required:"false" cty:"download_channels" hcl:"download_channels"`
+	DownloadConnections *int              `mapstructure:"download_connections" required:"false" cty:"download_connections" hcl:"download_connections"`
 	BuildTimeout        *string           `mapstructure:"build_timeout" required:"false" cty:"build_timeout" hcl:"build_timeout"`
 	RemoteDirectory     *string           `mapstructure:"remote_directory" required:"false" cty:"remote_directory" hcl:"remote_directory"`
 }
@@ -64,6 +65,7 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 		"decompress":                 &hcldec.AttrSpec{Name: "decompress", Type: cty.Bool, Required: false},
 		"keep_remote_files":          &hcldec.AttrSpec{Name: "keep_remote_files", Type: cty.Bool, Required: false},
 		"download_channels":          &hcldec.AttrSpec{Name: "download_channels", Type: cty.Number, Required: false},
+		"download_connections":       &hcldec.AttrSpec{Name: "download_connections", Type: cty.Number, Required: false},
 		"build_timeout":              &hcldec.AttrSpec{Name: "build_timeout", Type: cty.String, Required: false},
 		"remote_directory":           &hcldec.AttrSpec{Name: "remote_directory", Type: cty.String, Required: false},
 	}

@@ -29,8 +29,8 @@ func TestProvisionerPrepareDefaults(t *testing.T) {
 	if c.Decompress == nil || !*c.Decompress {
 		t.Errorf("decompress = %v, want true", c.Decompress)
 	}
-	if c.DownloadChannels != 4 {
-		t.Errorf("download_channels = %d, want 4", c.DownloadChannels)
+	if c.DownloadChannels != 0 {
+		t.Errorf("download_channels = %d, want 0 (chosen from the link)", c.DownloadChannels)
 	}
 	if c.BuildTimeoutDuration() != 2*time.Hour {
 		t.Errorf("build_timeout = %s, want 2h", c.BuildTimeoutDuration())

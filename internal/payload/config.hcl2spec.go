@@ -10,19 +10,20 @@ import (
 // FlatConfig is an auto-generated flat version of Config.
 // Where the contents of a field with a `mapstructure:,squash` tag are bubbled up.
 type FlatConfig struct {
-	NixOSConfig       *string           `mapstructure:"nixos_config" required:"false" cty:"nixos_config" hcl:"nixos_config"`
-	Flake             *string           `mapstructure:"flake" required:"false" cty:"flake" hcl:"flake"`
-	Nixpkgs           *string           `mapstructure:"nixpkgs" required:"false" cty:"nixpkgs" hcl:"nixpkgs"`
-	SSHAuthorizedKeys []string          `mapstructure:"ssh_authorized_keys" required:"false" cty:"ssh_authorized_keys" hcl:"ssh_authorized_keys"`
-	Hostname          *string           `mapstructure:"hostname" required:"false" cty:"hostname" hcl:"hostname"`
-	NixOptions        map[string]string `mapstructure:"nix_options" required:"false" cty:"nix_options" hcl:"nix_options"`
-	ImageName         *string           `mapstructure:"image_name" required:"false" cty:"image_name" hcl:"image_name"`
-	OutputDirectory   *string           `mapstructure:"output_directory" required:"false" cty:"output_directory" hcl:"output_directory"`
-	Decompress        *bool             `mapstructure:"decompress" required:"false" cty:"decompress" hcl:"decompress"`
-	KeepRemoteFiles   *bool             `mapstructure:"keep_remote_files" required:"false" cty:"keep_remote_files" hcl:"keep_remote_files"`
-	DownloadChannels  *int              `mapstructure:"download_channels" required:"false" cty:"download_channels" hcl:"download_channels"`
-	BuildTimeout      *string           `mapstructure:"build_timeout" required:"false" cty:"build_timeout" hcl:"build_timeout"`
-	RemoteDirectory   *string           `mapstructure:"remote_directory" required:"false" cty:"remote_directory" hcl:"remote_directory"`
+	NixOSConfig         *string           `mapstructure:"nixos_config" required:"false" cty:"nixos_config" hcl:"nixos_config"`
+	Flake               *string           `mapstructure:"flake" required:"false" cty:"flake" hcl:"flake"`
+	Nixpkgs             *string           `mapstructure:"nixpkgs" required:"false" cty:"nixpkgs" hcl:"nixpkgs"`
+	SSHAuthorizedKeys   []string          `mapstructure:"ssh_authorized_keys" required:"false" cty:"ssh_authorized_keys" hcl:"ssh_authorized_keys"`
+	Hostname            *string           `mapstructure:"hostname" required:"false" cty:"hostname" hcl:"hostname"`
+	NixOptions          map[string]string `mapstructure:"nix_options" required:"false" cty:"nix_options" hcl:"nix_options"`
+	ImageName           *string           `mapstructure:"image_name" required:"false" cty:"image_name" hcl:"image_name"`
+	OutputDirectory     *string           `mapstructure:"output_directory" required:"false" cty:"output_directory" hcl:"output_directory"`
+	Decompress          *bool             `mapstructure:"decompress" required:"false" cty:"decompress" hcl:"decompress"`
+	KeepRemoteFiles     *bool             `mapstructure:"keep_remote_files" required:"false" cty:"keep_remote_files" hcl:"keep_remote_files"`
+	DownloadChannels    *int              `mapstructure:"download_channels" required:"false" cty:"download_channels" hcl:"download_channels"`
+	DownloadConnections *int              `mapstructure:"download_connections" required:"false" cty:"download_connections" hcl:"download_connections"`
+	BuildTimeout        *string           `mapstructure:"build_timeout" required:"false" cty:"build_timeout" hcl:"build_timeout"`
+	RemoteDirectory     *string           `mapstructure:"remote_directory" required:"false" cty:"remote_directory" hcl:"remote_directory"`
 }
 
 // FlatMapstructure returns a new FlatConfig.
@@ -37,19 +38,20 @@ func (*Config) FlatMapstructure() interface{ HCL2Spec() map[string]hcldec.Spec }
 // The decoded values from this spec will then be applied to a FlatConfig.
 func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 	s := map[string]hcldec.Spec{
-		"nixos_config":        &hcldec.AttrSpec{Name: "nixos_config", Type: cty.String, Required: false},
-		"flake":               &hcldec.AttrSpec{Name: "flake", Type: cty.String, Required: false},
-		"nixpkgs":             &hcldec.AttrSpec{Name: "nixpkgs", Type: cty.String, Required: false},
-		"ssh_authorized_keys": &hcldec.AttrSpec{Name: "ssh_authorized_keys", Type: cty.List(cty.String), Required: false},
-		"hostname":            &hcldec.AttrSpec{Name: "hostname", Type: cty.String, Required: false},
-		"nix_options":         &hcldec.AttrSpec{Name: "nix_options", Type: cty.Map(cty.String), Required: false},
-		"image_name":          &hcldec.AttrSpec{Name: "image_name", Type: cty.String, Required: false},
-		"output_directory":    &hcldec.AttrSpec{Name: "output_directory", Type: cty.String, Required: false},
-		"decompress":          &hcldec.AttrSpec{Name: "decompress", Type: cty.Bool, Required: false},
-		"keep_remote_files":   &hcldec.AttrSpec{Name: "keep_remote_files", Type: cty.Bool, Required: false},
-		"download_channels":   &hcldec.AttrSpec{Name: "download_channels", Type: cty.Number, Required: false},
-		"build_timeout":       &hcldec.AttrSpec{Name: "build_timeout", Type: cty.String, Required: false},
-		"remote_directory":    &hcldec.AttrSpec{Name: "remote_directory", Type: cty.String, Required: false},
+		"nixos_config":         &hcldec.AttrSpec{Name: "nixos_config", Type: cty.String, Required: false},
+		"flake":                &hcldec.AttrSpec{Name: "flake", Type: cty.String, Required: false},
+		"nixpkgs":              &hcldec.AttrSpec{Name: "nixpkgs", Type: cty.String, Required: false},
+		"ssh_authorized_keys":  &hcldec.AttrSpec{Name: "ssh_authorized_keys", Type: cty.List(cty.String), Required: false},
+		"hostname":             &hcldec.AttrSpec{Name: "hostname", Type: cty.String, Required: false},
+		"nix_options":          &hcldec.AttrSpec{Name: "nix_options", Type: cty.Map(cty.String), Required: false},
+		"image_name":           &hcldec.AttrSpec{Name: "image_name", Type: cty.String, Required: false},
+		"output_directory":     &hcldec.AttrSpec{Name: "output_directory", Type: cty.String, Required: false},
+		"decompress":           &hcldec.AttrSpec{Name: "decompress", Type: cty.Bool, Required: false},
+		"keep_remote_files":    &hcldec.AttrSpec{Name: "keep_remote_files", Type: cty.Bool, Required: false},
+		"download_channels":    &hcldec.AttrSpec{Name: "download_channels", Type: cty.Number, Required: false},
+		"download_connections": &hcldec.AttrSpec{Name: "download_connections", Type: cty.Number, Required: false},
+		"build_timeout":        &hcldec.AttrSpec{Name: "build_timeout", Type: cty.String, Required: false},
+		"remote_directory":     &hcldec.AttrSpec{Name: "remote_directory", Type: cty.String, Required: false},
 	}
 	return s
 }

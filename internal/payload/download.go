@@ -9,6 +9,8 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
 	"github.com/klauspost/compress/zstd"
@@ -28,17 +30,23 @@ const (
 	// holeBlock is the granularity at which all-zero data is left unwritten,
 	// so the file stays sparse.
 	holeBlock = 4096
-	// chunkAttempts is how often one range is tried before the download fails.
-	chunkAttempts = 3
+	// chunkAttempts is how often one range may fail without bringing
+	// minChunk bytes before the download fails.
+	chunkAttempts = 4
 )
 
 // downloader fetches one remote file over several SSH channels at once. Each
 // channel is a separate remote command printing one byte range of the file;
 // workers take ranges from a shared queue, so a slow channel holds up at most
-// the range it is on.
+// the range it is on. The channels run on the communicator's connection and,
+// when conns is set, on connections of our own to the same host.
 type downloader struct {
 	comm     packersdk.Communicator
 	channels int
+	// conns are more connections to the host, each with connChannels
+	// channels.
+	conns        []*sshConn
+	connChannels int
 	// chunkSize is the length of one range; 0 chooses it from the file size.
 	chunkSize int64
 	// compress has the host compress each range with zstd (for files that
@@ -50,12 +58,31 @@ type downloader struct {
 	// tracker, when set, is told of every range that fully arrived, and of
 	// the download's failure.
 	tracker *prefixTracker
+	// retryDelay is the pause after a failed range before a channel tries
+	// again, doubled with each failure in a row; 0 means 500 ms.
+	retryDelay time.Duration
+	// more, when set, runs beside the first channels and returns channels
+	// to add (it may measure the link first).
+	more func(ctx context.Context) []worker
+	// expected is how many channels more will probably bring, for the
+	// range length.
+	expected int
+	// ranges counts, for tests and the log, the range commands run;
+	// resumed those that ran again after a failure.
+	ranges, resumed atomic.Int64
 }
 
 type chunk struct {
-	off, n   int64
+	off, n int64
+	// got is how many bytes of the range already arrived: a retry asks only
+	// for the rest.
+	got int64
+	// attempt counts failures that brought less than minChunk.
 	attempt  int
 	reported int64 // bytes already counted towards progress
+	// dirty is set when a failed write may have left data beyond got, so
+	// the retry writes zero blocks too.
+	dirty bool
 }
 
 // chooseChunk picks a range length giving each channel about four ranges,
@@ -89,6 +116,32 @@ func (d *downloader) download(ctx context.Context, file string, size int64, dst 
 	return err
 }
 
+// worker is one channel: where it runs its range commands.
+type worker struct {
+	src source
+	// own is set for a channel on a connection of our own, which gives up
+	// (leaving its ranges to the others) when its connection cannot be
+	// opened for dialPatience.
+	own bool
+}
+
+// dialPatience is how long a channel on a connection of our own keeps
+// trying to open it before it leaves the ranges to the other channels.
+const dialPatience = 60 * time.Second
+
+func (d *downloader) workers() []worker {
+	var ws []worker
+	for range max(d.channels, 1) {
+		ws = append(ws, worker{src: commSource{d.comm}})
+	}
+	for _, c := range d.conns {
+		for range max(d.connChannels, 1) {
+			ws = append(ws, worker{src: c, own: true})
+		}
+	}
+	return ws
+}
+
 func (d *downloader) downloadRanges(ctx context.Context, file string, size int64, dst *os.File) error {
 	if err := dst.Truncate(size); err != nil {
 		return fmt.Errorf("preparing %s: %w", dst.Name(), err)
@@ -96,9 +149,10 @@ func (d *downloader) downloadRanges(ctx context.Context, file string, size int64
 	if size == 0 {
 		return nil
 	}
+	ws := d.workers()
 	cs := d.chunkSize
 	if cs <= 0 {
-		cs = chooseChunk(size, d.channels, d.compress)
+		cs = chooseChunk(size, len(ws)+d.expected, d.compress)
 	}
 	var queue []*chunk
 	for off := int64(0); off < size; off += cs {
@@ -108,7 +162,9 @@ func (d *downloader) downloadRanges(ctx context.Context, file string, size int64
 		}
 		queue = append(queue, &chunk{off: off, n: n})
 	}
-	workers := min(max(d.channels, 1), len(queue))
+	// Channels of the communicator's connection come first: a small file
+	// needs no connection of our own.
+	ws = ws[:min(len(ws), len(queue))]
 
 	// The first range to fail for good cancels the other workers.
 	g, gctx := errgroup.WithContext(ctx)
@@ -145,9 +201,10 @@ func (d *downloader) downloadRanges(ctx context.Context, file string, size int64
 			cond.Wait()
 		}
 	}
-	// finish records how fetching c went: it queues a failed range again
-	// and returns an error once the range failed chunkAttempts times.
-	finish := func(c *chunk, err error) error {
+	// finish records how fetching c went: a failed range goes back to the
+	// front of the queue (the prefix waits for it), and it is an error once
+	// the range failed chunkAttempts times without progress.
+	finish := func(c *chunk, got int64, err error) error {
 		mu.Lock()
 		defer mu.Unlock()
 		inFlight--
@@ -159,23 +216,65 @@ func (d *downloader) downloadRanges(ctx context.Context, file string, size int64
 			}
 			return nil
 		}
-		c.attempt++
 		if gctx.Err() != nil {
 			return nil
+		}
+		d.resumed.Add(1)
+		if !errors.Is(err, errDial) && got < minChunk {
+			c.attempt++
 		}
 		if c.attempt >= chunkAttempts {
 			return fmt.Errorf("bytes %d-%d of %s failed %d times, last: %w", c.off, c.off+c.n-1, file, c.attempt, err)
 		}
-		queue = append(queue, c)
+		queue = append([]*chunk{c}, queue...)
 		return nil
 	}
 
-	for range workers {
-		g.Go(func() error {
+	work := func(w worker) func() error {
+		return func() error {
+			failures := 0
+			var dialFailing time.Time
 			for c := next(); c != nil; c = next() {
-				if err := finish(c, d.fetch(gctx, file, c, dst)); err != nil {
-					return err
+				before := c.got
+				err := d.fetch(gctx, w.src, file, c, dst)
+				if ferr := finish(c, c.got-before, err); ferr != nil {
+					return ferr
 				}
+				if err == nil || gctx.Err() != nil {
+					failures = 0
+					dialFailing = time.Time{}
+					continue
+				}
+				if errors.Is(err, errDial) && w.own {
+					if dialFailing.IsZero() {
+						dialFailing = time.Now()
+					} else if time.Since(dialFailing) > dialPatience {
+						return nil
+					}
+				}
+				// Give the link (and the communicator's reconnect) a moment.
+				failures++
+				delay := d.retryDelay
+				if delay <= 0 {
+					delay = 500 * time.Millisecond
+				}
+				delay = min(delay<<min(failures-1, 4), 8*time.Second)
+				select {
+				case <-time.After(delay):
+				case <-gctx.Done():
+				}
+			}
+			return nil
+		}
+	}
+	for _, w := range ws {
+		g.Go(work(w))
+	}
+	if d.more != nil {
+		// g.Go from a goroutine g still waits for is safe.
+		g.Go(func() error {
+			for _, w := range d.more(gctx) {
+				g.Go(work(w))
 			}
 			return nil
 		})
@@ -183,14 +282,26 @@ func (d *downloader) downloadRanges(ctx context.Context, file string, size int64
 	if err := g.Wait(); err != nil {
 		return err
 	}
-	// The workers also stop, without an error, when ctx ends.
-	return ctx.Err()
+	if err := ctx.Err(); err != nil {
+		// The workers also stop, without an error, when ctx ends.
+		return err
+	}
+	if len(queue) > 0 {
+		// Every channel on a connection of our own gave up and there were
+		// none on the communicator's.
+		return fmt.Errorf("no channel could fetch bytes %d-%d of %s", queue[0].off, queue[0].off+queue[0].n-1, file)
+	}
+	return nil
 }
 
-// fetch copies one range into dst.
-func (d *downloader) fetch(ctx context.Context, file string, c *chunk, dst *os.File) error {
-	w := &rangeWriter{f: dst, base: c.off, limit: c.n, skipZeros: c.attempt == 0}
+// fetch copies the part of range c that has not arrived yet into dst over
+// src; c.got counts what arrived.
+func (d *downloader) fetch(ctx context.Context, src source, file string, c *chunk, dst *os.File) error {
+	d.ranges.Add(1)
+	base := c.off + c.got
+	w := &rangeWriter{f: dst, base: base, limit: c.n - c.got, skipZeros: !c.dirty}
 	w.report = func(pos int64) {
+		pos += c.got
 		if pos > c.reported && d.progress != nil {
 			d.progress(pos - c.reported)
 		}
@@ -198,19 +309,27 @@ func (d *downloader) fetch(ctx context.Context, file string, c *chunk, dst *os.F
 			c.reported = pos
 		}
 	}
+	defer func() {
+		// What arrived before the channel ended is kept: SSH delivers
+		// bytes intact or not at all. A channel that broke the protocol
+		// (sent too much, or w failed) has its range fetched whole again.
+		if w.err != nil {
+			c.dirty = true
+			c.got = 0
+			return
+		}
+		c.got += w.pos
+	}()
 	stderr := &remotecmd.LimitedBuffer{B: &bytes.Buffer{}, Max: 4 << 10}
-	cmd := &packersdk.RemoteCmd{Command: rangeCommand(file, c.off, c.n, d.compress), Stderr: stderr}
+	command := rangeCommand(file, base, c.n-c.got, d.compress)
 
-	var (
-		pr      *io.PipeReader
-		decoded = make(chan error, 1)
-	)
+	var status int
+	var derr error
 	if d.compress {
-		var pw *io.PipeWriter
-		pr, pw = io.Pipe()
-		cmd.Stdout = &drainOnError{w: pw}
+		pr, pw := io.Pipe()
+		decoded := make(chan error, 1)
 		go func() {
-			dec, err := zstd.NewReader(pr, zstd.WithDecoderConcurrency(1))
+			dec, err := zstd.NewReader(pr, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true))
 			if err != nil {
 				pr.CloseWithError(err)
 				decoded <- err
@@ -225,50 +344,35 @@ func (d *downloader) fetch(ctx context.Context, file string, c *chunk, dst *os.F
 			pr.CloseWithError(errors.Join(err, io.ErrClosedPipe))
 			decoded <- err
 		}()
-		defer pr.Close()
-		if err := d.comm.Start(ctx, cmd); err != nil {
-			pw.Close()
-			return fmt.Errorf("opening a download channel: %w", err)
+		var err error
+		status, err = src.run(ctx, command, &drainOnError{w: pw}, stderr)
+		pw.Close()
+		if err != nil {
+			pr.Close()
+			<-decoded
+			return err
 		}
-		go func() {
-			cmd.Wait()
-			pw.Close()
-		}()
+		derr = <-decoded
 	} else {
 		// A writer that fails would stop the communicator reading the
 		// channel, and the remote command would never end: drain instead
 		// (w keeps its error).
-		cmd.Stdout = &drainOnError{w: w}
-		if err := d.comm.Start(ctx, cmd); err != nil {
-			return fmt.Errorf("opening a download channel: %w", err)
+		var err error
+		status, err = src.run(ctx, command, &drainOnError{w: w}, stderr)
+		if err != nil {
+			return err
 		}
-		decoded <- nil
-	}
-
-	exited := make(chan int, 1)
-	go func() { exited <- cmd.Wait() }()
-	var status int
-	select {
-	case status = <-exited:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	var derr error
-	select {
-	case derr = <-decoded:
-	case <-ctx.Done():
-		return ctx.Err()
 	}
 	msg := strings.TrimSpace(stderr.B.String())
 	switch {
 	case status == packersdk.CmdDisconnect:
-		return fmt.Errorf("the SSH connection dropped during the range (received %d of %d bytes)", w.pos, c.n)
+		return fmt.Errorf("the SSH connection dropped during the range (received %d of %d bytes)", w.pos, w.limit)
 	case w.err != nil:
 		return w.err
 	case derr != nil && status == 0:
 		return derr
-	case status != 0 || w.pos != c.n:
-		e := fmt.Sprintf("received %d of %d bytes", w.pos, c.n)
+	case status != 0 || w.pos != w.limit:
+		e := fmt.Sprintf("received %d of %d bytes", w.pos, w.limit)
 		if status != 0 {
 			e += fmt.Sprintf("; the file command exited with status %d", status)
 		}

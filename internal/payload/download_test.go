@@ -7,6 +7,7 @@ import (
 	"math/rand"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -111,22 +112,26 @@ func TestDownloadRetriesAShortRange(t *testing.T) {
 	if !failed.Load() || len(comm.Commands()) != 5 {
 		t.Fatalf("want 4 ranges and one retry, ran %d commands", len(comm.Commands()))
 	}
+	// The retry asks only for what the first attempt did not bring.
+	if !slices.ContainsFunc(comm.Commands(), func(c string) bool { return strings.Contains(c, " skip=525288 count=523288 ") }) {
+		t.Fatalf("the retry did not resume after the 1000 bytes that arrived: %q", comm.Commands())
+	}
 	if progress.Load() != int64(len(want)) {
 		t.Fatalf("progress counted %d bytes of %d: a retry must not count twice", progress.Load(), len(want))
 	}
 }
 
 // downloaderFailingAt is a downloader over 512 KiB ranges on 2 channels
-// whose range at offset breaks off after 10 bytes on every attempt.
+// whose range at offset breaks off after 10 bytes on every attempt (each
+// resuming after the bytes the last one brought).
 func downloaderFailingAt(offset int64) *downloader {
-	skip := " skip=" + strconv.FormatInt(offset, 10) + " "
 	comm := &localComm{Stdout: func(cmd string, w io.Writer) io.Writer {
-		if strings.Contains(cmd, skip) {
+		if s := skipOf(cmd); s >= offset && s < offset+512<<10 {
 			return &failingWriter{w: w, left: 10}
 		}
 		return w
 	}}
-	return &downloader{comm: comm, channels: 2, chunkSize: 512 << 10}
+	return &downloader{comm: comm, channels: 2, chunkSize: 512 << 10, retryDelay: time.Millisecond}
 }
 
 func TestDownloadGivesUpOnARangeThatKeepsFailing(t *testing.T) {
@@ -136,8 +141,9 @@ func TestDownloadGivesUpOnARangeThatKeepsFailing(t *testing.T) {
 	d := downloaderFailingAt(1048576)
 	dst, _ := os.Create(filepath.Join(dir, "local"))
 	err := d.download(context.Background(), src, int64(len(want)), dst)
-	if err == nil || !strings.Contains(err.Error(), "failed 3 times") || !strings.Contains(err.Error(), "received 10 of 524288 bytes") {
-		t.Fatalf("want a clear error after 3 attempts, got %v", err)
+	// Each attempt resumes after the 10 bytes the last one brought.
+	if err == nil || !strings.Contains(err.Error(), "failed 4 times") || !strings.Contains(err.Error(), "received 10 of 524258 bytes") {
+		t.Fatalf("want a clear error after 4 attempts, got %v", err)
 	}
 }
 
@@ -202,7 +208,7 @@ func TestDownloadRangeLongerThanAskedFails(t *testing.T) {
 			return w.Write(p)
 		})
 	}}
-	d := &downloader{comm: comm, channels: 1, chunkSize: 512 << 10}
+	d := &downloader{comm: comm, channels: 1, chunkSize: 512 << 10, retryDelay: time.Millisecond}
 	dst, _ := os.Create(filepath.Join(dir, "local"))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -210,4 +216,17 @@ func TestDownloadRangeLongerThanAskedFails(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "more than the 524288 bytes asked for") {
 		t.Fatalf("want the overlong range reported, got %v", err)
 	}
+}
+
+// skipOf is the byte offset a range command starts at.
+func skipOf(cmd string) int64 {
+	_, rest, ok := strings.Cut(cmd, " skip=")
+	if !ok {
+		return -1
+	}
+	n, err := strconv.ParseInt(strings.Fields(rest)[0], 10, 64)
+	if err != nil {
+		return -1
+	}
+	return n
 }

@@ -7,6 +7,8 @@ import (
 	"os"
 	"path"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
@@ -126,9 +128,25 @@ func channelsFor(want, maxSessions int) int {
 	return want
 }
 
-// remoteSHA256 is the SHA-256 of the host's file image.
+// checksumAttempts is how often the host's checksum runs when the SSH
+// connection drops under it.
+const checksumAttempts = 4
+
+// remoteSHA256 is the SHA-256 of the host's file image. A dropped connection
+// runs it again (the communicator reconnects).
 func remoteSHA256(ctx context.Context, comm packersdk.Communicator, image string) (string, error) {
-	out, err := remotecmd.Output(ctx, comm, sha256Command(image))
+	var out string
+	var err error
+	for attempt := 1; ; attempt++ {
+		out, err = remotecmd.Output(ctx, comm, sha256Command(image))
+		if err == nil || ctx.Err() != nil || attempt == checksumAttempts || !remotecmd.Dropped(err) {
+			break
+		}
+		select {
+		case <-time.After(time.Duration(attempt) * time.Second):
+		case <-ctx.Done():
+		}
+	}
 	if err != nil {
 		return "", err
 	}
@@ -143,17 +161,17 @@ func remoteSHA256(ctx context.Context, comm packersdk.Communicator, image string
 // that fully arrived. The caller owns f.
 func (r *run) download(ctx context.Context, image string, info imageInfo, f *os.File, tracker *prefixTracker, compress bool) error {
 	defer r.timer.track(PhaseDownload)()
-	channels := channelsFor(r.cfg.DownloadChannels, info.maxSessions)
+	want := r.cfg.DownloadChannels
+	if want == 0 {
+		want = autoFirstChannels
+	}
+	channels := channelsFor(want, info.maxSessions)
 	how := ""
 	if compress {
 		how = ", compressed in transit with zstd"
 	}
 	if channels < r.cfg.DownloadChannels {
-		ms := info.maxSessions
-		if ms <= 0 {
-			ms = 10
-		}
-		r.ui.Say(fmt.Sprintf("Using %d download channels instead of %d: the host's sshd allows %d sessions per connection (MaxSessions)", channels, r.cfg.DownloadChannels, ms))
+		r.ui.Say(fmt.Sprintf("Using %d download channels instead of %d on the communicator's connection: the host's sshd allows %d sessions per connection (MaxSessions)", channels, r.cfg.DownloadChannels, sessionsOr10(info.maxSessions)))
 	}
 	r.ui.Say(fmt.Sprintf("Downloading %s (%s) over %d SSH channels%s", image, humanBytes(info.size), channels, how))
 
@@ -172,7 +190,26 @@ func (r *run) download(ctx context.Context, image string, info imageInfo, f *os.
 			}
 		}
 	})
-	d := &downloader{comm: r.comm, channels: channels, compress: compress, progress: pr.Add, tracker: tracker}
+	var arrived atomic.Int64
+	d := &downloader{comm: r.comm, channels: channels, compress: compress, tracker: tracker,
+		progress: func(n int64) { arrived.Add(n); pr.Add(n) }}
+	var conns []*sshConn
+	defer func() {
+		for _, c := range conns {
+			c.close()
+		}
+	}()
+	var connsMu sync.Mutex
+	if p := r.linkPlanner(info, channels, &arrived); p != nil {
+		d.expected = p.expected()
+		d.more = func(ctx context.Context) []worker {
+			ws, cs := p.workers(ctx)
+			connsMu.Lock()
+			conns = append(conns, cs...)
+			connsMu.Unlock()
+			return ws
+		}
+	}
 	start := time.Now()
 	err := d.download(ctx, image, info.size, f)
 	pr.Close()
@@ -182,6 +219,17 @@ func (r *run) download(ctx context.Context, image string, info imageInfo, f *os.
 		return err
 	}
 	el := time.Since(start)
-	r.ui.Say(fmt.Sprintf("Downloaded %s in %s (%s/s)", humanBytes(info.size), el.Round(100*time.Millisecond), humanBytes(int64(float64(info.size)/max(el.Seconds(), 1e-3)))))
+	again := ""
+	if n := d.resumed.Load(); n > 0 {
+		again = fmt.Sprintf(", %d resumed after a dropped channel or connection", n)
+	}
+	r.ui.Say(fmt.Sprintf("Downloaded %s in %s (%s/s, %d ranges%s)", humanBytes(info.size), el.Round(100*time.Millisecond), humanBytes(int64(float64(info.size)/max(el.Seconds(), 1e-3))), d.ranges.Load(), again))
 	return nil
+}
+
+func sessionsOr10(n int) int {
+	if n <= 0 {
+		return 10
+	}
+	return n
 }

@@ -18,6 +18,9 @@ type RunOptions struct {
 	// Phase, when set, is called as each phase of Run begins (PhaseUpload,
 	// PhaseInstallNix, ...); phases of the download may overlap.
 	Phase func(phase string)
+	// SSH, when set, lets the download open more connections to the host
+	// (see download_connections); nil keeps it on comm's connection.
+	SSH *SSHTarget
 }
 
 // Result describes the image Run wrote.
@@ -47,7 +50,7 @@ type Result struct {
 // The remote files are removed at the end (on failure too) unless
 // cfg.KeepRemoteFiles.
 func Run(ctx context.Context, ui packersdk.Ui, comm packersdk.Communicator, cfg *Config, opts RunOptions) (*Result, error) {
-	if cfg.RemoteDirectory == "" || cfg.OutputDirectory == "" || cfg.Decompress == nil || cfg.DownloadChannels == 0 {
+	if cfg.RemoteDirectory == "" || cfg.OutputDirectory == "" || cfg.Decompress == nil {
 		return nil, errors.New("nixos-sd: internal error: the configuration was not prepared before the build")
 	}
 	r := &run{ui: ui, comm: comm, cfg: cfg, opts: opts, started: time.Now(), timer: timer{onStart: opts.Phase}}

@@ -7,16 +7,25 @@ import (
 	"hash"
 	"io"
 	"os"
+	"runtime"
 
 	"github.com/klauspost/compress/zstd"
 )
 
+// decoderConcurrency is the zstd decoder's concurrency for the image: with
+// more than one, it reads, decodes and executes a stream's blocks in
+// separate goroutines (about 1.6x one goroutine's speed on two cores; see
+// docs/performance.md). Its memory stays a few blocks and the window.
+func decoderConcurrency() int {
+	return min(runtime.GOMAXPROCS(0), 4)
+}
+
 // decodeSparse decompresses the zstd stream r into the file dst, leaving
 // all-zero 4 KiB blocks as holes. It returns the decompressed size, its hex
-// SHA-256 and its first sector. It reads r only from its own goroutine (no
-// read-ahead goroutine), so r may block until more of it is there.
+// SHA-256 and its first sector. r may block until more of it is there; the
+// decoder's goroutines end with Close.
 func decodeSparse(r io.Reader, dst string) (size int64, sum string, first []byte, err error) {
-	dec, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(false))
+	dec, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(decoderConcurrency()), zstd.WithDecoderLowmem(false))
 	if err != nil {
 		return 0, "", nil, err
 	}

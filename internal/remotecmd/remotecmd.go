@@ -15,6 +15,20 @@ import (
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
 )
 
+// ErrDropped is returned by Run when the SSH connection dropped while the
+// command ran; ErrStart when the command could not be started (the
+// communicator could not open a session, even after reconnecting).
+var (
+	ErrDropped = errors.New("the SSH connection dropped while the command ran")
+	ErrStart   = errors.New("starting remote command")
+)
+
+// Dropped reports whether err says the connection failed rather than the
+// command: running it again may succeed.
+func Dropped(err error) bool {
+	return errors.Is(err, ErrDropped) || errors.Is(err, ErrStart)
+}
+
 // Run starts command on the host and waits for it to exit or for ctx to end.
 // It returns the exit status. When ctx ends first it returns ctx's error and
 // leaves the command running; the caller stops it if it must.
@@ -24,14 +38,14 @@ func Run(ctx context.Context, comm packersdk.Communicator, command string, stdou
 	}
 	cmd := &packersdk.RemoteCmd{Command: command, Stdout: stdout, Stderr: stderr}
 	if err := comm.Start(ctx, cmd); err != nil {
-		return -1, fmt.Errorf("starting remote command: %w", err)
+		return -1, fmt.Errorf("%w: %w", ErrStart, err)
 	}
 	done := make(chan int, 1)
 	go func() { done <- cmd.Wait() }()
 	select {
 	case st := <-done:
 		if st == packersdk.CmdDisconnect {
-			return st, errors.New("the SSH connection dropped while the command ran")
+			return st, ErrDropped
 		}
 		return st, nil
 	case <-ctx.Done():

@@ -21,6 +21,9 @@ type DelayProxy struct {
 	upstream string
 	oneWay   time.Duration
 	logf     func(string, ...any)
+	// window caps the bytes in flight per connection and direction; 0 =
+	// no cap.
+	window int
 
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
@@ -79,6 +82,16 @@ func (p *DelayProxy) isHeld() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.held
+}
+
+// SetWindow caps the bytes each connection has in flight in each direction:
+// a byte counts from when the proxy reads it until its acknowledgement would
+// be back (one RTT later), as a TCP sender's window works. It applies to
+// connections accepted afterwards; 0 = no cap.
+func (p *DelayProxy) SetWindow(bytes int) {
+	p.mu.Lock()
+	p.window = bytes
+	p.mu.Unlock()
 }
 
 // Addr is the proxy's listening address, host:port.
@@ -197,11 +210,21 @@ func (p *DelayProxy) pipe(dst, src net.Conn) {
 	q := make(chan delayed, delayQueue)
 	stop := make(chan struct{})
 	defer close(stop)
+	p.mu.Lock()
+	win := newFlightWindow(p.window, stop)
+	p.mu.Unlock()
 	go func() {
 		defer close(q)
 		for {
-			buf := make([]byte, delayChunk)
+			k := win.acquire(delayChunk)
+			if k == 0 {
+				return
+			}
+			buf := make([]byte, k)
 			n, err := src.Read(buf)
+			// Acknowledged one RTT after it was sent.
+			win.releaseAfter(n, 2*p.oneWay)
+			win.release(k - n)
 			if n > 0 {
 				select {
 				case q <- delayed{data: buf[:n], due: time.Now().Add(p.oneWay)}:
@@ -247,4 +270,65 @@ func (p *DelayProxy) pipe(dst, src net.Conn) {
 			return
 		}
 	}
+}
+
+// flightWindow counts one direction's bytes in flight against a cap.
+type flightWindow struct {
+	limit int
+	mu    sync.Mutex
+	cond  *sync.Cond
+	used  int
+	done  bool
+}
+
+// newFlightWindow caps at limit bytes (0 = none); it wakes its waiters when
+// stop closes.
+func newFlightWindow(limit int, stop <-chan struct{}) *flightWindow {
+	w := &flightWindow{limit: limit}
+	w.cond = sync.NewCond(&w.mu)
+	if limit > 0 {
+		go func() {
+			<-stop
+			w.mu.Lock()
+			w.done = true
+			w.cond.Broadcast()
+			w.mu.Unlock()
+		}()
+	}
+	return w
+}
+
+// acquire waits for room and takes up to n bytes of it; 0 once stopped.
+func (w *flightWindow) acquire(n int) int {
+	if w.limit <= 0 {
+		return n
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for w.used >= w.limit && !w.done {
+		w.cond.Wait()
+	}
+	if w.done {
+		return 0
+	}
+	k := min(n, w.limit-w.used)
+	w.used += k
+	return k
+}
+
+func (w *flightWindow) release(n int) {
+	if w.limit <= 0 || n <= 0 {
+		return
+	}
+	w.mu.Lock()
+	w.used -= n
+	w.cond.Broadcast()
+	w.mu.Unlock()
+}
+
+func (w *flightWindow) releaseAfter(n int, d time.Duration) {
+	if w.limit <= 0 || n <= 0 {
+		return
+	}
+	time.AfterFunc(d, func() { w.release(n) })
 }

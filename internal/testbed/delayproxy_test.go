@@ -209,3 +209,41 @@ func TestDelayProxyHeldDoesNotDial(t *testing.T) {
 		t.Error("a released proxy does not dial its upstream")
 	}
 }
+
+// With a window, one connection carries at most the window per round trip.
+func TestDelayProxyWindowCapsOneConnection(t *testing.T) {
+	const (
+		oneWay = 25 * time.Millisecond
+		window = 256 << 10
+		total  = 4 << 20
+	)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		_, _ = io.CopyN(c, rand.Reader, total)
+	}()
+	p := newTestDelayProxy(t, ln.Addr().String(), oneWay)
+	p.SetWindow(window)
+	c, err := net.Dial("tcp", p.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	begin := time.Now()
+	n, err := io.Copy(io.Discard, c)
+	if err != nil || n != total {
+		t.Fatalf("read %d of %d bytes: %v", n, total, err)
+	}
+	// total/window round trips at least, after the handshake's.
+	if d, floor := time.Since(begin), time.Duration(total/window)*2*oneWay; d < floor {
+		t.Errorf("%d bytes through a %d-byte window took %v, less than the %v the window allows", total, window, d, floor)
+	}
+}

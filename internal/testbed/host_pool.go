@@ -186,6 +186,7 @@ func (p *HostPool) pendingSlot() (*hostSlot, error) {
 			releaseSubnet(s)
 			return nil, err
 		}
+		dp.SetWindow(p.opts.Link.window())
 		// Until the host is up, its address is not ours to dial.
 		dp.Hold()
 		slot.proxy = dp

@@ -17,6 +17,19 @@ type LinkProfile struct {
 	// front of each host's sshd (the kernel here has no netem), half in each
 	// direction; 0 = none, and SSH goes straight to the host's address.
 	RTT time.Duration
+	// TCPWindow caps, with an RTT, the bytes one TCP connection has in
+	// flight in each direction (sent and not yet acknowledged), as the
+	// sender's socket buffer does on a real long link: one connection then
+	// carries at most TCPWindow per RTT. Linux's default buffers allow about
+	// 4 MiB (tcp_wmem's maximum). 0 = no cap (the proxy's queue only).
+	TCPWindow int
+}
+
+func (l *LinkProfile) window() int {
+	if l == nil {
+		return 0
+	}
+	return l.TCPWindow
 }
 
 func (l *LinkProfile) rate() float64 {
@@ -42,6 +55,9 @@ func (l *LinkProfile) validate() error {
 	}
 	if l.RateMbit > 0 && l.RateMbit < 0.064 {
 		return fmt.Errorf("testbed: LinkProfile.RateMbit %v is below tc's useful minimum of 0.064 (64 kbit/s)", l.RateMbit)
+	}
+	if l.TCPWindow < 0 || (l.TCPWindow > 0 && l.TCPWindow < delayChunk) {
+		return fmt.Errorf("testbed: LinkProfile.TCPWindow must be 0 (no cap) or at least %d bytes, got %d", delayChunk, l.TCPWindow)
 	}
 	if l.RTT < 0 {
 		return fmt.Errorf("testbed: LinkProfile.RTT must not be negative, got %v", l.RTT)
