@@ -49,6 +49,11 @@ func TestBuilderMinimal(t *testing.T) {
 	if !strings.Contains(out, artifact) {
 		t.Errorf("packer's output has no artifact line %q:\n%s", artifact, out)
 	}
+	// The download opened a connection of its own with the builder's
+	// credentials (and, the link being short, kept to one).
+	if !strings.Contains(out, "Round trip to the host:") || strings.Contains(out, "Could not open another SSH connection") {
+		t.Errorf("the download did not open an SSH connection of its own with the builder's credentials:\n%s", out)
+	}
 
 	p := tb.Proxy()
 	for _, action := range []string{"CreateImage", "RegisterImage", "CopyImage", "CreateSnapshot"} {

@@ -7,12 +7,14 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"log"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,146 +29,166 @@ import (
 	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/testbed"
 )
 
-// BenchmarkDownloadLongLink measures issue point 3 ("fast where the user
-// waits: stream it compressed, over several SSH channels, with a progress
-// bar, and verify its checksum") over an emulated long-distance link: one
-// test bed host (a network namespace with OpenSSH's sshd and the stand-in
-// nix) behind a rate cap (tc tbf) and a delay proxy adding the RTT, reached
-// through the Packer SDK's own SSH communicator, the one Packer hands the
-// plugin.
+// BenchmarkDownloadLongLink times how long the user waits for a verified
+// .img on disk, on emulated links to a test bed host (a network namespace
+// with OpenSSH's sshd and the stand-in nix, which makes an SD image that
+// compresses about 3:1 like a real one), for:
 //
-// Each sub-benchmark runs payload.Run end to end against a build result the
-// host already has (the stand-in nix reuses its store path for identical
-// inputs; the benchmark checks that the image's store path never changes),
-// so what it measures is the download over N channels, the host's SHA-256
-// (run during the download), the local verification and, for the .img.zst,
-// the local sparse decompression. The metrics come from payload.Result's
-// phase timings:
+//	(a) sdk-download  the Packer SDK SSH communicator's Download of the
+//	                  .img.zst (what a `file` provisioner with direction =
+//	                  "download" does), then `zstd -d` (which checks the
+//	                  frame's checksum)
+//	(b) scp           OpenSSH's scp command, then `zstd -d`
+//	(c) engine        payload.Run with the build's SSH credentials (the
+//	                  connections and channels it chooses itself), in a
+//	                  process of its own whose peak RSS (VmHWM) is read
+//	(c1) engine-1conn the same on the communicator's connection only
+//	(d) link limit    the compressed bytes over the link rate
 //
-//	MB/s        remote file bytes / (max(download, remote checksum) + verify):
-//	            the download+verify path (1 MB = 10^6 bytes)
-//	img-MB/s    uncompressed image bytes / the same plus decompression: how
-//	            fast the user gets a usable .img
-//	wire-MB/op  bytes the host sent on its link per run (SSH included)
-//
-// Modes: "zst" is the .img.zst NixOS makes (sent as is); "raw" is an
-// uncompressed .img, which the payload compresses per range with zstd -1 on
-// the host when zstd is there (it is on the test bed hosts).
-//
-// The link defaults to 500 Mbit/s and an 80 ms RTT: the RTT of a European
-// user to us-east-1 (Frankfurt-Virginia is about 85 ms, London-Virginia
-// about 75 ms), where Graviton spot capacity is cheapest and deepest, and a
-// rate a fibre line gives. The rate is chosen above what one SSH channel can
-// carry at that RTT (see sshChannelWindow), so that the link, not the
-// emulation, leaves room for the channels to help; at 200 Mbit/s one channel
-// already nearly fills the link. Override with NIXOS_SD_BENCH_RATE_MBIT,
-// NIXOS_SD_BENCH_RTT (a Go duration) and NIXOS_SD_BENCH_IMAGE_MIB.
-//
-// After the sub-benchmarks it prints a table with each configuration's
-// throughput as a ratio of the 1-channel baseline measured in the same run.
-// Nothing is asserted about times. Run it with `make bench-e2e` (root).
+// Every figure is measured in the same run, against the same host and link,
+// and printed as a ratio against (a). Nothing is asserted about times. The
+// links (NIXOS_SD_BENCH_LINKS, default "0/0,1000/80ms,200/40ms": Mbit/s and
+// RTT, 0 = none) are shaped with tc tbf and the test bed's delay proxy, which
+// also caps each TCP connection's bytes in flight at 4 MiB (Linux's default
+// tcp_wmem maximum on the sending instance). NIXOS_SD_BENCH_IMAGE_MIB sets
+// the image (1024). Run it with `make bench-e2e` (root).
 func BenchmarkDownloadLongLink(b *testing.B) {
-	link, imageMiB := benchLinkProfile(b)
-	bench := startBenchHost(b, link, imageMiB)
-
-	results := map[string]*benchResult{}
-	var order []string
-	for _, mode := range []string{"zst", "raw"} {
-		b.Run(mode, func(b *testing.B) {
-			bench.setCompressed(b, mode == "zst")
-			// The one real build of this mode; every later run reuses it.
-			warm := bench.run(b, 4)
-			b.Logf("%s: built %s in %s (warm-up run, 4 channels, %s in total)", mode, warm.RemoteImage,
-				warm.Timings[payload.PhaseBuild].Round(time.Millisecond), warm.Timings["total"].Round(time.Millisecond))
-			for _, ch := range []int{1, 4, 8} {
-				name := fmt.Sprintf("%s/channels=%d", mode, ch)
-				b.Run(fmt.Sprintf("channels=%d", ch), func(b *testing.B) {
-					r := &benchResult{mode: mode, channels: ch}
-					for i := 0; i < b.N; i++ {
-						wire0 := bench.wireBytes(b)
-						res := bench.run(b, ch)
-						wire := bench.wireBytes(b) - wire0
-						if res.RemoteImage != warm.RemoteImage {
-							b.Fatalf("the host built the image again (%s, then %s): the benchmark would time a build, not the download", warm.RemoteImage, res.RemoteImage)
-						}
-						r.add(res, bench.remoteSize(b, res.RemoteImage), wire, bench.imageBytes)
-					}
-					b.ReportMetric(r.fileMBps(), "MB/s")
-					b.ReportMetric(r.imageMBps(), "img-MB/s")
-					b.ReportMetric(float64(r.wire)/float64(r.n)/1e6, "wire-MB/op")
-					results[name] = r
-				})
-				if _, ok := results[name]; ok {
-					order = append(order, name)
-				}
-			}
-		})
+	links := benchLinks(b)
+	imageMiB := benchImageMiB(b)
+	var rows []benchRow
+	load0 := loadAvg()
+	for _, link := range links {
+		rows = append(rows, benchOneLink(b, link, imageMiB)...)
 	}
-	printBenchTable(b, link, imageMiB, results, order)
+	printBenchTable(imageMiB, rows, load0, loadAvg())
 }
-
-// sshChannelWindow is the receive window of one channel of
-// golang.org/x/crypto/ssh (channelWindowSize: 64 packets of 32 KiB), which
-// Packer's SSH communicator uses as is: the sender may have at most this
-// much unacknowledged data on one channel, so one channel carries at most
-// sshChannelWindow/RTT however fast the link is.
-const sshChannelWindow = 64 * 32 << 10
 
 const (
-	benchDefaultRateMbit = 500
-	benchDefaultRTT      = 80 * time.Millisecond
-	// 512 MiB compresses to about 170 MiB with the stand-in's 3:1 data:
-	// several seconds per run on the default link.
-	benchDefaultImageMiB = 512
+	benchDefaultLinks    = "0/0,1000/80ms,200/40ms"
+	benchDefaultImageMiB = 1024
+	// benchTCPWindow is what one TCP connection may have in flight on the
+	// emulated links (see testbed.LinkProfile.TCPWindow).
+	benchTCPWindow = 4 << 20
 	// benchFlake is a flake reference that is not uploaded: the stand-in
-	// nix's store path then depends on nothing that changes between runs
-	// (the built-in configuration is uploaded afresh each run, with new
-	// modification times, which the stand-in counts as new inputs).
+	// nix's store path then depends on nothing that changes between runs,
+	// so every run after the first downloads the same build result.
 	benchFlake = "github:nixos-sd/bench-standin#rpi"
+	// benchChildEnv makes the test binary run one engine download and exit
+	// (see TestMain): the engine's own process, whose peak RSS is its own.
+	benchChildEnv = "NIXOS_SD_BENCH_CHILD"
 )
 
-func benchLinkProfile(b *testing.B) (testbed.LinkProfile, int) {
-	link := testbed.LinkProfile{RateMbit: benchDefaultRateMbit, RTT: benchDefaultRTT}
-	imageMiB := benchDefaultImageMiB
-	if v := os.Getenv("NIXOS_SD_BENCH_RATE_MBIT"); v != "" {
-		f, err := strconv.ParseFloat(v, 64)
-		if err != nil || f < 0 {
-			b.Fatalf("NIXOS_SD_BENCH_RATE_MBIT=%q: want a number of Mbit/s (0 = no cap)", v)
+func benchLinks(b *testing.B) []testbed.LinkProfile {
+	spec := orDefault(os.Getenv("NIXOS_SD_BENCH_LINKS"), benchDefaultLinks)
+	var links []testbed.LinkProfile
+	for _, l := range strings.Split(spec, ",") {
+		rate, rtt, ok := strings.Cut(strings.TrimSpace(l), "/")
+		r, err1 := strconv.ParseFloat(rate, 64)
+		d, err2 := time.ParseDuration(rtt)
+		if rtt == "0" {
+			d, err2 = 0, nil
 		}
-		link.RateMbit = f
-	}
-	if v := os.Getenv("NIXOS_SD_BENCH_RTT"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d < 0 {
-			b.Fatalf("NIXOS_SD_BENCH_RTT=%q: want a duration such as 80ms", v)
+		if !ok || err1 != nil || err2 != nil || r < 0 || d < 0 {
+			b.Fatalf("NIXOS_SD_BENCH_LINKS=%q: want comma-separated MBIT/RTT pairs such as %q (0 = none)", spec, benchDefaultLinks)
 		}
-		link.RTT = d
-	}
-	if v := os.Getenv("NIXOS_SD_BENCH_IMAGE_MIB"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			b.Fatalf("NIXOS_SD_BENCH_IMAGE_MIB=%q: want a whole number of MiB (at least 56)", v)
+		link := testbed.LinkProfile{RateMbit: r, RTT: d}
+		if d > 0 {
+			link.TCPWindow = benchTCPWindow
 		}
-		imageMiB = n
+		links = append(links, link)
 	}
-	return link, imageMiB
+	return links
 }
 
-// benchHost is the one host every run downloads from, and the SDK's SSH
-// communicator connected to it.
+func benchImageMiB(b *testing.B) int {
+	v := os.Getenv("NIXOS_SD_BENCH_IMAGE_MIB")
+	if v == "" {
+		return benchDefaultImageMiB
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 56 {
+		b.Fatalf("NIXOS_SD_BENCH_IMAGE_MIB=%q: want a whole number of MiB, at least 56", v)
+	}
+	return n
+}
+
+func linkName(l testbed.LinkProfile) string {
+	if l.RateMbit == 0 && l.RTT == 0 {
+		return "unshaped"
+	}
+	rate := "unlimited"
+	if l.RateMbit > 0 {
+		rate = fmt.Sprintf("%g Mbit/s", l.RateMbit)
+	}
+	return fmt.Sprintf("%s, %v", rate, l.RTT)
+}
+
+// benchRow is one method's figures on one link.
+type benchRow struct {
+	link     testbed.LinkProfile
+	method   string
+	fileMB   float64       // compressed bytes fetched, 10^6
+	fetch    time.Duration // until the .img.zst is on disk (and, for the engine, verified)
+	total    time.Duration // until the verified .img is on disk
+	rssMiB   float64       // the engine's peak RSS
+	cpuBusy  float64       // the machine's CPU use during the run, 0-1
+	procCPU  time.Duration // the engine process's CPU time (user+sys)
+	comment  string
+	baseline bool
+}
+
+// benchOneLink starts a host behind link, builds the image once, and times
+// each method.
+func benchOneLink(b *testing.B, link testbed.LinkProfile, imageMiB int) []benchRow {
+	bench := startBenchHost(b, link, imageMiB)
+	defer bench.close()
+
+	// The one real build; the engine runs after it reuse its result.
+	warm := bench.engine(b, 0)
+	remote := warm.remote
+	size := bench.remoteSize(b, remote)
+	b.Logf("%s: built %s (%.1f MB compressed)", linkName(link), remote, float64(size)/1e6)
+
+	var rows []benchRow
+	add := func(r benchRow) {
+		r.link = link
+		r.fileMB = float64(size) / 1e6
+		rows = append(rows, r)
+		b.Logf("%s %s: fetch %v, verified .img %v", linkName(link), r.method, r.fetch.Round(time.Millisecond), r.total.Round(time.Millisecond))
+	}
+	add(bench.baseline(b, "(a) sdk-download", remote, bench.sdkDownload))
+	add(bench.baseline(b, "(b) scp", remote, bench.scp))
+	add(bench.engineRow(b, "(c) engine", 0))
+	add(bench.engineRow(b, "(c1) engine-1conn", 1))
+	if link.RateMbit > 0 {
+		d := time.Duration(float64(size) / (link.RateMbit * 1e6 / 8) * float64(time.Second))
+		add(benchRow{method: "(d) link limit", fetch: d, total: d, comment: "compressed bytes / link rate"})
+	}
+	return rows
+}
+
+// benchHost is one host every method downloads from.
 type benchHost struct {
-	host       *testbed.Host
-	comm       packersdk.Communicator
-	imageMiB   int
-	imageBytes int64
-	outDir     string
-	runs       int
-	uiLog      *syncLog
+	pool     *testbed.HostPool
+	host     *testbed.Host
+	comm     packersdk.Communicator
+	conns    []net.Conn
+	connMu   sync.Mutex
+	keyFile  string
+	addr     string
+	imageMiB int
+	dir      string
+	runs     int
+	uiLog    *syncLog
+	restore  func()
 }
 
 func startBenchHost(b *testing.B, link testbed.LinkProfile, imageMiB int) *benchHost {
 	b.Helper()
-	dir := b.TempDir()
+	dir, err := os.MkdirTemp("", "nixos-sd-bench-")
+	if err != nil {
+		b.Fatal(err)
+	}
 	progress := &syncLog{start: time.Now()}
 	pool, err := testbed.NewHostPool(testbed.HostPoolOptions{
 		WorkDir: filepath.Join(dir, "hosts"),
@@ -177,63 +199,74 @@ func startBenchHost(b *testing.B, link testbed.LinkProfile, imageMiB int) *bench
 	if err != nil {
 		b.Fatalf("host pool: %v", err)
 	}
-	b.Cleanup(func() {
-		if err := pool.Close(); err != nil {
-			b.Errorf("closing the host pool: %v", err)
-		}
-	})
+	bh := &benchHost{pool: pool, imageMiB: imageMiB, dir: dir, uiLog: &syncLog{start: time.Now()}}
 
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
+		b.Fatal(err)
+	}
+	block, err := gossh.MarshalPrivateKey(priv, "")
+	if err != nil {
+		b.Fatal(err)
+	}
+	bh.keyFile = filepath.Join(dir, "id_ed25519")
+	if err := os.WriteFile(bh.keyFile, pem.EncodeToMemory(block), 0o600); err != nil {
 		b.Fatal(err)
 	}
 	signer, err := gossh.NewSignerFromKey(priv)
 	if err != nil {
 		b.Fatal(err)
 	}
-	sshPub, err := gossh.NewPublicKey(pub)
-	if err != nil {
-		b.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	h, err := pool.Start(ctx, "i-bench", []string{strings.TrimSpace(string(gossh.MarshalAuthorizedKey(sshPub)))})
+	h, err := pool.Start(ctx, "i-bench", []string{strings.TrimSpace(string(gossh.MarshalAuthorizedKey(signer.PublicKey())))})
 	if err != nil {
+		pool.Close()
 		b.Fatalf("starting the host: %v\nhost pool progress:\n%s", err, progress)
 	}
-	bh := &benchHost{host: h, imageMiB: imageMiB, imageBytes: int64(imageMiB) << 20,
-		outDir: filepath.Join(dir, "out"), uiLog: &syncLog{start: time.Now()}}
-	// The communicator and BasicUi log every session and message through
-	// the log package: keep that for a failure's post-mortem only.
+	bh.host = h
+	bh.addr = net.JoinHostPort(h.Addr, strconv.Itoa(h.Port))
+	// The communicator and BasicUi log through the log package: keep that
+	// for a failure's post-mortem only.
 	prevLog, prevFlags := log.Writer(), log.Flags()
 	log.SetOutput(writerFunc(bh.uiLog.write))
 	log.SetFlags(0)
-	b.Cleanup(func() {
+	bh.restore = func() {
 		log.SetOutput(prevLog)
 		log.SetFlags(prevFlags)
-	})
-	b.Cleanup(func() {
 		if b.Failed() {
 			b.Logf("host pool progress:\n%s", progress)
 			b.Logf("payload output:\n%s", bh.uiLog)
 			b.Logf("sshd log:\n%s", h.SSHDLog())
 		}
+	}
+	comm, err := newSDKComm(bh.addr, signer, func(c net.Conn) {
+		bh.connMu.Lock()
+		bh.conns = append(bh.conns, c)
+		bh.connMu.Unlock()
 	})
+	if err != nil {
+		bh.close()
+		b.Fatalf("connecting to the host with the SDK's SSH communicator at %s: %v", bh.addr, err)
+	}
+	bh.comm = comm
+	if err := os.WriteFile(filepath.Join(h.Dir, "state", "standin.conf"), fmt.Appendf(nil, "IMAGE_MIB=%d\nCOMPRESS=1\n", imageMiB), 0o644); err != nil {
+		bh.close()
+		b.Fatal(err)
+	}
+	return bh
+}
 
-	// As the SDK's StepConnectSSH builds it for Packer's defaults
-	// (communicator/step_connect_ssh.go, communicator/config.go): the
-	// key, any host key, no PTY, keep-alives every 5 s, scp uploads.
-	address := net.JoinHostPort(h.Addr, strconv.Itoa(h.Port))
+// newSDKComm connects as the SDK's StepConnectSSH does for Packer's defaults
+// (communicator/step_connect_ssh.go, communicator/config.go): the key, any
+// host key, no PTY, keep-alives every 5 s, scp transfers.
+func newSDKComm(address string, signer gossh.Signer, track func(net.Conn)) (packersdk.Communicator, error) {
 	dial := sdkssh.ConnectFunc("tcp", address)
-	var connMu sync.Mutex
-	var conns []net.Conn
-	comm, err := sdkssh.New(address, &sdkssh.Config{
+	return sdkssh.New(address, &sdkssh.Config{
 		Connection: func() (net.Conn, error) {
 			c, err := dial()
-			if err == nil {
-				connMu.Lock()
-				conns = append(conns, c)
-				connMu.Unlock()
+			if err == nil && track != nil {
+				track(c)
 			}
 			return c, err
 		},
@@ -244,68 +277,129 @@ func startBenchHost(b *testing.B, link testbed.LinkProfile, imageMiB int) *bench
 		},
 		KeepAliveInterval: 5 * time.Second,
 	})
-	if err != nil {
-		b.Fatalf("connecting to the host with the SDK's SSH communicator at %s: %v", address, err)
-	}
-	// The communicator has no Close: end its connection(s) before the host.
-	b.Cleanup(func() {
-		connMu.Lock()
-		defer connMu.Unlock()
-		for _, c := range conns {
-			_ = c.Close()
-		}
-	})
-	bh.comm = comm
-	return bh
 }
 
-// setCompressed sets whether the stand-in nix's next build makes an
-// .img.zst (as NixOS does) or a plain .img: it rewrites the host's
-// standin.conf (state/ in the host's folder is the stand-in's
-// /var/lib/nixos-sd-standin), which the stand-in reads on each call and
-// counts among the build's inputs.
-func (h *benchHost) setCompressed(b *testing.B, compressed bool) {
-	b.Helper()
-	c := 0
-	if compressed {
-		c = 1
+func (h *benchHost) close() {
+	// The communicator has no Close: end its connections before the host.
+	h.connMu.Lock()
+	for _, c := range h.conns {
+		_ = c.Close()
 	}
-	conf := fmt.Sprintf("IMAGE_MIB=%d\nCOMPRESS=%d\n", h.imageMiB, c)
-	if err := os.WriteFile(filepath.Join(h.host.Dir, "state", "standin.conf"), []byte(conf), 0o644); err != nil {
-		b.Fatalf("setting the stand-in's compression: %v", err)
+	h.connMu.Unlock()
+	if h.restore != nil {
+		h.restore()
 	}
+	_ = h.pool.Close()
+	_ = os.RemoveAll(h.dir)
 }
 
-// run is one payload.Run with channels download channels into a new output
-// directory, which it removes afterwards.
-func (h *benchHost) run(b *testing.B, channels int) *payload.Result {
+// engineResult is what the engine's process reports.
+type engineResult struct {
+	Remote   string                   `json:"remote"`
+	Timings  map[string]time.Duration `json:"timings"`
+	VmHWMKiB int64                    `json:"vmhwm_kib"`
+	Error    string                   `json:"error"`
+	Output   string                   `json:"output"`
+	remote   string
+	cpu      time.Duration
+	cpuBusy  float64
+}
+
+// engine runs payload.Run in a process of its own (the test binary, through
+// TestMain) with the given download_connections.
+func (h *benchHost) engine(b *testing.B, conns int) *engineResult {
 	b.Helper()
 	h.runs++
-	cfg := &payload.Config{
-		Flake:            benchFlake,
-		DownloadChannels: channels,
-		BuildTimeout:     "10m",
-		OutputDirectory:  filepath.Join(h.outDir, fmt.Sprintf("run-%d", h.runs)),
+	out := filepath.Join(h.dir, fmt.Sprintf("run-%d", h.runs))
+	resFile := out + ".json"
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(),
+		benchChildEnv+"=1",
+		"NIXOS_SD_BENCH_ADDR="+h.addr,
+		"NIXOS_SD_BENCH_KEY="+h.keyFile,
+		"NIXOS_SD_BENCH_OUT="+out,
+		"NIXOS_SD_BENCH_CONNS="+strconv.Itoa(conns),
+		"NIXOS_SD_BENCH_RESULT="+resFile,
+	)
+	cpu0 := machineCPU()
+	outb, err := cmd.CombinedOutput()
+	busy := machineCPU().busySince(cpu0)
+	var r engineResult
+	if b2, rerr := os.ReadFile(resFile); rerr == nil {
+		_ = json.Unmarshal(b2, &r)
 	}
-	if errs := cfg.Prepare("bench", false); len(errs) > 0 {
-		b.Fatalf("payload configuration: %v", errs)
+	if err != nil || r.Error != "" {
+		b.Fatalf("the engine's process (download_connections = %d): %v %s\n%s\n%s", conns, err, r.Error, outb, r.Output)
 	}
-	ui := &packersdk.BasicUi{
-		Reader:      strings.NewReader(""),
-		Writer:      writerFunc(h.uiLog.write),
-		ErrorWriter: writerFunc(h.uiLog.write),
-		PB:          &packersdk.NoopProgressTracker{},
+	h.uiLog.logf("engine output:\n%s", r.Output)
+	r.remote = r.Remote
+	r.cpuBusy = busy
+	if ps := cmd.ProcessState; ps != nil {
+		r.cpu = ps.UserTime() + ps.SystemTime()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
-	defer cancel()
-	res, err := payload.Run(ctx, ui, h.comm, cfg, payload.RunOptions{})
-	if err != nil {
-		b.Fatalf("payload.Run with %d channels: %v", channels, err)
+	_ = os.RemoveAll(out)
+	_ = os.Remove(resFile)
+	return &r
+}
+
+func (h *benchHost) engineRow(b *testing.B, method string, conns int) benchRow {
+	r := h.engine(b, conns)
+	t := r.Timings
+	fetch := max(t[payload.PhaseDownload], t[payload.PhaseChecksum]) + t[payload.PhaseVerify]
+	comment := ""
+	for _, l := range strings.Split(r.Output, "\n") {
+		if strings.Contains(l, "Round trip to the host") {
+			comment = strings.TrimSpace(l[strings.Index(l, "Round trip"):])
+		}
 	}
-	if err := os.RemoveAll(cfg.OutputDirectory); err != nil {
+	return benchRow{method: method, fetch: fetch, total: fetch + t[payload.PhaseDecompress],
+		rssMiB: float64(r.VmHWMKiB) / 1024, cpuBusy: r.cpuBusy, procCPU: r.cpu, comment: comment}
+}
+
+// baseline times fetch (the .img.zst onto disk) and then `zstd -d`.
+func (h *benchHost) baseline(b *testing.B, method, remote string, fetch func(remote, local string) error) benchRow {
+	b.Helper()
+	dir := filepath.Join(h.dir, "baseline")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		b.Fatal(err)
 	}
-	return res
+	defer os.RemoveAll(dir)
+	zst := filepath.Join(dir, filepath.Base(remote))
+	img := strings.TrimSuffix(zst, ".zst")
+	cpu0 := machineCPU()
+	start := time.Now()
+	if err := fetch(remote, zst); err != nil {
+		b.Fatalf("%s: %v", method, err)
+	}
+	fetched := time.Since(start)
+	if out, err := exec.Command("zstd", "-d", "-q", "-f", zst, "-o", img).CombinedOutput(); err != nil {
+		b.Fatalf("%s: zstd -d: %v\n%s", method, err, out)
+	}
+	total := time.Since(start)
+	busy := machineCPU().busySince(cpu0)
+	return benchRow{method: method, fetch: fetched, total: total, cpuBusy: busy, baseline: strings.HasPrefix(method, "(a)")}
+}
+
+func (h *benchHost) sdkDownload(remote, local string) error {
+	f, err := os.Create(local)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := h.comm.Download(remote, f); err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+func (h *benchHost) scp(remote, local string) error {
+	out, err := exec.Command("scp", "-q", "-i", h.keyFile, "-P", strconv.Itoa(h.host.Port),
+		"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
+		"admin@"+h.host.Addr+":"+remote, local).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%v: %s", err, out)
+	}
+	return nil
 }
 
 type writerFunc func([]byte) (int, error)
@@ -321,8 +415,7 @@ func (l *syncLog) write(p []byte) (int, error) {
 // the host's folder holds it as state/.
 const standinState = "/var/lib/nixos-sd-standin/"
 
-// remoteSize is the size of the file that was downloaded: the host's image
-// (with the .img.zst, Result.Size is the decompressed image's).
+// remoteSize is the size of the host's image file.
 func (h *benchHost) remoteSize(b *testing.B, remote string) int64 {
 	b.Helper()
 	rel, ok := strings.CutPrefix(remote, standinState)
@@ -336,121 +429,197 @@ func (h *benchHost) remoteSize(b *testing.B, remote string) int64 {
 	return st.Size()
 }
 
-// wireBytes is how many bytes the host has sent on its link so far.
-func (h *benchHost) wireBytes(b *testing.B) int64 {
-	b.Helper()
-	out, err := exec.Command("ip", "-n", h.host.Namespace, "-s", "-j", "link", "show").Output()
+// benchChild is the engine's process: one payload.Run against the host at
+// NIXOS_SD_BENCH_ADDR, its result and peak RSS written as JSON.
+func benchChild() int {
+	res := engineResult{}
+	var uiOut syncLog
+	uiOut.start = time.Now()
+	write := func() int {
+		res.Output = uiOut.String()
+		res.VmHWMKiB = vmHWM()
+		b, _ := json.Marshal(res)
+		if err := os.WriteFile(os.Getenv("NIXOS_SD_BENCH_RESULT"), b, 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		return 0
+	}
+	fail := func(err error) int {
+		res.Error = err.Error()
+		write()
+		return 1
+	}
+	log.SetOutput(writerFunc(uiOut.write))
+	key, err := os.ReadFile(os.Getenv("NIXOS_SD_BENCH_KEY"))
 	if err != nil {
-		b.Fatalf("reading the host's interface counters: %v", err)
+		return fail(err)
 	}
-	var links []struct {
-		Ifname  string `json:"ifname"`
-		Stats64 struct {
-			Tx struct {
-				Bytes int64 `json:"bytes"`
-			} `json:"tx"`
-		} `json:"stats64"`
+	signer, err := gossh.ParsePrivateKey(key)
+	if err != nil {
+		return fail(err)
 	}
-	if err := json.Unmarshal(out, &links); err != nil {
-		b.Fatalf("reading the host's interface counters: %v", err)
+	addr := os.Getenv("NIXOS_SD_BENCH_ADDR")
+	var conns []net.Conn
+	comm, err := newSDKComm(addr, signer, func(c net.Conn) { conns = append(conns, c) })
+	if err != nil {
+		return fail(err)
 	}
-	var n int64
-	for _, l := range links {
-		if l.Ifname != "lo" {
-			n += l.Stats64.Tx.Bytes
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	n, _ := strconv.Atoi(os.Getenv("NIXOS_SD_BENCH_CONNS"))
+	cfg := &payload.Config{
+		Flake:               benchFlake,
+		BuildTimeout:        "20m",
+		OutputDirectory:     os.Getenv("NIXOS_SD_BENCH_OUT"),
+		DownloadConnections: n,
+	}
+	if errs := cfg.Prepare("bench", false); len(errs) > 0 {
+		return fail(fmt.Errorf("payload configuration: %v", errs))
+	}
+	ui := &packersdk.BasicUi{
+		Reader:      strings.NewReader(""),
+		Writer:      writerFunc(uiOut.write),
+		ErrorWriter: writerFunc(uiOut.write),
+		PB:          &packersdk.NoopProgressTracker{},
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	target := &payload.SSHTarget{Address: addr, Config: &gossh.ClientConfig{
+		User:            "admin",
+		Auth:            []gossh.AuthMethod{gossh.PublicKeys(signer)},
+		HostKeyCallback: gossh.InsecureIgnoreHostKey(),
+	}}
+	r, err := payload.Run(ctx, ui, comm, cfg, payload.RunOptions{SSH: target})
+	if err != nil {
+		return fail(err)
+	}
+	res.Remote, res.Timings = r.RemoteImage, r.Timings
+	return write()
+}
+
+// vmHWM is this process's peak resident set size in KiB
+// (/proc/self/status).
+func vmHWM() int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return -1
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return n
 		}
 	}
-	return n
+	return -1
 }
 
-// benchResult sums one configuration's runs.
-type benchResult struct {
-	mode      string
-	channels  int
-	n         int
-	fileBytes int64
-	imgBytes  int64
-	wire      int64
-	download  time.Duration
-	checksum  time.Duration
-	fetch     time.Duration // max(download, checksum) + verify
-	decomp    time.Duration
-}
+// cpuTimes are the machine's CPU jiffies (/proc/stat): all and idle.
+type cpuTimes struct{ total, idle int64 }
 
-func (r *benchResult) add(res *payload.Result, fileBytes, wire, imageBytes int64) {
-	dl, sum := res.Timings[payload.PhaseDownload], res.Timings[payload.PhaseChecksum]
-	r.n++
-	r.fileBytes += fileBytes
-	r.imgBytes += imageBytes
-	r.wire += wire
-	r.download += dl
-	r.checksum += sum
-	r.fetch += max(dl, sum) + res.Timings[payload.PhaseVerify]
-	r.decomp += res.Timings[payload.PhaseDecompress]
-}
-
-func (r *benchResult) fileMBps() float64 {
-	return float64(r.fileBytes) / r.fetch.Seconds() / 1e6
-}
-
-func (r *benchResult) imageMBps() float64 {
-	return float64(r.imgBytes) / (r.fetch + r.decomp).Seconds() / 1e6
-}
-
-func printBenchTable(b *testing.B, link testbed.LinkProfile, imageMiB int, results map[string]*benchResult, order []string) {
-	if len(order) == 0 {
-		return
+func machineCPU() cpuTimes {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return cpuTimes{}
 	}
+	f := strings.Fields(strings.SplitN(string(b), "\n", 2)[0])
+	var t cpuTimes
+	for i, v := range f[1:] {
+		n, _ := strconv.ParseInt(v, 10, 64)
+		t.total += n
+		if i == 3 || i == 4 { // idle, iowait
+			t.idle += n
+		}
+	}
+	return t
+}
+
+func (c cpuTimes) busySince(before cpuTimes) float64 {
+	dt := c.total - before.total
+	if dt <= 0 {
+		return 0
+	}
+	return 1 - float64(c.idle-before.idle)/float64(dt)
+}
+
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// limitOf says what limits a row: the link when the fetch runs at 80% of
+// its rate or more, else the CPU when the machine was at least 90% busy,
+// else the windows (channel or TCP window over the RTT).
+func limitOf(r benchRow) string {
+	if strings.HasPrefix(r.method, "(d)") {
+		return "-"
+	}
+	rate := r.fileMB / r.fetch.Seconds() // MB/s
+	if r.link.RateMbit > 0 && rate >= 0.8*r.link.RateMbit/8 {
+		return "link"
+	}
+	if r.cpuBusy >= 0.9 {
+		return "CPU"
+	}
+	if r.link.RTT > 0 {
+		return "window/RTT"
+	}
+	return "?"
+}
+
+func printBenchTable(imageMiB int, rows []benchRow, load0, load1 string) {
 	var s strings.Builder
-	ceiling := 0.0
-	if link.RTT > 0 {
-		ceiling = float64(sshChannelWindow) / link.RTT.Seconds() / 1e6
-	}
-	fmt.Fprintf(&s, "\nDownload over an emulated long link: %v Mbit/s (%.1f MB/s), RTT %v, image %d MiB\n",
-		link.RateMbit, link.RateMbit/8, link.RTT, imageMiB)
-	if ceiling > 0 {
-		fmt.Fprintf(&s, "One SSH channel carries at most window/RTT = %d KiB / %v = %.1f MB/s (%.0f Mbit/s)\n",
-			sshChannelWindow>>10, link.RTT, ceiling, ceiling*8)
-	}
-	fmt.Fprintf(&s, "%-18s %9s %8s %8s %8s %8s %9s %8s %10s\n",
-		"config", "file MB", "dl s", "sum s", "fetch s", "MB/s", "img MB/s", "wire MB", "vs 1 ch")
-	for _, name := range order {
-		r := results[name]
-		base := results[r.mode+"/channels=1"]
-		ratio := "-"
-		if base != nil {
-			ratio = fmt.Sprintf("%.2fx", r.fileMBps()/base.fileMBps())
-		}
-		n := float64(r.n)
-		fmt.Fprintf(&s, "%-18s %9.1f %8.2f %8.2f %8.2f %8.1f %9.1f %8.1f %10s\n", name,
-			float64(r.fileBytes)/n/1e6, r.download.Seconds()/n, r.checksum.Seconds()/n, r.fetch.Seconds()/n,
-			r.fileMBps(), r.imageMBps(), float64(r.wire)/n/1e6, ratio)
-	}
-	s.WriteString("\n")
-	for _, name := range order {
-		r := results[name]
-		base := results[r.mode+"/channels=1"]
-		if base == nil || r.channels == 1 {
-			continue
-		}
-		expect := ""
-		if ceiling > 0 {
-			linkMBps := link.RateMbit / 8
-			if linkMBps <= 0 {
-				linkMBps = 1e9
+	fmt.Fprintf(&s, "\nTime to a verified .img on disk: image %d MiB (stand-in NixOS SD image, compresses about 3:1), %d cores, load average %s before, %s after\n",
+		imageMiB, runtime.NumCPU(), load0, load1)
+	fmt.Fprintf(&s, "%-22s %-18s %8s %8s %8s %8s %8s %9s %8s %6s %-10s %s\n",
+		"link", "method", "file MB", "fetch s", "MB/s", ".img s", "vs (a)", "fetch/(d)", "RSS MiB", "cpu%", "limit", "notes")
+	var base, limit *benchRow
+	for i := range rows {
+		r := &rows[i]
+		if i == 0 || rows[i-1].link != r.link {
+			base, limit = nil, nil
+			for j := i; j < len(rows) && rows[j].link == r.link; j++ {
+				if rows[j].baseline {
+					base = &rows[j]
+				}
+				if strings.HasPrefix(rows[j].method, "(d)") {
+					limit = &rows[j]
+				}
 			}
-			one := min(ceiling, linkMBps)
-			many := min(ceiling*float64(r.channels), linkMBps)
-			expect = fmt.Sprintf(" (window/RTT and the link rate allow at most %.2fx)", many/one)
 		}
-		fmt.Fprintf(&s, "%s channels=%d: %.2fx the 1-channel throughput%s\n", r.mode, r.channels, r.fileMBps()/base.fileMBps(), expect)
-	}
-	for _, ch := range []int{1, 4, 8} {
-		z, r := results[fmt.Sprintf("zst/channels=%d", ch)], results[fmt.Sprintf("raw/channels=%d", ch)]
-		if z != nil && r != nil {
-			fmt.Fprintf(&s, "channels=%d: the uncompressed image (compressed in transit) reaches the user at %.2fx the rate of the .img.zst (decompressed locally)\n",
-				ch, r.imageMBps()/z.imageMBps())
+		vs, vsd, rss, cpu := "-", "-", "-", "-"
+		if base != nil && !strings.HasPrefix(r.method, "(d)") {
+			vs = fmt.Sprintf("%.2fx", base.total.Seconds()/r.total.Seconds())
 		}
+		if limit != nil {
+			vsd = fmt.Sprintf("%.2f", r.fetch.Seconds()/limit.fetch.Seconds())
+		}
+		if r.rssMiB > 0 {
+			rss = fmt.Sprintf("%.0f", r.rssMiB)
+		}
+		if r.cpuBusy > 0 {
+			cpu = fmt.Sprintf("%.0f", r.cpuBusy*100)
+		}
+		notes := r.comment
+		if r.procCPU > 0 {
+			notes = strings.TrimSpace(fmt.Sprintf("engine CPU %.1fs; %s", r.procCPU.Seconds(), notes))
+		}
+		fmt.Fprintf(&s, "%-22s %-18s %8.1f %8.2f %8.1f %8.2f %8s %9s %8s %6s %-10s %s\n",
+			linkName(r.link), r.method, r.fileMB, r.fetch.Seconds(), r.fileMB/r.fetch.Seconds(), r.total.Seconds(),
+			vs, vsd, rss, cpu, limitOf(*r), notes)
 	}
+	s.WriteString("\nvs (a): how many times faster than (a) to a verified .img; fetch/(d): the fetch's time over the link limit's.\n")
+	s.WriteString("cpu%: the whole machine's CPU use during the run (/proc/stat); limit: link = within 80% of the link rate, CPU = machine at least 90% busy, window/RTT = neither.\n")
 	fmt.Fprint(os.Stdout, s.String())
 }
+

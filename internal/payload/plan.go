@@ -32,7 +32,7 @@ const (
 	// minPlanSize: smaller images download over the communicator's
 	// connection alone (another connection's handshake would cost more
 	// than it saves).
-	minPlanSize = 64 << 20
+	minPlanSize = 16 << 20
 )
 
 // linkPlanner adds connections of our own to the download once it has
