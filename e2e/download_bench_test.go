@@ -622,4 +622,3 @@ func printBenchTable(imageMiB int, rows []benchRow, load0, load1 string) {
 	s.WriteString("cpu%: the whole machine's CPU use during the run (/proc/stat); limit: link = within 80% of the link rate, CPU = machine at least 90% busy, window/RTT = neither.\n")
 	fmt.Fprint(os.Stdout, s.String())
 }
-
