@@ -7,8 +7,6 @@ import (
 	"os"
 	"path"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
@@ -190,24 +188,11 @@ func (r *run) download(ctx context.Context, image string, info imageInfo, f *os.
 			}
 		}
 	})
-	var arrived atomic.Int64
-	d := &downloader{comm: r.comm, channels: channels, compress: compress, tracker: tracker,
-		progress: func(n int64) { arrived.Add(n); pr.Add(n) }}
-	var conns []*sshConn
-	defer func() {
-		for _, c := range conns {
-			c.close()
-		}
-	}()
-	var connsMu sync.Mutex
-	if p := r.linkPlanner(info, channels, &arrived); p != nil {
-		d.expected = p.expected()
+	d := &downloader{comm: r.comm, channels: channels, compress: compress, tracker: tracker, progress: pr.Add}
+	if r.link != nil {
+		d.expected = r.link.expected(info.maxSessions)
 		d.more = func(ctx context.Context) []worker {
-			ws, cs := p.workers(ctx)
-			connsMu.Lock()
-			conns = append(conns, cs...)
-			connsMu.Unlock()
-			return ws
+			return r.link.workers(ctx, r.ui, info.size, info.maxSessions)
 		}
 	}
 	start := time.Now()

@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"sync/atomic"
+	"sync"
 	"time"
+
+	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
 )
 
 // How the download chooses its connections and channels when
@@ -30,67 +32,137 @@ const (
 	// maxAutoConnections caps the connections the automatic choice opens.
 	maxAutoConnections = 8
 	// minPlanSize: smaller images download over the communicator's
-	// connection alone (another connection's handshake would cost more
-	// than it saves).
+	// connection alone (other connections would save little).
 	minPlanSize = 16 << 20
 )
 
-// linkPlanner adds connections of our own to the download once it has
-// measured the round trip to the host on the first of them.
-type linkPlanner struct {
-	r           *run
-	target      *SSHTarget
-	maxSessions int
-	arrived     *atomic.Int64
+// linkPlan opens connections of our own to the host while the image
+// builds: the first measures the round trip, which sets how many more to
+// open, so they are ready when the download starts.
+type linkPlan struct {
+	target *SSHTarget
+	cfg    *Config
+	done   chan struct{}
+	// Set when done is closed.
+	rtt time.Duration
+	err error
+
+	mu     sync.Mutex
+	conns  []*sshConn
+	closed bool
 }
 
-// linkPlanner is nil when the download stays on the communicator's
-// connection: no SSH target, download_connections = 1, or a small image.
-func (r *run) linkPlanner(info imageInfo, _ int, arrived *atomic.Int64) *linkPlanner {
-	if r.opts.SSH == nil || r.opts.SSH.Config == nil || r.cfg.DownloadConnections == 1 || info.size < minPlanSize {
+// planLink starts opening connections of our own; nil when the download
+// stays on the communicator's connection (no SSH target, or
+// download_connections = 1). close ends them.
+func (r *run) planLink(ctx context.Context) *linkPlan {
+	t := r.opts.SSH
+	if t == nil || t.Config == nil || r.cfg.DownloadConnections == 1 {
 		return nil
 	}
-	return &linkPlanner{r: r, target: r.opts.SSH, maxSessions: sessionsOr10(info.maxSessions), arrived: arrived}
+	p := &linkPlan{target: t, cfg: r.cfg, done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		pin := &hostKeyPin{}
+		first := &sshConn{target: t, pin: pin}
+		if !p.add(first) {
+			return
+		}
+		p.rtt, p.err = first.measureRTT(ctx)
+		if p.err != nil {
+			p.drop()
+			return
+		}
+		conns, _ := chooseLink(p.rtt, r.cfg.DownloadConnections, r.cfg.DownloadChannels, 0)
+		if conns <= 1 {
+			p.drop()
+			return
+		}
+		for range conns - 2 {
+			c := &sshConn{target: t, pin: pin}
+			if !p.add(c) {
+				return
+			}
+			// Opened now; a failure is retried when a channel needs it.
+			go c.connect(ctx)
+		}
+	}()
+	return p
 }
 
-// expected guesses how many channels the planner adds, for the range length.
-func (p *linkPlanner) expected() int {
-	conns, per := chooseLink(100*time.Millisecond, p.r.cfg.DownloadConnections, p.r.cfg.DownloadChannels, p.maxSessions)
+// add keeps c unless the plan was closed (then it closes c).
+func (p *linkPlan) add(c *sshConn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		c.close()
+		return false
+	}
+	p.conns = append(p.conns, c)
+	return true
+}
+
+// drop closes the connections: the download will not use them.
+func (p *linkPlan) drop() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.close()
+	}
+	p.conns = nil
+}
+
+// close ends the plan's connections, without waiting for the plan.
+func (p *linkPlan) close() {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
+	p.drop()
+}
+
+// expected guesses how many channels the plan adds, for the range length.
+func (p *linkPlan) expected(maxSessions int) int {
+	conns, per := chooseLink(100*time.Millisecond, p.cfg.DownloadConnections, p.cfg.DownloadChannels, maxSessions)
 	return (conns - 1) * per
 }
 
-// workers opens the first extra connection, measures the round trip on it,
-// and returns the channels of every extra connection (which open on first
-// use) and the connections.
-func (p *linkPlanner) workers(ctx context.Context) ([]worker, []*sshConn) {
-	pin := &hostKeyPin{}
-	first := &sshConn{target: p.target, pin: pin}
-	rtt, err := first.measureRTT(ctx)
-	if err != nil {
-		first.close()
+// workers waits for the plan and returns the channels of its connections,
+// saying what it chose; none for a small image.
+func (p *linkPlan) workers(ctx context.Context, ui packersdk.Ui, size int64, maxSessions int) []worker {
+	select {
+	case <-p.done:
+	case <-ctx.Done():
+		return nil
+	}
+	if size < minPlanSize {
+		return nil
+	}
+	if p.err != nil {
 		if ctx.Err() == nil {
-			p.r.ui.Say(fmt.Sprintf("Could not open another SSH connection to %s (%v); the download stays on the communicator's connection (download_connections = 1 skips this attempt)", p.target.Address, err))
+			ui.Say(fmt.Sprintf("Could not open another SSH connection to %s (%v); the download stays on the communicator's connection (download_connections = 1 skips this attempt)", p.target.Address, p.err))
 		}
-		return nil, nil
+		return nil
 	}
-	conns, per := chooseLink(rtt, p.r.cfg.DownloadConnections, p.r.cfg.DownloadChannels, p.maxSessions)
-	if conns <= 1 {
-		first.close()
-		p.r.ui.Say(fmt.Sprintf("Round trip to the host: %s; one connection's window suffices", rtt.Round(100*time.Microsecond)))
-		return nil, nil
+	rtt := p.rtt.Round(100 * time.Microsecond)
+	p.mu.Lock()
+	conns := p.conns
+	p.mu.Unlock()
+	if len(conns) == 0 {
+		ui.Say(fmt.Sprintf("Round trip to the host: %s; one connection's window suffices", rtt))
+		return nil
 	}
-	cs := []*sshConn{first}
-	for len(cs) < conns-1 {
-		cs = append(cs, &sshConn{target: p.target, pin: pin})
-	}
+	_, per := chooseLink(p.rtt, p.cfg.DownloadConnections, p.cfg.DownloadChannels, maxSessions)
 	var ws []worker
-	for _, c := range cs {
+	for _, c := range conns {
 		for range per {
 			ws = append(ws, worker{src: c, own: true})
 		}
 	}
-	p.r.ui.Say(fmt.Sprintf("Round trip to the host: %s; adding %d SSH connections with %d channels each", rtt.Round(100*time.Microsecond), len(cs), per))
-	return ws, cs
+	ui.Say(fmt.Sprintf("Round trip to the host: %s; adding %d SSH connections with %d channels each", rtt, len(conns), per))
+	return ws
 }
 
 // chooseLink is how many connections in all (the communicator's included)

@@ -74,6 +74,8 @@ type run struct {
 	// the build made (the .img.zst when compressed).
 	nixpkgs   Nixpkgs
 	builtSize int64
+	// link opens the download's connections of our own during the build.
+	link *linkPlan
 }
 
 // run goes through the phases in order; each phase's file holds its code.
@@ -91,6 +93,9 @@ func (r *run) run(ctx context.Context) (res *Result, err error) {
 	if err := r.upload(ctx); err != nil {
 		return nil, phaseErr(PhaseUpload, err, nil)
 	}
+	// The host is there: measure the link while the image builds.
+	r.link = r.planLink(ctx)
+	defer r.link.close()
 	if err := r.ensureNix(ctx); err != nil {
 		return nil, err
 	}
