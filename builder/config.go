@@ -164,6 +164,7 @@ func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
 
 	add(c.AccessConfig.Prepare()...)
 	add(c.Config.Prepare(c.PackerBuildName, c.PackerForce)...)
+	warnings = append(warnings, c.Config.Warnings()...)
 
 	c.prepareCommunicator(add)
 	c.prepareSource(add)

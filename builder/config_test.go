@@ -145,6 +145,11 @@ func TestConfigPrepareAcceptsValidValues(t *testing.T) {
 			}
 		}},
 		{"ec2 endpoint", map[string]interface{}{"ec2_endpoint": "http://127.0.0.1:5000"}, nil},
+		{"own public key by default", map[string]interface{}{}, func(t *testing.T, c *Config) {
+			if len(c.SSHAuthorizedKeys) != 1 || c.SSHAuthorizedKeys[0]+"\n" != testUserKey {
+				t.Errorf("ssh_authorized_keys = %q, want the key in ~/.ssh", c.SSHAuthorizedKeys)
+			}
+		}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -163,6 +168,7 @@ func TestConfigPrepareAcceptsValidValues(t *testing.T) {
 }
 
 func TestConfigPrepareRejects(t *testing.T) {
+	noSDKRegion(t)
 	dir := t.TempDir()
 	notNix := filepath.Join(dir, "configuration.txt")
 	if err := os.WriteFile(notNix, []byte("{ }"), 0o644); err != nil {
@@ -412,5 +418,28 @@ func TestConfigSpotRetries(t *testing.T) {
 		} else if got := c.SpotRetriesCount(); got != tc.want {
 			t.Errorf("spot_retries = %v: %d, want %d", tc.value, got, tc.want)
 		}
+	}
+}
+
+// noSDKRegion hides the machine's AWS settings, which would give a region
+// the configuration lacks.
+func noSDKRegion(t *testing.T) {
+	t.Helper()
+	for _, v := range []string{"AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_DEFAULT_PROFILE"} {
+		t.Setenv(v, "")
+	}
+	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "none"))
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "none"))
+}
+
+// TestConfigPrepareWarnsNobodyCanLogIn: a built-in image without any key
+// gets a warning, before the build, that names the option.
+func TestConfigPrepareWarnsNobodyCanLogIn(t *testing.T) {
+	_, warnings, err := prepareConfig(t, map[string]interface{}{"use_local_ssh_keys": false})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(warnings) != 1 || !strings.Contains(warnings[0], "nobody will be able to log in") || !strings.Contains(warnings[0], "ssh_authorized_keys") {
+		t.Errorf("warnings = %q", warnings)
 	}
 }

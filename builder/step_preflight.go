@@ -28,6 +28,9 @@ func (s *stepPreflight) Run(ctx context.Context, state multistep.StateBag) multi
 	if err != nil {
 		return halt(state, err)
 	}
+	if src := e.cfg.RegionSource(); src != "" {
+		e.ui.Say(fmt.Sprintf("Using region %s (region is not set; taken from %s)", e.cfg.Region, src))
+	}
 	e.ui.Say("Checking the AWS credentials and the configuration against EC2...")
 	if err := s.check(ctx, e, state); err != nil {
 		return halt(state, err)

@@ -92,6 +92,7 @@ func TestConfigureValues(t *testing.T) {
 }
 
 func TestConfigureErrors(t *testing.T) {
+	noSDKRegion(t)
 	for _, tc := range []struct {
 		name string
 		raw  map[string]interface{}
@@ -294,4 +295,15 @@ func TestExecuteErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// noSDKRegion hides the machine's AWS settings, which would give a region
+// the configuration lacks.
+func noSDKRegion(t *testing.T) {
+	t.Helper()
+	for _, v := range []string{"AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_DEFAULT_PROFILE"} {
+		t.Setenv(v, "")
+	}
+	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "none"))
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "none"))
 }

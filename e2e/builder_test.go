@@ -116,6 +116,63 @@ func TestBuilderMinimal(t *testing.T) {
 	checkBuildIDTags(t, tb)
 }
 
+// TestBuilderMinimalExample: example/minimal, a three-line build, builds
+// with nothing but the AWS configuration of the environment (the region
+// from AWS_REGION) and the user's own public key, which goes into the image;
+// the output says both, and ends with the phase and cost report. On AWS the
+// instance's address and this machine's public address are found on their
+// own; in the test bed the build block adds them (ssh_host, public_ip_url)
+// to the example's source, whose line is kept as it is.
+func TestBuilderMinimalExample(t *testing.T) {
+	tb := startTestbed(t, testbed.Options{})
+	example := filepath.Join(repoRoot(t), "example", "minimal")
+	src, err := os.ReadFile(filepath.Join(example, "build.pkr.hcl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(src)), "\n")
+	if len(lines) != 3 || lines[0] != `source "nixos-sd" "pi" {}` || !strings.HasPrefix(lines[2], "build {") {
+		t.Fatalf("example/minimal/build.pkr.hcl is not the three-line build the README shows:\n%s", src)
+	}
+	dir := t.TempDir()
+	copyTree(t, example, dir)
+	host, port := tb.NextSSHEndpoint()
+	writeTemplate(t, dir, "build.pkr.hcl", fmt.Sprintf(`%s
+
+build {
+  source "source.nixos-sd.pi" {
+    ssh_host      = %q
+    ssh_port      = %d
+    public_ip_url = %q
+  }
+}
+`, lines[0], host, port, tb.PublicIPURL()))
+
+	home := t.TempDir()
+	key := "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl pi-owner@laptop"
+	writeTemplate(t, home, ".ssh/id_ed25519.pub", key+"\n")
+	env := append(tb.Env(), "HOME="+home, "SSH_AUTH_SOCK=")
+	out, code := packerRun(t, dir, env, "build", "-color=false", ".")
+	checkBuildReport(t, out)
+	if code != 0 {
+		t.Fatalf("packer build exited %d:\n%s", code, out)
+	}
+	for _, want := range []string{
+		"==> nixos-sd.pi: Using region " + bldRegion + " (region is not set; taken from AWS_REGION)",
+		"==> nixos-sd.pi: ssh_authorized_keys is not set: the image lets in your own public keys, as root and nixos, so you can log in at first boot (use_local_ssh_keys = false leaves them out): " + filepath.Join(home, ".ssh", "id_ed25519.pub"),
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the output lacks %q:\n%s", want, out)
+		}
+	}
+	image := filepath.Join(dir, "output-pi", bldImageName)
+	sum := checkBuiltImage(t, image)
+	checkBuilderManifest(t, image, sum)
+	if m := readManifest(t, image); m["ssh_authorized_keys"] != float64(1) || m["region"] != bldRegion {
+		t.Errorf("the manifest says %v keys in region %v, want the user's key in %s", m["ssh_authorized_keys"], m["region"], bldRegion)
+	}
+}
+
 // userDataOf decodes the user data of a CreateLaunchTemplate call.
 func userDataOf(t *testing.T, lt testbed.Call) string {
 	t.Helper()

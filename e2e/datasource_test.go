@@ -231,6 +231,9 @@ func TestDatasourceFailures(t *testing.T) {
 		rule    *testbed.Rule
 		want    []string
 		noCalls bool
+		// noRegion hides the test bed's AWS_REGION, as a machine without
+		// any region configured.
+		noRegion bool
 	}{
 		{
 			name:    "unknown release at validate",
@@ -239,16 +242,18 @@ func TestDatasourceFailures(t *testing.T) {
 			noCalls: true,
 		},
 		{
-			name:    "empty region at validate",
-			args:    []string{"validate", "-var", "region=", "lookup.pkr.hcl"},
-			want:    []string{`region: required; set it to the AWS region to build in, for example region = "us-east-2"`},
-			noCalls: true,
+			name:     "empty region at validate",
+			args:     []string{"validate", "-var", "region=", "lookup.pkr.hcl"},
+			want:     []string{`region: required, and the AWS SDK's configuration gives none`, `for example region = "us-east-2" in the source, or export AWS_REGION=us-east-2`},
+			noCalls:  true,
+			noRegion: true,
 		},
 		{
-			name:    "empty region at build",
-			args:    []string{"build", "-color=false", "-var", "region=", "lookup.pkr.hcl"},
-			want:    []string{`region: required`},
-			noCalls: true,
+			name:     "empty region at build",
+			args:     []string{"build", "-color=false", "-var", "region=", "lookup.pkr.hcl"},
+			want:     []string{`region: required`},
+			noCalls:  true,
+			noRegion: true,
 		},
 		{
 			name: "no image in the region",
@@ -278,7 +283,11 @@ func TestDatasourceFailures(t *testing.T) {
 				tb.Proxy().AddRule(*tc.rule)
 				defer tb.Proxy().ClearRules()
 			}
-			out, code := packerRun(t, dir, tb.Env(), tc.args...)
+			env := tb.Env()
+			if tc.noRegion {
+				env = append(env, "AWS_REGION=", "AWS_DEFAULT_REGION=")
+			}
+			out, code := packerRun(t, dir, env, tc.args...)
 			if code == 0 {
 				t.Fatalf("packer %s succeeded; it must fail", strings.Join(tc.args, " "))
 			}

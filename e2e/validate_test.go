@@ -19,14 +19,17 @@ import (
 func TestValidateExamples(t *testing.T) {
 	examples := filepath.Join(t.TempDir(), "example")
 	copyTree(t, filepath.Join(repoRoot(t), "example"), examples)
-	for _, dir := range []string{".", "datasource", "provisioner"} {
+	// A user's AWS configuration gives the region to the examples that do
+	// not set one (minimal).
+	env := []string{"AWS_REGION=us-east-2"}
+	for _, dir := range []string{".", "minimal", "flake", "datasource", "provisioner"} {
 		t.Run(dir, func(t *testing.T) {
 			wd := filepath.Join(examples, dir)
-			out, code := packerRun(t, wd, nil, "init", ".")
+			out, code := packerRun(t, wd, env, "init", ".")
 			if code != 0 {
 				t.Fatalf("packer init . in example/%s exited %d:\n%s", dir, code, out)
 			}
-			out, code = packerRun(t, wd, nil, "validate", ".")
+			out, code = packerRun(t, wd, env, "validate", ".")
 			if code != 0 {
 				t.Fatalf("packer validate . in example/%s exited %d:\n%s", dir, code, out)
 			}

@@ -7,9 +7,11 @@
 package awscommon
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net/url"
+	"os"
 	"regexp"
 	"time"
 
@@ -38,9 +40,12 @@ type AssumeRoleConfig struct {
 // AccessConfig is how the plugin reaches EC2. Credentials follow the AWS SDK's
 // usual chain (environment, shared files, SSO, instance role) unless given here.
 type AccessConfig struct {
-	// The AWS region to work in, for example `us-east-2`. Required; take it from
-	// a variable (`-var region=...`) to switch regions without editing the file.
-	Region string `mapstructure:"region" required:"true"`
+	// The AWS region to work in, for example `us-east-2`. Defaults to the AWS
+	// SDK's own setting, as the AWS CLI finds it: the `AWS_REGION` or
+	// `AWS_DEFAULT_REGION` environment variable, else the `region` of the
+	// profile (`profile`, `AWS_PROFILE`, or `default`) in `~/.aws/config`.
+	// Validation fails when none of these gives one.
+	Region string `mapstructure:"region" required:"false"`
 	// The named profile from the shared AWS config and credentials files.
 	Profile string `mapstructure:"profile" required:"false"`
 	// A static access key id. Prefer the environment or a profile; when set,
@@ -62,6 +67,7 @@ type AccessConfig struct {
 	MaxRetries int `mapstructure:"max_retries" required:"false"`
 
 	assumeRoleDuration time.Duration
+	regionSource       string
 }
 
 var regionPattern = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]+$`)
@@ -70,8 +76,17 @@ var regionPattern = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]+$`)
 func (c *AccessConfig) Prepare() []error {
 	var errs []error
 	if c.Region == "" {
-		errs = append(errs, fmt.Errorf("region: required; set it to the AWS region to build in, for example region = \"us-east-2\" (or -var region=us-east-2)"))
-	} else if !regionPattern.MatchString(c.Region) {
+		region, source, err := sdkRegion(c.Profile)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("region: not set, and the AWS SDK's configuration could not be read (%v); set region = \"us-east-2\" in the source, or fix the profile", err))
+		case region == "":
+			errs = append(errs, fmt.Errorf("region: required, and the AWS SDK's configuration gives none (no AWS_REGION or AWS_DEFAULT_REGION, no region in the profile's section of ~/.aws/config); set it to the AWS region to build in, for example region = \"us-east-2\" in the source, or export AWS_REGION=us-east-2"))
+		default:
+			c.Region, c.regionSource = region, source
+		}
+	}
+	if c.Region != "" && !regionPattern.MatchString(c.Region) {
 		errs = append(errs, fmt.Errorf("region: %q is not an AWS region name; use a name such as \"us-east-2\" or \"eu-west-1\", not an availability zone or a display name", c.Region))
 	}
 	if (c.AccessKey == "") != (c.SecretKey == "") {
@@ -105,6 +120,31 @@ func (c *AccessConfig) Prepare() []error {
 		errs = append(errs, fmt.Errorf("assume_role.duration: %s is outside what AWS accepts; use 15m to 12h", c.assumeRoleDuration))
 	}
 	return errs
+}
+
+// RegionSource says where the region came from when the configuration did
+// not set it ("AWS_REGION", "profile default in the AWS config file"); empty
+// when it did.
+func (c *AccessConfig) RegionSource() string { return c.regionSource }
+
+// sdkRegion is the region the AWS SDK would use without one given: the
+// environment, then the profile's region in the shared config file.
+func sdkRegion(profile string) (region, source string, err error) {
+	for _, v := range []string{"AWS_REGION", "AWS_DEFAULT_REGION"} {
+		if r := os.Getenv(v); r != "" {
+			return r, v, nil
+		}
+	}
+	var opts []func(*awsconfig.LoadOptions) error
+	if profile != "" {
+		opts = append(opts, awsconfig.WithSharedConfigProfile(profile))
+	}
+	cfg, err := awsconfig.LoadDefaultConfig(context.Background(), opts...)
+	if err != nil {
+		return "", "", err
+	}
+	name := cmp.Or(profile, os.Getenv("AWS_PROFILE"), "default")
+	return cfg.Region, "profile " + name + " in the AWS config file", nil
 }
 
 // ParseDuration parses a positive duration option; empty means def.

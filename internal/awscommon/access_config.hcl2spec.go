@@ -10,7 +10,7 @@ import (
 // FlatAccessConfig is an auto-generated flat version of AccessConfig.
 // Where the contents of a field with a `mapstructure:,squash` tag are bubbled up.
 type FlatAccessConfig struct {
-	Region      *string               `mapstructure:"region" required:"true" cty:"region" hcl:"region"`
+	Region      *string               `mapstructure:"region" required:"false" cty:"region" hcl:"region"`
 	Profile     *string               `mapstructure:"profile" required:"false" cty:"profile" hcl:"profile"`
 	AccessKey   *string               `mapstructure:"access_key" required:"false" cty:"access_key" hcl:"access_key"`
 	SecretKey   *string               `mapstructure:"secret_key" required:"false" cty:"secret_key" hcl:"secret_key"`

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -75,12 +76,13 @@ func TestPrepareAccepts(t *testing.T) {
 }
 
 func TestPrepareRejects(t *testing.T) {
+	noSDKRegion(t)
 	for _, tc := range []struct {
 		name string
 		edit func(*AccessConfig)
 		want string // the option named, and what to do
 	}{
-		{"missing region", func(c *AccessConfig) { c.Region = "" }, `region: required; set it to the AWS region to build in, for example region = "us-east-2"`},
+		{"missing region", func(c *AccessConfig) { c.Region = "" }, `region: required, and the AWS SDK's configuration gives none (no AWS_REGION or AWS_DEFAULT_REGION, no region in the profile's section of ~/.aws/config); set it to the AWS region to build in, for example region = "us-east-2"`},
 		{"availability zone", func(c *AccessConfig) { c.Region = "us-east-2a" }, `region: "us-east-2a" is not an AWS region name`},
 		{"display name", func(c *AccessConfig) { c.Region = "US East (Ohio)" }, `region: "US East (Ohio)" is not an AWS region name`},
 		{"upper case", func(c *AccessConfig) { c.Region = "US-EAST-2" }, `region: "US-EAST-2" is not an AWS region name`},
@@ -235,5 +237,56 @@ func TestNewEC2ClientHonoursEnvironmentEndpoint(t *testing.T) {
 	// Credentials come from the environment when no keys are configured.
 	if a := env.auth[0]; !strings.Contains(a, "Credential=AKIDENV/") {
 		t.Errorf("Authorization = %q", a)
+	}
+}
+
+// noSDKRegion hides the machine's AWS settings from the test.
+func noSDKRegion(t *testing.T) {
+	t.Helper()
+	for _, v := range []string{"AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_DEFAULT_PROFILE"} {
+		t.Setenv(v, "")
+	}
+	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "none"))
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "none"))
+}
+
+// TestPrepareRegionFromSDK: without region, the AWS SDK's own setting is
+// used, as the AWS CLI finds it, and where it came from is kept.
+func TestPrepareRegionFromSDK(t *testing.T) {
+	prep := func(c AccessConfig) (AccessConfig, []error) {
+		errs := c.Prepare()
+		return c, errs
+	}
+	noSDKRegion(t)
+	t.Setenv("AWS_DEFAULT_REGION", "eu-west-1")
+	if c, errs := prep(AccessConfig{}); len(errs) > 0 || c.Region != "eu-west-1" || c.RegionSource() != "AWS_DEFAULT_REGION" {
+		t.Errorf("AWS_DEFAULT_REGION: region %q from %q, %v", c.Region, c.RegionSource(), errs)
+	}
+	t.Setenv("AWS_REGION", "eu-central-1")
+	if c, errs := prep(AccessConfig{}); len(errs) > 0 || c.Region != "eu-central-1" || c.RegionSource() != "AWS_REGION" {
+		t.Errorf("AWS_REGION: region %q from %q, %v", c.Region, c.RegionSource(), errs)
+	}
+	if c, errs := prep(AccessConfig{Region: "us-west-2"}); len(errs) > 0 || c.Region != "us-west-2" || c.RegionSource() != "" {
+		t.Errorf("region set: region %q from %q, %v", c.Region, c.RegionSource(), errs)
+	}
+
+	noSDKRegion(t)
+	conf := filepath.Join(t.TempDir(), "config")
+	if err := os.WriteFile(conf, []byte("[default]\nregion = ap-south-1\n\n[profile pi]\nregion = sa-east-1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("AWS_CONFIG_FILE", conf)
+	if c, errs := prep(AccessConfig{}); len(errs) > 0 || c.Region != "ap-south-1" || c.RegionSource() != "profile default in the AWS config file" {
+		t.Errorf("default profile: region %q from %q, %v", c.Region, c.RegionSource(), errs)
+	}
+	if c, errs := prep(AccessConfig{Profile: "pi"}); len(errs) > 0 || c.Region != "sa-east-1" || c.RegionSource() != "profile pi in the AWS config file" {
+		t.Errorf("profile pi: region %q from %q, %v", c.Region, c.RegionSource(), errs)
+	}
+	t.Setenv("AWS_PROFILE", "pi")
+	if c, errs := prep(AccessConfig{}); len(errs) > 0 || c.Region != "sa-east-1" {
+		t.Errorf("AWS_PROFILE=pi: region %q, %v", c.Region, errs)
+	}
+	if _, errs := prep(AccessConfig{Profile: "missing"}); len(errs) == 0 || !strings.HasPrefix(errs[0].Error(), "region: not set, and the AWS SDK's configuration could not be read") {
+		t.Errorf("a missing profile: %v", errs)
 	}
 }

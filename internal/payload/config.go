@@ -40,7 +40,15 @@ type Config struct {
 	Nixpkgs string `mapstructure:"nixpkgs" required:"false"`
 	// SSH public keys allowed to log in as `root` and `nixos` on the built image
 	// (built-in configuration only; a `nixos_config` of your own sets its own).
+	// When not set, your own public keys are used (see `use_local_ssh_keys`).
 	SSHAuthorizedKeys []string `mapstructure:"ssh_authorized_keys" required:"false"`
+	// When `ssh_authorized_keys` is not set, let your own public keys into the
+	// built-in configuration: every `~/.ssh/*.pub` and the keys the SSH agent
+	// holds (`SSH_AUTH_SOCK`), so that you can log in to the board at first
+	// boot. The build says which keys it added. Defaults to true; set false
+	// to leave them out (an image nobody can log in to over SSH gets a
+	// warning before the build starts).
+	UseLocalSSHKeys *bool `mapstructure:"use_local_ssh_keys" required:"false"`
 	// The host name of the built system (built-in configuration only).
 	// Defaults to `nixos`.
 	Hostname string `mapstructure:"hostname" required:"false"`
@@ -84,8 +92,10 @@ type Config struct {
 	// holds the build. Defaults to `/tmp/nixos-sd`.
 	RemoteDirectory string `mapstructure:"remote_directory" required:"false"`
 
-	buildTimeout time.Duration
-	force        bool
+	buildTimeout  time.Duration
+	force         bool
+	sshKeySources []string
+	warnings      []string
 }
 
 var (
@@ -139,6 +149,20 @@ func (c *Config) Prepare(buildName string, force bool) []error {
 			errs = append(errs, fmt.Errorf("ssh_authorized_keys[%d]: holds more than one line; give one key per list entry", i))
 		} else if len(f) < 2 || !(strings.HasPrefix(f[0], "ssh-") || strings.HasPrefix(f[0], "ecdsa-") || strings.HasPrefix(f[0], "sk-")) {
 			errs = append(errs, fmt.Errorf("ssh_authorized_keys[%d]: not an OpenSSH public key line (\"ssh-ed25519 AAAA... comment\"); paste the contents of your ~/.ssh/id_*.pub", i))
+		}
+	}
+	if c.UseLocalSSHKeys == nil {
+		t := true
+		c.UseLocalSSHKeys = &t
+	}
+	c.sshKeySources, c.warnings = nil, nil
+	if c.NixOSConfig == "" && c.Flake == "" && len(c.SSHAuthorizedKeys) == 0 {
+		if *c.UseLocalSSHKeys {
+			c.SSHAuthorizedKeys, c.sshKeySources = localSSHKeys()
+		}
+		if len(c.SSHAuthorizedKeys) == 0 {
+			c.warnings = append(c.warnings, "ssh_authorized_keys: not set, and no key of yours was added (none in ~/.ssh/*.pub or the SSH agent, or use_local_ssh_keys = false): "+
+				"nobody will be able to log in to the built image over SSH. Set ssh_authorized_keys = [\"ssh-ed25519 AAAA... you@host\"] to log in at first boot.")
 		}
 	}
 	if c.Hostname == "" {
@@ -198,6 +222,14 @@ func (c *Config) Prepare(buildName string, force bool) []error {
 	}
 	return errs
 }
+
+// Warnings are what Prepare found worth saying but not wrong, such as an
+// image nobody can log in to.
+func (c *Config) Warnings() []string { return c.warnings }
+
+// LocalSSHKeySources are where the keys Prepare added to
+// ssh_authorized_keys came from (use_local_ssh_keys), empty when it added none.
+func (c *Config) LocalSSHKeySources() []string { return c.sshKeySources }
 
 // BuildTimeoutDuration is the prepared build_timeout.
 func (c *Config) BuildTimeoutDuration() time.Duration {

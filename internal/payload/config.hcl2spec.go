@@ -14,6 +14,7 @@ type FlatConfig struct {
 	Flake               *string           `mapstructure:"flake" required:"false" cty:"flake" hcl:"flake"`
 	Nixpkgs             *string           `mapstructure:"nixpkgs" required:"false" cty:"nixpkgs" hcl:"nixpkgs"`
 	SSHAuthorizedKeys   []string          `mapstructure:"ssh_authorized_keys" required:"false" cty:"ssh_authorized_keys" hcl:"ssh_authorized_keys"`
+	UseLocalSSHKeys     *bool             `mapstructure:"use_local_ssh_keys" required:"false" cty:"use_local_ssh_keys" hcl:"use_local_ssh_keys"`
 	Hostname            *string           `mapstructure:"hostname" required:"false" cty:"hostname" hcl:"hostname"`
 	NixOptions          map[string]string `mapstructure:"nix_options" required:"false" cty:"nix_options" hcl:"nix_options"`
 	ImageName           *string           `mapstructure:"image_name" required:"false" cty:"image_name" hcl:"image_name"`
@@ -42,6 +43,7 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 		"flake":                &hcldec.AttrSpec{Name: "flake", Type: cty.String, Required: false},
 		"nixpkgs":              &hcldec.AttrSpec{Name: "nixpkgs", Type: cty.String, Required: false},
 		"ssh_authorized_keys":  &hcldec.AttrSpec{Name: "ssh_authorized_keys", Type: cty.List(cty.String), Required: false},
+		"use_local_ssh_keys":   &hcldec.AttrSpec{Name: "use_local_ssh_keys", Type: cty.Bool, Required: false},
 		"hostname":             &hcldec.AttrSpec{Name: "hostname", Type: cty.String, Required: false},
 		"nix_options":          &hcldec.AttrSpec{Name: "nix_options", Type: cty.Map(cty.String), Required: false},
 		"image_name":           &hcldec.AttrSpec{Name: "image_name", Type: cty.String, Required: false},

@@ -50,8 +50,10 @@ func (r *run) upload(ctx context.Context) error {
 		}
 		return r.uploadFile(ctx, cfg.NixOSConfig, path.Join(dst, "configuration.nix"))
 	default:
-		if len(cfg.SSHAuthorizedKeys) == 0 {
-			r.ui.Say("Note: ssh_authorized_keys is empty, so nobody can log in to the built system over SSH")
+		if src := cfg.LocalSSHKeySources(); len(src) > 0 {
+			r.ui.Say(fmt.Sprintf("ssh_authorized_keys is not set: the image lets in your own public keys, as root and nixos, so you can log in at first boot (use_local_ssh_keys = false leaves them out): %s", strings.Join(src, ", ")))
+		} else if len(cfg.SSHAuthorizedKeys) == 0 {
+			r.ui.Error("Warning: ssh_authorized_keys is empty, so nobody can log in to the built system over SSH; set ssh_authorized_keys to log in at first boot")
 		}
 		if err := r.mkdir(ctx, path.Join(rd, remoteNixOS)); err != nil {
 			return err

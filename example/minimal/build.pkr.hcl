@@ -1,0 +1,3 @@
+source "nixos-sd" "pi" {}
+
+build { sources = ["source.nixos-sd.pi"] }
