@@ -226,7 +226,7 @@ func (c *Config) preparePlacement(add func(...error)) {
 			add(fmt.Errorf("instance_types: %q is not an AArch64 (Graviton) type; the build needs arm64, so use a type such as %q", t, graviton(t)))
 		}
 		if seen[t] {
-			add(fmt.Errorf("instance_types: %q is listed twice", t))
+			add(fmt.Errorf("instance_types: %q is listed twice; remove one", t))
 		}
 		seen[t] = true
 	}
@@ -239,10 +239,10 @@ func (c *Config) preparePlacement(add func(...error)) {
 		}
 	}
 	if c.SubnetID != "" && !subnetPattern.MatchString(c.SubnetID) {
-		add(fmt.Errorf("subnet_id: %q is not a subnet id (subnet-...)", c.SubnetID))
+		add(fmt.Errorf("subnet_id: %q is not a subnet id; use an id such as \"subnet-0123456789abcdef0\", or remove it to use the default VPC's subnets", c.SubnetID))
 	}
 	if c.VpcID != "" && !vpcPattern.MatchString(c.VpcID) {
-		add(fmt.Errorf("vpc_id: %q is not a VPC id (vpc-...)", c.VpcID))
+		add(fmt.Errorf("vpc_id: %q is not a VPC id; use an id such as \"vpc-0123456789abcdef0\", or remove it to use the default VPC", c.VpcID))
 	}
 }
 
@@ -256,13 +256,13 @@ func (c *Config) prepareLaunch(add func(...error)) {
 		// A plain decimal only: ParseFloat alone also takes "NaN", "Inf",
 		// exponents and hex floats, which EC2 would refuse mid-build.
 		if p, err := strconv.ParseFloat(c.SpotPrice, 64); err != nil || !pricePattern.MatchString(c.SpotPrice) || p <= 0 {
-			add(fmt.Errorf("spot_price: %q is neither \"auto\" nor a positive price in US dollars per hour such as \"0.12\"", c.SpotPrice))
+			add(fmt.Errorf("spot_price: %q is neither \"auto\" nor a positive price; use \"auto\" or US dollars per hour such as \"0.12\"", c.SpotPrice))
 		}
 	}
 	if c.SpotAllocationStrategy == "" {
 		c.SpotAllocationStrategy = "price-capacity-optimized"
 	} else if !slices.Contains(allocStrategies, c.SpotAllocationStrategy) {
-		add(fmt.Errorf("spot_allocation_strategy: %q is not one of %s", c.SpotAllocationStrategy, strings.Join(allocStrategies, ", ")))
+		add(fmt.Errorf("spot_allocation_strategy: %q is not one of %s; use one of those, or remove it for price-capacity-optimized", c.SpotAllocationStrategy, strings.Join(allocStrategies, ", ")))
 	}
 
 	if c.VolumeSize == 0 {
@@ -299,7 +299,7 @@ func (c *Config) prepareSSHAccess(add func(...error), warnings *[]string) {
 	if c.SSHInterface == "" {
 		c.SSHInterface = "public_ip"
 	} else if !slices.Contains(sshInterfaces, c.SSHInterface) {
-		add(fmt.Errorf("ssh_interface: %q is not one of %s", c.SSHInterface, strings.Join(sshInterfaces, ", ")))
+		add(fmt.Errorf("ssh_interface: %q is not one of %s; use one of those, or remove it for public_ip", c.SSHInterface, strings.Join(sshInterfaces, ", ")))
 	}
 }
 
@@ -312,7 +312,7 @@ func (c *Config) prepareDurations(add func(...error)) {
 	if c.InstanceMaxLifetime != "" {
 		d, err := time.ParseDuration(c.InstanceMaxLifetime)
 		if err != nil || d <= 0 {
-			add(fmt.Errorf("instance_max_lifetime: %q is not a positive duration such as \"3h\"", c.InstanceMaxLifetime))
+			add(fmt.Errorf("instance_max_lifetime: %q is not a positive duration; use a value such as \"3h\"", c.InstanceMaxLifetime))
 		} else {
 			c.instanceMaxLifetime = d
 		}
@@ -326,7 +326,7 @@ func (c *Config) prepareDurations(add func(...error)) {
 		d, err := time.ParseDuration(c.OrphanTimeout)
 		switch {
 		case err != nil || d <= 0:
-			add(fmt.Errorf("orphan_timeout: %q is not a positive duration such as \"15m\"", c.OrphanTimeout))
+			add(fmt.Errorf("orphan_timeout: %q is not a positive duration; use a value such as \"15m\"", c.OrphanTimeout))
 		case d < time.Minute:
 			add(fmt.Errorf("orphan_timeout: %s is too short; a busy link can delay a heartbeat, so use at least 1m", d))
 		default:

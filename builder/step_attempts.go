@@ -52,7 +52,7 @@ func (s *stepAttempts) Run(ctx context.Context, state multistep.StateBag) multis
 		if errors.As(err, &ierr) {
 			ierr.Retries = round - 1
 			if round <= retries {
-				e.ui.Error(fmt.Sprintf("Spot instance %s was interrupted by EC2 (%s); cleaning it up", ierr.InstanceID, ierr.Reason))
+				e.ui.Error(fmt.Sprintf("Spot instance %s was interrupted by EC2 (%s); cleaning it up and running the build again on a new instance (set spot_retries to change how often)", ierr.InstanceID, ierr.Reason))
 			}
 		}
 		return err

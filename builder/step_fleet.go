@@ -96,7 +96,7 @@ func requestInstance(ctx context.Context, e stepEnv, state multistep.StateBag, l
 			}
 			switch r.kind() {
 			case kindOther:
-				return fmt.Errorf("EC2 refused to launch the instance: %v", r)
+				return fmt.Errorf("EC2 refused to launch the instance: %v; check instance_types, source_ami and the account's EC2 limits", r)
 			case kindQuota:
 				e.ui.Error(fmt.Sprintf("EC2 refused the %s request for a quota (%v): %s", lifecycle, r, quotaAdvice(e.cfg.Region, lifecycle, poolTypes(pools), maxVCPUs(state, pools))))
 				break tries
@@ -268,7 +268,7 @@ func createFleet(ctx context.Context, e stepEnv, state multistep.StateBag, in *e
 		return fmt.Errorf("requesting the instance (CreateFleet): %w", err)
 	}
 	if out == nil {
-		return errors.New("requesting the instance (CreateFleet): EC2 returned no answer")
+		return errors.New("requesting the instance (CreateFleet): EC2 returned no answer; run the build again")
 	}
 	if id := aws.ToString(out.FleetId); id != "" {
 		appendString(state, stateFleetIDs, id)

@@ -48,7 +48,7 @@ func (s *stepLaunchTemplate) Run(ctx context.Context, state multistep.StateBag) 
 		return halt(state, fmt.Errorf("creating the launch template: %w", err))
 	}
 	if out.LaunchTemplate == nil || aws.ToString(out.LaunchTemplate.LaunchTemplateId) == "" {
-		return halt(state, errors.New("creating the launch template: EC2 returned no launch template id"))
+		return halt(state, errors.New("creating the launch template: EC2 returned no launch template id; run the build again"))
 	}
 	state.Put(stateLaunchTemplate, aws.ToString(out.LaunchTemplate.LaunchTemplateId))
 	return multistep.ActionContinue

@@ -60,10 +60,10 @@ func resolveVPC(ctx context.Context, e stepEnv) (string, bool, error) {
 	if cfg.SubnetID != "" {
 		out, err := e.ec2.DescribeSubnets(ctx, &ec2.DescribeSubnetsInput{SubnetIds: []string{cfg.SubnetID}})
 		if err != nil {
-			return "", false, fmt.Errorf("subnet_id: describing %s: %w", cfg.SubnetID, err)
+			return "", false, fmt.Errorf("subnet_id: describing %s: %w; check subnet_id and the credentials' ec2:DescribeSubnets permission", cfg.SubnetID, err)
 		}
 		if len(out.Subnets) == 0 {
-			return "", false, fmt.Errorf("subnet_id: %q does not exist in region %s", cfg.SubnetID, cfg.Region)
+			return "", false, fmt.Errorf("subnet_id: %q does not exist in region %s; use a subnet of that region, or remove subnet_id", cfg.SubnetID, cfg.Region)
 		}
 		return aws.ToString(out.Subnets[0].VpcId), false, nil
 	}

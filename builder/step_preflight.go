@@ -97,14 +97,14 @@ func checkRegion(ctx context.Context, e stepEnv) error {
 		names = append(names, name)
 	}
 	slices.Sort(names)
-	return fmt.Errorf("region: %q is not an EC2 region; valid: %s", cfg.Region, strings.Join(names, ", "))
+	return fmt.Errorf("region: %q is not an EC2 region; use one of: %s", cfg.Region, strings.Join(names, ", "))
 }
 
 func checkZone(ctx context.Context, e stepEnv) error {
 	cfg := e.cfg
 	out, err := e.ec2.DescribeAvailabilityZones(ctx, &ec2.DescribeAvailabilityZonesInput{})
 	if err != nil {
-		return fmt.Errorf("availability_zone: listing the zones of %s failed: %w", cfg.Region, err)
+		return fmt.Errorf("availability_zone: listing the zones of %s failed: %w; check the credentials' ec2:DescribeAvailabilityZones permission", cfg.Region, err)
 	}
 	var names []string
 	for _, z := range out.AvailabilityZones {
@@ -149,7 +149,7 @@ func checkArchitectures(ctx context.Context, e stepEnv) (map[string]int32, error
 			if awscommon.ErrorCode(err) == "InvalidInstanceType" {
 				return nil, fmt.Errorf("instance_types: EC2 in %s does not know some of %s (%v); fix or remove those names, for example use \"c7g.2xlarge\"", cfg.Region, joinQuoted(want), err)
 			}
-			return nil, fmt.Errorf("instance_types: DescribeInstanceTypes failed: %w", err)
+			return nil, fmt.Errorf("instance_types: DescribeInstanceTypes failed: %w; check the credentials' ec2:DescribeInstanceTypes permission and the region", err)
 		}
 		for _, info := range out.InstanceTypes {
 			known[string(info.InstanceType)] = info
@@ -198,7 +198,7 @@ func offeredTypes(ctx context.Context, e stepEnv) ([]string, error) {
 	for offerings.HasMorePages() {
 		out, err := offerings.NextPage(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("instance_types: DescribeInstanceTypeOfferings failed: %w", err)
+			return nil, fmt.Errorf("instance_types: DescribeInstanceTypeOfferings failed: %w; check the credentials' ec2:DescribeInstanceTypeOfferings permission and the region", err)
 		}
 		for _, o := range out.InstanceTypeOfferings {
 			if aws.ToString(o.Location) == location {
@@ -240,7 +240,7 @@ func checkSourceAMI(ctx context.Context, e stepEnv) (string, error) {
 		case "InvalidAMIID.NotFound", "InvalidAMIID.Unavailable", "InvalidAMIID.Malformed":
 			return "", fmt.Errorf("source_ami: %q does not exist in region %s or is not shared with this account (%v); use an AMI id of this region, or remove source_ami to use the newest Debian AMI", cfg.SourceAMI, cfg.Region, err)
 		}
-		return "", fmt.Errorf("source_ami: DescribeImages failed: %w", err)
+		return "", fmt.Errorf("source_ami: DescribeImages failed: %w; check the credentials' ec2:DescribeImages permission and source_ami", err)
 	}
 	if len(out.Images) == 0 {
 		return "", fmt.Errorf("source_ami: %q does not exist in region %s or is not shared with this account; use an AMI id of this region, or remove source_ami to use the newest Debian AMI", cfg.SourceAMI, cfg.Region)
@@ -263,7 +263,7 @@ func checkNetwork(ctx context.Context, e stepEnv) error {
 			if err == nil || awscommon.ErrorCode(err) == "InvalidVpcID.NotFound" {
 				return fmt.Errorf("vpc_id: %q does not exist in region %s; use a VPC of this region, or remove vpc_id to use the default VPC", cfg.VpcID, cfg.Region)
 			}
-			return fmt.Errorf("vpc_id: DescribeVpcs failed: %w", err)
+			return fmt.Errorf("vpc_id: DescribeVpcs failed: %w; check the credentials' ec2:DescribeVpcs permission and vpc_id", err)
 		}
 	}
 	if cfg.SubnetID != "" {
@@ -272,7 +272,7 @@ func checkNetwork(ctx context.Context, e stepEnv) error {
 			if err == nil || awscommon.ErrorCode(err) == "InvalidSubnetID.NotFound" {
 				return fmt.Errorf("subnet_id: %q does not exist in region %s; use a subnet of this region, or remove subnet_id to use the default VPC's subnets", cfg.SubnetID, cfg.Region)
 			}
-			return fmt.Errorf("subnet_id: DescribeSubnets failed: %w", err)
+			return fmt.Errorf("subnet_id: DescribeSubnets failed: %w; check the credentials' ec2:DescribeSubnets permission and subnet_id", err)
 		}
 		sn := out.Subnets[0]
 		if cfg.AvailabilityZone != "" && aws.ToString(sn.AvailabilityZone) != cfg.AvailabilityZone {

@@ -76,7 +76,7 @@ func TestPreflightFailures(t *testing.T) {
 		{
 			name:  "unknown region",
 			extra: map[string]interface{}{"region": "xx-foo-1"},
-			want:  []string{`region: "xx-foo-1" is not an EC2 region; valid: eu-west-1, us-east-1, us-east-2`},
+			want:  []string{`region: "xx-foo-1" is not an EC2 region; use one of: eu-west-1, us-east-1, us-east-2`},
 		},
 		{
 			name: "bad credentials",

@@ -72,7 +72,7 @@ func (s *stepWatchdog) Run(ctx context.Context, state multistep.StateBag) multis
 	}
 	e.ui.Say(fmt.Sprintf("Arming the instance's watchdog: it terminates itself %s after it last hears from Packer", s.wd.timeout))
 	if _, err := remotecmd.Output(ctx, comm, s.wd.armCommand()); err != nil {
-		return halt(state, fmt.Errorf("arming the instance's watchdog (needs passwordless sudo for %s): %w", e.cfg.Comm.SSHUsername, err))
+		return halt(state, fmt.Errorf("arming the instance's watchdog (needs passwordless sudo for %s): %w; use an AMI whose ssh_username has passwordless sudo", e.cfg.Comm.SSHUsername, err))
 	}
 	// The heartbeat outlives this step's ctx: it must go on through the build,
 	// -debug pauses and -on-error=ask prompts, until Cleanup.

@@ -49,7 +49,7 @@ func downloadTarget(data map[string]interface{}) *payload.SSHTarget {
 			auth = append(auth, ssh.PublicKeysCallback(func() ([]ssh.Signer, error) {
 				c, err := net.Dial("unix", sock)
 				if err != nil {
-					return nil, fmt.Errorf("the SSH agent at SSH_AUTH_SOCK: %w", err)
+					return nil, fmt.Errorf("the SSH agent at SSH_AUTH_SOCK: %w; start the agent or unset SSH_AUTH_SOCK", err)
 				}
 				return agent.NewClient(c).Signers()
 			}))

@@ -102,14 +102,14 @@ func (c *AccessConfig) Prepare() []error {
 		}
 	}
 	if c.MaxRetries < 0 {
-		errs = append(errs, fmt.Errorf("max_retries: must be 0 or more, got %d", c.MaxRetries))
+		errs = append(errs, fmt.Errorf("max_retries: must be 0 or more, got %d; use 0 for the default of 10", c.MaxRetries))
 	}
 	if c.MaxRetries == 0 {
 		c.MaxRetries = 10
 	}
 	var err error
 	if c.AssumeRole.RoleARN == "" && (c.AssumeRole.SessionName != "" || c.AssumeRole.ExternalID != "" || c.AssumeRole.Duration != "") {
-		errs = append(errs, fmt.Errorf("assume_role.role_arn: required when assume_role is given"))
+		errs = append(errs, fmt.Errorf("assume_role.role_arn: required when assume_role is given; set it to the role's ARN or remove assume_role"))
 	}
 	if c.AssumeRole.SessionName == "" {
 		c.AssumeRole.SessionName = "packer-nixos-sd"

@@ -66,7 +66,7 @@ var accountID = regexp.MustCompile(`^[0-9]{12}$`)
 func ValidateOwners(owners []string) error {
 	for _, o := range owners {
 		if !accountID.MatchString(o) && !slices.Contains(ownerAliases, o) {
-			return fmt.Errorf("%q is not an AWS account id (12 digits) nor one of %s", o, strings.Join(quoteAll(ownerAliases), ", "))
+			return fmt.Errorf("%q is not an AWS account id (12 digits) nor one of %s; use one of those", o, strings.Join(quoteAll(ownerAliases), ", "))
 		}
 	}
 	return nil

@@ -128,7 +128,7 @@ func (c *Config) Prepare(buildName string, force bool) []error {
 	if c.Flake != "" {
 		ref, attr, ok := strings.Cut(c.Flake, "#")
 		if !ok || ref == "" || !flakeAttr.MatchString(attr) {
-			errs = append(errs, fmt.Errorf("flake: %q must be a flake reference and a nixosConfigurations attribute, for example \"github:me/nixos-pi#rpi4\" or \"./pi-flake#rpi4\"", c.Flake))
+			errs = append(errs, fmt.Errorf("flake: %q must be a flake reference and a nixosConfigurations attribute; use a form such as \"github:me/nixos-pi#rpi4\" or \"./pi-flake#rpi4\"", c.Flake))
 		} else if dir, local := LocalFlakeDir(ref); local {
 			if _, err := os.Stat(filepath.Join(dir, "flake.nix")); err != nil {
 				errs = append(errs, fmt.Errorf("flake: local directory %q has no flake.nix; fix the path before the '#'", dir))
@@ -138,7 +138,7 @@ func (c *Config) Prepare(buildName string, force bool) []error {
 	if c.Nixpkgs == "" {
 		c.Nixpkgs = DefaultNixpkgs
 	} else if !revisionPattern.MatchString(c.Nixpkgs) && !channelPattern.MatchString(c.Nixpkgs) {
-		errs = append(errs, fmt.Errorf("nixpkgs: %q is neither a channel (such as \"nixos-26.05\") nor a 40-hex-digit nixpkgs revision", c.Nixpkgs))
+		errs = append(errs, fmt.Errorf("nixpkgs: %q is neither a channel nor a nixpkgs revision; use a channel such as \"nixos-26.05\" or a 40-hex-digit revision", c.Nixpkgs))
 	}
 	if strings.HasPrefix(c.Nixpkgs, "nixos-") && strings.Contains(c.Nixpkgs, "release") {
 		errs = append(errs, fmt.Errorf("nixpkgs: %q is not a channel; use a nixos-* channel such as %q", c.Nixpkgs, DefaultNixpkgs))
@@ -215,10 +215,10 @@ func (c *Config) Prepare(buildName string, force bool) []error {
 	if c.RemoteDirectory == "" {
 		c.RemoteDirectory = "/tmp/nixos-sd"
 	} else if !strings.HasPrefix(c.RemoteDirectory, "/") || strings.ContainsAny(c.RemoteDirectory, " '\"$`\\") {
-		errs = append(errs, fmt.Errorf("remote_directory: %q must be an absolute path without spaces or shell characters", c.RemoteDirectory))
+		errs = append(errs, fmt.Errorf("remote_directory: %q must be an absolute path without spaces or shell characters; use a path such as \"/tmp/nixos-sd\"", c.RemoteDirectory))
 	} else if clean := path.Clean(c.RemoteDirectory); strings.Count(clean, "/") < 2 || strings.Contains(c.RemoteDirectory, "..") {
 		// The directory is removed after the build: never "/", "/tmp" or a path that climbs out.
-		errs = append(errs, fmt.Errorf("remote_directory: %q must be a directory of its own, at least two levels deep and without \"..\", such as \"/tmp/nixos-sd\" (it is removed after the build)", c.RemoteDirectory))
+		errs = append(errs, fmt.Errorf("remote_directory: %q must be a directory of its own, at least two levels deep and without \"..\", such as \"/tmp/nixos-sd\" (it is removed after the build); choose such a directory", c.RemoteDirectory))
 	}
 	return errs
 }

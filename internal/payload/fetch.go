@@ -80,7 +80,7 @@ func (r *run) fetch(ctx context.Context, image string, info imageInfo, n localNa
 		defer r.timer.track(PhaseChecksum)()
 		s, err := remoteSHA256(tctx, r.comm, image)
 		if err != nil && tctx.Err() == nil {
-			return phaseErr(PhaseChecksum, fmt.Errorf("computing the image's SHA-256 on the host: %w", err), nil)
+			return phaseErr(PhaseChecksum, fmt.Errorf("computing the image's SHA-256 on the host: %w; check that sha256sum works on the host and run the build again", err), nil)
 		}
 		// When tctx ended, whatever ended it reports why.
 		d.remoteSum = s
@@ -100,7 +100,7 @@ func (r *run) fetch(ctx context.Context, image string, info imageInfo, n localNa
 		d.stop()
 		err := ctx.Err()
 		if err == nil {
-			err = errors.New("the host's checksum ended without a result")
+			err = errors.New("the host's checksum ended without a result; run the build again")
 		}
 		return nil, phaseErr(PhaseChecksum, err, nil)
 	}
@@ -150,7 +150,7 @@ func remoteSHA256(ctx context.Context, comm packersdk.Communicator, image string
 	}
 	f := strings.Fields(out)
 	if len(f) == 0 || len(f[0]) != 64 || strings.Trim(f[0], "0123456789abcdef") != "" {
-		return "", fmt.Errorf("sha256sum printed %q, not a checksum", strings.TrimSpace(out))
+		return "", fmt.Errorf("sha256sum printed %q, not a checksum; check the host's coreutils", strings.TrimSpace(out))
 	}
 	return f[0], nil
 }

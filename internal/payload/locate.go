@@ -25,7 +25,7 @@ func (r *run) locate(ctx context.Context) (string, imageInfo, error) {
 	defer r.timer.track(PhaseLocate)()
 	out, err := remotecmd.Output(ctx, r.comm, locateCommand(r.cfg))
 	if err != nil {
-		return "", imageInfo{}, fmt.Errorf("the build result has no sd-image directory (%v); does the configuration import nixpkgs' sd-image module?", err)
+		return "", imageInfo{}, fmt.Errorf("the build result has no sd-image directory (%v); make sure the configuration imports nixpkgs' sd-image module (sd-image-aarch64.nix)", err)
 	}
 	var images []string
 	for _, l := range strings.Split(out, "\n") {
@@ -36,10 +36,10 @@ func (r *run) locate(ctx context.Context) (string, imageInfo, error) {
 	sort.Strings(images)
 	switch len(images) {
 	case 0:
-		return "", imageInfo{}, fmt.Errorf("the build result's sd-image directory holds no .img or .img.zst file")
+		return "", imageInfo{}, fmt.Errorf("the build result's sd-image directory holds no .img or .img.zst file; check the configuration's sdImage settings")
 	case 1:
 	default:
-		return "", imageInfo{}, fmt.Errorf("the build result's sd-image directory holds %d images (%s); expected exactly one", len(images), strings.Join(images, ", "))
+		return "", imageInfo{}, fmt.Errorf("the build result's sd-image directory holds %d images (%s); change the configuration so it builds exactly one", len(images), strings.Join(images, ", "))
 	}
 	image := images[0]
 	out, err = remotecmd.Output(ctx, r.comm, probeCommand(image))

@@ -42,7 +42,7 @@ func TestRunRequiresExactlyOneImage(t *testing.T) {
 	e.publish(false)
 	_, err := e.run(context.Background(), e.config(nil))
 	var pe *PhaseError
-	if !errors.As(err, &pe) || pe.Phase != PhaseLocate || !strings.Contains(err.Error(), "expected exactly one") {
+	if !errors.As(err, &pe) || pe.Phase != PhaseLocate || !strings.Contains(err.Error(), "builds exactly one") {
 		t.Fatalf("want a locate error, got %v", err)
 	}
 	e.outputHolds()

@@ -14,14 +14,14 @@ func (r *run) prepareOutput() error {
 	out := r.cfg.OutputDirectory
 	if r.cfg.Force() {
 		if err := os.RemoveAll(out); err != nil {
-			return fmt.Errorf("nixos-sd: -force: removing the old output_directory %q: %w", out, err)
+			return fmt.Errorf("nixos-sd: -force: removing the old output_directory %q: %w; remove it by hand or choose another output_directory", out, err)
 		}
 	}
 	if _, err := os.Stat(out); errors.Is(err, os.ErrNotExist) {
 		r.createdOut = true
 	}
 	if err := os.MkdirAll(out, 0o755); err != nil {
-		return fmt.Errorf("nixos-sd: creating output_directory %q: %w", out, err)
+		return fmt.Errorf("nixos-sd: creating output_directory %q: %w; choose an output_directory you can write to", out, err)
 	}
 	return nil
 }

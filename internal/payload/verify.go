@@ -43,7 +43,7 @@ func (r *run) checkImage(d *incoming, n localNames, info imageInfo) (int64, stri
 			return 0, "", phaseErr(PhaseDecompress, fmt.Errorf("decompressing %s: %w", n.base, err), nil)
 		}
 		if err := checkMBR(d.decoded.first); err != nil {
-			return 0, "", phaseErr(PhaseVerify, fmt.Errorf("the built file %s is not an SD card image: %w", n.base, err), nil)
+			return 0, "", phaseErr(PhaseVerify, fmt.Errorf("the built file %s is not an SD card image: %w; make sure the configuration builds nixpkgs' sd-image (sd-image-aarch64.nix)", n.base, err), nil)
 		}
 		d.file.Close()
 		if err := os.Remove(n.download); err != nil {
@@ -58,7 +58,7 @@ func (r *run) checkImage(d *incoming, n localNames, info imageInfo) (int64, stri
 		return 0, "", phaseErr(PhaseDownload, fmt.Errorf("writing %s: %w", n.download, err), nil)
 	}
 	if err := checkImageFile(n.download, n.zst); err != nil {
-		return 0, "", phaseErr(PhaseVerify, fmt.Errorf("the built file %s is not an SD card image: %w", n.base, err), nil)
+		return 0, "", phaseErr(PhaseVerify, fmt.Errorf("the built file %s is not an SD card image: %w; make sure the configuration builds nixpkgs' sd-image (sd-image-aarch64.nix)", n.base, err), nil)
 	}
 	return info.size, d.remoteSum, nil
 }

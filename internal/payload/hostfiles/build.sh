@@ -200,7 +200,7 @@ run_build() {
 		die 124 "the build ran longer than build_timeout (${timeout_s}s) and was stopped. Raise build_timeout or use a larger instance."
 	fi
 	if [ "$status" -ne 0 ]; then
-		die "$status" "nix build failed with exit status $status"
+		die "$status" "nix build failed with exit status $status; see nix's output above and fix the configuration"
 	fi
 	say "build finished: $(readlink "$remote_dir/result" || echo "$remote_dir/result")"
 }
