@@ -510,6 +510,7 @@ func TestBuilderSpotInterruption(t *testing.T) {
 	if code == 0 {
 		t.Fatalf("packer build succeeded although its instance was terminated:\n%s", out)
 	}
+	checkBuildReport(t, out)
 	flat := normalizeSpace(out)
 	for _, want := range []string{"the spot instance was interrupted by EC2", "on_demand_fallback = true"} {
 		if !strings.Contains(flat, want) {
@@ -554,6 +555,7 @@ func TestBuilderCtrlC(t *testing.T) {
 	if code == 0 {
 		t.Fatalf("packer exited 0 after Ctrl-C:\n%s", out)
 	}
+	checkBuildReport(t, out)
 	if want := "Terminating instance " + h.ID; !strings.Contains(out, want) {
 		t.Errorf("packer's output lacks %q:\n%s", want, out)
 	}
