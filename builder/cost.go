@@ -30,15 +30,45 @@ type costReport struct {
 	EstimatedUSD    float64 `json:"estimated_cost_usd"`
 	// Launched is false when no instance was launched: nothing was spent.
 	Launched bool `json:"launched"`
+	// Interrupted are the instances EC2 interrupted before this one
+	// (spot_retries); EstimatedUSD includes them.
+	Interrupted []costReport `json:"interrupted_instances,omitempty"`
 }
 
 // minBilledSeconds is EC2's minimum charge for a Linux instance.
 const minBilledSeconds = 60
 
-// estimateCost builds the cost report from the state: the instance launched
-// at stateLaunchedAt and existed until ended (the end of cleanup, which
-// waits for its termination); its volume lived as long.
+// estimateCost builds the cost report from the state: the current instance
+// (instanceCost) and those EC2 interrupted before it (endAttemptCost).
 func estimateCost(state multistep.StateBag, cfg *Config, ended time.Time) costReport {
+	r := instanceCost(state, cfg, ended)
+	r.Interrupted, _ = state.Get(stateInterruptedCosts).([]costReport)
+	for _, i := range r.Interrupted {
+		r.EstimatedUSD = math.Round((r.EstimatedUSD+i.EstimatedUSD)*1e6) / 1e6
+		r.Launched = true
+	}
+	return r
+}
+
+// endAttemptCost keeps the cost of an attempt's instance that EC2
+// interrupted, for the final report; stepAttempts calls it before it starts
+// the next attempt.
+func endAttemptCost(state multistep.StateBag) {
+	cfg, ok := state.Get(stateConfig).(*Config)
+	if !ok {
+		return
+	}
+	if r := instanceCost(state, cfg, time.Now()); r.Launched {
+		prior, _ := state.Get(stateInterruptedCosts).([]costReport)
+		state.Put(stateInterruptedCosts, append(prior, r))
+	}
+	state.Remove(stateLaunchedAt)
+}
+
+// instanceCost is the cost of the current instance, launched at
+// stateLaunchedAt, until ended (the end of cleanup, which waits for its
+// termination); its volume lived as long.
+func instanceCost(state multistep.StateBag, cfg *Config, ended time.Time) costReport {
 	r := costReport{
 		InstanceID:    getString(state, stateInstanceID),
 		InstanceType:  getString(state, stateInstanceType),
@@ -75,6 +105,14 @@ func (r costReport) String() string {
 	}
 	var b strings.Builder
 	b.WriteString("Cost (estimate):\n")
+	for _, i := range r.Interrupted {
+		fmt.Fprintf(&b, "  interrupted %s %s in %s (%s): %s at $%s/hour, $%.4f\n", i.Lifecycle, cmp.Or(i.InstanceType, "?"), cmp.Or(i.Zone, "?"), i.InstanceID,
+			roundDuration(time.Duration(i.InstanceSeconds*float64(time.Second))), strconv.FormatFloat(i.PricePerHour, 'f', -1, 64), i.EstimatedUSD)
+	}
+	if r.InstanceID == "" {
+		fmt.Fprintf(&b, "  total      $%.4f", r.EstimatedUSD)
+		return b.String()
+	}
 	fmt.Fprintf(&b, "  instance   %s %s in %s (%s)\n", r.Lifecycle, cmp.Or(r.InstanceType, "?"), cmp.Or(r.Zone, "?"), r.InstanceID)
 	if r.PriceSource == "" {
 		fmt.Fprintf(&b, "  price      unknown for %s: the estimate leaves the instance out\n", cmp.Or(r.InstanceType, "this type"))

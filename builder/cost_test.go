@@ -81,3 +81,36 @@ func TestOnDemandTable(t *testing.T) {
 		t.Error("a family without size has a price")
 	}
 }
+
+// TestCostCountsInterruptedInstances: an instance EC2 interrupted before the
+// build started again (spot_retries) is in the report and the total.
+func TestCostCountsInterruptedInstances(t *testing.T) {
+	cfg := testConfig(t, nil)
+	s := new(multistep.BasicStateBag)
+	s.Put(stateConfig, cfg)
+	s.Put(stateInstanceID, "i-00000000000000001")
+	s.Put(stateInstanceType, "c7g.2xlarge")
+	s.Put(stateZone, "us-east-2a")
+	s.Put(stateLifecycle, "spot")
+	s.Put(stateSpotPrice, "0.12")
+	s.Put(stateLaunchedAt, time.Now().Add(-30*time.Minute))
+	endAttemptCost(s)
+	if _, ok := s.GetOk(stateLaunchedAt); ok {
+		t.Fatal("the interrupted instance's launch time stays in the state")
+	}
+	// Nothing launched again yet: the report still counts the first.
+	r := estimateCost(s, cfg, time.Now())
+	if !r.Launched || len(r.Interrupted) != 1 || r.EstimatedUSD < 0.059 || !strings.Contains(r.String(), "interrupted spot c7g.2xlarge in us-east-2a (i-00000000000000001)") {
+		t.Errorf("report = %+v\n%s", r, r)
+	}
+	s.Put(stateInstanceID, "i-00000000000000002")
+	s.Put(stateSpotPrice, "0.12")
+	s.Put(stateLaunchedAt, time.Now().Add(-30*time.Minute))
+	r = estimateCost(s, cfg, time.Now())
+	if r.InstanceID != "i-00000000000000002" || len(r.Interrupted) != 1 || r.EstimatedUSD < 0.119 || r.EstimatedUSD > 0.125 {
+		t.Errorf("report = %+v\n%s", r, r)
+	}
+	if out := r.String(); !strings.Contains(out, "interrupted spot") || !strings.Contains(out, "instance   spot c7g.2xlarge in us-east-2a (i-00000000000000002)") {
+		t.Errorf("report:\n%s", out)
+	}
+}

@@ -6,37 +6,38 @@ import "github.com/hashicorp/packer-plugin-sdk/multistep"
 // put with the `, ok` form: Cleanup runs even when Run halted before the value
 // was set.
 const (
-	stateConfig          = "config"
-	stateUI              = "ui"
-	stateHook            = "hook"
-	stateEC2             = "ec2"
-	stateBuildID         = "build_id"
-	stateExpires         = "expires"            // string: the ExpiresTag value of this build's resources
-	stateInstanceTypes   = "instance_types"     // []string: the types preflight found offered
-	stateSourceAMI       = "source_ami"         // string
-	stateRootDevice      = "source_root_device" // string: the AMI's RootDeviceName
-	statePublicKey       = "ssh_public_key"     // string: authorized_keys line for cloud-config
-	stateVpcID           = "vpc_id"             // string
-	statePools           = "pools"              // []pool: the (type × subnet) pairs to launch in
-	stateSecurityGroupID = "security_group_id"  // string
-	stateLaunchTemplate  = "launch_template_id" // string
-	stateFleetIDs        = "fleet_ids"          // []string: every fleet CreateFleet returned
-	stateInstanceIDs     = "instance_ids"       // []string: every instance a fleet launched
-	stateFleetRequested  = "fleet_requested"    // bool: a CreateFleet was sent; Cleanup searches by tag
-	stateFleetPending    = "fleet_pending"      // bool: the last CreateFleet's answer never arrived
-	stateLaunchRound     = "launch_round"       // int: 1, plus one per spot interruption retried
-	stateVCPUs           = "instance_vcpus"     // map[string]int32: vCPUs per instance type
-	stateInstanceID      = "instance_id"        // string
-	stateInstanceType    = "instance_type"      // string
-	stateZone            = "availability_zone"  // string
-	stateSpotPrice       = "spot_price"         // string
-	stateLifecycle       = "lifecycle"          // string: spot or on-demand
-	stateHost            = "instance_host"      // string: the address SSH connects to
-	stateWatcher         = "interruption_watcher"
-	stateTimings         = "timings"              // map[string]time.Duration
-	statePhases          = "phases"               // *phaseClock
-	stateLaunchedAt      = "instance_launched_at" // time.Time
-	stateResult          = "payload_result"
+	stateConfig           = "config"
+	stateUI               = "ui"
+	stateHook             = "hook"
+	stateEC2              = "ec2"
+	stateBuildID          = "build_id"
+	stateExpires          = "expires"            // string: the ExpiresTag value of this build's resources
+	stateInstanceTypes    = "instance_types"     // []string: the types preflight found offered
+	stateSourceAMI        = "source_ami"         // string
+	stateRootDevice       = "source_root_device" // string: the AMI's RootDeviceName
+	statePublicKey        = "ssh_public_key"     // string: authorized_keys line for cloud-config
+	stateVpcID            = "vpc_id"             // string
+	statePools            = "pools"              // []pool: the (type × subnet) pairs to launch in
+	stateSecurityGroupID  = "security_group_id"  // string
+	stateLaunchTemplate   = "launch_template_id" // string
+	stateFleetIDs         = "fleet_ids"          // []string: every fleet CreateFleet returned
+	stateInstanceIDs      = "instance_ids"       // []string: every instance a fleet launched
+	stateFleetRequested   = "fleet_requested"    // bool: a CreateFleet was sent; Cleanup searches by tag
+	stateFleetPending     = "fleet_pending"      // bool: the last CreateFleet's answer never arrived
+	stateLaunchRound      = "launch_round"       // int: 1, plus one per spot interruption retried
+	stateVCPUs            = "instance_vcpus"     // map[string]int32: vCPUs per instance type
+	stateInstanceID       = "instance_id"        // string
+	stateInstanceType     = "instance_type"      // string
+	stateZone             = "availability_zone"  // string
+	stateSpotPrice        = "spot_price"         // string
+	stateLifecycle        = "lifecycle"          // string: spot or on-demand
+	stateHost             = "instance_host"      // string: the address SSH connects to
+	stateWatcher          = "interruption_watcher"
+	stateTimings          = "timings"              // map[string]time.Duration
+	statePhases           = "phases"               // *phaseClock
+	stateLaunchedAt       = "instance_launched_at" // time.Time
+	stateInterruptedCosts = "interrupted_costs"    // []costReport: instances EC2 interrupted
+	stateResult           = "payload_result"
 )
 
 func getString(state multistep.StateBag, key string) string {

@@ -105,6 +105,7 @@ func (s *stepAttempts) cleanupAttempt(state multistep.StateBag) {
 		s.ran[i].Cleanup(state)
 	}
 	s.ran = nil
+	endAttemptCost(state)
 	for _, k := range attemptKeys {
 		state.Remove(k)
 	}
