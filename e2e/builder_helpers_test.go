@@ -399,9 +399,17 @@ func channelRevision(channel string) string {
 // checkBuilderManifest checks the manifest a builder build wrote: the schema,
 // the image and its sums, the nixpkgs revision of the default channel, the
 // instance, the phases and the cost.
-func checkBuilderManifest(t *testing.T, image, sum string) {
+func checkBuilderManifest(t *testing.T, tb *testbed.Testbed, image, sum string) {
 	t.Helper()
 	m := readManifest(t, image)
+	// The price is the spot price in effect in the instance's own zone.
+	asked := false
+	for _, c := range tb.Proxy().CallsOf("DescribeSpotPriceHistory") {
+		asked = asked || (c.Params["AvailabilityZone"] == m["availability_zone"] && c.Params["InstanceType.1"] == m["instance_type"])
+	}
+	if !asked {
+		t.Errorf("no DescribeSpotPriceHistory call for %v in %v:\n%s", m["instance_type"], m["availability_zone"], tb.Proxy().Summary())
+	}
 	want := map[string]any{
 		"schema_version":   float64(1),
 		"image":            filepath.Base(image),
@@ -429,6 +437,9 @@ func checkBuilderManifest(t *testing.T, image, sum string) {
 	if cost["launched"] != true || cost["instance_type"] != m["instance_type"] || cost["availability_zone"] != m["availability_zone"] ||
 		cost["volume_gib"] != float64(30) || cost["instance_seconds"] == nil || cost["estimated_cost_usd"] == nil || cost["price_source"] == "" {
 		t.Errorf("manifest cost = %v", m["cost"])
+	}
+	if p, err := strconv.ParseFloat(fmt.Sprint(m["spot_price"]), 64); err != nil || cost["price_per_hour_usd"] != p || cost["price_source"] != "spot price history" {
+		t.Errorf("manifest cost price %v (%v), want the spot price in effect %v", cost["price_per_hour_usd"], cost["price_source"], m["spot_price"])
 	}
 	phases, _ := m["phases"].([]any)
 	var names []string

@@ -43,7 +43,7 @@ func TestBuilderMinimal(t *testing.T) {
 
 	image := filepath.Join(dir, "output-min", bldImageName)
 	sum := checkBuiltImage(t, image)
-	checkBuilderManifest(t, image, sum)
+	checkBuilderManifest(t, tb, image, sum)
 	// Packer's artifact list names the image (relative to the working directory).
 	artifact := "--> nixos-sd.min: NixOS SD image: " + filepath.Join("output-min", bldImageName) + " (sha256 " + sum + ")"
 	if !strings.Contains(out, artifact) {
@@ -167,7 +167,7 @@ build {
 	}
 	image := filepath.Join(dir, "output-pi", bldImageName)
 	sum := checkBuiltImage(t, image)
-	checkBuilderManifest(t, image, sum)
+	checkBuilderManifest(t, tb, image, sum)
 	if m := readManifest(t, image); m["ssh_authorized_keys"] != float64(1) || m["region"] != bldRegion {
 		t.Errorf("the manifest says %v keys in region %v, want the user's key in %s", m["ssh_authorized_keys"], m["region"], bldRegion)
 	}
