@@ -2,6 +2,7 @@ package builder
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
@@ -36,6 +37,11 @@ func env(state multistep.StateBag) (stepEnv, error) {
 // halt records err for Packer, shows it, and halts the build. An
 // interruption is shown by stepAttempts, which may start the build again.
 func halt(state multistep.StateBag, err error) multistep.StepAction {
+	if cfg, ok := state.Get(stateConfig).(*Config); ok {
+		if advice := awscommon.RetriesAdvice(err, cfg.MaxRetries); advice != "" {
+			err = fmt.Errorf("%w; %s", err, advice)
+		}
+	}
 	state.Put("error", err)
 	var ierr *ErrInterrupted
 	if ui, ok := state.Get(stateUI).(packersdk.Ui); ok && !errors.As(err, &ierr) {

@@ -3,9 +3,12 @@ package awscommon
 import (
 	"errors"
 	"fmt"
+	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/aws/smithy-go"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
 )
 
 func TestErrorCodes(t *testing.T) {
@@ -26,5 +29,19 @@ func TestErrorCodes(t *testing.T) {
 		if got := [2]bool{IsCredentialError(code), IsPermissionError(code)}; got != want {
 			t.Errorf("%s: credential/permission = %v, want %v", code, got, want)
 		}
+	}
+}
+
+func TestRetriesAdvice(t *testing.T) {
+	throttled := &smithy.GenericAPIError{Code: "RequestLimitExceeded", Message: "Request limit exceeded."}
+	if got := RetriesAdvice(fmt.Errorf("DescribeRegions: %w", throttled), 3); !strings.Contains(got, "throttled") || !strings.Contains(got, "max_retries") || !strings.Contains(got, "3 tries") {
+		t.Errorf("throttling advice = %q", got)
+	}
+	server := &smithyhttp.ResponseError{Response: &smithyhttp.Response{Response: &http.Response{StatusCode: 503}}, Err: &smithy.GenericAPIError{Code: "Unavailable"}}
+	if got := RetriesAdvice(server, 10); !strings.Contains(got, "HTTP 503") || !strings.Contains(got, "try again") {
+		t.Errorf("5xx advice = %q", got)
+	}
+	if got := RetriesAdvice(&smithy.GenericAPIError{Code: "UnauthorizedOperation"}, 10); got != "" {
+		t.Errorf("advice for a permission error = %q", got)
 	}
 }
