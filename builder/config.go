@@ -112,8 +112,11 @@ type Config struct {
 	// a security group to be free) before giving up. Defaults to `10m`.
 	StateTimeout string `mapstructure:"state_timeout" required:"false"`
 
-	ctx                 interpolate.Context
-	spotRetries         int
+	ctx         interpolate.Context
+	spotRetries int
+	// sshHost is ssh_host as the user set it: Packer's SSH step writes each
+	// address it connects to into Comm.SSHHost.
+	sshHost             string
 	release             debianami.Release
 	instanceMaxLifetime time.Duration
 	orphanTimeout       time.Duration
@@ -194,6 +197,7 @@ func (c *Config) prepareCommunicator(add func(...error)) {
 		c.Comm.SSHTimeout = 5 * time.Minute
 	}
 	add(c.Comm.Prepare(&c.ctx)...)
+	c.sshHost = c.Comm.SSHHost
 }
 
 // prepareSource checks source_ami and debian_release.
@@ -350,6 +354,12 @@ func (c *Config) prepareDurations(add func(...error)) {
 		add(err)
 	}
 }
+
+// UserSSHHost is ssh_host as configured ("" when the build picks the
+// instance's address). Comm.SSHHost is not: Packer's SSH step overwrites it
+// with the address it connected to, which a retry on a new instance must not
+// reuse.
+func (c *Config) UserSSHHost() string { return c.sshHost }
 
 // SpotRetriesCount is the prepared spot_retries.
 func (c *Config) SpotRetriesCount() int { return c.spotRetries }

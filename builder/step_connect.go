@@ -53,8 +53,8 @@ func (s *stepConnect) Run(ctx context.Context, state multistep.StateBag) multist
 // address ssh_interface picked.
 func hostFunc(cfg *Config) func(multistep.StateBag) (string, error) {
 	return func(state multistep.StateBag) (string, error) {
-		if cfg.Comm.SSHHost != "" {
-			return cfg.Comm.SSHHost, nil
+		if h := cfg.UserSSHHost(); h != "" {
+			return h, nil
 		}
 		if h := getString(state, stateHost); h != "" {
 			return h, nil

@@ -16,7 +16,7 @@ func TestConnectHost(t *testing.T) {
 	if h, _ := hostFunc(cfg)(state); h != "203.0.113.10" {
 		t.Errorf("host = %q", h)
 	}
-	cfg.Comm.SSHHost = "127.0.0.1"
+	cfg.Comm.SSHHost, cfg.sshHost = "127.0.0.1", "127.0.0.1"
 	if h, _ := hostFunc(cfg)(state); h != "127.0.0.1" {
 		t.Errorf("ssh_host must win: host = %q", h)
 	}
@@ -58,5 +58,26 @@ func TestConnectInterrupted(t *testing.T) {
 	var ierr *ErrInterrupted
 	if !errors.As(stateErr(state), &ierr) {
 		t.Errorf("error = %v, want the interruption", stateErr(state))
+	}
+}
+
+// Packer's SSH step writes the address it connected to into Comm.SSHHost; a
+// retry on a new instance must connect to the new address, not that one.
+func TestHostFuncFollowsTheNewInstance(t *testing.T) {
+	cfg := testConfig(t, nil)
+	state, _ := testState(cfg, newFakeEC2())
+	host := hostFunc(cfg)
+	state.Put(stateHost, "198.18.0.1")
+	if h, _ := host(state); h != "198.18.0.1" {
+		t.Fatalf("host = %q", h)
+	}
+	cfg.Comm.SSHHost = "198.18.0.1" // as communicator.StepConnectSSH does
+	state.Put(stateHost, "198.18.0.2")
+	if h, _ := host(state); h != "198.18.0.2" {
+		t.Errorf("the second attempt connects to %q, want the new instance's 198.18.0.2", h)
+	}
+	user := testConfig(t, map[string]interface{}{"ssh_host": "bastion.example.com"})
+	if h, _ := hostFunc(user)(state); h != "bastion.example.com" {
+		t.Errorf("with ssh_host set, host = %q", h)
 	}
 }

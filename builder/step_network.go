@@ -112,7 +112,7 @@ func usableSubnets(ctx context.Context, e stepEnv, vpcID string, isDefault bool)
 	}
 	// Without subnet_id the instance gets a public address only from a
 	// subnet that assigns one at launch (default subnets do).
-	needPublic := cfg.SubnetID == "" && wantsPublicAddress(cfg) && cfg.Comm.SSHHost == ""
+	needPublic := cfg.SubnetID == "" && wantsPublicAddress(cfg) && cfg.UserSSHHost() == ""
 	usable := slices.DeleteFunc(slices.Clone(subnets), func(sn types.Subnet) bool {
 		return (sn.State != "" && sn.State != types.SubnetStateAvailable) ||
 			(needPublic && sn.MapPublicIpOnLaunch != nil && !*sn.MapPublicIpOnLaunch)

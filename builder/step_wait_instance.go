@@ -44,7 +44,7 @@ func (s *stepWaitInstance) Run(ctx context.Context, state multistep.StateBag) mu
 		state.Put(stateZone, aws.ToString(inst.Placement.AvailabilityZone))
 	}
 	host := instanceAddress(inst, e.cfg.SSHInterface)
-	if host == "" && e.cfg.Comm.SSHHost == "" {
+	if host == "" && e.cfg.UserSSHHost() == "" {
 		return halt(state, fmt.Errorf("instance %s has no %s address; set ssh_interface to an address it has (for example private_ip from inside the VPC), or use a subnet_id that assigns public addresses", id, e.cfg.SSHInterface))
 	}
 	state.Put(stateHost, host)
