@@ -8,6 +8,9 @@ import (
 
 	"github.com/hashicorp/packer-plugin-sdk/communicator"
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
+	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
+
+	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/remotecmd"
 )
 
 // stepConnect is Packer's own SSH connect step, run under the interruption
@@ -37,6 +40,12 @@ func (s *stepConnect) Run(ctx context.Context, state multistep.StateBag) multist
 	}
 	if action != multistep.ActionHalt {
 		recordTiming(state, "connect", time.Since(started))
+		// The heartbeat, the build's commands and the provisioners share
+		// the connection: sessions must open one at a time (see
+		// remotecmd.Serialized).
+		if comm, ok := state.Get("communicator").(packersdk.Communicator); ok && comm != nil {
+			state.Put("communicator", remotecmd.Serialized(comm))
+		}
 		return action
 	}
 	if _, ok := state.GetOk("error"); !ok {

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
+
+	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/remotecmd"
 )
 
 // RunOptions adjusts Run.
@@ -53,6 +55,9 @@ func Run(ctx context.Context, ui packersdk.Ui, comm packersdk.Communicator, cfg 
 	if cfg.RemoteDirectory == "" || cfg.OutputDirectory == "" || cfg.Decompress == nil {
 		return nil, errors.New("nixos-sd: internal error: the configuration was not prepared before the build")
 	}
+	// Commands run concurrently; Packer's SSH communicator must open their
+	// sessions one at a time.
+	comm = remotecmd.Serialized(comm)
 	r := &run{ui: ui, comm: comm, cfg: cfg, opts: opts, started: time.Now(), timer: timer{onStart: opts.Phase}}
 	return r.run(ctx)
 }
