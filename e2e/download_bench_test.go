@@ -51,7 +51,8 @@ import (
 // RTT, 0 = none) are shaped with tc tbf and the test bed's delay proxy, which
 // also caps each TCP connection's bytes in flight at 4 MiB (Linux's default
 // tcp_wmem maximum on the sending instance). NIXOS_SD_BENCH_IMAGE_MIB sets
-// the image (1024). Run it with `make bench-e2e` (root).
+// the image (1024), NIXOS_SD_BENCH_METHODS the methods (a,b,c,c1). Run it
+// with `make bench-e2e` (root).
 func BenchmarkDownloadLongLink(b *testing.B) {
 	links := benchLinks(b)
 	imageMiB := benchImageMiB(b)
@@ -98,6 +99,21 @@ func benchLinks(b *testing.B) []testbed.LinkProfile {
 		links = append(links, link)
 	}
 	return links
+}
+
+// benchMethods are the methods NIXOS_SD_BENCH_METHODS names (a, b, c,
+// c1; all by default).
+func benchMethods(b *testing.B) map[string]bool {
+	spec := orDefault(os.Getenv("NIXOS_SD_BENCH_METHODS"), "a,b,c,c1")
+	m := map[string]bool{}
+	for _, k := range strings.Split(spec, ",") {
+		k = strings.TrimSpace(k)
+		if k != "a" && k != "b" && k != "c" && k != "c1" {
+			b.Fatalf("NIXOS_SD_BENCH_METHODS=%q: want a comma-separated list of a, b, c and c1", spec)
+		}
+		m[k] = true
+	}
+	return m
 }
 
 func benchImageMiB(b *testing.B) int {
@@ -156,10 +172,19 @@ func benchOneLink(b *testing.B, link testbed.LinkProfile, imageMiB int) []benchR
 		rows = append(rows, r)
 		b.Logf("%s %s: fetch %v, verified .img %v", linkName(link), r.method, r.fetch.Round(time.Millisecond), r.total.Round(time.Millisecond))
 	}
-	add(bench.baseline(b, "(a) sdk-download", remote, bench.sdkDownload))
-	add(bench.baseline(b, "(b) scp", remote, bench.scp))
-	add(bench.engineRow(b, "(c) engine", 0))
-	add(bench.engineRow(b, "(c1) engine-1conn", 1))
+	want := benchMethods(b)
+	if want["a"] {
+		add(bench.baseline(b, "(a) sdk-download", remote, bench.sdkDownload))
+	}
+	if want["b"] {
+		add(bench.baseline(b, "(b) scp", remote, bench.scp))
+	}
+	if want["c"] {
+		add(bench.engineRow(b, "(c) engine", 0))
+	}
+	if want["c1"] {
+		add(bench.engineRow(b, "(c1) engine-1conn", 1))
+	}
 	if link.RateMbit > 0 {
 		d := time.Duration(float64(size) / (link.RateMbit * 1e6 / 8) * float64(time.Second))
 		add(benchRow{method: "(d) link limit", fetch: d, total: d, comment: "compressed bytes / link rate"})

@@ -46,14 +46,26 @@
 //
 // The downloader (download.go) fetches the image over several SSH channels
 // at once: each channel is a remote `dd` printing one byte range, taken from
-// a shared queue, so a slow channel holds up at most the range it is on. A
-// range that fails is queued again, up to three attempts. One SSH channel
-// carries at most its window (2 MiB) per round trip, so several channels fill
-// a long, fast link better; the number stays below sshd's MaxSessions with
+// a shared queue, so a slow channel holds up at most the range it is on. One
+// SSH channel carries at most its window (2 MiB) per round trip, and one TCP
+// connection its own window whatever its channels, so on a long, fast link
+// the download also runs channels on connections of its own (conn.go) to the
+// same host, with the credentials the builder or the provisioner hands it
+// (SSHTarget). They open while the image builds: the first measures the
+// round trip, which sets how many connections and channels to use (plan.go;
+// download_connections and download_channels override it). On the
+// communicator's connection the channels stay below sshd's MaxSessions with
 // room for the checksum and the builder's heartbeat, since one session too
 // many makes Packer's SSH communicator drop the whole connection. An image
 // that is not compressed is compressed in transit with zstd when the host
 // has it.
+//
+// A range that fails keeps what arrived and is asked again for the rest,
+// first in the queue: a dropped channel or connection costs only the bytes
+// in flight. Connections of our own reopen when they break (keep-alives find
+// a dead link); the SDK communicator reconnects by itself; the host's
+// checksum runs again when its connection drops. docs/performance.md has the
+// measurements.
 //
 // The local SHA-256 and the decompression of a .img.zst do not wait for the
 // download: the prefix tracker (prefix.go) knows the contiguous prefix of
