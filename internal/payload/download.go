@@ -131,7 +131,7 @@ const dialPatience = 60 * time.Second
 
 func (d *downloader) workers() []worker {
 	var ws []worker
-	for range max(d.channels, 1) {
+	for range d.channels {
 		ws = append(ws, worker{src: commSource{d.comm}})
 	}
 	for _, c := range d.conns {
