@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -476,6 +477,17 @@ func benchChild() int {
 		return 1
 	}
 	log.SetOutput(writerFunc(uiOut.write))
+	if f := os.Getenv("NIXOS_SD_BENCH_CPUPROFILE"); f != "" {
+		// Where the engine's CPU goes: go tool pprof -top FILE.
+		out, err := os.Create(f)
+		if err != nil {
+			return fail(err)
+		}
+		if err := pprof.StartCPUProfile(out); err != nil {
+			return fail(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	key, err := os.ReadFile(os.Getenv("NIXOS_SD_BENCH_KEY"))
 	if err != nil {
 		return fail(err)

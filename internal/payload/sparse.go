@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"sync/atomic"
 
 	"github.com/klauspost/compress/zstd"
 )
@@ -51,30 +52,63 @@ func decodeSparse(r io.Reader, dst string) (size int64, sum string, first []byte
 }
 
 // copySparse copies r to the start of the empty file w, hashing everything
-// and writing only blocks that are not all zero.
+// and writing only blocks that are not all zero. Hashing and writing are two
+// goroutines, each about as costly as the decoding that feeds them, so that
+// on several cores the writes overlap the hash of the next piece.
 func copySparse(w io.WriterAt, r io.Reader, h hash.Hash) (int64, []byte, error) {
-	buf := make([]byte, 4<<20)
+	const buffers = 3
+	type piece struct {
+		b   []byte
+		off int64
+	}
+	free := make(chan []byte, buffers)
+	for range buffers {
+		free <- make([]byte, 4<<20)
+	}
+	pieces := make(chan piece, buffers)
+	var failed atomic.Bool
+	written := make(chan error, 1)
+	go func() {
+		var err error
+		for p := range pieces {
+			if err == nil {
+				if err = writeSparse(w, p.b, p.off, true); err != nil {
+					failed.Store(true)
+				}
+			}
+			free <- p.b[:cap(p.b)]
+		}
+		written <- err
+	}()
 	var off int64
 	var first []byte
-	for {
-		n, rerr := fill(r, buf)
+	var rerr error
+	for !failed.Load() {
+		buf := <-free
+		n, err := fill(r, buf)
 		if n > 0 {
 			h.Write(buf[:n])
 			if first == nil {
 				first = append([]byte(nil), buf[:min(n, 512)]...)
 			}
-			if err := writeSparse(w, buf[:n], off, true); err != nil {
-				return off, first, err
-			}
+			pieces <- piece{b: buf[:n], off: off}
 			off += int64(n)
+		} else {
+			free <- buf
 		}
-		if rerr == io.EOF {
-			return off, first, nil
+		if err == io.EOF {
+			break
 		}
-		if rerr != nil {
-			return off, first, rerr
+		if err != nil {
+			rerr = err
+			break
 		}
 	}
+	close(pieces)
+	if werr := <-written; werr != nil {
+		return off, first, werr
+	}
+	return off, first, rerr
 }
 
 // fill reads until buf is full or r fails; unlike io.ReadFull it passes r's

@@ -4,8 +4,12 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
+	"io"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync/atomic"
 	"testing"
 )
 
@@ -82,3 +86,47 @@ func TestDecodeSparse(t *testing.T) {
 		t.Fatal("a truncated .zst decompressed without error")
 	}
 }
+
+// failAt fails every write at or beyond its offset.
+type failAt struct {
+	f   io.WriterAt
+	off int64
+}
+
+func (w failAt) WriteAt(p []byte, off int64) (int, error) {
+	if off+int64(len(p)) > w.off {
+		return 0, errors.New("no space left on device")
+	}
+	return w.f.WriteAt(p, off)
+}
+
+// A failed write ends the copy with that error, without reading the rest.
+func TestCopySparseStopsOnWriteError(t *testing.T) {
+	f, err := os.Create(filepath.Join(t.TempDir(), "out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var read atomic.Int64
+	src := readerFunc(func(p []byte) (int, error) {
+		if read.Load() >= 1<<30 {
+			return 0, io.EOF
+		}
+		for i := range p {
+			p[i] = 0xa5
+		}
+		read.Add(int64(len(p)))
+		return len(p), nil
+	})
+	_, _, err = copySparse(failAt{f: f, off: 8 << 20}, src, sha256.New())
+	if err == nil || !strings.Contains(err.Error(), "no space left") {
+		t.Fatalf("want the write error, got %v", err)
+	}
+	if read.Load() > 64<<20 {
+		t.Fatalf("read %d bytes after the write failed", read.Load())
+	}
+}
+
+type readerFunc func([]byte) (int, error)
+
+func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
