@@ -77,7 +77,11 @@ func (r *run) manifest(res *Result, final, remoteSum string, zst bool) ([]byte, 
 	m["nixpkgs_revision"] = res.Nixpkgs.Revision
 	m["nixpkgs_version"] = res.Nixpkgs.Version
 	m["nixpkgs_source"] = res.Nixpkgs.Source
-	m["nix_options"] = cfg.NixOptions
+	nixOptions := cfg.NixOptions
+	if nixOptions == nil {
+		nixOptions = map[string]string{}
+	}
+	m["nix_options"] = nixOptions
 	m["timings_seconds"] = timings
 	m["created"] = time.Now().UTC().Format(time.RFC3339)
 	b, err := json.MarshalIndent(m, "", "  ")

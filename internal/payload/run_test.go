@@ -208,6 +208,9 @@ func TestRunDefaultConfigurationDecompressesSparse(t *testing.T) {
 	if m["nixpkgs_revision"] != fakeRevision || m["nixpkgs_version"] != "26.05.20260601.5e0ca22" || m["nixpkgs_source"] != "channel .git-revision" {
 		t.Errorf("manifest nixpkgs = %v %v %v, want the revision nix eval reported", m["nixpkgs_revision"], m["nixpkgs_version"], m["nixpkgs_source"])
 	}
+	if opts, ok := m["nix_options"].(map[string]any); !ok || opts["max-jobs"] != "8" && len(opts) != 0 {
+		t.Errorf("manifest nix_options = %#v, want an object", m["nix_options"])
+	}
 	if m["schema_version"] != float64(ManifestSchemaVersion) || m["plugin_version"] == "" || len(fmt.Sprint(m["config_sha256"])) != 64 || m["compressed_size"] == nil {
 		t.Errorf("manifest lacks schema_version, plugin_version, config_sha256 or compressed_size:\n%s", b)
 	}
