@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Installs what the test bed needs: Debian packages (sshd, sudo, tools to make SD images, tc,
-# ShellCheck, nix-instantiate for parsing) and moto's EC2 server in an ignored Python venv.
+# ShellCheck, nix-instantiate for parsing, nftables for security groups) and moto's EC2 server in an ignored Python venv.
 # Idempotent: does nothing that is already done.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 moto_version="5.2.5"
 
-pkgs=(openssh-server openssh-client sudo shellcheck dosfstools fdisk e2fsprogs mtools zstd iproute2 nix-bin)
+pkgs=(openssh-server openssh-client sudo shellcheck dosfstools fdisk e2fsprogs mtools zstd iproute2 nftables nix-bin)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

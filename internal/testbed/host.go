@@ -40,6 +40,11 @@ type Host struct {
 	stopped  bool
 	shutdown []string // cached at Stop
 	standin  []string // cached at Stop
+	// The instance's network (host_firewall.go): the nftables ruleset last
+	// applied, what it was made from, and whether the policy routing rule is in.
+	firewall   string
+	netApplied *HostNetwork
+	ipRule     bool
 }
 
 // ShutdownCalls returns what the stand-in shutdown, poweroff, halt and reboot

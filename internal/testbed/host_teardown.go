@@ -95,6 +95,9 @@ func (h *Host) teardown() error {
 	if h.logFile != nil {
 		_ = h.logFile.Close()
 	}
+	if err := h.removeRule(ctx); err != nil {
+		errs = append(errs, err)
+	}
 	if h.net != nil {
 		if err := h.net.delete(ctx); err != nil {
 			errs = append(errs, err)

@@ -472,7 +472,17 @@ func TestHostFailedMountFailsStart(t *testing.T) {
 	p := newTestPool(t, HostPoolOptions{})
 	p.extraMounts = [][2]string{{"/nonexistent/nixos-sd-testbed", "/mnt"}}
 	_, pub := newKey(t)
-	before := ipOut(t, "netns", "list")
+	// Only this process's namespaces: other test beds on the machine come and go.
+	own := func() string {
+		var mine []string
+		for _, l := range strings.Split(ipOut(t, "netns", "list"), "\n") {
+			if strings.HasPrefix(l, fmt.Sprintf("nsd%d-", os.Getpid()%1000)) {
+				mine = append(mine, l)
+			}
+		}
+		return strings.Join(mine, "\n")
+	}
+	before := own()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	h, err := p.Start(ctx, "i-badmount", []string{pub})
@@ -483,7 +493,7 @@ func TestHostFailedMountFailsStart(t *testing.T) {
 	if !strings.Contains(err.Error(), "sshd exited") {
 		t.Errorf("Start's error does not say sshd did not start: %v", err)
 	}
-	if after := ipOut(t, "netns", "list"); after != before {
+	if after := own(); after != before {
 		t.Errorf("a failed Start left a namespace: before %q, after %q", before, after)
 	}
 	if entries, _ := os.ReadDir(p.WorkDir()); len(entries) != 0 {

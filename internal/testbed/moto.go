@@ -30,7 +30,8 @@ import (
 //   - RunInstances/CreateFleet do not check that the AMI exists in the region:
 //     another region's id is accepted (AWS: InvalidAMIID.NotFound). The
 //     instance's Architecture is the AMI's.
-//   - RunInstances answers "pending"; DescribeInstances says "running" at once.
+//   - RunInstances answers "pending"; plain moto's DescribeInstances says
+//     "running" at once (moto_launcher.py keeps it pending until the host is up).
 //   - DescribeRegions lists 38 regions (also cn-*, us-gov-*, and opt-in ones as
 //     "not-opted-in") with or without AllRegions.
 //   - DescribeAvailabilityZones: us-east-2a/b/c (use2-az1..3), eu-west-1a/b/c
@@ -202,13 +203,20 @@ func motoEnv(amisPath string) []string {
 func (m *motoServer) waitReady(ctx context.Context, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
 	client := &http.Client{Timeout: 2 * time.Second}
+	// The port was free when freePort looked; another process (another test
+	// bed's fault proxy or moto) may have taken it since. Only an answer
+	// naming our child's pid counts (TestbedPing, moto_launcher.py).
+	want := fmt.Sprintf("<pid>%d</pid>", m.cmd.Process.Pid)
+	form := "Action=TestbedPing&Version=2016-11-15"
 	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, m.url+"/moto-api/data.json", nil)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, m.url+"/", strings.NewReader(form))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Authorization", "AWS4-HMAC-SHA256 Credential=testing/20250101/us-east-1/ec2/aws4_request, SignedHeaders=host, Signature=0")
 		resp, err := client.Do(req)
 		if err == nil {
-			io.Copy(io.Discard, resp.Body)
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
+			if resp.StatusCode == http.StatusOK && strings.Contains(string(body), want) {
 				return nil
 			}
 		}

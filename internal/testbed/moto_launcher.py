@@ -1,4 +1,4 @@
-"""Runs moto's EC2 server (moto 5.2.5) for the test bed, with four small patches.
+"""Runs moto's EC2 server (moto 5.2.5) for the test bed, with patches.
 
 moto.go starts this file with the venv's python instead of the plain
 `moto_server` script because moto alone cannot emulate what the plugin relies
@@ -7,16 +7,24 @@ Usage: python moto_launcher.py -H 127.0.0.1 -p PORT   (same flags as moto_server
 Needs MOTO_AMIS_PATH (the catalogue written by amis.go).
 """
 
+import ipaddress
 import json
 import os
+import random
 import sys
+import threading
 from datetime import datetime, timezone
 
 from moto.core.parse import default_timestamp_parser as parse_timestamp
-from moto.ec2.exceptions import InvalidParameterCombination
+from moto.ec2 import utils as ec2_utils
+from moto.ec2.exceptions import InvalidParameterCombination, InvalidParameterValueError
+from moto.ec2.models import elastic_network_interfaces
 from moto.ec2.models.amis import Ami, AmiBackend
 from moto.ec2.models.fleets import Fleet
-from moto.ec2.models.instances import Instance
+from moto.ec2.models.instances import Instance, InstanceBackend, InstanceState
+from moto.ec2.models.spot_requests import SpotInstanceRequest
+from moto.ec2.models.subnets import Subnet
+from moto.ec2.responses import EC2Response
 from moto.ec2.responses.amis import AmisResponse
 from moto.server import main
 
@@ -25,6 +33,8 @@ from moto.server import main
 # id, and forces owner_alias "amazon" on all of them. AWS has a different id per
 # region and no alias on images from other accounts (such as Debian's). The
 # catalogue gives each image a "regions" list; an image loads only there.
+# Plain moto also gives every image a 15 GiB root snapshot; Debian's AMIs have
+# 8 GiB ones ("root_volume_size" in the catalogue, 8 when absent).
 
 
 def _load_amis(self):
@@ -37,7 +47,27 @@ def _load_amis(self):
         if isinstance(ami.get("creation_date"), str):
             ami["creation_date"] = parse_timestamp(ami["creation_date"])
         ami.setdefault("region_name", self.region_name + "a")
-        self.amis[ami["ami_id"]] = Ami(self, **ami)
+        size = int(ami.pop("root_volume_size", 8))
+        image = Ami(self, **ami)
+        image.root_volume_size = size
+        self.amis[ami["ami_id"]] = image
+
+
+def _ami_block_device_mappings(self):
+    return [
+        {
+            "DeviceName": self.root_device_name,
+            "Ebs": {
+                "SnapshotId": self.ebs_snapshot.id,
+                "VolumeSize": getattr(self, "root_volume_size", 15),
+                "DeleteOnTermination": True,
+                "VolumeType": "gp2",
+            },
+        }
+    ]
+
+
+Ami.block_device_mappings = property(_ami_block_device_mappings)
 
 
 AmiBackend._load_amis = _load_amis
@@ -124,6 +154,285 @@ def _instance_terminate_closing_spot_requests(self):
 
 
 Instance.terminate = _instance_terminate_closing_spot_requests
+
+# 5. Launch templates and fleet overrides.
+# Plain moto launches a fleet's instances with only the template's ImageId,
+# KeyName and UserData and the override's InstanceType and SubnetId: the
+# default security group, no network interface of the template, an 8 GiB gp2
+# unencrypted /dev/sda1, default metadata options, shutdown behaviour "stop",
+# and no public address even in a subnet that maps one. RunInstances with a
+# LaunchTemplate takes the groups, key, user data and volumes, but not the
+# network interfaces, metadata options or shutdown behaviour, and adds the
+# volumes beside a default 8 GiB /dev/sda1.
+# AWS launches with every field of the template version, the override's
+# InstanceType, SubnetId, AvailabilityZone and ImageId replacing the
+# template's (EC2 API reference, FleetLaunchTemplateOverridesRequest;
+# "Launch an instance from a launch template": parameters given to
+# RunInstances override the template's). Instance-level security groups next
+# to network interfaces are refused ("Network interfaces and an
+# instance-level security groups may not be specified on the same request").
+# The root volume is the AMI's block device mapping with the template's entry
+# for the same device replacing size, type and encryption; a size below the
+# snapshot's is InvalidBlockDeviceMapping (EC2 user guide, "Block device
+# mappings"). Without any group the instance gets its VPC's default group;
+# without a subnet, the default subnet of its zone (plain moto: EC2-Classic,
+# a random 10.x address in no VPC).
+_run_instances = InstanceBackend.run_instances
+
+
+def _ami_root(backend, image_id):
+    amis = backend.describe_images(filters={"image-id": image_id}) if image_id else []
+    ami = amis[0] if amis else None
+    if ami is None:
+        return "/dev/sda1", {"VolumeSize": 8, "VolumeType": "gp2", "DeleteOnTermination": True, "Encrypted": False}
+    ebs = dict(ami.block_device_mappings[0]["Ebs"])
+    ebs.pop("SnapshotId", None)
+    # An AMI's root volume goes with the instance unless the AMI says otherwise;
+    # Debian's and Amazon's images say DeleteOnTermination=true.
+    ebs["DeleteOnTermination"] = True
+    ebs["VolumeType"] = "gp2" if ebs.get("VolumeType") in (None, "standard") else ebs["VolumeType"]
+    ebs.setdefault("Encrypted", False)
+    return ami.root_device_name, ebs
+
+
+def _bool(v):
+    return v is True or str(v).lower() == "true"
+
+
+def _block_devices(backend, image_id, template_mappings):
+    root, root_ebs = _ami_root(backend, image_id)
+    snapshot_size = int(root_ebs["VolumeSize"])
+    out = [{"DeviceName": root, "Ebs": root_ebs}]
+    for m in template_mappings or []:
+        ebs = m.get("Ebs") or {}
+        if m.get("DeviceName") == root:
+            if "VolumeSize" in ebs and int(ebs["VolumeSize"]) < snapshot_size:
+                raise InvalidParameterValueError(
+                    f"Volume of size {ebs['VolumeSize']}GB is smaller than snapshot, expect size >= {snapshot_size}GB"
+                )
+            merged = dict(root_ebs)
+            merged.update({k: v for k, v in ebs.items() if v is not None})
+            merged["Encrypted"] = _bool(merged.get("Encrypted"))
+            merged["DeleteOnTermination"] = _bool(merged.get("DeleteOnTermination", True))
+            out[0] = {"DeviceName": root, "Ebs": merged}
+        elif ebs:
+            e = dict(ebs)
+            e["Encrypted"] = _bool(e.get("Encrypted"))
+            e["DeleteOnTermination"] = _bool(e.get("DeleteOnTermination"))
+            out.append({"DeviceName": m["DeviceName"], "Ebs": e})
+    return out
+
+
+def _run_instances_from_template(self, image_id, count, user_data, security_group_names, **kwargs):
+    lt = kwargs.get("launch_template")
+    if lt:
+        data = self._get_template_from_args(lt).data
+        image_id = image_id or data.get("ImageId")
+        nics = kwargs.get("nics") or [dict(n) for n in data.get("NetworkInterfaces") or []]
+        groups = list(kwargs.get("security_group_ids") or data.get("SecurityGroupIds") or [])
+        names = list(security_group_names or data.get("SecurityGroups") or [])
+        if nics and (groups or names):
+            raise InvalidParameterCombination(
+                "Network interfaces and an instance-level security groups may not be specified on the same request"
+            )
+        if nics:
+            primary = next((n for n in nics if int(n.get("DeviceIndex", 0)) == 0), nics[0])
+            if kwargs.get("subnet_id"):
+                primary["SubnetId"] = kwargs.pop("subnet_id")
+            if "AssociatePublicIpAddress" in primary:
+                primary["AssociatePublicIpAddress"] = _bool(primary["AssociatePublicIpAddress"])
+            kwargs["nics"] = nics
+        kwargs["security_group_ids"] = groups
+        security_group_names = names
+        for key, param in (
+            ("metadata_options", "MetadataOptions"),
+            ("instance_initiated_shutdown_behavior", "InstanceInitiatedShutdownBehavior"),
+            ("disable_api_termination", "DisableApiTermination"),
+            ("disable_api_stop", "DisableApiStop"),
+            ("ebs_optimized", "EbsOptimized"),
+        ):
+            if not kwargs.get(key) and data.get(param) is not None:
+                kwargs[key] = data[param]
+        if kwargs.get("disable_api_termination") is not None:
+            kwargs["disable_api_termination"] = _bool(kwargs["disable_api_termination"])
+        zone = (data.get("Placement") or {}).get("AvailabilityZone")
+        if not kwargs.get("placement") and zone:
+            kwargs["placement"] = zone
+        if (data.get("InstanceMarketOptions") or {}).get("MarketType") == "spot":
+            kwargs["instance_market_options"] = "spot"
+        if "block_device_mappings" not in kwargs:
+            kwargs["block_device_mappings"] = _block_devices(self, image_id, data.get("BlockDeviceMappings"))
+    if not kwargs.get("subnet_id") and not kwargs.get("nics"):
+        # Without a subnet AWS launches into the default subnet of the zone
+        # (EC2 user guide, "Default VPCs"); plain moto falls back to EC2-Classic
+        # with a random 10.x address outside any VPC.
+        zone = kwargs.get("placement") or self.region_name + "a"
+        default = self.get_default_subnets().get(zone)
+        if default is not None:
+            kwargs["subnet_id"] = default.id
+            kwargs["placement"] = None
+            if kwargs.get("associate_public_ip") is False:
+                kwargs["associate_public_ip"] = None
+    reservation = _run_instances(self, image_id, count, user_data, security_group_names, **kwargs)
+    for inst in reservation.instances:
+        for nic in inst.nics.values():
+            if not nic.group_set and nic.subnet is not None:
+                group = self.get_default_security_group(nic.subnet.vpc_id)
+                if group is not None:
+                    nic.group_set.append(group)
+        if not inst.security_groups and inst.nics:
+            inst.security_groups = list(inst.nics[0].group_set)
+    return reservation
+
+
+InstanceBackend.run_instances = _run_instances_from_template
+
+
+def _launch_from_spec(backend, spec, count, **extra):
+    """Runs count instances from a fleet's launch spec (template + override)."""
+    ov = spec.overrides or {}
+    zone = ov.get("AvailabilityZone") or (ov.get("Placement") or {}).get("AvailabilityZone")
+    return backend.run_instances(
+        ov.get("ImageId") or spec.image_id,
+        count,
+        spec.user_data,
+        [],
+        instance_type=spec.instance_type,
+        is_instance_type_default=False,
+        key_name=spec.key_name,
+        subnet_id=ov.get("SubnetId"),
+        placement=None if ov.get("SubnetId") else zone,
+        region_name=backend.region_name,
+        launch_template=spec.launch_template_spec,
+        associate_public_ip=None,
+        tags=spec.tag_specifications,
+        **extra,
+    )
+
+
+_spot_launch_instance = SpotInstanceRequest.launch_instance
+
+
+def _spot_launch_from_template(self):
+    spec = self.launch_spec
+    if spec is None or not spec.launch_template_spec:
+        return _spot_launch_instance(self)
+    return _launch_from_spec(
+        self.ec2_backend, spec, 1, spot_fleet_id=self.spot_fleet_id, lifecycle="spot"
+    ).instances[0]
+
+
+SpotInstanceRequest.launch_instance = _spot_launch_from_template
+
+_fleet_on_demand = Fleet.create_on_demand_requests
+
+
+def _fleet_on_demand_from_template(self, weight_to_add):
+    if not all(s.launch_template_spec for s in self.launch_specs):
+        return _fleet_on_demand(self, weight_to_add)
+    weight_map, added_weight = self.get_launch_spec_counts(weight_to_add)
+    for spec, count in weight_map.items():
+        reservation = _launch_from_spec(self.ec2_backend, spec, count, fleet_id=self.id)
+        for instance in reservation.instances:
+            self.on_demand_instances.append({"id": reservation.id, "instance": instance, "launch_spec": spec})
+    self.fulfilled_capacity += added_weight
+
+
+Fleet.create_on_demand_requests = _fleet_on_demand_from_template
+
+# 6. Instance addresses.
+# Plain moto hands out each subnet's private addresses in order from its start
+# (every test bed's first instance in a zone gets the same one) and public
+# addresses at random from 54.214.0.0/16, a real range. AWS picks any free
+# address of the subnet except the first four and the last, which it
+# reserves (VPC user guide, "Subnet CIDR blocks"), and public addresses from
+# Amazon's pool. The test bed routes each instance's addresses to its host
+# (host_addresses.go), so they must be unique on this machine and no one's
+# on the internet: private addresses are drawn at random in the subnet,
+# public ones from 198.18.0.0/15 (RFC 2544, never routed on the internet), in
+# a /24 of their own per moto process.
+_subnet_ip = Subnet.get_available_subnet_ip
+
+
+def _random_subnet_ip(self, instance):
+    first = int(self.cidr.network_address) + 4
+    last = int(self.cidr.broadcast_address) - 1
+    for _ in range(256):
+        ip = str(ipaddress.ip_address(random.randint(first, last)))
+        if ip not in self._subnet_ips:
+            self._subnet_ips[ip] = instance
+            return ip
+    return _subnet_ip(self, instance)
+
+
+Subnet.get_available_subnet_ip = _random_subnet_ip
+
+_public_lock = threading.Lock()
+_public_block = int(ipaddress.ip_address("198.18.0.0")) + (os.getpid() % 512) * 256
+_public_next = [random.randint(1, 254)]
+
+
+def _testbed_public_ip():
+    with _public_lock:
+        n = _public_next[0]
+        _public_next[0] = n % 254 + 1
+    return str(ipaddress.ip_address(_public_block + n))
+
+
+elastic_network_interfaces.random_public_ip = _testbed_public_ip
+ec2_utils.random_public_ip = _testbed_public_ip
+
+# 7. Booting.
+# Plain moto puts a new instance in "running" at once. AWS keeps it "pending"
+# while it boots ("Amazon EC2 instance state changes": pending, then running).
+# The test bed holds it pending until its host accepts connections; the
+# watcher then sends TestbedInstanceRunning, an action of the test bed only,
+# straight to moto (the fault proxy refuses it like any unknown action).
+_instance_init = Instance.__init__
+
+
+def _instance_init_pending(self, *args, **kwargs):
+    _instance_init(self, *args, **kwargs)
+    self._state = InstanceState("pending", 0)
+
+
+Instance.__init__ = _instance_init_pending
+
+
+def _testbed_instance_running(self):
+    instance_id = (self.querystring.get("InstanceId") or [""])[0]
+    instance = self.ec2_backend.get_instance(instance_id)
+    if instance.state == "pending":
+        instance._state = InstanceState("running", 16)
+    return (
+        '<TestbedInstanceRunningResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">'
+        f"<instanceId>{instance.id}</instanceId><state>{instance.state}</state>"
+        "</TestbedInstanceRunningResponse>"
+    )
+
+
+EC2Response.testbed_instance_running = _testbed_instance_running
+
+
+def _testbed_ping(self):
+    # moto.go asks this to know the server on its port is its own child: the
+    # port it picked may have been taken by another test bed in between.
+    return f"<TestbedPingResponse><pid>{os.getpid()}</pid></TestbedPingResponse>"
+
+
+EC2Response.testbed_ping = _testbed_ping
+_parse_parameters = EC2Response.parse_parameters
+
+
+def _parse_parameters_of_testbed_actions(self, request):
+    # EC2's service model has no TestbedInstanceRunning: read it as a plain form.
+    if self._get_action().startswith("Testbed"):
+        self.params = {}
+        return
+    _parse_parameters(self, request)
+
+
+EC2Response.parse_parameters = _parse_parameters_of_testbed_actions
 
 if __name__ == "__main__":
     main(sys.argv[1:])

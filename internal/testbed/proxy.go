@@ -36,6 +36,17 @@ type Rule struct {
 	Delay time.Duration
 	// Drop closes the connection without any answer.
 	Drop bool
+	// PoolErrors, on CreateFleet (type instant), fail the pools they match
+	// as EC2 does: HTTP 200 with an Errors entry per failed pool and the
+	// instance from a pool that did not fail (proxy_fleet.go).
+	PoolErrors []PoolError
+	// NotFoundCalls and NotFoundFor, on RunInstances, CreateFleet,
+	// CreateSecurityGroup or CreateLaunchTemplate, let the call through and
+	// then answer *.NotFound to the next NotFoundCalls calls naming what it
+	// created, or to every such call for NotFoundFor: EC2's eventual
+	// consistency (proxy_consistency.go).
+	NotFoundCalls int
+	NotFoundFor   time.Duration
 }
 
 // Call is one EC2 API call the proxy saw.
@@ -43,7 +54,12 @@ type Call struct {
 	Seq    int // 1-based, in arrival order
 	Time   time.Time
 	Region string // from the request's SigV4 credential scope
-	Action string
+	// Service is the SigV4 credential scope's service ("ec2", "sts", ...).
+	Service string
+	Action  string
+	// UserAgent is the request's User-Agent; the test bed's own clients
+	// (Testbed.EC2Client) carry TestbedAppID in it.
+	UserAgent string
 	// Params holds the request's query parameters except Action and Version,
 	// flattened as EC2 sends them ("Owner.1", "Filter.1.Name", ...).
 	Params map[string]string
@@ -79,6 +95,7 @@ type Proxy struct {
 	calls   []Call
 	rules   []*ruleState
 	keys    map[string]string // region/keyName -> public key seen in ImportKeyPair
+	hidden  []*hidden         // just-created resources not visible yet
 	reqSeq  int
 	reqBase string
 	lastMut time.Time
@@ -169,7 +186,17 @@ func (p *Proxy) ImportedKey(region, keyName string) (string, bool) {
 	return k, ok
 }
 
-var credentialScope = regexp.MustCompile(`Credential=[^/]*/[0-9]{8}/([a-z0-9-]+)/`)
+var credentialScope = regexp.MustCompile(`Credential=[^/]*/[0-9]{8}/([a-z0-9-]+)/([a-z0-9-]+)/`)
+
+// TestbedAppID is the SDK application id of the test bed's own EC2 clients:
+// their calls are the test's, not the plugin's.
+const TestbedAppID = "nixos-sd-testbed"
+
+// FromTestbed says whether the test bed's own client (EC2Client) made the
+// call rather than the code under test.
+func (c Call) FromTestbed() bool {
+	return strings.Contains(c.UserAgent, "app/"+TestbedAppID)
+}
 
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
@@ -188,9 +215,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	for k, vs := range r.URL.Query() {
 		params[k] = append(params[k], vs...)
 	}
-	call := Call{Time: start, Action: params.Get("Action"), Params: map[string]string{}}
+	call := Call{Time: start, Action: params.Get("Action"), Params: map[string]string{}, UserAgent: r.Header.Get("User-Agent")}
 	if m := credentialScope.FindStringSubmatch(r.Header.Get("Authorization")); m != nil {
-		call.Region = m[1]
+		call.Region, call.Service = m[1], m[2]
 	}
 	for k, vs := range params {
 		if k != "Action" && k != "Version" && len(vs) > 0 {
@@ -205,6 +232,24 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
+	if strings.HasPrefix(call.Action, "Testbed") {
+		// The test bed's own actions go straight to moto, never through here.
+		idx0 := p.record(call)
+		writeEC2Error(w, http.StatusBadRequest, "InvalidAction", "The action "+call.Action+" is not valid for this web service.", p.requestID())
+		p.update(idx0, func(c *Call) {
+			c.Status, c.ErrorCode, c.Duration = http.StatusBadRequest, "InvalidAction", time.Since(start)
+		})
+		return
+	}
+	if code, msg, ok := p.notYetVisible(call); ok {
+		idx := p.record(call)
+		p.logf("fault proxy: %s #%d (%s): %s (not visible yet)", call.Action, idx+1, call.Region, code)
+		writeEC2Error(w, http.StatusBadRequest, code, msg, p.requestID())
+		p.update(idx, func(c *Call) {
+			c.Injected, c.Status, c.ErrorCode, c.Duration = true, http.StatusBadRequest, code, time.Since(start)
+		})
+		return
+	}
 	rule := p.match(call.Action)
 	idx := p.record(call)
 	if rule != nil {
@@ -242,10 +287,22 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			})
 			return
 		}
+		if len(rule.PoolErrors) > 0 && call.Action == "CreateFleet" {
+			status, code := p.serveFleetWithPoolErrors(w, r, body, rule)
+			p.update(idx, func(c *Call) { c.Status, c.ErrorCode, c.Duration = status, code, time.Since(start) })
+			p.signalMutation()
+			return
+		}
 	}
 
 	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+	hides := rule != nil && (rule.NotFoundCalls > 0 || rule.NotFoundFor > 0)
+	rec.keepBody = hides
 	p.rp.ServeHTTP(rec, r)
+	if hides && rec.status == http.StatusOK {
+		ids := p.hide(call.Action, rec.body.Bytes(), rule)
+		p.logf("fault proxy: %s #%d: %v not visible yet", call.Action, idx+1, ids)
+	}
 	p.update(idx, func(c *Call) {
 		c.Status, c.Duration = rec.status, time.Since(start)
 		if rec.status >= 400 {
@@ -253,13 +310,18 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	})
 	if call.Mutating() {
-		p.mu.Lock()
-		p.lastMut = time.Now()
-		p.mu.Unlock()
-		select {
-		case p.mutated <- struct{}{}:
-		default:
-		}
+		p.signalMutation()
+	}
+}
+
+// signalMutation wakes the watcher after a mutating call moto answered.
+func (p *Proxy) signalMutation() {
+	p.mu.Lock()
+	p.lastMut = time.Now()
+	p.mu.Unlock()
+	select {
+	case p.mutated <- struct{}{}:
+	default:
 	}
 }
 
@@ -343,8 +405,9 @@ func parseErrorCode(body []byte) string {
 // errors, the body.
 type statusRecorder struct {
 	http.ResponseWriter
-	status int
-	body   bytes.Buffer
+	status   int
+	body     bytes.Buffer
+	keepBody bool // keep successful answers' bodies too
 }
 
 func (s *statusRecorder) WriteHeader(code int) {
@@ -353,7 +416,7 @@ func (s *statusRecorder) WriteHeader(code int) {
 }
 
 func (s *statusRecorder) Write(b []byte) (int, error) {
-	if s.status >= 400 && s.body.Len() < 64<<10 {
+	if (s.status >= 400 || s.keepBody) && s.body.Len() < 1<<20 {
 		s.body.Write(b)
 	}
 	return s.ResponseWriter.Write(b)

@@ -115,7 +115,11 @@ func Start(ctx context.Context, opts Options) (tb *Testbed, err error) {
 	if err != nil {
 		return tb, fmt.Errorf("testbed: hosts: %w", err)
 	}
-	tb.watch = startWatcher(tb.pool, tb.direct, opts.Regions, tb.proxy, opts.Logf)
+	hostsPath := tb.HostsFile()
+	if err = writeHostsFile(hostsPath, nil); err != nil {
+		return tb, err
+	}
+	tb.watch = startWatcher(tb.moto.url, tb.ip.ip, hostsPath, tb.pool, tb.direct, opts.Regions, tb.proxy, opts.Logf)
 	opts.Logf("testbed: EC2 (moto %s) at %s, fault proxy at %s, public IP %s at %s, work dir %s",
 		MotoVersion, tb.moto.url, tb.proxy.URL(), FakePublicIP, tb.ip.URL(), tb.workDir)
 	return tb, nil
@@ -125,6 +129,7 @@ func newEC2Client(region, endpoint string) *ec2.Client {
 	cfg := aws.Config{
 		Region:      region,
 		Credentials: credentials.NewStaticCredentialsProvider("testing", "testing", ""),
+		AppID:       TestbedAppID,
 	}
 	return ec2.NewFromConfig(cfg, func(o *ec2.Options) { o.BaseEndpoint = aws.String(endpoint) })
 }
@@ -190,8 +195,15 @@ func (tb *Testbed) Env() []string {
 		"AWS_EC2_METADATA_DISABLED=true",
 		"AWS_CONFIG_FILE=" + filepath.Join(tb.workDir, "aws-config"),
 		"AWS_SHARED_CREDENTIALS_FILE=" + filepath.Join(tb.workDir, "aws-credentials"),
+		"NIXOS_SD_TESTBED_HOSTS=" + tb.HostsFile(),
 	}
 }
+
+// HostsFile is a hosts(5) file naming the running instances' public and
+// private DNS names (the machine's /etc/hosts first). Env names it as
+// NIXOS_SD_TESTBED_HOSTS; the end-to-end harness mounts it over /etc/hosts
+// for Packer.
+func (tb *Testbed) HostsFile() string { return filepath.Join(tb.workDir, "etc-hosts") }
 
 // CommandEnv is os.Environ() without any AWS_* variable, plus Env().
 func (tb *Testbed) CommandEnv() []string {

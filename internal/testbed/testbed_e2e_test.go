@@ -235,13 +235,26 @@ func TestSpotFleetInstanceGetsSSHHost(t *testing.T) {
 		}
 	})
 
+	// A group admitting SSH from this machine: the host enforces it (the
+	// VPC's default group admits only its own members).
+	sg, err := c.CreateSecurityGroup(ctx, &ec2.CreateSecurityGroupInput{GroupName: aws.String(keyName), Description: aws.String("testbed")})
+	if err != nil {
+		t.Fatalf("CreateSecurityGroup: %v", err)
+	}
+	t.Cleanup(func() { deleteGroupEventually(t, c, aws.ToString(sg.GroupId)) })
+	if _, err := c.AuthorizeSecurityGroupIngress(ctx, &ec2.AuthorizeSecurityGroupIngressInput{GroupId: sg.GroupId, IpPermissions: []types.IpPermission{{
+		IpProtocol: aws.String("tcp"), FromPort: aws.Int32(22), ToPort: aws.Int32(22), IpRanges: []types.IpRange{{CidrIp: aws.String(tb.PublicIP() + "/32")}}}}}); err != nil {
+		t.Fatalf("AuthorizeSecurityGroupIngress: %v", err)
+	}
+
 	lt, err := c.CreateLaunchTemplate(ctx, &ec2.CreateLaunchTemplateInput{
 		LaunchTemplateName: aws.String("nixos-sd-testbed-" + strconv.FormatInt(time.Now().UnixNano(), 36)),
 		LaunchTemplateData: &types.RequestLaunchTemplateData{
-			ImageId:      aws.String(newestImage(t, region, "debian-13-arm64-")),
-			KeyName:      aws.String(keyName),
-			InstanceType: types.InstanceTypeC7g2xlarge,
-			UserData:     aws.String(base64.StdEncoding.EncodeToString([]byte(userData))),
+			SecurityGroupIds: []string{aws.ToString(sg.GroupId)},
+			ImageId:          aws.String(newestImage(t, region, "debian-13-arm64-")),
+			KeyName:          aws.String(keyName),
+			InstanceType:     types.InstanceTypeC7g2xlarge,
+			UserData:         aws.String(base64.StdEncoding.EncodeToString([]byte(userData))),
 			InstanceMarketOptions: &types.LaunchTemplateInstanceMarketOptionsRequest{
 				MarketType: types.MarketTypeSpot,
 			},
@@ -289,7 +302,8 @@ func TestSpotFleetInstanceGetsSSHHost(t *testing.T) {
 	var h *Host
 	deadline := time.Now().Add(90 * time.Second)
 	for {
-		if hh, ok := tb.Hosts().Host(id); ok {
+		// The instance runs once its host is up with its security group.
+		if hh, ok := tb.Hosts().Host(id); ok && describeInstance(t, tb.MotoClient(region), id).State.Name == types.InstanceStateNameRunning {
 			h = hh
 			break
 		}

@@ -5,21 +5,24 @@ package testbed
 // What moto 5.2.5 does (verified with boto3 against moto_server, and by the
 // e2e tests in this package):
 //   - RunInstances and CreateFleet (type instant, spot, launch template) put
-//     instances straight into "running"; TerminateInstances makes them
-//     "terminated" at once (no pending or shutting-down phase).
-//   - An instance launched by CreateFleet from a launch template gets the
-//     template's UserData and KeyName: DescribeInstanceAttribute(userData)
-//     returns the template's base64 user data unchanged.
+//     instances into "pending" (moto_launcher.py, patch 7); the watcher makes
+//     them "running" once their host accepts connections, as a booting
+//     instance does. TerminateInstances makes them "terminated" at once (no
+//     shutting-down phase).
+//   - An instance launched by CreateFleet or RunInstances from a launch
+//     template gets every field of it (moto_launcher.py, patch 5):
+//     DescribeInstanceAttribute(userData) returns the template's base64 user
+//     data unchanged.
 //   - DescribeKeyPairs with IncludePublicKey=true returns an imported key's
 //     public key (OpenSSH text). ImportKeyPair rejects material that is not a
 //     valid OpenSSH public key (InvalidKeyPair.Format). The proxy also keeps
 //     what ImportKeyPair sent, used when the key pair is already gone.
-//   - The instance's root volume ignores the template's BlockDeviceMappings
-//     (it is an 8 GiB /dev/sda1 volume) and is deleted on termination.
+//   - The instance's root volume is the AMI's root device with the template's
+//     size, type and encryption, and is deleted on termination.
 //
 // The watcher polls DescribeInstances straight at moto (not through the fault
 // proxy, so its calls are neither recorded nor faulted): every 100 ms for 15 s
-// after any mutating call through the proxy, every second otherwise. A running
+// after any mutating call through the proxy, every second otherwise. A pending
 // instance gets a host (HostPool.Start, host id = instance id) with the
 // authorized keys of its key pair and of its user data's cloud-config
 // ssh_authorized_keys; a stopping, stopped, shutting-down, terminated or
@@ -33,6 +36,8 @@ import (
 	"encoding/base64"
 	"fmt"
 	"io"
+	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -56,26 +61,34 @@ type watchedInstance struct {
 	stopped  bool
 	// shutdownApplied: the host's immediate shutdown was passed on to moto.
 	shutdownApplied bool
+	// networked: the host has its instance's addresses and groups.
+	networked bool
 }
 
 type watcher struct {
-	pool    *HostPool
-	clients map[string]*ec2.Client // straight to moto, per region
-	regions []string
-	proxy   *Proxy
-	logf    func(string, ...any)
+	motoURL   string
+	hostsPath string              // the instances' DNS names (setDNS); empty = none
+	dns       map[string][]string // instance id -> hosts file lines
+	callerIP  string              // the public address the test bed's callers have
+	pool      *HostPool
+	clients   map[string]*ec2.Client // straight to moto, per region
+	regions   []string
+	proxy     *Proxy
+	logf      func(string, ...any)
 
 	mu        sync.Mutex
 	instances map[string]*watchedInstance
 	errs      []string
+	failed    map[string]bool
+	cidrCache map[string]cidrs
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
 
-func startWatcher(pool *HostPool, clients map[string]*ec2.Client, regions []string, proxy *Proxy, logf func(string, ...any)) *watcher {
+func startWatcher(motoURL, callerIP, hostsPath string, pool *HostPool, clients map[string]*ec2.Client, regions []string, proxy *Proxy, logf func(string, ...any)) *watcher {
 	ctx, cancel := context.WithCancel(context.Background())
-	w := &watcher{pool: pool, clients: clients, regions: regions, proxy: proxy, logf: logf,
+	w := &watcher{motoURL: motoURL, hostsPath: hostsPath, dns: map[string][]string{}, callerIP: callerIP, failed: map[string]bool{}, cidrCache: map[string]cidrs{}, pool: pool, clients: clients, regions: regions, proxy: proxy, logf: logf,
 		instances: map[string]*watchedInstance{}, cancel: cancel}
 	w.wg.Add(1)
 	go w.loop(ctx)
@@ -109,6 +122,7 @@ func (w *watcher) loop(ctx context.Context) {
 func (w *watcher) poll(ctx context.Context, region string) {
 	client := w.clients[region]
 	seen := map[string]string{}
+	var all []types.Instance
 	p := ec2.NewDescribeInstancesPaginator(client, &ec2.DescribeInstancesInput{})
 	for p.HasMorePages() {
 		out, err := p.NextPage(ctx)
@@ -119,6 +133,7 @@ func (w *watcher) poll(ctx context.Context, region string) {
 			return
 		}
 		for _, r := range out.Reservations {
+			all = append(all, r.Instances...)
 			for _, inst := range r.Instances {
 				id := aws.ToString(inst.InstanceId)
 				state := ""
@@ -127,6 +142,8 @@ func (w *watcher) poll(ctx context.Context, region string) {
 				}
 				seen[id] = state
 				switch state {
+				case "pending":
+					w.ensureHost(ctx, region, inst)
 				case "running":
 					w.ensureHost(ctx, region, inst)
 					w.applyShutdown(ctx, region, inst)
@@ -136,6 +153,7 @@ func (w *watcher) poll(ctx context.Context, region string) {
 			}
 		}
 	}
+	w.refreshNetworks(ctx, region, all)
 	// Instances moto no longer lists are gone too.
 	w.mu.Lock()
 	var gone []string
@@ -171,20 +189,41 @@ func (w *watcher) ensureHost(ctx context.Context, region string, inst types.Inst
 		if len(keys) == 0 {
 			w.logf("watcher: %s: instance %s has no key pair and no ssh_authorized_keys in its user data; its host accepts no SSH key", region, id)
 		}
-		w.logf("watcher: %s: instance %s is running; starting its host with %d authorized key(s)", region, id, len(keys))
+		w.logf("watcher: %s: instance %s is booting; starting its host with %d authorized key(s)", region, id, len(keys))
 		h, err := w.pool.Start(ctx, id, keys)
-		w.mu.Lock()
-		wi.starting = false
-		wi.started = err == nil
-		stopNow := wi.wantStop && err == nil
-		w.mu.Unlock()
 		if err != nil {
+			w.mu.Lock()
+			wi.starting = false
+			w.mu.Unlock()
 			if ctx.Err() == nil {
 				w.fail("%s: instance %s: starting its host: %v", region, id, err)
 			}
 			return
 		}
 		w.logf("watcher: %s: instance %s reachable by SSH at %s:%d", region, id, h.Addr, h.Port)
+		// The instance runs once its host has its addresses and groups.
+		v, netErr := w.view(ctx, region, nil)
+		if netErr == nil {
+			netErr = w.applyNetwork(ctx, region, inst, v)
+		}
+		var runErr error
+		if netErr == nil {
+			w.setDNS(id, &inst)
+			runErr = w.markRunning(ctx, region, id)
+		}
+		w.mu.Lock()
+		wi.starting = false
+		wi.started = true
+		wi.networked = netErr == nil
+		stopNow := wi.wantStop
+		w.mu.Unlock()
+		if !stopNow && ctx.Err() == nil {
+			if netErr != nil {
+				w.fail("%s: instance %s: giving its host its addresses and security groups: %v", region, id, netErr)
+			} else if runErr != nil {
+				w.fail("%s: instance %s: marking it running: %v", region, id, runErr)
+			}
+		}
 		if stopNow {
 			w.stopHost(id)
 		}
@@ -215,6 +254,7 @@ func (w *watcher) ensureStopped(id, state string) {
 }
 
 func (w *watcher) stopHost(id string) {
+	w.setDNS(id, nil)
 	w.mu.Lock()
 	wi := w.instances[id]
 	wi.stopped = true
@@ -354,4 +394,27 @@ func yamlScalar(s string) string {
 		s = strings.TrimSpace(s[:i])
 	}
 	return s
+}
+
+// markRunning ends the instance's boot in moto (TestbedInstanceRunning, an
+// action moto_launcher.py adds; moto reads the region from the credential
+// scope and checks no signature).
+func (w *watcher) markRunning(ctx context.Context, region, id string) error {
+	form := url.Values{"Action": {"TestbedInstanceRunning"}, "Version": {"2016-11-15"}, "InstanceId": {id}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.motoURL+"/", strings.NewReader(form.Encode()))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Authorization", "AWS4-HMAC-SHA256 Credential=testing/20250101/"+region+"/ec2/aws4_request, SignedHeaders=host, Signature=0")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "<state>running</state>") {
+		return fmt.Errorf("moto answered %s: %s", resp.Status, body)
+	}
+	return nil
 }
