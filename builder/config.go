@@ -79,7 +79,10 @@ type Config struct {
 	// Extra tags for the instance and its volume only.
 	RunTags map[string]string `mapstructure:"run_tags" required:"false"`
 	// The CIDR blocks allowed to reach the instance's SSH port. Defaults to
-	// this machine's public address as a /32, found through `public_ip_url`.
+	// this machine's public address as a /32, found through `public_ip_url`;
+	// with `ssh_interface` `private_ip` or `private_dns`, to the VPC's CIDR
+	// blocks, since AWS then sees the caller's address inside the VPC (or a
+	// bastion's).
 	SSHSourceCIDRs []string `mapstructure:"ssh_source_cidrs" required:"false"`
 	// The URL that answers this machine's public IPv4 address as plain text.
 	// Defaults to `https://checkip.amazonaws.com`.

@@ -240,7 +240,7 @@ func (f *fakeEC2) DescribeVpcs(_ context.Context, in *ec2.DescribeVpcsInput, _ .
 			if id != f.defaultVpc {
 				return nil, apiErr("InvalidVpcID.NotFound", "The vpc ID '"+id+"' does not exist")
 			}
-			out.Vpcs = append(out.Vpcs, types.Vpc{VpcId: aws.String(id), IsDefault: aws.Bool(true)})
+			out.Vpcs = append(out.Vpcs, types.Vpc{VpcId: aws.String(id), IsDefault: aws.Bool(true), CidrBlock: aws.String("172.31.0.0/16")})
 		}
 		return out, nil
 	}
@@ -374,11 +374,6 @@ func (f *fakeEC2) DescribeSpotInstanceRequests(_ context.Context, in *ec2.Descri
 		out.SpotInstanceRequests = []types.SpotInstanceRequest{{SpotInstanceRequestId: aws.String(f.instanceSpotR), State: types.SpotInstanceStateActive, Status: &types.SpotInstanceStatus{Code: aws.String(f.spotStatus)}}}
 	}
 	return out, nil
-}
-
-func (f *fakeEC2) CancelSpotInstanceRequests(_ context.Context, in *ec2.CancelSpotInstanceRequestsInput, _ ...func(*ec2.Options)) (*ec2.CancelSpotInstanceRequestsOutput, error) {
-	f.record("CancelSpotInstanceRequests", in)
-	return &ec2.CancelSpotInstanceRequestsOutput{}, nil
 }
 
 func (f *fakeEC2) DescribeInstances(_ context.Context, in *ec2.DescribeInstancesInput, _ ...func(*ec2.Options)) (*ec2.DescribeInstancesOutput, error) {

@@ -19,6 +19,7 @@ const (
 	stateVpcID            = "vpc_id"             // string
 	statePools            = "pools"              // []pool: the (type × subnet) pairs to launch in
 	stateSecurityGroupID  = "security_group_id"  // string
+	stateSSHCIDRs         = "ssh_cidrs"          // []string: whom the group admits
 	stateLaunchTemplate   = "launch_template_id" // string
 	stateFleetIDs         = "fleet_ids"          // []string: every fleet CreateFleet returned
 	stateInstanceIDs      = "instance_ids"       // []string: every instance a fleet launched

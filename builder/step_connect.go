@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/packer-plugin-sdk/communicator"
@@ -48,14 +49,32 @@ func (s *stepConnect) Run(ctx context.Context, state multistep.StateBag) multist
 		}
 		return action
 	}
-	if _, ok := state.GetOk("error"); !ok {
-		if ctx.Err() != nil {
+	prev, _ := state.Get("error").(error)
+	switch {
+	case ctx.Err() != nil:
+		if prev == nil {
 			state.Put("error", fmt.Errorf("cancelled while connecting with SSH: %w", context.Cause(ctx)))
-		} else {
-			state.Put("error", errors.New("connecting with SSH failed; check ssh_source_cidrs and that this machine can reach the instance"))
 		}
+	case prev == nil:
+		state.Put("error", errors.New("connecting with SSH failed; "+s.reachAdvice(state)))
+	case strings.Contains(prev.Error(), "Timeout waiting for SSH"):
+		// A security group drops what it does not admit: the user sees only
+		// a timeout, so say where the group admits SSH from.
+		state.Put("error", fmt.Errorf("%s; %s", strings.TrimSuffix(prev.Error(), "."), s.reachAdvice(state)))
 	}
 	return action
+}
+
+// reachAdvice says whom the security group admits and what to check.
+func (s *stepConnect) reachAdvice(state multistep.StateBag) string {
+	host := getString(state, stateHost)
+	if s.Config != nil && s.Config.SSHHost != "" {
+		host = s.Config.SSHHost
+	}
+	if cidrs := getStrings(state, stateSSHCIDRs); len(cidrs) > 0 {
+		return fmt.Sprintf("the security group admits SSH to %s only from %s: check that this machine connects from there (ssh_source_cidrs, ssh_interface) and can reach that address", host, strings.Join(cidrs, ", "))
+	}
+	return "check ssh_source_cidrs and that this machine can reach the instance"
 }
 
 // hostFunc is where SSH connects: ssh_host when the user set it, else the

@@ -36,8 +36,8 @@ func capacityWait(cfg *Config) time.Duration { return 15 * cfg.PollIntervalDurat
 // says which quota to raise; a pool EC2 does not support is left out and the
 // others are asked again; anything else fails at once. Its Cleanup
 // terminates the instance (and any other the build's requests launched,
-// found by the build id tag) and waits until it is gone, deletes the fleets
-// and cancels any spot request left.
+// found by the build id tag) and waits until it is gone, and deletes the
+// fleets; EC2 closes the instance's one-time spot request itself.
 type stepFleet struct{}
 
 func (s *stepFleet) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
@@ -413,9 +413,8 @@ func (s *stepFleet) Cleanup(state multistep.StateBag) {
 			state.Remove(stateFleetIDs)
 		}
 	}
-	if len(ids) > 0 {
-		cancelSpotRequests(ctx, e, ids)
-	}
+	// EC2 closes an instant fleet's one-time spot request when its instance
+	// terminates: nothing is left to cancel.
 }
 
 // terminateAndWait terminates the instances and waits, up to state_timeout,
@@ -480,32 +479,4 @@ func deleteFleets(ctx context.Context, e stepEnv, fleets []string) bool {
 		cleanupError(e.ui, "EC2 fleet", aws.ToString(u.FleetId), errors.New(msg))
 	}
 	return true
-}
-
-// cancelSpotRequests cancels any spot request still open for the instances.
-// It lists the live requests and matches the instance ids itself: not every
-// EC2 emulator has the "instance-id" filter, and live requests are few.
-func cancelSpotRequests(ctx context.Context, e stepEnv, ids []string) {
-	var reqs []string
-	pages := ec2.NewDescribeSpotInstanceRequestsPaginator(e.ec2, &ec2.DescribeSpotInstanceRequestsInput{
-		Filters: []types.Filter{{Name: aws.String("state"), Values: []string{"open", "active", "disabled"}}},
-	})
-	for pages.HasMorePages() {
-		out, err := pages.NextPage(ctx)
-		if err != nil {
-			cleanupError(e.ui, "spot requests of instance", strings.Join(ids, ", "), fmt.Errorf("listing them: %w", err))
-			return
-		}
-		for _, r := range out.SpotInstanceRequests {
-			if slices.Contains(ids, aws.ToString(r.InstanceId)) {
-				reqs = append(reqs, aws.ToString(r.SpotInstanceRequestId))
-			}
-		}
-	}
-	if len(reqs) == 0 {
-		return
-	}
-	if _, err := e.ec2.CancelSpotInstanceRequests(ctx, &ec2.CancelSpotInstanceRequestsInput{SpotInstanceRequestIds: reqs}); err != nil {
-		cleanupError(e.ui, "spot request", strings.Join(reqs, ", "), err)
-	}
 }

@@ -44,7 +44,18 @@ func (s *stepSecurityGroup) Run(ctx context.Context, state multistep.StateBag) m
 	}
 
 	cidrs := cfg.SSHSourceCIDRs
-	if len(cidrs) == 0 {
+	switch {
+	case len(cidrs) > 0:
+	case cfg.SSHInterface == "private_ip" || cfg.SSHInterface == "private_dns":
+		// A connection to the private address comes from inside the VPC (this
+		// machine, a bastion, a VPN): AWS judges it on that VPC address, never
+		// on this machine's public one.
+		cidrs, err = vpcCIDRs(ctx, e, vpcID)
+		if err != nil {
+			return halt(state, err)
+		}
+		e.ui.Say(fmt.Sprintf("SSH will be allowed from the VPC %s (%s), as ssh_interface = %q connects from inside it", vpcID, strings.Join(cidrs, ", "), cfg.SSHInterface))
+	default:
 		ip, err := s.publicIP(ctx, cfg.PublicIPURL)
 		if err != nil {
 			return halt(state, err)
@@ -52,6 +63,7 @@ func (s *stepSecurityGroup) Run(ctx context.Context, state multistep.StateBag) m
 		cidrs = []string{ip + "/32"}
 		e.ui.Say(fmt.Sprintf("SSH will be allowed from this machine's public address %s", cidrs[0]))
 	}
+	state.Put(stateSSHCIDRs, cidrs)
 	port := cfg.Comm.SSHPort
 	if port == 0 {
 		port = 22
@@ -92,6 +104,29 @@ func (s *stepSecurityGroup) Run(ctx context.Context, state multistep.StateBag) m
 		return halt(state, fmt.Errorf("allowing SSH (tcp %d from %s) in security group %s: %w", port, strings.Join(cidrs, ", "), groupID, err))
 	}
 	return multistep.ActionContinue
+}
+
+// vpcCIDRs are the VPC's associated IPv4 CIDR blocks.
+func vpcCIDRs(ctx context.Context, e stepEnv, vpcID string) ([]string, error) {
+	out, err := e.ec2.DescribeVpcs(ctx, &ec2.DescribeVpcsInput{VpcIds: []string{vpcID}})
+	if err != nil {
+		return nil, fmt.Errorf("reading the CIDR blocks of VPC %s for ssh_source_cidrs: %w", vpcID, err)
+	}
+	var cidrs []string
+	for _, v := range out.Vpcs {
+		for _, a := range v.CidrBlockAssociationSet {
+			if a.CidrBlockState == nil || a.CidrBlockState.State == types.VpcCidrBlockStateCodeAssociated {
+				cidrs = append(cidrs, aws.ToString(a.CidrBlock))
+			}
+		}
+		if len(cidrs) == 0 && aws.ToString(v.CidrBlock) != "" {
+			cidrs = append(cidrs, aws.ToString(v.CidrBlock))
+		}
+	}
+	if len(cidrs) == 0 {
+		return nil, fmt.Errorf("VPC %s has no IPv4 CIDR block; set ssh_source_cidrs to the addresses SSH will come from", vpcID)
+	}
+	return cidrs, nil
 }
 
 // publicIP asks url for this machine's public IPv4 address.

@@ -149,3 +149,27 @@ func TestCleanupReportsLeftovers(t *testing.T) {
 		t.Errorf("the user is not told which group to delete:\n%s", out)
 	}
 }
+
+// With ssh_interface private_ip or private_dns and no ssh_source_cidrs, SSH
+// comes from inside the VPC: the group admits the VPC, not this machine's
+// public address (which AWS never sees on such a connection).
+func TestSecurityGroupPrivateInterfaceAdmitsTheVPC(t *testing.T) {
+	for _, iface := range []string{"private_ip", "private_dns"} {
+		srv, hits := publicIPServer(t, "203.0.113.45")
+		f := newFakeEC2()
+		cfg := testConfig(t, map[string]interface{}{"public_ip_url": srv.URL, "ssh_interface": iface})
+		cfg.SSHSourceCIDRs = nil
+		state, _ := testState(cfg, f)
+		state.Put(stateVpcID, "vpc-0123456789abcdef0")
+		if action := (&stepSecurityGroup{}).Run(context.Background(), state); action != multistep.ActionContinue {
+			t.Fatalf("%s: halted: %v", iface, stateErr(state))
+		}
+		p := ingress(t, f)
+		if len(p.IpRanges) != 1 || aws.ToString(p.IpRanges[0].CidrIp) != "172.31.0.0/16" {
+			t.Errorf("%s: ranges = %+v, want the VPC 172.31.0.0/16", iface, p.IpRanges)
+		}
+		if hits.Load() != 0 {
+			t.Errorf("%s: asked for the public address, which a connection from inside the VPC does not show", iface)
+		}
+	}
+}
