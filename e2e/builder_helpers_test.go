@@ -252,7 +252,8 @@ type bgPacker struct {
 // failed, logs its output.
 func startPacker(t *testing.T, tb *testbed.Testbed, dir string) *bgPacker {
 	t.Helper()
-	cmd := exec.Command(packerBin, "build", "-color=false", ".")
+	name, args := withTestbedHosts(tb.Env(), packerBin, []string{"build", "-color=false", "."})
+	cmd := exec.Command(name, args...)
 	cmd.Dir = dir
 	cmd.Env = append(baseEnv(), tb.Env()...)
 	p := &bgPacker{cmd: cmd, out: &lockedBuffer{}, done: make(chan struct{})}

@@ -114,6 +114,40 @@ func TestBuilderMinimal(t *testing.T) {
 	}
 
 	checkBuildIDTags(t, tb)
+	checkInstanceAsLaunched(t, tb)
+}
+
+// checkInstanceAsLaunched checks, on the build's (terminated) instance, what
+// EC2 made of its launch template: the build's security group only, IMDSv2
+// required, shutdown behaviour terminate. The test bed applies launch
+// templates as AWS does (moto alone gave the default group, optional IMDS
+// tokens and "stop").
+func checkInstanceAsLaunched(t *testing.T, tb *testbed.Testbed) {
+	t.Helper()
+	sg := onlyCall(t, tb, "CreateSecurityGroup")
+	moto := tb.MotoClient(bldRegion)
+	out, err := moto.DescribeInstances(motoCtx(t), &ec2.DescribeInstancesInput{Filters: []types.Filter{{Name: aws.String("tag-key"), Values: []string{buildIDTag}}}})
+	if err != nil {
+		t.Fatalf("DescribeInstances: %v", err)
+	}
+	var insts []types.Instance
+	for _, r := range out.Reservations {
+		insts = append(insts, r.Instances...)
+	}
+	if len(insts) != 1 {
+		t.Fatalf("%d instances tagged %s, want 1", len(insts), buildIDTag)
+	}
+	inst := insts[0]
+	if len(inst.SecurityGroups) != 1 || aws.ToString(inst.SecurityGroups[0].GroupName) != sg.Params["GroupName"] {
+		t.Errorf("the instance's groups are %+v, want only the build's %s", inst.SecurityGroups, sg.Params["GroupName"])
+	}
+	if inst.MetadataOptions == nil || inst.MetadataOptions.HttpTokens != types.HttpTokensStateRequired {
+		t.Errorf("the instance's metadata options %+v, want HttpTokens required", inst.MetadataOptions)
+	}
+	attr, err := moto.DescribeInstanceAttribute(motoCtx(t), &ec2.DescribeInstanceAttributeInput{InstanceId: inst.InstanceId, Attribute: types.InstanceAttributeNameInstanceInitiatedShutdownBehavior})
+	if err != nil || aws.ToString(attr.InstanceInitiatedShutdownBehavior.Value) != "terminate" {
+		t.Errorf("the instance's shutdown behaviour %+v (%v), want terminate", attr.InstanceInitiatedShutdownBehavior, err)
+	}
 }
 
 // TestBuilderMinimalExample: example/minimal, a three-line build, builds
@@ -584,7 +618,8 @@ func TestBuilderNoCapacity(t *testing.T) {
 	t.Run("no fallback", func(t *testing.T) {
 		tb.Proxy().ResetCalls()
 		tb.Proxy().ClearRules()
-		tb.Proxy().AddRule(testbed.Rule{Action: "CreateFleet", ErrorCode: "InsufficientInstanceCapacity", Message: "There is no Spot capacity available that matches your request."})
+		// As EC2 answers an instant fleet: HTTP 200, an error per pool.
+		tb.Proxy().AddRule(testbed.Rule{Action: "CreateFleet", PoolErrors: []testbed.PoolError{{ErrorCode: "InsufficientInstanceCapacity", Message: "There is no Spot capacity available that matches your request."}}})
 		defer tb.Proxy().ClearRules()
 		dir := t.TempDir()
 		writeTemplate(t, dir, "build.pkr.hcl", bldTemplate(t, tb, "nocap", extra+"  on_demand_fallback = false\n"))
@@ -618,7 +653,7 @@ func TestBuilderNoCapacity(t *testing.T) {
 		tb.Proxy().ClearRules()
 		// Every spot attempt fails (stepFleet makes 3), the on-demand one is answered by moto.
 		for n := 1; n <= 3; n++ {
-			tb.Proxy().AddRule(testbed.Rule{Action: "CreateFleet", Nth: n, ErrorCode: "InsufficientInstanceCapacity"})
+			tb.Proxy().AddRule(testbed.Rule{Action: "CreateFleet", Nth: n, PoolErrors: []testbed.PoolError{{ErrorCode: "InsufficientInstanceCapacity"}}})
 		}
 		defer tb.Proxy().ClearRules()
 		dir := t.TempDir()

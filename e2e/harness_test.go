@@ -56,7 +56,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "e2e: run the suite with `make e2e` (as root): it builds and installs the plugin and sets NIXOS_SD_PACKER, NIXOS_SD_PLUGIN and PACKER_PLUGIN_PATH")
 		os.Exit(2)
 	}
-	os.Exit(m.Run())
+	os.Exit(checkIAMPolicy(m.Run()))
 }
 
 func checkPrerequisites() error {
@@ -203,7 +203,8 @@ func packerRun(t *testing.T, dir string, env []string, args ...string) (output s
 	ctx, cancel := context.WithTimeout(context.Background(), packerTimeout)
 	defer cancel()
 
-	cmd := exec.CommandContext(ctx, packerBin, args...)
+	name, args := withTestbedHosts(env, packerBin, args)
+	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Dir = dir
 	cmd.Env = append(baseEnv(), env...)
 	var logFile string
@@ -250,6 +251,24 @@ func packerRun(t *testing.T, dir string, env []string, args ...string) (output s
 		}
 	})
 	return output, exitCode
+}
+
+// withTestbedHosts runs the program in a mount namespace of its own where
+// the test bed's hosts file (NIXOS_SD_TESTBED_HOSTS in env) is /etc/hosts, so
+// the instances' DNS names resolve as AWS's DNS answers them. unshare and sh
+// exec, so the program keeps the pid (signals reach it).
+func withTestbedHosts(env []string, name string, args []string) (string, []string) {
+	hosts := ""
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "NIXOS_SD_TESTBED_HOSTS="); ok {
+			hosts = v
+		}
+	}
+	if hosts == "" {
+		return name, args
+	}
+	return "unshare", append([]string{"--mount", "--propagation", "private", "--", "sh", "-c",
+		`mount --bind "$0" /etc/hosts && exec "$@"`, hosts, name}, args...)
 }
 
 // writeTemplate writes content to dir/name and returns the file's path.

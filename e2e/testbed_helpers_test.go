@@ -81,6 +81,7 @@ func startTestbed(t *testing.T, opts testbed.Options) *testbed.Testbed {
 		t.Fatalf("starting the test bed: %v", err)
 	}
 	t.Cleanup(func() {
+		recordCalls(t.Name(), tb)
 		if reason, ok := leakOptOuts.LoadAndDelete(t); ok {
 			t.Logf("leak check skipped: %s", reason)
 		} else {
