@@ -161,9 +161,14 @@ func TestBuilderNotYetVisible(t *testing.T) {
 		p.ResetCalls()
 		p.ClearRules()
 		defer p.ClearRules()
-		p.AddRule(testbed.Rule{Action: "CreateFleet", NotFoundFor: 8 * time.Second})
+		// Invisible for 3 s; the build gives up waiting after 2 s; cleanup
+		// retries NotFound for about 10 polls of poll_interval (1 s here).
+		p.AddRule(testbed.Rule{Action: "CreateFleet", NotFoundFor: 3 * time.Second})
 		dir := t.TempDir()
-		writeTemplate(t, dir, "build.pkr.hcl", bldTemplate(t, tb, "gone", faultTypes+"  state_timeout = \"2s\"\n"))
+		writeTemplate(t, dir, "build.pkr.hcl", bldTemplate(t, tb, "gone", `  instance_types = ["c7g.2xlarge", "m7g.2xlarge"]
+  poll_interval  = "1s"
+  state_timeout  = "2s"
+`))
 		out, code := bldBuild(t, tb, dir)
 		if code == 0 {
 			t.Fatalf("packer build succeeded although the instance was invisible past state_timeout:\n%s", out)
@@ -171,6 +176,9 @@ func TestBuilderNotYetVisible(t *testing.T) {
 		terms := p.CallsOf("TerminateInstances")
 		if len(terms) == 0 || terms[len(terms)-1].Status != 200 {
 			t.Errorf("the instance was never terminated (TerminateInstances calls %d):\n%s", len(terms), p.Summary())
+		}
+		if strings.Contains(out, "Could not delete") {
+			t.Errorf("cleanup reports a resource it could not delete:\n%s", out)
 		}
 		checkNoLeaks(t, tb)
 	})
