@@ -56,25 +56,26 @@ func (s *stepConnect) Run(ctx context.Context, state multistep.StateBag) multist
 			state.Put("error", fmt.Errorf("cancelled while connecting with SSH: %w", context.Cause(ctx)))
 		}
 	case prev == nil:
-		state.Put("error", errors.New("connecting with SSH failed; "+s.reachAdvice(state)))
+		state.Put("error", s.unreachable(state, "connecting with SSH failed"))
 	case strings.Contains(prev.Error(), "Timeout waiting for SSH"):
 		// A security group drops what it does not admit: the user sees only
 		// a timeout, so say where the group admits SSH from.
-		state.Put("error", fmt.Errorf("%s; %s", strings.TrimSuffix(prev.Error(), "."), s.reachAdvice(state)))
+		state.Put("error", s.unreachable(state, strings.TrimSuffix(prev.Error(), ".")))
 	}
 	return action
 }
 
-// reachAdvice says whom the security group admits and what to check.
-func (s *stepConnect) reachAdvice(state multistep.StateBag) string {
+// unreachable is what failed, with whom the security group admits and what
+// to check.
+func (s *stepConnect) unreachable(state multistep.StateBag, what string) error {
 	host := getString(state, stateHost)
 	if s.Config != nil && s.Config.SSHHost != "" {
 		host = s.Config.SSHHost
 	}
 	if cidrs := getStrings(state, stateSSHCIDRs); len(cidrs) > 0 {
-		return fmt.Sprintf("the security group admits SSH to %s only from %s: check that this machine connects from there (ssh_source_cidrs, ssh_interface) and can reach that address", host, strings.Join(cidrs, ", "))
+		return fmt.Errorf("%s; the security group admits SSH to %s only from %s: check that this machine connects from there (ssh_source_cidrs, ssh_interface) and can reach that address", what, host, strings.Join(cidrs, ", "))
 	}
-	return "check ssh_source_cidrs and that this machine can reach the instance"
+	return fmt.Errorf("%s; check ssh_source_cidrs and that this machine can reach the instance", what)
 }
 
 // hostFunc is where SSH connects: ssh_host when the user set it, else the

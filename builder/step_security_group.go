@@ -110,7 +110,7 @@ func (s *stepSecurityGroup) Run(ctx context.Context, state multistep.StateBag) m
 func vpcCIDRs(ctx context.Context, e stepEnv, vpcID string) ([]string, error) {
 	out, err := e.ec2.DescribeVpcs(ctx, &ec2.DescribeVpcsInput{VpcIds: []string{vpcID}})
 	if err != nil {
-		return nil, fmt.Errorf("reading the CIDR blocks of VPC %s for ssh_source_cidrs: %w", vpcID, err)
+		return nil, fmt.Errorf("reading the CIDR blocks of VPC %s (the default ssh_source_cidrs of a private ssh_interface): %w; set ssh_source_cidrs to the addresses SSH will come from", vpcID, err)
 	}
 	var cidrs []string
 	for _, v := range out.Vpcs {
