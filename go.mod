@@ -15,6 +15,7 @@ require (
 	github.com/zclconf/go-cty v1.16.3
 	golang.org/x/crypto v0.53.0
 	golang.org/x/sync v0.21.0
+	gopkg.in/yaml.v3 v3.0.1
 )
 
 require (

@@ -55,6 +55,7 @@ func (b *Builder) steps() []multistep.Step {
 		&stepLeftovers{}, // lists (cleanup_leftovers: removes) expired resources of earlier builds
 		&stepSourceAMI{}, // finds the AMI; creates nothing
 		&stepSSHKey{},    // temporary SSH key in memory; removes the -debug key file
+		&stepHostKey{},   // the instance's host key in memory; removes the -debug known_hosts file
 		&stepNetwork{},   // VPC, subnets and zone offerings; creates nothing
 	)...)
 	steps = append(steps, inPhase(phaseLaunch,

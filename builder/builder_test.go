@@ -13,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/awscommon"
 	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/debianami"
+	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/hostkey"
 	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/payload"
 )
 
@@ -119,33 +121,57 @@ func (l *execLog) all() []string {
 	return append([]string(nil), l.cmds...)
 }
 
-// sshServer is a minimal in-process SSH server: it accepts only the key the
-// build delivered in the launch template's user data, and answers every exec
-// request with exit status 0, recording the command.
-func sshServer(t *testing.T, f *fakeEC2) (string, int, *atomic.Int32, *execLog) {
+// sshServer is a minimal in-process SSH server: it presents the host key
+// the build delivered in the launch template's user data (another key when
+// impostor is set), accepts only the login key delivered there, and answers
+// every exec request with exit status 0, recording the command.
+func sshServer(t *testing.T, f *fakeEC2, impostor bool) (string, int, *atomic.Int32, *execLog) {
 	t.Helper()
-	_, hostPriv, _ := ed25519.GenerateKey(rand.Reader)
-	hostSigner, err := ssh.NewSignerFromKey(hostPriv)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var logins atomic.Int32
 	execs := &execLog{}
-	conf := &ssh.ServerConfig{
-		PublicKeyCallback: func(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
-			lts := inputsOf[*ec2.CreateLaunchTemplateInput](f, "CreateLaunchTemplate")
-			if len(lts) == 0 || meta.User() != "admin" {
-				return nil, errors.New("denied")
-			}
-			ud, _ := base64.StdEncoding.DecodeString(aws.ToString(lts[len(lts)-1].LaunchTemplateData.UserData))
-			if !strings.Contains(string(ud), strings.TrimSpace(string(ssh.MarshalAuthorizedKey(key)))) {
-				return nil, errors.New("key not in user data")
-			}
-			logins.Add(1)
-			return nil, nil
-		},
+	userData := func() []byte {
+		lts := inputsOf[*ec2.CreateLaunchTemplateInput](f, "CreateLaunchTemplate")
+		if len(lts) == 0 {
+			return nil
+		}
+		ud, _ := base64.StdEncoding.DecodeString(aws.ToString(lts[len(lts)-1].LaunchTemplateData.UserData))
+		return ud
 	}
-	conf.AddHostKey(hostSigner)
+	serverConfig := func() (*ssh.ServerConfig, error) {
+		conf := &ssh.ServerConfig{
+			PublicKeyCallback: func(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
+				if meta.User() != "admin" || !strings.Contains(string(userData()), strings.TrimSpace(string(ssh.MarshalAuthorizedKey(key)))) {
+					return nil, errors.New("key not in user data")
+				}
+				logins.Add(1)
+				return nil, nil
+			},
+		}
+		var hostSigner ssh.Signer
+		if impostor {
+			_, priv, _ := ed25519.GenerateKey(rand.Reader)
+			signer, err := ssh.NewSignerFromKey(priv)
+			if err != nil {
+				return nil, err
+			}
+			hostSigner = signer
+		} else {
+			cc, err := parseCloudConfig(userData())
+			if err != nil {
+				return nil, err
+			}
+			if cc.SSHKeys == nil {
+				return nil, errors.New("no ssh_keys in the user data")
+			}
+			signer, err := ssh.ParsePrivateKey([]byte(cc.SSHKeys.ED25519Private))
+			if err != nil {
+				return nil, err
+			}
+			hostSigner = signer
+		}
+		conf.AddHostKey(hostSigner)
+		return conf, nil
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -158,6 +184,11 @@ func sshServer(t *testing.T, f *fakeEC2) (string, int, *atomic.Int32, *execLog) 
 				return
 			}
 			go func() {
+				conf, err := serverConfig()
+				if err != nil {
+					c.Close()
+					return
+				}
 				_, chans, reqs, err := ssh.NewServerConn(c, conf)
 				if err != nil {
 					c.Close()
@@ -184,6 +215,10 @@ func sshServer(t *testing.T, f *fakeEC2) (string, int, *atomic.Int32, *execLog) 
 							_ = ssh.Unmarshal(r.Payload, &p)
 							execs.add(p.Command)
 							r.Reply(true, nil)
+							if strings.Contains(p.Command, "nixos-sd-watchdog.XXXXXXXXXX") {
+								// What mktemp made for the heartbeat.
+								_, _ = ch.Write([]byte("/tmp/nixos-sd-watchdog.0123456789/heartbeat\n"))
+							}
 							ch.SendRequest("exit-status", false, ssh.Marshal(struct{ Status uint32 }{0}))
 							return
 						}
@@ -208,7 +243,7 @@ func TestRunWholePipeline(t *testing.T) {
 		}
 		return types.InstanceStateNameRunning
 	}
-	host, port, logins, execs := sshServer(t, f)
+	host, port, logins, execs := sshServer(t, f, false)
 	out := t.TempDir()
 	img := out + "/nixos.img"
 	stubPayload(t, func(ctx context.Context, cfg *payload.Config, opts payload.RunOptions) (*payload.Result, error) {
@@ -256,7 +291,7 @@ func TestRunWholePipeline(t *testing.T) {
 	}
 	armed := false
 	for _, c := range execs.all() {
-		armed = armed || strings.Contains(c, "nohup setsid") && strings.Contains(c, heartbeatFile)
+		armed = armed || strings.Contains(c, "nohup setsid") && strings.Contains(c, "mktemp -d")
 	}
 	if !armed {
 		t.Errorf("the instance's watchdog was never armed; commands run: %q", execs.all())
@@ -310,4 +345,46 @@ type terminatingFake struct {
 func (f *terminatingFake) TerminateInstances(ctx context.Context, in *ec2.TerminateInstancesInput, o ...func(*ec2.Options)) (*ec2.TerminateInstancesOutput, error) {
 	f.terminated.Store(true)
 	return f.fakeEC2.TerminateInstances(ctx, in, o...)
+}
+
+// An SSH host presenting a key other than the one in the user data is
+// refused at once (not retried until ssh_timeout), with the reason, and the
+// build cleans up everything it created.
+func TestRunRefusesImpostorHost(t *testing.T) {
+	stubLookup(t, func(debianami.Query) (*debianami.Image, error) {
+		return &debianami.Image{ID: "ami-0123456789abcdef0", RootDeviceName: "/dev/xvda"}, nil
+	})
+	f := newFakeEC2()
+	terminated := atomic.Bool{}
+	f.instanceState = func(int, string) types.InstanceStateName {
+		if terminated.Load() {
+			return types.InstanceStateNameTerminated
+		}
+		return types.InstanceStateNameRunning
+	}
+	host, port, logins, execs := sshServer(t, f, true)
+	stubPayload(t, func(context.Context, *payload.Config, payload.RunOptions) (*payload.Result, error) {
+		t.Error("the build ran on an impostor host")
+		return nil, errors.New("impostor")
+	})
+	b := testBuilder(t, f, map[string]interface{}{"ssh_host": host, "ssh_port": port, "ssh_timeout": "5m"})
+	f2 := &terminatingFake{fakeEC2: f, terminated: &terminated}
+	b.newEC2 = func(context.Context) (awscommon.EC2API, error) { return f2, nil }
+	started := time.Now()
+	_, err := b.Run(context.Background(), newTestUI(), &packersdk.MockHook{})
+	var mm *hostkey.MismatchError
+	if !errors.As(err, &mm) {
+		t.Fatalf("build error = %v, want the host key refusal", err)
+	}
+	if d := time.Since(started); d > time.Minute {
+		t.Errorf("the refusal took %v: the wrong key was retried", d)
+	}
+	if logins.Load() != 0 || len(execs.all()) != 0 {
+		t.Errorf("the build logged in %d times and ran %q on an impostor", logins.Load(), execs.all())
+	}
+	for _, want := range []string{"TerminateInstances", "DeleteFleets", "DeleteLaunchTemplate", "DeleteSecurityGroup"} {
+		if f.count(want) != 1 {
+			t.Errorf("%s calls = %d after a refused host", want, f.count(want))
+		}
+	}
 }

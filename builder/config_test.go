@@ -61,7 +61,7 @@ func TestConfigPrepareDefaults(t *testing.T) {
 		{"download_channels", c.DownloadChannels, 0},
 		{"download_connections", c.DownloadConnections, 0},
 		{"build_timeout", c.BuildTimeoutDuration(), 2 * time.Hour},
-		{"remote_directory", c.RemoteDirectory, "/tmp/nixos-sd"},
+		{"remote_directory", c.RemoteDirectory, ""},
 		{"max_retries", c.MaxRetries, 10},
 		{"poll_interval", c.PollIntervalDuration(), 2 * time.Second},
 		{"state_timeout", c.StateTimeoutDuration(), 10 * time.Minute},

@@ -92,4 +92,18 @@
 // off when Packer's heartbeat (a file Packer touches every orphan_timeout/5)
 // is older than orphan_timeout: a killed Packer or a lost connection costs
 // minutes, not hours.
+//
+// # Whose host we talk to
+//
+// stepHostKey makes an ed25519 host key pair per build; the user data hands
+// it to cloud-init (ssh_keys, with ssh_deletekeys so the AMI's own keys go
+// and no other key is generated), and stepConnect accepts that key only
+// (internal/hostkey). A host presenting another key ends the wait for SSH at
+// once with the fingerprints: a wrong key never heals, and retrying it would
+// only hide the reason behind "timeout waiting for SSH". So the image's
+// checksum is computed by the instance the build launched, not by whatever
+// answered at its address. The private half is in the user data, readable
+// through the instance's metadata service and by principals allowed
+// ec2:DescribeInstanceAttribute, and lives only as long as the instance. The
+// bastion's host key is not checked: the bastion is the user's machine.
 package builder

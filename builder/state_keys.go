@@ -16,6 +16,8 @@ const (
 	stateSourceAMI        = "source_ami"         // string
 	stateRootDevice       = "source_root_device" // string: the AMI's RootDeviceName
 	statePublicKey        = "ssh_public_key"     // string: authorized_keys line for cloud-config
+	stateHostKey          = "ssh_host_key"       // *hostkey.Pair: the instance's host key, pinned
+	stateKnownHostsPath   = "known_hosts_path"   // string: the -debug known_hosts file
 	stateVpcID            = "vpc_id"             // string
 	statePools            = "pools"              // []pool: the (type × subnet) pairs to launch in
 	stateSecurityGroupID  = "security_group_id"  // string

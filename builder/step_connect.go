@@ -4,43 +4,88 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
 	"github.com/hashicorp/packer-plugin-sdk/communicator"
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
+	"golang.org/x/crypto/ssh"
 
+	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/hostkey"
 	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/remotecmd"
 )
 
 // stepConnect is Packer's own SSH connect step, run under the interruption
 // watcher's context: a spot interruption ends the wait for SSH at once, and
-// a failure says why. Its Cleanup closes the connection.
+// a failure says why. The instance must present the host key stepHostKey
+// made: a host presenting another key ends the wait at once. Its Cleanup
+// closes the connection.
 type stepConnect struct {
 	*communicator.StepConnect
+	cfg *Config
+	pin *hostkey.Pin
 }
 
 // connectStep connects to ssh_host, or to the address stepWaitInstance
 // picked.
 func connectStep(cfg *Config) *stepConnect {
-	return &stepConnect{&communicator.StepConnect{
+	s := &stepConnect{cfg: cfg}
+	s.StepConnect = &communicator.StepConnect{
 		Config:    &cfg.Comm,
 		Host:      hostFunc(cfg),
-		SSHConfig: cfg.Comm.SSHConfigFunc(),
-	}}
+		SSHConfig: s.sshConfig(cfg.Comm.SSHConfigFunc()),
+	}
+	return s
+}
+
+// sshConfig is Packer's SSH client configuration with the host key pinned.
+// The bastion's host key is not checked (it is the user's machine).
+func (s *stepConnect) sshConfig(base func(multistep.StateBag) (*ssh.ClientConfig, error)) func(multistep.StateBag) (*ssh.ClientConfig, error) {
+	return func(state multistep.StateBag) (*ssh.ClientConfig, error) {
+		c, err := base(state)
+		if err != nil {
+			return nil, err
+		}
+		pin := s.pin
+		if pin == nil {
+			// A configuration for another connection to the instance (the
+			// download's own) pins the same key.
+			pair, ok := state.Get(stateHostKey).(*hostkey.Pair)
+			if !ok || pair == nil {
+				return nil, errors.New("internal error: no host key to check the instance against")
+			}
+			pin = hostkey.New(pair.Public, nil)
+		}
+		pin.Apply(c)
+		return c, nil
+	}
 }
 
 func (s *stepConnect) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
+	pair, ok := state.Get(stateHostKey).(*hostkey.Pair)
+	if !ok || pair == nil {
+		return halt(state, errors.New("internal error: no host key in the build state"))
+	}
 	ctx, release := watchContext(ctx, state)
 	defer release()
+	ctx, refuse := context.WithCancelCause(ctx)
+	defer refuse(nil)
+	// Packer retries failed handshakes until ssh_timeout; a wrong host key
+	// does not heal, so it ends the wait.
+	s.pin = hostkey.New(pair.Public, refuse)
 	started := time.Now()
 	action := s.StepConnect.Run(ctx, state)
 	if ierr := interruption(state); ierr != nil {
 		return halt(state, ierr)
 	}
+	if rerr := s.pin.Refused(); rerr != nil {
+		return halt(state, rerr)
+	}
 	if action != multistep.ActionHalt {
 		recordTiming(state, "connect", time.Since(started))
+		s.writeKnownHosts(state, pair)
 		// The heartbeat, the build's commands and the provisioners share
 		// the connection: sessions must open one at a time (see
 		// remotecmd.Serialized).
@@ -52,9 +97,8 @@ func (s *stepConnect) Run(ctx context.Context, state multistep.StateBag) multist
 	prev, _ := state.Get("error").(error)
 	switch {
 	case ctx.Err() != nil:
-		if prev == nil {
-			state.Put("error", fmt.Errorf("cancelled while connecting with SSH: %w", context.Cause(ctx)))
-		}
+		// Packer's step may have put its own "SSH wait cancelled" first.
+		state.Put("error", fmt.Errorf("cancelled while connecting with SSH: %w", context.Cause(ctx)))
 	case prev == nil:
 		state.Put("error", s.unreachable(state, "connecting with SSH failed"))
 	case strings.Contains(prev.Error(), "Timeout waiting for SSH"):
@@ -76,6 +120,28 @@ func (s *stepConnect) unreachable(state multistep.StateBag, what string) error {
 		return fmt.Errorf("%s; the security group admits SSH to %s only from %s: check that this machine connects from there (ssh_source_cidrs, ssh_interface) and can reach that address", what, host, strings.Join(cidrs, ", "))
 	}
 	return fmt.Errorf("%s; check ssh_source_cidrs and that this machine can reach the instance", what)
+}
+
+// writeKnownHosts writes, with -debug, the instance's known_hosts line to
+// the file stepHostKey named, so that `ssh -o UserKnownHostsFile=...` checks
+// the pinned key too.
+func (s *stepConnect) writeKnownHosts(state multistep.StateBag, pair *hostkey.Pair) {
+	path := getString(state, stateKnownHostsPath)
+	e, err := env(state)
+	if path == "" || err != nil {
+		return
+	}
+	host, err := hostFunc(s.cfg)(state)
+	if err != nil {
+		return
+	}
+	line := hostkey.KnownHostsLine(host, s.cfg.Comm.SSHPort, pair.Public) + "\n"
+	if err := os.WriteFile(path, []byte(line), 0o600); err != nil {
+		e.ui.Error(fmt.Sprintf("Debug mode: writing %s: %v", path, err))
+		return
+	}
+	e.ui.Message(fmt.Sprintf("Debug mode: the instance's host key is in %s (removed at the end of the build): "+
+		"ssh -o UserKnownHostsFile=%s -p %d %s@%s", path, path, s.cfg.Comm.SSHPort, s.cfg.Comm.SSHUsername, host))
 }
 
 // hostFunc is where SSH connects: ssh_host when the user set it, else the

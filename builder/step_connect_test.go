@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
+
+	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/hostkey"
 )
 
 func TestConnectHost(t *testing.T) {
@@ -27,6 +29,11 @@ func connectState(t *testing.T) (*Config, *multistep.BasicStateBag) {
 	t.Helper()
 	cfg := testConfig(t, map[string]interface{}{"ssh_host": "127.0.0.1", "ssh_port": 1, "ssh_timeout": "1m"})
 	state, _ := testState(cfg, newFakeEC2())
+	pair, err := hostkey.Generate("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	state.Put(stateHostKey, pair)
 	return cfg, state
 }
 

@@ -9,6 +9,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
+
+	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/hostkey"
 )
 
 // launchState is the state stepNetwork finds after the earlier steps.
@@ -21,6 +23,11 @@ func launchState(t *testing.T, f *fakeEC2, extra map[string]interface{}) (*Confi
 	state.Put(stateVpcID, "vpc-0123456789abcdef0")
 	state.Put(statePublicKey, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBuildKey packer-nixos-sd")
 	state.Put(stateInstanceTypes, cfg.InstanceTypes)
+	pair, err := hostkey.Generate("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	state.Put(stateHostKey, pair)
 	return cfg, state, ui
 }
 

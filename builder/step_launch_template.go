@@ -1,9 +1,9 @@
 package builder
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -14,13 +14,16 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
+	"gopkg.in/yaml.v3"
 
 	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/awscommon"
+	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/hostkey"
 )
 
 // stepLaunchTemplate creates the temporary launch template the fleet
 // launches from: the AMI, the root volume, the security group, IMDSv2, the
-// instance's tags, and user data carrying the SSH key and the lifetime cap.
+// instance's tags, and user data carrying the SSH key the lifetime cap and
+// the instance's host key.
 // Its Cleanup deletes the template.
 type stepLaunchTemplate struct{}
 
@@ -81,7 +84,8 @@ func launchTemplateData(ctx context.Context, e stepEnv, state multistep.StateBag
 	if err != nil {
 		return nil, err
 	}
-	userData, err := userData(getString(state, statePublicKey), cfg.InstanceMaxLifetimeDuration())
+	host, _ := state.Get(stateHostKey).(*hostkey.Pair)
+	userData, err := userData(host, getString(state, statePublicKey), cfg.InstanceMaxLifetimeDuration())
 	if err != nil {
 		return nil, err
 	}
@@ -152,20 +156,51 @@ func rootDeviceName(ctx context.Context, e stepEnv, state multistep.StateBag, am
 	return "/dev/xvda", nil
 }
 
-// userData is the base64 cloud-config: the SSH key for the default user and
-// a hard lifetime cap (the instance powers off, and so terminates, even when
-// Packer was killed and could not clean up).
-func userData(publicKey string, lifetime time.Duration) (string, error) {
-	var b strings.Builder
-	b.WriteString("#cloud-config\n")
-	if publicKey != "" {
-		q, err := json.Marshal(publicKey) // JSON strings are YAML strings
-		if err != nil {
-			return "", err
-		}
-		fmt.Fprintf(&b, "ssh_authorized_keys:\n  - %s\n", q)
+// cloudConfig is the part of cloud-init's cloud-config the builder writes.
+type cloudConfig struct {
+	// SSHDeleteKeys removes the AMI's own host keys; SSHKeys installs the
+	// pinned one and, being present, stops cloud-init generating others.
+	SSHDeleteKeys     bool           `yaml:"ssh_deletekeys"`
+	SSHGenKeyTypes    []string       `yaml:"ssh_genkeytypes"`
+	SSHKeys           *cloudHostKeys `yaml:"ssh_keys,omitempty"`
+	SSHAuthorizedKeys []string       `yaml:"ssh_authorized_keys,omitempty"`
+	RunCmd            [][]string     `yaml:"runcmd"`
+}
+
+type cloudHostKeys struct {
+	ED25519Private string `yaml:"ed25519_private"`
+	ED25519Public  string `yaml:"ed25519_public"`
+}
+
+// userData is the base64 cloud-config: the instance's host key, the SSH key
+// for the default user and a hard lifetime cap (the instance powers off, and
+// so terminates, even when Packer was killed and could not clean up).
+func userData(host *hostkey.Pair, publicKey string, lifetime time.Duration) (string, error) {
+	if host == nil {
+		return "", errors.New("internal error: no host key for the user data")
 	}
 	minutes := max(int(math.Ceil(lifetime.Minutes())), 1)
-	fmt.Fprintf(&b, "runcmd:\n  - [shutdown, -P, \"+%d\", \"packer-nixos-sd: instance_max_lifetime reached\"]\n", minutes)
-	return base64.StdEncoding.EncodeToString([]byte(b.String())), nil
+	cc := cloudConfig{
+		SSHDeleteKeys:  true,
+		SSHGenKeyTypes: []string{},
+		SSHKeys: &cloudHostKeys{
+			ED25519Private: string(host.PrivatePEM),
+			ED25519Public:  hostkey.AuthorizedLine(host.Public),
+		},
+		RunCmd: [][]string{{"shutdown", "-P", fmt.Sprintf("+%d", minutes), "packer-nixos-sd: instance_max_lifetime reached"}},
+	}
+	if publicKey != "" {
+		cc.SSHAuthorizedKeys = []string{publicKey}
+	}
+	var b bytes.Buffer
+	b.WriteString("#cloud-config\n")
+	enc := yaml.NewEncoder(&b)
+	enc.SetIndent(2)
+	if err := enc.Encode(&cc); err != nil {
+		return "", fmt.Errorf("writing the user data: %w", err)
+	}
+	if err := enc.Close(); err != nil {
+		return "", fmt.Errorf("writing the user data: %w", err)
+	}
+	return base64.StdEncoding.EncodeToString(b.Bytes()), nil
 }

@@ -1,16 +1,22 @@
 package builder
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/base64"
-	"strings"
+	"fmt"
+	"slices"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
+	"golang.org/x/crypto/ssh"
+	"gopkg.in/yaml.v3"
+
+	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/hostkey"
 )
 
 func TestLaunchTemplateShape(t *testing.T) {
@@ -51,11 +57,14 @@ func TestLaunchTemplateShape(t *testing.T) {
 	if err != nil {
 		t.Fatalf("user data is not base64: %v", err)
 	}
-	for _, want := range []string{"#cloud-config\n", "ssh_authorized_keys:\n  - \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBuildKey packer-nixos-sd\"", "runcmd:", "[shutdown, -P, \"+180\""} {
-		if !strings.Contains(string(ud), want) {
-			t.Errorf("user data\n%s\ndoes not contain %q", ud, want)
-		}
+	cc := decodeCloudConfig(t, ud)
+	if want := []string{"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBuildKey packer-nixos-sd"}; !slices.Equal(cc.SSHAuthorizedKeys, want) {
+		t.Errorf("ssh_authorized_keys = %q, want %q", cc.SSHAuthorizedKeys, want)
 	}
+	if want := []string{"shutdown", "-P", "+180", "packer-nixos-sd: instance_max_lifetime reached"}; len(cc.RunCmd) != 1 || !slices.Equal(cc.RunCmd[0], want) {
+		t.Errorf("runcmd = %q, want [%q]", cc.RunCmd, want)
+	}
+	checkHostKey(t, state, cc)
 	tagsOf := func(rt types.ResourceType) map[string]string {
 		m := map[string]string{}
 		for _, ts := range d.TagSpecifications {
@@ -104,7 +113,7 @@ func TestLaunchTemplateSubnetAndLifetime(t *testing.T) {
 		t.Errorf("volume size = %d", aws.ToInt32(d.BlockDeviceMappings[0].Ebs.VolumeSize))
 	}
 	ud, _ := base64.StdEncoding.DecodeString(aws.ToString(d.UserData))
-	if !strings.Contains(string(ud), `"+150"`) {
+	if cc := decodeCloudConfig(t, ud); len(cc.RunCmd) != 1 || len(cc.RunCmd[0]) < 3 || cc.RunCmd[0][2] != "+150" {
 		t.Errorf("lifetime cap of 2h30m should be +150 minutes:\n%s", ud)
 	}
 }
@@ -122,5 +131,62 @@ func TestLaunchTemplateCleanup(t *testing.T) {
 	}
 	if in := inputsOf[*ec2.DeleteLaunchTemplateInput](f, "DeleteLaunchTemplate")[0]; aws.ToString(in.LaunchTemplateId) != "lt-0123456789abcdef0" {
 		t.Errorf("deleted %q", aws.ToString(in.LaunchTemplateId))
+	}
+}
+
+// decodeCloudConfig reads user data as cloud-init does: the #cloud-config
+// header, then YAML.
+func decodeCloudConfig(t *testing.T, ud []byte) cloudConfig {
+	t.Helper()
+	cc, err := parseCloudConfig(ud)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cc
+}
+
+func parseCloudConfig(ud []byte) (cloudConfig, error) {
+	var cc cloudConfig
+	body, ok := bytes.CutPrefix(ud, []byte("#cloud-config\n"))
+	if !ok {
+		return cc, fmt.Errorf("user data does not start with #cloud-config:\n%s", ud)
+	}
+	if err := yaml.Unmarshal(body, &cc); err != nil {
+		return cc, fmt.Errorf("user data is not YAML: %v\n%s", err, ud)
+	}
+	return cc, nil
+}
+
+// checkHostKey: the user data installs the build's host key, and only it.
+func checkHostKey(t *testing.T, state multistep.StateBag, cc cloudConfig) {
+	t.Helper()
+	pair := state.Get(stateHostKey).(*hostkey.Pair)
+	if !cc.SSHDeleteKeys || cc.SSHGenKeyTypes == nil || len(cc.SSHGenKeyTypes) != 0 {
+		t.Errorf("ssh_deletekeys = %v, ssh_genkeytypes = %#v; want true and [] so that no other host key is offered", cc.SSHDeleteKeys, cc.SSHGenKeyTypes)
+	}
+	if cc.SSHKeys == nil {
+		t.Fatal("no ssh_keys in the user data")
+	}
+	if cc.SSHKeys.ED25519Private != string(pair.PrivatePEM) {
+		t.Errorf("ed25519_private = %q, want the build's host key", cc.SSHKeys.ED25519Private)
+	}
+	signer, err := ssh.ParsePrivateKey([]byte(cc.SSHKeys.ED25519Private))
+	if err != nil {
+		t.Fatalf("ed25519_private does not parse: %v", err)
+	}
+	if got := hostkey.AuthorizedLine(signer.PublicKey()); got != cc.SSHKeys.ED25519Public || got != hostkey.AuthorizedLine(pair.Public) {
+		t.Errorf("ed25519_public = %q, private key's = %q, pinned = %q", cc.SSHKeys.ED25519Public, got, hostkey.AuthorizedLine(pair.Public))
+	}
+}
+
+func TestLaunchTemplateNeedsHostKey(t *testing.T) {
+	f := newFakeEC2()
+	_, state, _ := launchState(t, f, nil)
+	state.Remove(stateHostKey)
+	if action := (&stepLaunchTemplate{}).Run(context.Background(), state); action != multistep.ActionHalt {
+		t.Fatal("launched without a host key to pin")
+	}
+	if n := f.count("CreateLaunchTemplate"); n != 0 {
+		t.Errorf("CreateLaunchTemplate calls = %d, want 0", n)
 	}
 }

@@ -63,11 +63,7 @@ func (s *stepSSHKey) Run(_ context.Context, state multistep.StateBag) multistep.
 	state.Put(statePublicKey, authorized)
 
 	if e.cfg.PackerDebug {
-		name := e.cfg.PackerBuildName
-		if name == "" {
-			name = "build"
-		}
-		path := fmt.Sprintf("nixos-sd_%s.pem", name)
+		path := debugFileName(e.cfg, ".pem")
 		if err := os.WriteFile(path, privPEM, 0o600); err != nil {
 			return halt(state, fmt.Errorf("debug mode: writing the temporary SSH key to %s: %w", path, err))
 		}

@@ -13,10 +13,6 @@ import (
 	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/remotecmd"
 )
 
-// heartbeatFile is what Packer touches and the instance's watchdog reads. It
-// lives in /tmp, which is the instance's own.
-const heartbeatFile = "/tmp/.nixos-sd-heartbeat"
-
 // watchdog is the dead man's switch on the instance (see doc.go): Packer
 // touches the heartbeat file every timeout/5; a root process on the instance
 // checks it every timeout/10 and powers the instance off when it is older
@@ -25,27 +21,36 @@ type watchdog struct {
 	timeout time.Duration
 	// sudo prefixes the root command ("sudo -n " on an instance).
 	sudo string
-	// file is the heartbeat file; shutdown the command that stops the host.
-	file, shutdown string
+	// tmp is where the heartbeat's private directory is made ("" = the
+	// host's $TMPDIR, else /tmp); file is the heartbeat file armCommand
+	// made; shutdown the command that stops the host.
+	tmp, file, shutdown string
 }
 
 func newWatchdog(timeout time.Duration) watchdog {
-	return watchdog{timeout: timeout, sudo: "sudo -n ", file: heartbeatFile, shutdown: "shutdown -P now"}
+	return watchdog{timeout: timeout, sudo: "sudo -n ", shutdown: "shutdown -P now"}
 }
 
 func (w watchdog) interval() time.Duration { return max(w.timeout/5, time.Second) }
 
 // armCommand creates the heartbeat file as the SSH user (so later touches need
-// no sudo) and starts the root watchdog detached from the SSH session.
+// no sudo) in a new directory of its own (mktemp -d: mode 0700, a path
+// nobody can prepare or touch), starts the root watchdog detached from the
+// SSH session, and prints the file's path.
 func (w watchdog) armCommand() string {
 	check := max(int(w.timeout.Seconds())/10, 1)
-	loop := fmt.Sprintf(`hb=%s; while sleep %d; do `+
+	loop := fmt.Sprintf(`hb=$1; while sleep %d; do `+
 		`last=$(stat -c %%Y "$hb" 2>/dev/null || echo 0); `+
 		`if [ $(( $(date +%%s) - last )) -ge %d ]; then `+
 		`echo "nixos-sd watchdog: no heartbeat from Packer for %s; shutting down" >&2; %s; exit 0; fi; done`,
-		remotecmd.Quote(w.file), check, int(w.timeout.Seconds()), w.timeout, w.shutdown)
-	root := fmt.Sprintf("nohup setsid sh -c %s >/dev/null 2>&1 </dev/null &", remotecmd.Quote(loop))
-	return fmt.Sprintf("touch %s && %ssh -c %s", remotecmd.Quote(w.file), w.sudo, remotecmd.Quote(root))
+		check, int(w.timeout.Seconds()), w.timeout, w.shutdown)
+	root := fmt.Sprintf(`nohup setsid sh -c %s nixos-sd-watchdog "$1" >/dev/null 2>&1 </dev/null &`, remotecmd.Quote(loop))
+	parent := `"${TMPDIR:-/tmp}"`
+	if w.tmp != "" {
+		parent = remotecmd.Quote(w.tmp)
+	}
+	return fmt.Sprintf(`d=$(mktemp -d %s/nixos-sd-watchdog.XXXXXXXXXX) && hb="$d/heartbeat" && touch "$hb" && %ssh -c %s sh "$hb" && printf '%%s\n' "$hb"`,
+		parent, w.sudo, remotecmd.Quote(root))
 }
 
 func (w watchdog) beatCommand() string { return "touch " + remotecmd.Quote(w.file) }
@@ -71,8 +76,12 @@ func (s *stepWatchdog) Run(ctx context.Context, state multistep.StateBag) multis
 		s.wd = newWatchdog(e.cfg.OrphanTimeoutDuration())
 	}
 	e.ui.Say(fmt.Sprintf("Arming the instance's watchdog: it terminates itself %s after it last hears from Packer", s.wd.timeout))
-	if _, err := remotecmd.Output(ctx, comm, s.wd.armCommand()); err != nil {
+	out, err := remotecmd.Output(ctx, comm, s.wd.armCommand())
+	if err != nil {
 		return halt(state, fmt.Errorf("arming the instance's watchdog (needs passwordless sudo for %s): %w; use an AMI whose ssh_username has passwordless sudo", e.cfg.Comm.SSHUsername, err))
+	}
+	if s.wd.file = strings.TrimSpace(string(out)); !strings.HasPrefix(s.wd.file, "/") || strings.ContainsAny(s.wd.file, "\n'") {
+		return halt(state, fmt.Errorf("arming the instance's watchdog: its heartbeat file is %q, not an absolute path", s.wd.file))
 	}
 	// The heartbeat outlives this step's ctx: it must go on through the build,
 	// -debug pauses and -on-error=ask prompts, until Cleanup.

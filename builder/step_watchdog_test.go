@@ -19,14 +19,22 @@ func TestWatchdogShutsDownWhenHeartbeatStops(t *testing.T) {
 	marker := filepath.Join(dir, "shutdown-called")
 	wd := watchdog{
 		timeout:  3 * time.Second,
-		file:     filepath.Join(dir, "heartbeat"),
+		tmp:      dir,
 		shutdown: "touch " + remotecmd.Quote(marker),
 	}
 	comm := &remotecmdtest.Local{}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := remotecmd.Output(ctx, comm, wd.armCommand()); err != nil {
+	out, err := remotecmd.Output(ctx, comm, wd.armCommand())
+	if err != nil {
 		t.Fatalf("arming: %v", err)
+	}
+	wd.file = strings.TrimSpace(string(out))
+	if filepath.Base(wd.file) != "heartbeat" || !strings.HasPrefix(filepath.Dir(wd.file), filepath.Join(dir, "nixos-sd-watchdog.")) {
+		t.Fatalf("heartbeat file %q, want heartbeat in a new nixos-sd-watchdog.* of %s", wd.file, dir)
+	}
+	if st, err := os.Stat(filepath.Dir(wd.file)); err != nil || st.Mode().Perm() != 0o700 {
+		t.Errorf("the heartbeat's directory: %v %v, want mode 0700", st.Mode(), err)
 	}
 	t.Cleanup(func() { _ = exec(comm, "pkill -f "+remotecmd.Quote(wd.file)) })
 
@@ -60,7 +68,7 @@ func exec(comm *remotecmdtest.Local, cmd string) error {
 func TestWatchdogCommands(t *testing.T) {
 	wd := newWatchdog(15 * time.Minute)
 	arm := wd.armCommand()
-	for _, want := range []string{"touch /tmp/.nixos-sd-heartbeat && sudo -n sh -c", "nohup setsid", "shutdown -P now", "-ge 900", "sleep 90"} {
+	for _, want := range []string{`d=$(mktemp -d "${TMPDIR:-/tmp}"/nixos-sd-watchdog.XXXXXXXXXX)`, `touch "$hb" && sudo -n sh -c`, "nohup setsid", "shutdown -P now", "-ge 900", "sleep 90"} {
 		if !strings.Contains(arm, want) {
 			t.Errorf("arm command lacks %q:\n%s", want, arm)
 		}
@@ -68,7 +76,8 @@ func TestWatchdogCommands(t *testing.T) {
 	if got := wd.interval(); got != 3*time.Minute {
 		t.Errorf("heartbeat interval = %s, want 3m", got)
 	}
-	if got := wd.beatCommand(); got != "touch /tmp/.nixos-sd-heartbeat" {
+	wd.file = "/tmp/nixos-sd-watchdog.0123456789/heartbeat"
+	if got := wd.beatCommand(); got != "touch /tmp/nixos-sd-watchdog.0123456789/heartbeat" {
 		t.Errorf("beat command = %q", got)
 	}
 }

@@ -5,6 +5,7 @@ package e2e
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -65,8 +66,9 @@ func TestBuilderOrphanedInstanceTerminatesItself(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(calls) != 1 || calls[0] != "shutdown -P now" {
-		t.Errorf("the host's shutdown record = %q, want exactly the watchdog's \"shutdown -P now\"", calls)
+	// The user data's lifetime cap (+180), then the watchdog's power-off.
+	if want := []string{`shutdown -P +180 packer-nixos-sd:\ instance_max_lifetime\ reached`, "shutdown -P now"}; !slices.Equal(calls, want) {
+		t.Errorf("the host's shutdown record = %q, want %q", calls, want)
 	}
 	// Only free resources stay behind, each tagged with the build id.
 	leaks, err := tb.Leaks(motoCtx(t))

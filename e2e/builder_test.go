@@ -16,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"gopkg.in/yaml.v3"
 
 	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/testbed"
 )
@@ -77,11 +78,15 @@ func TestBuilderMinimal(t *testing.T) {
 		}
 	}
 	ud := userDataOf(t, lt)
-	if !regexp.MustCompile(`(?m)^ssh_authorized_keys:\n  - "ssh-ed25519 [A-Za-z0-9+/=]+`).MatchString(ud) {
+	cc := cloudConfigOf(t, ud)
+	if len(cc.SSHAuthorizedKeys) != 1 || !regexp.MustCompile(`^ssh-ed25519 [A-Za-z0-9+/=]+ `).MatchString(cc.SSHAuthorizedKeys[0]) {
 		t.Errorf("the user data does not authorize a temporary ed25519 key:\n%s", ud)
 	}
+	if !strings.HasPrefix(cc.SSHKeys["ed25519_public"], "ssh-ed25519 ") || !strings.Contains(cc.SSHKeys["ed25519_private"], "OPENSSH PRIVATE KEY") {
+		t.Errorf("the user data does not give the instance its host key:\n%s", ud)
+	}
 	// Default instance_max_lifetime: 3h.
-	if !strings.Contains(ud, `[shutdown, -P, "+180"`) {
+	if len(cc.RunCmd) != 1 || len(cc.RunCmd[0]) < 3 || strings.Join(cc.RunCmd[0][:3], " ") != "shutdown -P +180" {
 		t.Errorf("the user data does not cap the instance's life at 180 minutes:\n%s", ud)
 	}
 	if t.Failed() {
@@ -205,6 +210,27 @@ build {
 	if m := readManifest(t, image); m["ssh_authorized_keys"] != float64(1) || m["region"] != bldRegion {
 		t.Errorf("the manifest says %v keys in region %v, want the user's key in %s", m["ssh_authorized_keys"], m["region"], bldRegion)
 	}
+}
+
+// e2eCloudConfig is the part of the builder's cloud-config the tests read.
+type e2eCloudConfig struct {
+	SSHAuthorizedKeys []string          `yaml:"ssh_authorized_keys"`
+	SSHKeys           map[string]string `yaml:"ssh_keys"`
+	RunCmd            [][]string        `yaml:"runcmd"`
+}
+
+// cloudConfigOf reads user data as cloud-init does: #cloud-config, YAML.
+func cloudConfigOf(t *testing.T, ud string) e2eCloudConfig {
+	t.Helper()
+	body, ok := strings.CutPrefix(ud, "#cloud-config\n")
+	if !ok {
+		t.Fatalf("the user data is not #cloud-config:\n%s", ud)
+	}
+	var cc e2eCloudConfig
+	if err := yaml.Unmarshal([]byte(body), &cc); err != nil {
+		t.Fatalf("the user data is not YAML: %v\n%s", err, ud)
+	}
+	return cc
 }
 
 // userDataOf decodes the user data of a CreateLaunchTemplate call.
@@ -425,11 +451,8 @@ build {
 	// The lifetime cap: build_timeout 60m, instance_max_lifetime 90m.
 	lt := onlyCall(t, tb, "CreateLaunchTemplate")
 	ud := userDataOf(t, lt)
-	if !strings.Contains(ud, "runcmd:\n  - [shutdown, -P, \"+90\",") {
-		t.Errorf("the user data does not shut the instance down after 90 minutes:\n%s", ud)
-	}
-	if strings.Count(ud, "shutdown") != 1 {
-		t.Errorf("the user data schedules more than one shutdown:\n%s", ud)
+	if cc := cloudConfigOf(t, ud); len(cc.RunCmd) != 1 || len(cc.RunCmd[0]) < 3 || strings.Join(cc.RunCmd[0][:3], " ") != "shutdown -P +90" {
+		t.Errorf("the user data does not shut the instance down after 90 minutes, once:\n%s", ud)
 	}
 	if got := lt.Params["LaunchTemplateData.InstanceInitiatedShutdownBehavior"]; got != "terminate" {
 		t.Errorf("InstanceInitiatedShutdownBehavior = %q; a shutdown must terminate the instance", got)
@@ -568,7 +591,10 @@ func TestBuilderCtrlC(t *testing.T) {
 	// The host let the build in with the temporary key of the user data,
 	// the only key the build delivered (it imports no key pair).
 	ud := userDataOf(t, onlyCall(t, tb, "CreateLaunchTemplate"))
-	m := regexp.MustCompile(`(?m)^  - "(ssh-ed25519 [A-Za-z0-9+/=]+)`).FindStringSubmatch(ud)
+	var m []string
+	if keys := cloudConfigOf(t, ud).SSHAuthorizedKeys; len(keys) == 1 {
+		m = regexp.MustCompile(`^(ssh-ed25519 [A-Za-z0-9+/=]+)`).FindStringSubmatch(keys[0])
+	}
 	if m == nil {
 		t.Fatalf("no ed25519 key in the user data:\n%s", ud)
 	}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -112,8 +113,25 @@ build {
 `, p.host.Addr, p.host.Port, p.keyFile, body)
 }
 
-// remoteDir is the host's /tmp/nixos-sd, seen from outside its namespace.
-func (p *provHost) remoteDir() string { return filepath.Join(p.host.Dir, "tmp", "nixos-sd") }
+// remoteDirs are the builds' working directories in the host's /tmp
+// (mktemp -d nixos-sd.XXXXXXXXXX), seen from outside its namespace.
+func (p *provHost) remoteDirs() []string {
+	m, _ := filepath.Glob(filepath.Join(p.host.Dir, "tmp", "nixos-sd.??????????"))
+	return m
+}
+
+// remoteDir is the one working directory a build kept in the host's /tmp.
+func (p *provHost) remoteDir(t *testing.T) string {
+	t.Helper()
+	dirs := p.remoteDirs()
+	if len(dirs) != 1 {
+		t.Fatalf("want one working directory in the host's /tmp, found %q", dirs)
+	}
+	return dirs[0]
+}
+
+// workDirPath matches a build's working directory as the host sees it.
+var workDirPath = regexp.MustCompile(`/tmp/nixos-sd\.[A-Za-z0-9]{10}`)
 
 // builtImage is the uncompressed image the stand-in made, decompressed here.
 func (p *provHost) builtImage(t *testing.T) []byte {
@@ -247,14 +265,14 @@ func TestProvisionerDefaultConfiguration(t *testing.T) {
 			t.Errorf("packer's output lacks %q", want)
 		}
 	}
-	calls := p.standInCalls(t)
-	for _, want := range []string{"nixos-config=/tmp/nixos-sd/nixos", "nixpkgs=channel:nixos-26.05", "--out-link /tmp/nixos-sd/result", "config.system.build.sdImage"} {
+	calls := workDirPath.ReplaceAllString(p.standInCalls(t), "/tmp/WORKDIR")
+	for _, want := range []string{"nixos-config=/tmp/WORKDIR/nixos", "nixpkgs=channel:nixos-26.05", "--out-link /tmp/WORKDIR/result", "config.system.build.sdImage"} {
 		if !strings.Contains(calls, want) {
 			t.Errorf("nix was not run with %q:\n%s", want, calls)
 		}
 	}
-	if _, err := os.Stat(p.remoteDir()); !os.IsNotExist(err) {
-		t.Errorf("the remote directory was left on the host: %v", err)
+	if left := p.remoteDirs(); len(left) != 0 {
+		t.Errorf("the remote directory was left on the host: %q", left)
 	}
 	if t.Failed() {
 		t.Logf("packer output:\n%s", out)
@@ -278,12 +296,13 @@ func TestProvisionerUserConfiguration(t *testing.T) {
 	}
 	checkSDImage(t, filepath.Join(dir, "out", "pi.img"), p.builtImage(t))
 	// keep_remote_files: the uploaded configuration is still there.
+	kept := p.remoteDir(t)
 	for _, f := range []string{"nixos/config/configuration.nix", "nixos/config/wifi.nix", "nixos/default.nix"} {
-		if _, err := os.Stat(filepath.Join(p.remoteDir(), f)); err != nil {
+		if _, err := os.Stat(filepath.Join(kept, f)); err != nil {
 			t.Errorf("%s on the host: %v", f, err)
 		}
 	}
-	entry, _ := os.ReadFile(filepath.Join(p.remoteDir(), "nixos/default.nix"))
+	entry, _ := os.ReadFile(filepath.Join(kept, "nixos/default.nix"))
 	if !strings.Contains(string(entry), "sd-image-aarch64.nix") || !strings.Contains(string(entry), "./config/configuration.nix") {
 		t.Errorf("the uploaded entry does not wrap the configuration:\n%s", entry)
 	}
@@ -320,9 +339,9 @@ func TestProvisionerLocalFlake(t *testing.T) {
 		t.Fatalf("packer build exited %d:\n%s", code, out)
 	}
 	checkSDImage(t, filepath.Join(dir, "out", standInImage), p.builtImage(t))
-	calls := p.standInCalls(t)
-	if !strings.Contains(calls, "path:/tmp/nixos-sd/flake\\#nixosConfigurations.rpi4.config.system.build.sdImage") &&
-		!strings.Contains(calls, "path:/tmp/nixos-sd/flake#nixosConfigurations.rpi4.config.system.build.sdImage") {
+	calls := workDirPath.ReplaceAllString(p.standInCalls(t), "/tmp/WORKDIR")
+	if !strings.Contains(calls, "path:/tmp/WORKDIR/flake\\#nixosConfigurations.rpi4.config.system.build.sdImage") &&
+		!strings.Contains(calls, "path:/tmp/WORKDIR/flake#nixosConfigurations.rpi4.config.system.build.sdImage") {
 		t.Errorf("nix did not build the uploaded flake:\n%s", calls)
 	}
 	if m := readManifest(t, filepath.Join(dir, "out", standInImage)); m["nixpkgs_revision"] != lockedRev || m["nixpkgs_source"] != "flake.lock" {
@@ -353,8 +372,8 @@ func TestProvisionerBuildFailure(t *testing.T) {
 	if got := dirEntries(t, filepath.Join(dir, "out")); len(got) != 0 {
 		t.Errorf("a failed build left %q in the output directory", got)
 	}
-	if _, err := os.Stat(p.remoteDir()); !os.IsNotExist(err) {
-		t.Errorf("the remote directory was left on the host after the failure: %v", err)
+	if left := p.remoteDirs(); len(left) != 0 {
+		t.Errorf("the remote directory was left on the host after the failure: %q", left)
 	}
 }
 
@@ -453,8 +472,8 @@ func TestProvisionerBuildTimeout(t *testing.T) {
 	if got := dirEntries(t, filepath.Join(dir, "out")); len(got) != 0 {
 		t.Errorf("a timed-out build left %q in the output directory", got)
 	}
-	if _, err := os.Stat(p.remoteDir()); !os.IsNotExist(err) {
-		t.Errorf("the remote directory was left on the host: %v", err)
+	if left := p.remoteDirs(); len(left) != 0 {
+		t.Errorf("the remote directory was left on the host: %q", left)
 	}
 }
 

@@ -35,8 +35,8 @@ func TestProvisionerPrepareDefaults(t *testing.T) {
 	if c.BuildTimeoutDuration() != 2*time.Hour {
 		t.Errorf("build_timeout = %s, want 2h", c.BuildTimeoutDuration())
 	}
-	if c.RemoteDirectory != "/tmp/nixos-sd" {
-		t.Errorf("remote_directory = %q, want /tmp/nixos-sd", c.RemoteDirectory)
+	if c.RemoteDirectory != "" {
+		t.Errorf("remote_directory = %q, want none (a new mktemp -d directory per build)", c.RemoteDirectory)
 	}
 }
 

@@ -89,7 +89,10 @@ type Config struct {
 	// How long the remote build may run before it is stopped. Defaults to `2h`.
 	BuildTimeout string `mapstructure:"build_timeout" required:"false"`
 	// The directory on the remote host that receives the configuration and
-	// holds the build. Defaults to `/tmp/nixos-sd`.
+	// holds the build. It must not exist: the build creates it, private to
+	// the user (mode 0700), and removes it afterwards. Defaults to a new
+	// directory per build from `mktemp -d` in the host's `$TMPDIR` or `/tmp`,
+	// a path nobody can prepare in advance.
 	RemoteDirectory string `mapstructure:"remote_directory" required:"false"`
 
 	buildTimeout  time.Duration
@@ -212,13 +215,14 @@ func (c *Config) Prepare(buildName string, force bool) []error {
 			c.buildTimeout = d
 		}
 	}
-	if c.RemoteDirectory == "" {
-		c.RemoteDirectory = "/tmp/nixos-sd"
-	} else if !strings.HasPrefix(c.RemoteDirectory, "/") || strings.ContainsAny(c.RemoteDirectory, " '\"$`\\") {
-		errs = append(errs, fmt.Errorf("remote_directory: %q must be an absolute path without spaces or shell characters; use a path such as \"/tmp/nixos-sd\"", c.RemoteDirectory))
-	} else if clean := path.Clean(c.RemoteDirectory); strings.Count(clean, "/") < 2 || strings.Contains(c.RemoteDirectory, "..") {
-		// The directory is removed after the build: never "/", "/tmp" or a path that climbs out.
-		errs = append(errs, fmt.Errorf("remote_directory: %q must be a directory of its own, at least two levels deep and without \"..\", such as \"/tmp/nixos-sd\" (it is removed after the build); choose such a directory", c.RemoteDirectory))
+	// Unset, each run makes a fresh directory with mktemp -d (workDirCommand).
+	if rd := c.RemoteDirectory; rd != "" {
+		if !strings.HasPrefix(rd, "/") || strings.ContainsAny(rd, " '\"$`\\") {
+			errs = append(errs, fmt.Errorf("remote_directory: %q must be an absolute path without spaces or shell characters; use a path such as \"/var/tmp/nixos-sd\"", rd))
+		} else if clean := path.Clean(rd); strings.Count(clean, "/") < 2 || strings.Contains(rd, "..") {
+			// The directory is removed after the build: never "/", "/tmp" or a path that climbs out.
+			errs = append(errs, fmt.Errorf("remote_directory: %q must be a directory of its own, at least two levels deep and without \"..\", such as \"/var/tmp/nixos-sd\" (it is created by the build and removed after it); choose such a directory", rd))
+		}
 	}
 	return errs
 }

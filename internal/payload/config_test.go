@@ -66,7 +66,7 @@ func TestPrepareDefaults(t *testing.T) {
 		{"download_channels", c.DownloadChannels, 0},
 		{"download_connections", c.DownloadConnections, 0},
 		{"build_timeout", c.BuildTimeoutDuration(), 2 * time.Hour},
-		{"remote_directory", c.RemoteDirectory, "/tmp/nixos-sd"},
+		{"remote_directory", c.RemoteDirectory, ""},
 		{"keep_remote_files", c.KeepRemoteFiles, false},
 		{"image_name", c.ImageName, ""},
 		{"force", c.Force(), false},
@@ -350,6 +350,7 @@ func TestPathFlakeIsUploadedAndBuiltFromItsCopy(t *testing.T) {
 	if errs := c.Prepare("rpi", false); len(errs) > 0 {
 		t.Fatalf("Prepare: %v", errs)
 	}
+	c.RemoteDirectory = "/tmp/nixos-sd" // the run's working directory
 	if got, want := flakeTarget(&c), "path:/tmp/nixos-sd/"+remoteFlake+"#nixosConfigurations.rpi.config.system.build.sdImage"; got != want {
 		t.Errorf("flakeTarget = %q, want %q", got, want)
 	}

@@ -79,5 +79,9 @@ func prepared(t *testing.T, edit func(c *Config)) *Config {
 	if errs := c.Prepare("test", false); len(errs) > 0 {
 		t.Fatalf("Prepare: %v", errs)
 	}
+	if c.RemoteDirectory == "" {
+		// What Run sets once it made its working directory.
+		c.RemoteDirectory = "/tmp/nixos-sd"
+	}
 	return c
 }

@@ -31,10 +31,17 @@ func ensureNixCommand(cfg *Config) string {
 	return "bash " + remotecmd.Quote(path.Join(cfg.RemoteDirectory, remoteScript)) + " ensure-nix"
 }
 
-// prepareCommand creates remote_directory and clears what an earlier build
-// left in it.
-func prepareCommand(cfg *Config) string {
-	return mkdirCommand(cfg.RemoteDirectory) + " && " + removeEntriesCommand(cfg)
+// workDirCommand creates the run's private working directory and prints its
+// path: a new one from mktemp -d in the host's $TMPDIR (else /tmp), or
+// remote_directory, which must not exist yet. Either is owned by the user
+// and mode 0700, never a directory someone else made or a symlink.
+func workDirCommand(cfg *Config) string {
+	create := `d=$(mktemp -d "${TMPDIR:-/tmp}/nixos-sd.XXXXXXXXXX")`
+	if cfg.RemoteDirectory != "" {
+		q := remotecmd.Quote(cfg.RemoteDirectory)
+		create = "mkdir -p -- " + remotecmd.Quote(path.Dir(cfg.RemoteDirectory)) + " && mkdir -m 0700 -- " + q + " && d=" + q
+	}
+	return create + ` && [ -d "$d" ] && [ ! -L "$d" ] && [ -O "$d" ] && [ "$(stat -c %a -- "$d")" = 700 ] && printf '%s\n' "$d"`
 }
 
 // mkdirCommand creates the directory dir and its parents.

@@ -52,7 +52,7 @@ type Result struct {
 // The remote files are removed at the end (on failure too) unless
 // cfg.KeepRemoteFiles.
 func Run(ctx context.Context, ui packersdk.Ui, comm packersdk.Communicator, cfg *Config, opts RunOptions) (*Result, error) {
-	if cfg.RemoteDirectory == "" || cfg.OutputDirectory == "" || cfg.Decompress == nil {
+	if cfg.OutputDirectory == "" || cfg.Decompress == nil {
 		return nil, errors.New("nixos-sd: internal error: the configuration was not prepared before the build")
 	}
 	// Commands run concurrently; Packer's SSH communicator must open their
@@ -81,6 +81,8 @@ type run struct {
 	builtSize int64
 	// link opens the download's connections of our own during the build.
 	link *linkPlan
+	// workDir is the private working directory the run created on the host.
+	workDir string
 }
 
 // run goes through the phases in order; each phase's file holds its code.
@@ -92,6 +94,9 @@ func (r *run) run(ctx context.Context) (res *Result, err error) {
 	}()
 	if err := r.prepareOutput(); err != nil {
 		return nil, err
+	}
+	if err := r.makeWorkDir(ctx); err != nil {
+		return nil, phaseErr(PhaseUpload, err, nil)
 	}
 	defer r.cleanupRemote(ctx)
 

@@ -12,16 +12,35 @@ import (
 	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/remotecmd"
 )
 
-// upload creates remote_directory and puts build.sh and the NixOS
+// makeWorkDir creates the run's private working directory on the host; the
+// rest of the run uses it as cfg.RemoteDirectory.
+func (r *run) makeWorkDir(ctx context.Context) error {
+	out, err := remotecmd.Output(ctx, r.comm, workDirCommand(r.cfg))
+	if err != nil {
+		if r.cfg.RemoteDirectory != "" {
+			return fmt.Errorf("creating remote_directory %s on the host: %w; it must not exist yet (the build works only in a directory it "+
+				"creates itself, owned by the user and private): remove it, or leave remote_directory unset for a new one per build", r.cfg.RemoteDirectory, err)
+		}
+		return fmt.Errorf("creating a private working directory on the host with mktemp -d: %w", err)
+	}
+	dir := strings.TrimSpace(string(out))
+	if !strings.HasPrefix(dir, "/") || strings.ContainsAny(dir, " '\"$`\\\n") {
+		return fmt.Errorf("the host's mktemp -d answered %q, not a plain absolute path; set remote_directory", dir)
+	}
+	c := *r.cfg
+	c.RemoteDirectory = dir
+	r.cfg = &c
+	r.workDir = dir
+	return nil
+}
+
+// upload puts build.sh and the NixOS
 // configuration (built-in, nixos_config or a local flake) in it.
 func (r *run) upload(ctx context.Context) error {
 	defer r.timer.track(PhaseUpload)()
 	cfg := r.cfg
 	rd := cfg.RemoteDirectory
 	r.ui.Say(fmt.Sprintf("Uploading the build script and the %s configuration to %s", configSource(cfg), rd))
-	if _, err := remotecmd.Output(ctx, r.comm, prepareCommand(cfg)); err != nil {
-		return fmt.Errorf("creating %s on the host: %w", rd, err)
-	}
 	if err := r.uploadEmbedded(ctx, remoteScript, path.Join(rd, remoteScript)); err != nil {
 		return err
 	}
@@ -134,8 +153,11 @@ func (r *run) uploadDir(ctx context.Context, src, dst string) error {
 // stopGrace is how long cleanup on the host may take after ctx ended.
 const stopGrace = time.Minute
 
-// cleanupRemote removes what the run put in remote_directory.
+// cleanupRemote removes the run's working directory.
 func (r *run) cleanupRemote(ctx context.Context) {
+	if r.workDir == "" {
+		return
+	}
 	if r.cfg.KeepRemoteFiles {
 		r.ui.Say(fmt.Sprintf("keep_remote_files: leaving %s on the host", r.cfg.RemoteDirectory))
 		return

@@ -45,6 +45,10 @@ type HostPool struct {
 	starting map[string]bool
 	pending  *hostSlot // the next host's slot
 
+	// impostor: hosts started from now on serve a host key of their own
+	// instead of the one their user data gives (SetImpostor).
+	impostor bool
+
 	// extraMounts are appended to every host's bind mounts (tests use it to
 	// make a mount fail).
 	extraMounts [][2]string
@@ -214,6 +218,30 @@ func (p *HostPool) NextEndpoint() (host string, port int) {
 // given authorized keys (each entry may hold several lines) and returns once
 // its sshd accepts TCP connections. The host outlives ctx; end it with Stop.
 func (p *HostPool) Start(ctx context.Context, id string, authorizedKeys []string) (*Host, error) {
+	return p.start(ctx, id, authorizedKeys, nil)
+}
+
+// StartInstance is Start for an EC2 instance: keyPairKeys are its key pair's
+// (what cloud-init reads from the metadata service), and the cloud-init
+// stand-in (cloudinit.go) plays its user data: authorized keys and host keys
+// before sshd starts, runcmd once it is up. User data the stand-in cannot
+// play fails the start.
+func (p *HostPool) StartInstance(ctx context.Context, id string, keyPairKeys []string, userData []byte) (*Host, error) {
+	cc, err := parseUserData(userData)
+	if err != nil {
+		return nil, fmt.Errorf("testbed: host %s: its user data: %w", id, err)
+	}
+	if cc == nil {
+		cc = &cloudConfig{DeleteKeys: true, GenKeyTypes: hostKeyTypes}
+	}
+	for _, w := range cc.Warnings {
+		p.logf("testbed: host %s: cloud-init: %s", id, w)
+	}
+	keys := append(append([]string(nil), keyPairKeys...), cc.AuthorizedKeys...)
+	return p.start(ctx, id, keys, cc)
+}
+
+func (p *HostPool) start(ctx context.Context, id string, authorizedKeys []string, boot *cloudConfig) (*Host, error) {
 	if id == "" {
 		return nil, errors.New("testbed: Start needs a host id")
 	}
@@ -250,7 +278,7 @@ func (p *HostPool) Start(ctx context.Context, id string, authorizedKeys []string
 			return nil, fmt.Errorf("testbed: host %s: cancelled while booting: %w", id, ctx.Err())
 		}
 	}
-	h, err := p.create(ctx, id, slot, authorizedKeys)
+	h, err := p.create(ctx, id, slot, authorizedKeys, boot)
 	if err != nil {
 		return nil, err
 	}
@@ -268,7 +296,7 @@ func (p *HostPool) Start(ctx context.Context, id string, authorizedKeys []string
 }
 
 // create builds the host in slot. On failure nothing is left running.
-func (p *HostPool) create(ctx context.Context, id string, slot *hostSlot, keys []string) (_ *Host, err error) {
+func (p *HostPool) create(ctx context.Context, id string, slot *hostSlot, keys []string, boot *cloudConfig) (_ *Host, err error) {
 	h := &Host{
 		ID:     id,
 		Dir:    filepath.Join(p.workDir, fmt.Sprintf("%s-%d", safeName(id), slot.n)),
@@ -297,6 +325,20 @@ func (p *HostPool) create(ctx context.Context, id string, slot *hostSlot, keys [
 	if err := p.populateDir(ctx, h, admin, keys); err != nil {
 		return nil, err
 	}
+	if boot != nil {
+		if err := boot.applySSH(ctx, filepath.Join(h.Dir, "state", "sshd")); err != nil {
+			return nil, fmt.Errorf("cloud-init: %w", err)
+		}
+	}
+	p.mu.Lock()
+	impostor := p.impostor
+	p.mu.Unlock()
+	if impostor {
+		if err := impersonate(ctx, filepath.Join(h.Dir, "state", "sshd")); err != nil {
+			return nil, err
+		}
+		p.logf("testbed: host %s: an impostor's sshd answers at its address", id)
+	}
 	if h.net, err = createNetns(ctx, slot.n, slot.subnet, p.opts.Link.rate()); err != nil {
 		return nil, err
 	}
@@ -310,10 +352,41 @@ func (p *HostPool) create(ctx context.Context, id string, slot *hostSlot, keys [
 	if err := h.checkMounts(); err != nil {
 		return nil, err
 	}
+	if boot != nil {
+		if err := h.runFinal(boot); err != nil {
+			return nil, fmt.Errorf("cloud-init: %w", err)
+		}
+	}
 	if slot.proxy != nil {
 		slot.proxy.Release()
 	}
 	return h, nil
+}
+
+// SetImpostor makes the hosts started from now on (until SetImpostor(false))
+// impostors: another machine's sshd, with a host key of its own, answers at
+// the instance's address.
+func (p *HostPool) SetImpostor(on bool) {
+	p.mu.Lock()
+	p.impostor = on
+	p.mu.Unlock()
+}
+
+// impersonate replaces every host key in sshDir with a new ed25519 key.
+func impersonate(ctx context.Context, sshDir string) error {
+	old, err := filepath.Glob(filepath.Join(sshDir, "ssh_host_*"))
+	if err != nil {
+		return err
+	}
+	for _, f := range old {
+		if err := os.Remove(f); err != nil {
+			return err
+		}
+	}
+	if err := run(ctx, "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "impostor", "-f", filepath.Join(sshDir, "ssh_host_ed25519_key")); err != nil {
+		return fmt.Errorf("making the impostor's host key: %w", err)
+	}
+	return nil
 }
 
 // Host returns the running host id.

@@ -30,7 +30,7 @@ const sshdPath = "/usr/sbin/sshd"
 // hostTools are the programs the hosts need, with the Debian package that
 // has each.
 var hostTools = [][2]string{
-	{"ip", "iproute2"}, {"tc", "iproute2"}, {"unshare", "util-linux"}, {"mount", "mount"},
+	{"ip", "iproute2"}, {"tc", "iproute2"}, {"unshare", "util-linux"}, {"nsenter", "util-linux"}, {"mount", "mount"},
 	{"mountpoint", "util-linux"}, {sshdPath, "openssh-server"}, {"ssh-keygen", "openssh-client"},
 	{"sudo", "sudo"}, {"visudo", "sudo"}, {"useradd", "passwd"}, {"usermod", "passwd"},
 	{"sfdisk", "fdisk"}, {"mkfs.vfat", "dosfstools"}, {"mkfs.ext4", "e2fsprogs"},

@@ -23,6 +23,8 @@ const (
 func sshdConfig(h *Host) string {
 	return fmt.Sprintf(`# sshd of nixos-sd test bed host %s (paths are inside its mount namespace)
 ListenAddress %s:22
+HostKey %s/ssh_host_rsa_key
+HostKey %s/ssh_host_ecdsa_key
 HostKey %s/ssh_host_ed25519_key
 PidFile %s/sshd.pid
 AuthorizedKeysFile %s/.ssh/authorized_keys
@@ -39,7 +41,7 @@ Subsystem sftp /usr/lib/openssh/sftp-server
 MaxStartups 64:30:128
 MaxSessions 64
 LogLevel VERBOSE
-`, h.ID, h.NSAddr, nsSSHDir, nsSSHDir, hostHome, hostUser)
+`, h.ID, h.NSAddr, nsSSHDir, nsSSHDir, nsSSHDir, nsSSHDir, hostHome, hostUser)
 }
 
 func shellQuote(s string) string {

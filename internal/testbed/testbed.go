@@ -38,6 +38,10 @@ type Options struct {
 	Regions []string
 	// BootDelay is how long a host takes to accept SSH after its instance runs.
 	BootDelay time.Duration
+	// ShutdownMinute is how long a minute of a scheduled shutdown
+	// ("shutdown -P +m") lasts on the hosts; 0 = a minute. Tests of the
+	// user data's lifetime cap shorten it.
+	ShutdownMinute time.Duration
 	// Link shapes the hosts' network (rate, RTT); nil = unshaped.
 	Link *LinkProfile
 	// StandIn configures the stand-in nix's image.
@@ -119,7 +123,11 @@ func Start(ctx context.Context, opts Options) (tb *Testbed, err error) {
 	if err = writeHostsFile(hostsPath, nil); err != nil {
 		return tb, err
 	}
-	tb.watch = startWatcher(tb.moto.url, tb.ip.ip, hostsPath, tb.pool, tb.direct, opts.Regions, tb.proxy, opts.Logf)
+	minute := opts.ShutdownMinute
+	if minute <= 0 {
+		minute = time.Minute
+	}
+	tb.watch = startWatcher(tb.moto.url, tb.ip.ip, hostsPath, tb.pool, tb.direct, opts.Regions, tb.proxy, minute, opts.Logf)
 	opts.Logf("testbed: EC2 (moto %s) at %s, fault proxy at %s, public IP %s at %s, work dir %s",
 		MotoVersion, tb.moto.url, tb.proxy.URL(), FakePublicIP, tb.ip.URL(), tb.workDir)
 	return tb, nil

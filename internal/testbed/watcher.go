@@ -23,15 +23,12 @@ package testbed
 // The watcher polls DescribeInstances straight at moto (not through the fault
 // proxy, so its calls are neither recorded nor faulted): every 100 ms for 15 s
 // after any mutating call through the proxy, every second otherwise. A pending
-// instance gets a host (HostPool.Start, host id = instance id) with the
-// authorized keys of its key pair and of its user data's cloud-config
-// ssh_authorized_keys; a stopping, stopped, shutting-down, terminated or
+// instance gets a host (HostPool.StartInstance, host id = instance id) with
+// its key pair's key and its user data, which the cloud-init stand-in plays
+// (cloudinit.go); a stopping, stopped, shutting-down, terminated or
 // vanished instance has its host stopped.
 
 import (
-	"bufio"
-	"bytes"
-	"compress/gzip"
 	"context"
 	"encoding/base64"
 	"fmt"
@@ -59,8 +56,13 @@ type watchedInstance struct {
 	started  bool // host is up
 	wantStop bool // instance ended while the host was starting
 	stopped  bool
-	// shutdownApplied: the host's immediate shutdown was passed on to moto.
+	// shutdownApplied: the host's shutdown was passed on to moto.
 	shutdownApplied bool
+	// shutdownSeen records of the host's shutdown log are read;
+	// shutdownCall is the pending power-off, due at shutdownDue.
+	shutdownSeen int
+	shutdownCall string
+	shutdownDue  time.Time
 	// networked: the host has its instance's addresses and groups.
 	networked bool
 }
@@ -75,6 +77,7 @@ type watcher struct {
 	regions   []string
 	proxy     *Proxy
 	logf      func(string, ...any)
+	minute    time.Duration // a minute of shutdown's TIME
 
 	mu        sync.Mutex
 	instances map[string]*watchedInstance
@@ -86,9 +89,9 @@ type watcher struct {
 	wg     sync.WaitGroup
 }
 
-func startWatcher(motoURL, callerIP, hostsPath string, pool *HostPool, clients map[string]*ec2.Client, regions []string, proxy *Proxy, logf func(string, ...any)) *watcher {
+func startWatcher(motoURL, callerIP, hostsPath string, pool *HostPool, clients map[string]*ec2.Client, regions []string, proxy *Proxy, minute time.Duration, logf func(string, ...any)) *watcher {
 	ctx, cancel := context.WithCancel(context.Background())
-	w := &watcher{motoURL: motoURL, hostsPath: hostsPath, dns: map[string][]string{}, callerIP: callerIP, failed: map[string]bool{}, cidrCache: map[string]cidrs{}, pool: pool, clients: clients, regions: regions, proxy: proxy, logf: logf,
+	w := &watcher{motoURL: motoURL, hostsPath: hostsPath, dns: map[string][]string{}, callerIP: callerIP, failed: map[string]bool{}, cidrCache: map[string]cidrs{}, pool: pool, clients: clients, regions: regions, proxy: proxy, logf: logf, minute: minute,
 		instances: map[string]*watchedInstance{}, cancel: cancel}
 	w.wg.Add(1)
 	go w.loop(ctx)
@@ -182,15 +185,12 @@ func (w *watcher) ensureHost(ctx context.Context, region string, inst types.Inst
 	w.wg.Add(1)
 	go func() {
 		defer w.wg.Done()
-		keys, err := w.authorizedKeys(ctx, region, inst)
+		keys, userData, err := w.bootData(ctx, region, inst)
 		if err != nil {
-			w.fail("%s: instance %s: collecting its SSH keys: %v", region, id, err)
+			w.fail("%s: instance %s: collecting its key pair and user data: %v", region, id, err)
 		}
-		if len(keys) == 0 {
-			w.logf("watcher: %s: instance %s has no key pair and no ssh_authorized_keys in its user data; its host accepts no SSH key", region, id)
-		}
-		w.logf("watcher: %s: instance %s is booting; starting its host with %d authorized key(s)", region, id, len(keys))
-		h, err := w.pool.Start(ctx, id, keys)
+		w.logf("watcher: %s: instance %s is booting; starting its host with %d key pair key(s) and %d bytes of user data", region, id, len(keys), len(userData))
+		h, err := w.pool.StartInstance(ctx, id, keys, userData)
 		if err != nil {
 			w.mu.Lock()
 			wi.starting = false
@@ -278,9 +278,10 @@ func (w *watcher) errors() []string {
 	return append([]string(nil), w.errs...)
 }
 
-// authorizedKeys collects the instance's key pair's public key and its user
-// data's cloud-config ssh_authorized_keys.
-func (w *watcher) authorizedKeys(ctx context.Context, region string, inst types.Instance) ([]string, error) {
+// bootData is what the instance's cloud-init reads: its key pair's public
+// key (the metadata service's public-keys) and its user data, decoded from
+// base64.
+func (w *watcher) bootData(ctx context.Context, region string, inst types.Instance) ([]string, []byte, error) {
 	client := w.clients[region]
 	var keys []string
 	var errs []string
@@ -303,6 +304,7 @@ func (w *watcher) authorizedKeys(ctx context.Context, region string, inst types.
 			}
 		}
 	}
+	var userData []byte
 	out, err := client.DescribeInstanceAttribute(ctx, &ec2.DescribeInstanceAttributeInput{
 		InstanceId: inst.InstanceId, Attribute: types.InstanceAttributeNameUserData})
 	if err != nil {
@@ -312,88 +314,13 @@ func (w *watcher) authorizedKeys(ctx context.Context, region string, inst types.
 		if err != nil {
 			errs = append(errs, fmt.Sprintf("its user data is not base64: %v", err))
 		} else {
-			keys = append(keys, CloudConfigSSHKeys(raw)...)
+			userData = raw
 		}
 	}
 	if len(errs) > 0 {
-		return keys, fmt.Errorf("%s", strings.Join(errs, "; "))
+		return keys, userData, fmt.Errorf("%s", strings.Join(errs, "; "))
 	}
-	return keys, nil
-}
-
-// CloudConfigSSHKeys returns the ssh_authorized_keys entries of cloud-config
-// user data (also gzip-compressed, also inside users: entries), in order.
-// It reads the small YAML subset cloud-config uses for these lists: block
-// sequences ("- key", plain or quoted) and flow sequences ("[a, b]").
-func CloudConfigSSHKeys(userData []byte) []string {
-	if len(userData) > 2 && userData[0] == 0x1f && userData[1] == 0x8b {
-		if zr, err := gzip.NewReader(bytes.NewReader(userData)); err == nil {
-			if b, err := io.ReadAll(io.LimitReader(zr, 16<<20)); err == nil {
-				userData = b
-			}
-		}
-	}
-	var lines []string
-	sc := bufio.NewScanner(bytes.NewReader(userData))
-	sc.Buffer(make([]byte, 64<<10), 16<<20)
-	for sc.Scan() {
-		lines = append(lines, strings.TrimRight(sc.Text(), " \t\r"))
-	}
-	var keys []string
-	for i := 0; i < len(lines); i++ {
-		line := lines[i]
-		trimmed := strings.TrimLeft(line, " ")
-		indent := len(line) - len(trimmed)
-		if strings.HasPrefix(trimmed, "- ") {
-			trimmed = strings.TrimLeft(trimmed[2:], " ")
-			indent = len(line) - len(trimmed)
-		}
-		rest, ok := strings.CutPrefix(trimmed, "ssh_authorized_keys:")
-		if !ok {
-			continue
-		}
-		rest = strings.TrimSpace(rest)
-		if strings.HasPrefix(rest, "[") {
-			inner := strings.TrimSuffix(strings.TrimPrefix(rest, "["), "]")
-			for _, item := range strings.Split(inner, ",") {
-				if k := yamlScalar(item); k != "" {
-					keys = append(keys, k)
-				}
-			}
-			continue
-		}
-		for i+1 < len(lines) {
-			next := lines[i+1]
-			t := strings.TrimLeft(next, " ")
-			if t == "" || strings.HasPrefix(t, "#") {
-				i++
-				continue
-			}
-			if len(next)-len(t) < indent || !strings.HasPrefix(t, "- ") && t != "-" {
-				break
-			}
-			if k := yamlScalar(strings.TrimPrefix(t, "-")); k != "" {
-				keys = append(keys, k)
-			}
-			i++
-		}
-	}
-	return keys
-}
-
-// yamlScalar unquotes a plain, 'single' or "double" quoted YAML scalar.
-func yamlScalar(s string) string {
-	s = strings.TrimSpace(s)
-	if len(s) >= 2 && (s[0] == '"' && s[len(s)-1] == '"') {
-		return strings.ReplaceAll(strings.ReplaceAll(s[1:len(s)-1], `\"`, `"`), `\\`, `\`)
-	}
-	if len(s) >= 2 && s[0] == '\'' && s[len(s)-1] == '\'' {
-		return strings.ReplaceAll(s[1:len(s)-1], "''", "'")
-	}
-	if i := strings.Index(s, " #"); i >= 0 {
-		s = strings.TrimSpace(s[:i])
-	}
-	return s
+	return keys, userData, nil
 }
 
 // markRunning ends the instance's boot in moto (TestbedInstanceRunning, an

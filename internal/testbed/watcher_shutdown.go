@@ -2,8 +2,10 @@ package testbed
 
 import (
 	"context"
-	"regexp"
+	"fmt"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -12,20 +14,66 @@ import (
 
 // An instance that shuts itself down is terminated or stopped by EC2,
 // according to its InstanceInitiatedShutdownBehavior. The stand-in
-// shutdown/poweroff/halt only record the call, so the watcher plays EC2's
-// part: when a running host recorded an immediate shutdown, it terminates (or
-// stops) the instance in moto, and the host goes down with it as usual.
-// Scheduled ones ("shutdown -P +180") stay records: nothing runs them later.
+// shutdown/poweroff/halt only record the call, so the watcher plays systemd's
+// and EC2's part: it reads each running host's new records once per poll,
+// keeps the pending power-off (an immediate one, or one scheduled with
+// shutdown's TIME: "+m" minutes, or +1 when none is given; a later schedule
+// replaces an earlier one, "shutdown -c" cancels it), and when it is due
+// terminates (or stops) the instance in moto; the host goes down with it as
+// usual. A test bed minute lasts Options.ShutdownMinute.
 
-var immediateShutdown = regexp.MustCompile(`^(poweroff|halt)(\s|$)|^shutdown\s(.*\s)?(now|\+0)(\s|$)`)
+type shutdownKind int
 
-// isImmediateShutdown reports whether a recorded call powers the host off now.
-func isImmediateShutdown(call string) bool {
-	call = strings.TrimSpace(call)
-	return immediateShutdown.MatchString(call) && !strings.Contains(call, "--help") && !strings.Contains(call, " -c")
+const (
+	shutdownNone shutdownKind = iota
+	shutdownAt
+	shutdownCancel
+)
+
+// parseShutdown reads one recorded call (shell-quoted argv): a power-off
+// after delay minutes, a cancel, or nothing (reboot, --help, a wall message
+// only). A TIME the stand-in does not play (hh:mm) is an error.
+func parseShutdown(call string) (shutdownKind, int, error) {
+	fields := strings.Fields(call)
+	if len(fields) == 0 {
+		return shutdownNone, 0, nil
+	}
+	args := fields[1:]
+	for _, a := range args {
+		if a == "--help" || a == "-k" {
+			return shutdownNone, 0, nil
+		}
+	}
+	switch fields[0] {
+	case "poweroff", "halt":
+		return shutdownAt, 0, nil
+	case "shutdown":
+	default:
+		return shutdownNone, 0, nil
+	}
+	for _, a := range args {
+		a = strings.ReplaceAll(a, `\`, "")
+		switch {
+		case a == "-c":
+			return shutdownCancel, 0, nil
+		case strings.HasPrefix(a, "-"):
+			continue
+		case a == "now":
+			return shutdownAt, 0, nil
+		case strings.HasPrefix(a, "+"):
+			n, err := strconv.Atoi(a[1:])
+			if err != nil || n < 0 {
+				return shutdownNone, 0, fmt.Errorf("shutdown time %q is not +minutes", a)
+			}
+			return shutdownAt, n, nil
+		default:
+			return shutdownNone, 0, fmt.Errorf("shutdown time %q: the test bed plays \"now\" and \"+m\" only", a)
+		}
+	}
+	return shutdownAt, 1, nil
 }
 
-// applyShutdown checks a running host's shutdown record once per poll.
+// applyShutdown checks a running host's shutdown records once per poll.
 func (w *watcher) applyShutdown(ctx context.Context, region string, inst types.Instance) {
 	id := aws.ToString(inst.InstanceId)
 	w.mu.Lock()
@@ -43,14 +91,28 @@ func (w *watcher) applyShutdown(ctx context.Context, region string, inst types.I
 	if err != nil {
 		return
 	}
-	var call string
-	for _, c := range calls {
-		if isImmediateShutdown(c) {
-			call = c
-			break
+	now := time.Now()
+	w.mu.Lock()
+	for _, c := range calls[min(wi.shutdownSeen, len(calls)):] {
+		kind, minutes, err := parseShutdown(c)
+		if err != nil {
+			w.mu.Unlock()
+			w.fail("%s: instance %s: %q: %v", region, id, c, err)
+			w.mu.Lock()
+			continue
+		}
+		switch kind {
+		case shutdownAt:
+			wi.shutdownDue, wi.shutdownCall = now.Add(time.Duration(minutes)*w.minute), c
+		case shutdownCancel:
+			wi.shutdownDue, wi.shutdownCall = time.Time{}, ""
 		}
 	}
-	if call == "" {
+	wi.shutdownSeen = len(calls)
+	call := wi.shutdownCall
+	due := call != "" && !now.Before(wi.shutdownDue)
+	w.mu.Unlock()
+	if !due {
 		return
 	}
 	w.mu.Lock()
