@@ -81,7 +81,7 @@ func (s *stepWatchdog) Run(ctx context.Context, state multistep.StateBag) multis
 		return halt(state, fmt.Errorf("arming the instance's watchdog (needs passwordless sudo for %s): %w; use an AMI whose ssh_username has passwordless sudo", e.cfg.Comm.SSHUsername, err))
 	}
 	if s.wd.file = strings.TrimSpace(string(out)); !strings.HasPrefix(s.wd.file, "/") || strings.ContainsAny(s.wd.file, "\n'") {
-		return halt(state, fmt.Errorf("arming the instance's watchdog: its heartbeat file is %q, not an absolute path", s.wd.file))
+		return halt(state, fmt.Errorf("arming the instance's watchdog: mktemp -d answered %q, not an absolute path; use an AMI with coreutils' mktemp and a writable $TMPDIR or /tmp", s.wd.file))
 	}
 	// The heartbeat outlives this step's ctx: it must go on through the build,
 	// -debug pauses and -on-error=ask prompts, until Cleanup.
