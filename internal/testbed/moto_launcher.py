@@ -22,6 +22,7 @@ from moto.ec2.models import elastic_network_interfaces
 from moto.ec2.models.amis import Ami, AmiBackend
 from moto.ec2.models.fleets import Fleet
 from moto.ec2.models.instances import Instance, InstanceBackend, InstanceState
+from moto.ec2.models.launch_templates import LaunchTemplate
 from moto.ec2.models.spot_requests import SpotInstanceRequest
 from moto.ec2.models.subnets import Subnet
 from moto.ec2.responses import EC2Response
@@ -433,6 +434,18 @@ def _parse_parameters_of_testbed_actions(self, request):
 
 
 EC2Response.parse_parameters = _parse_parameters_of_testbed_actions
+
+# 8. Tags of launch templates.
+# Plain moto answers DescribeLaunchTemplates with the tags the template had
+# when it was created: CreateTags and DeleteTags on it are stored but never
+# shown. AWS shows the template's current tags (CreateTags supports launch
+# templates: EC2 API reference, CreateTags).
+def _launch_template_tags(self):
+    return self.get_tags()
+
+
+LaunchTemplate.tags = property(_launch_template_tags, lambda self, value: None)
+
 
 if __name__ == "__main__":
     main(sys.argv[1:])

@@ -21,6 +21,9 @@ import (
 type Rule struct {
 	// Action is the EC2 action it applies to (e.g. "CreateFleet"); empty = any.
 	Action string
+	// HasParam, when set, limits the rule to calls carrying that parameter
+	// (e.g. "InstanceId.1": a DescribeInstances by id, not a search).
+	HasParam string
 	// Nth is the 1-based number of the matching call, counted from when the
 	// rule was added, that it applies to; 0 = every matching call.
 	Nth int
@@ -36,6 +39,12 @@ type Rule struct {
 	Delay time.Duration
 	// Drop closes the connection without any answer.
 	Drop bool
+	// AnswerDelay and DropAnswer pass the call to moto at once, whatever
+	// the caller does meanwhile (EC2 acts on a request it received), then
+	// hold its answer AnswerDelay (or until the caller goes away) or drop
+	// it: a request whose answer never arrives (proxy_answer.go).
+	AnswerDelay time.Duration
+	DropAnswer  bool
 	// PoolErrors, on CreateFleet (type instant), fail the pools they match
 	// as EC2 does: HTTP 200 with an Errors entry per failed pool and the
 	// instance from a pool that did not fail (proxy_fleet.go).
@@ -250,7 +259,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		})
 		return
 	}
-	rule := p.match(call.Action)
+	rule := p.match(call)
 	idx := p.record(call)
 	if rule != nil {
 		p.logf("fault proxy: %s #%d (%s): applying rule %+v", call.Action, idx+1, call.Region, rule)
@@ -285,6 +294,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			p.update(idx, func(c *Call) {
 				c.Status, c.ErrorCode, c.Duration = status, rule.ErrorCode, time.Since(start)
 			})
+			return
+		}
+		if rule.AnswerDelay > 0 || rule.DropAnswer {
+			status, code, dropped := p.serveLateAnswer(w, r, rule)
+			p.update(idx, func(c *Call) { c.Status, c.ErrorCode, c.Dropped, c.Duration = status, code, dropped, time.Since(start) })
+			p.signalMutation()
 			return
 		}
 		if len(rule.PoolErrors) > 0 && call.Action == "CreateFleet" {
@@ -331,14 +346,17 @@ func (p *Proxy) lastMutation() time.Time {
 	return p.lastMut
 }
 
-// match finds the rule applying to this call of action, counting it for every
-// rule whose action matches.
-func (p *Proxy) match(action string) *Rule {
+// match finds the rule applying to this call, counting it for every rule
+// whose action (and HasParam) matches.
+func (p *Proxy) match(c Call) *Rule {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var hit *Rule
 	for _, rs := range p.rules {
-		if rs.Action != "" && rs.Action != action {
+		if rs.Action != "" && rs.Action != c.Action {
+			continue
+		}
+		if _, ok := c.Params[rs.HasParam]; rs.HasParam != "" && !ok {
 			continue
 		}
 		rs.seen++
