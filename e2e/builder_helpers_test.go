@@ -247,12 +247,12 @@ type bgPacker struct {
 	err  error
 }
 
-// startPacker starts `packer build -color=false .` in dir against the test
-// bed. The test's cleanup kills whatever of it is left and, when the test
-// failed, logs its output.
-func startPacker(t *testing.T, tb *testbed.Testbed, dir string) *bgPacker {
+// startPacker starts `packer build -color=false <extra> .` in dir against
+// the test bed. The test's cleanup kills whatever of it is left and, when the
+// test failed, logs its output.
+func startPacker(t *testing.T, tb *testbed.Testbed, dir string, extra ...string) *bgPacker {
 	t.Helper()
-	name, args := withTestbedHosts(tb.Env(), packerBin, []string{"build", "-color=false", "."})
+	name, args := withTestbedHosts(tb.Env(), packerBin, append(append([]string{"build", "-color=false"}, extra...), "."))
 	cmd := exec.Command(name, args...)
 	cmd.Dir = dir
 	cmd.Env = append(baseEnv(), tb.Env()...)
