@@ -43,7 +43,7 @@ type scenario struct {
 	name  string
 	extra string            // source attributes
 	files map[string]string // files beside the template
-	args  []string // extra packer build arguments
+	args  []string          // extra packer build arguments
 	rules []testbed.Rule
 	// during, when set, runs while Packer builds (Packer runs in the
 	// background); it may interrupt Packer, terminate the instance, ...
@@ -449,12 +449,16 @@ func faultMatrix() []scenario {
 			want: failedSayingSo, output: []string{"DescribeInstanceTypeOfferings failed"}, check: noCreates},
 		{name: "DescribeImages refused", rules: []testbed.Rule{failAlways("DescribeImages", "UnauthorizedOperation")},
 			want: failedSayingSo, output: []string{"UnauthorizedOperation"}, check: noCreates},
+		{name: "DescribeAvailabilityZones refused", extra: "  availability_zone = \"us-east-2a\"\n", rules: []testbed.Rule{failAlways("DescribeAvailabilityZones", "UnauthorizedOperation")},
+			want: failedSayingSo, output: []string{"availability_zone: listing the zones of us-east-2 failed", "UnauthorizedOperation"}, check: noCreates},
 		{name: "DescribeVpcs refused", rules: []testbed.Rule{failAlways("DescribeVpcs", "UnauthorizedOperation")},
 			want: failedSayingSo, output: []string{"UnauthorizedOperation"}, check: noCreates},
 		{name: "DescribeSubnets refused", rules: []testbed.Rule{failAlways("DescribeSubnets", "UnauthorizedOperation")},
 			want: failedSayingSo, output: []string{"UnauthorizedOperation"}, check: noCreates},
 		{name: "leftover search refused", rules: []testbed.Rule{failAlways("DescribeLaunchTemplates", "UnauthorizedOperation")},
 			want: succeeded, output: []string{"Warning: could not look for leftovers of earlier builds"}},
+		{name: "leftover group search refused", rules: []testbed.Rule{failAlways("DescribeSecurityGroups", "UnauthorizedOperation")},
+			want: succeeded, output: []string{"Warning: could not look for leftovers of earlier builds", "DescribeSecurityGroups"}},
 		{name: "CreateSecurityGroup refused", rules: []testbed.Rule{failAlways("CreateSecurityGroup", "UnauthorizedOperation")},
 			want: failedSayingSo, output: []string{"creating the temporary security group", "UnauthorizedOperation"}, check: noCreates},
 		{name: "AuthorizeSecurityGroupIngress refused", rules: []testbed.Rule{failAlways("AuthorizeSecurityGroupIngress", "UnauthorizedOperation")},
@@ -468,6 +472,20 @@ func faultMatrix() []scenario {
 			want: succeeded, output: []string{"price unknown"}},
 		{name: "DescribeInstances fails while waiting to run", rules: []testbed.Rule{{Action: "DescribeInstances", HasParam: "InstanceId.1", Nth: 1, ErrorCode: "InternalError", HTTPStatus: 500}, {Action: "DescribeInstances", HasParam: "InstanceId.1", Nth: 2, ErrorCode: "UnauthorizedOperation"}},
 			want: succeeded, check: callCount("DescribeInstances", func(n int) bool { return n >= 3 }, "the waiter to go on after errors")},
+		{name: "DescribeInstances fails while waiting for termination", rules: []testbed.Rule{
+			{Action: "DescribeInstances", HasParam: "InstanceId.1", After: "TerminateInstances", Nth: 1, ErrorCode: "InternalError", HTTPStatus: 500},
+			{Action: "DescribeInstances", HasParam: "InstanceId.1", After: "TerminateInstances", Nth: 2, ErrorCode: "UnauthorizedOperation"},
+		}, want: succeeded, check: func(t *testing.T, tb *testbed.Testbed, _ string) {
+			n := 0
+			for _, c := range pluginCalls(tb, "DescribeInstances") {
+				if c.Injected && c.Params["InstanceId.1"] != "" {
+					n++
+				}
+			}
+			if n < 2 {
+				t.Errorf("%d injected errors in the termination wait, want 2", n)
+			}
+		}},
 		{name: "TerminateInstances fails once", rules: []testbed.Rule{failOnce("TerminateInstances", "InternalError", 500)},
 			want: succeeded, check: term("TerminateInstances")},
 		{name: "DeleteFleets fails once", rules: []testbed.Rule{failOnce("DeleteFleets", "InternalError", 500)},
@@ -567,8 +585,11 @@ func faultMatrix() []scenario {
 
 		// --- Ctrl-C in each phase. ---
 		{name: "SIGINT in preflight", rules: []testbed.Rule{{Action: "DescribeRegions", Delay: 3 * time.Second}},
-			during: func(t *testing.T, tb *testbed.Testbed, p *bgPacker) { waitCall(t, tb, p, "DescribeRegions"); sigint(t, p) },
-			want:   failedSayingSo, check: noCreates},
+			during: func(t *testing.T, tb *testbed.Testbed, p *bgPacker) {
+				waitCall(t, tb, p, "DescribeRegions")
+				sigint(t, p)
+			},
+			want: failedSayingSo, check: noCreates},
 		{name: "SIGINT while CreateFleet is in flight", rules: []testbed.Rule{{Action: "CreateFleet", Nth: 1, AnswerDelay: 20 * time.Second}},
 			during: func(t *testing.T, tb *testbed.Testbed, p *bgPacker) {
 				waitCall(t, tb, p, "CreateFleet")
@@ -579,8 +600,12 @@ func faultMatrix() []scenario {
 			during: func(t *testing.T, tb *testbed.Testbed, p *bgPacker) { waitOutput(t, p, "to run..."); sigint(t, p) },
 			want:   failedSayingSo, output: []string{"Terminating instance"}},
 		{name: "SIGINT while connecting", extra: "  ssh_source_cidrs = [\"203.0.113.0/24\"]\n",
-			during: func(t *testing.T, tb *testbed.Testbed, p *bgPacker) { firstHost(t, tb, p); time.Sleep(2 * time.Second); sigint(t, p) },
-			want:   failedSayingSo, output: []string{"Terminating instance"}},
+			during: func(t *testing.T, tb *testbed.Testbed, p *bgPacker) {
+				firstHost(t, tb, p)
+				time.Sleep(2 * time.Second)
+				sigint(t, p)
+			},
+			want: failedSayingSo, output: []string{"Terminating instance"}},
 		{name: "SIGINT during the build", during: func(t *testing.T, tb *testbed.Testbed, p *bgPacker) { slowBuildHost(t, tb, p); sigint(t, p) },
 			want: failedSayingSo, output: []string{"Terminating instance"}},
 		{name: "SIGINT during the download", during: func(t *testing.T, tb *testbed.Testbed, p *bgPacker) {
@@ -599,7 +624,7 @@ func faultMatrix() []scenario {
 					t.Errorf("SSH had connected before the plugin was killed; the scenario shows nothing")
 				}
 			},
-			want:   failedSayingSo, after: killedBuildLeftovers},
+			want: failedSayingSo, after: killedBuildLeftovers},
 		{name: "plugin killed after SSH connects", during: func(t *testing.T, tb *testbed.Testbed, p *bgPacker) {
 			slowBuildHost(t, tb, p)
 			killPlugin(t, p)
@@ -624,7 +649,7 @@ func faultMatrix() []scenario {
 		// --- -on-error=abort keeps what it made and says how to remove it. ---
 		{name: "on-error=abort keeps and lists", args: []string{"-on-error=abort"}, extra: "  nixos_config = \"${path.root}/configuration.nix\"\n", files: failingConfig,
 			want: failedSayingSo, output: []string{"-on-error=abort: the build left 4 resource(s)", "aws ec2 terminate-instances", "aws ec2 delete-security-group"},
-			after:  removeAsPrinted},
+			after: removeAsPrinted},
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -24,6 +25,9 @@ type Rule struct {
 	// HasParam, when set, limits the rule to calls carrying that parameter
 	// (e.g. "InstanceId.1": a DescribeInstances by id, not a search).
 	HasParam string
+	// After, when set, limits the rule to calls made once a call of that
+	// action was recorded (e.g. the waits after "TerminateInstances").
+	After string
 	// Nth is the 1-based number of the matching call, counted from when the
 	// rule was added, that it applies to; 0 = every matching call.
 	Nth int
@@ -357,6 +361,9 @@ func (p *Proxy) match(c Call) *Rule {
 			continue
 		}
 		if _, ok := c.Params[rs.HasParam]; rs.HasParam != "" && !ok {
+			continue
+		}
+		if rs.After != "" && !slices.ContainsFunc(p.calls, func(r Call) bool { return r.Action == rs.After }) {
 			continue
 		}
 		rs.seen++

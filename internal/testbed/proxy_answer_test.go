@@ -21,8 +21,18 @@ func TestProxyDropAnswerPassesTheCallOn(t *testing.T) {
 	if n := atomic.LoadInt32(hits); n != 1 {
 		t.Errorf("moto saw %d calls, want 1 (EC2 acts on the request)", n)
 	}
-	if c := p.CallsOf("CreateFleet"); len(c) != 1 || !c[0].Dropped || c[0].Status != 200 {
-		t.Errorf("record = %+v", c)
+	// The proxy records the call once the connection is closed, which the
+	// caller may see first.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c := p.CallsOf("CreateFleet")
+		if len(c) == 1 && c[0].Dropped && c[0].Status == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("record = %+v", c)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -64,6 +74,26 @@ func TestProxyRuleHasParam(t *testing.T) {
 		}
 		if status != want {
 			t.Errorf("call %d: status %d, want %d", i+1, status, want)
+		}
+	}
+}
+
+// After limits a rule to the calls made once a call of another action was
+// recorded.
+func TestProxyRuleAfter(t *testing.T) {
+	p, _ := proxyForTest(t)
+	p.AddRule(Rule{Action: "DescribeInstances", After: "CreateFleet", ErrorCode: "InternalError", HTTPStatus: 500})
+	for i, action := range []string{"DescribeInstances", "CreateFleet", "DescribeInstances"} {
+		status, _, err := post(t, p, url.Values{"Action": {action}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := 200
+		if i == 2 {
+			want = 500
+		}
+		if status != want {
+			t.Errorf("call %d (%s): status %d, want %d", i+1, action, status, want)
 		}
 	}
 }
