@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Installs what the test bed needs: Debian packages (sshd, sudo, tools to make SD images, tc,
-# ShellCheck, nix-instantiate for parsing, nftables for security groups) and moto's EC2 server in an ignored Python venv.
-# Idempotent: does nothing that is already done.
+# Installs what the test bed needs: Debian packages (ssh-keygen, tools to make SD images, tc,
+# ShellCheck, nix-instantiate for parsing, nftables for security groups, mmdebstrap), moto's EC2
+# server in an ignored Python venv, and the instances' Debian root with its apt mirror
+# (scripts/debian-root.sh, cached under .cache/debian-trixie). Idempotent: does nothing that is
+# already done.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 moto_version="5.2.5"
 
-pkgs=(openssh-server openssh-client sudo shellcheck dosfstools fdisk e2fsprogs mtools zstd iproute2 nftables nix-bin)
+pkgs=(openssh-server openssh-client sudo shellcheck dosfstools fdisk e2fsprogs mtools zstd iproute2 nftables nix-bin mmdebstrap)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -27,3 +29,5 @@ if ! "$venv/bin/python" -c "import moto, sys; sys.exit(moto.__version__ != '$mot
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check "moto[server]==$moto_version"
 fi
+
+"$root/scripts/debian-root.sh" trixie

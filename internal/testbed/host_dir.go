@@ -4,26 +4,9 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/user"
 	"path/filepath"
-	"strconv"
 	"strings"
 )
-
-type adminIDs struct{ uid, gid int }
-
-func lookupAdmin() (adminIDs, error) {
-	u, err := user.Lookup(hostUser)
-	if err != nil {
-		return adminIDs{}, fmt.Errorf("user %s is missing (NewHostPool creates it): %w", hostUser, err)
-	}
-	uid, err1 := strconv.Atoi(u.Uid)
-	gid, err2 := strconv.Atoi(u.Gid)
-	if err1 != nil || err2 != nil {
-		return adminIDs{}, fmt.Errorf("user %s has a non-numeric uid/gid %s/%s", hostUser, u.Uid, u.Gid)
-	}
-	return adminIDs{uid, gid}, nil
-}
 
 // safeName makes id usable as a folder name.
 func safeName(id string) string {
@@ -48,18 +31,22 @@ func safeName(id string) string {
 
 // populateDir creates the host's folder:
 //
+//	rootfs/ the host's / : the Debian root below an overlay of upper/
+//	upper/  the overlay's writable layer (work/ is its work folder)
 //	home/   -> /home/admin (owned by admin; .ssh/authorized_keys)
-//	bin/    -> /usr/local/bin (nix, nix-build)
+//	bin/    -> /usr/local/lib/nixos-sd-standin (the stand-in nix, the
+//	           after-dpkg hook, the stand-in nixpkgs)
 //	sbin/   -> /usr/local/sbin (shutdown, poweroff, halt, reboot)
 //	state/  -> /var/lib/nixos-sd-standin (standin.conf, logs, store/, sshd/)
 //	tmp/    -> /tmp
 //	sshd.log
-func (p *HostPool) populateDir(ctx context.Context, h *Host, admin adminIDs, keys []string) error {
+func (p *HostPool) populateDir(ctx context.Context, h *Host, root debianRoot, keys []string) error {
 	if _, err := os.Stat(h.Dir); err == nil {
 		return fmt.Errorf("folder %s already exists", h.Dir)
 	}
 	d := func(parts ...string) string { return filepath.Join(append([]string{h.Dir}, parts...)...) }
-	for _, sub := range []string{"", "home", "home/.ssh", "bin", "sbin", "state", "state/store", "state/sshd", "tmp"} {
+	for _, sub := range []string{"", "rootfs", "upper", "upper/etc/ssh/sshd_config.d", "work", "home", "home/.ssh",
+		"bin", "sbin", "state", "state/store", "state/sshd", "tmp"} {
 		if err := os.MkdirAll(d(sub), 0o755); err != nil {
 			return err
 		}
@@ -75,13 +62,13 @@ func (p *HostPool) populateDir(ctx context.Context, h *Host, admin adminIDs, key
 			return err
 		}
 	}
-	if err := copySkel(d("home")); err != nil {
+	if err := copySkel(filepath.Join(root.FS, "etc", "skel"), d("home")); err != nil {
 		return err
 	}
 	if err := os.WriteFile(d("home/.ssh/authorized_keys"), []byte(authorizedKeysFile(keys)), 0o600); err != nil {
 		return err
 	}
-	if err := chownTree(d("home"), admin.uid, admin.gid); err != nil {
+	if err := chownTree(d("home"), root.AdminUID, root.AdminGID); err != nil {
 		return err
 	}
 	if err := installStandIns(d("bin"), d("sbin")); err != nil {
@@ -103,7 +90,25 @@ func (p *HostPool) populateDir(ctx context.Context, h *Host, admin adminIDs, key
 		"-f", d("state/sshd/ssh_host_ed25519_key")); err != nil {
 		return fmt.Errorf("making the host key: %w", err)
 	}
-	return os.WriteFile(d("state/sshd/sshd_config"), []byte(sshdConfig(h)), 0o600)
+	// What cloud-init writes on an EC2 instance's first boot: its host name
+	// (from its private address) in /etc/hostname and /etc/hosts.
+	name := h.hostname()
+	files := map[string]string{
+		"upper/etc/hostname": name + "\n",
+		"upper/etc/hosts":    "127.0.0.1 localhost\n127.0.1.1 " + name + "\n::1 localhost ip6-localhost ip6-loopback\n",
+		"upper/etc/ssh/sshd_config.d/90-nixos-sd-testbed.conf": sshdConfig(h),
+	}
+	for f, content := range files {
+		if err := os.WriteFile(d(f), []byte(content), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// hostname is the host's name as EC2 gives it: ip-A-B-C-D.
+func (h *Host) hostname() string {
+	return "ip-" + strings.ReplaceAll(h.NSAddr, ".", "-")
 }
 
 func authorizedKeysFile(keys []string) string {
@@ -121,9 +126,9 @@ func authorizedKeysFile(keys []string) string {
 	return b.String()
 }
 
-// copySkel copies /etc/skel's files (a login shell's dot files) into home.
-func copySkel(home string) error {
-	entries, err := os.ReadDir("/etc/skel")
+// copySkel copies skel's files (a login shell's dot files) into home.
+func copySkel(skel, home string) error {
+	entries, err := os.ReadDir(skel)
 	if err != nil {
 		return nil // no skeleton: an empty home is fine
 	}
@@ -131,7 +136,7 @@ func copySkel(home string) error {
 		if !e.Type().IsRegular() {
 			continue
 		}
-		data, err := os.ReadFile(filepath.Join("/etc/skel", e.Name()))
+		data, err := os.ReadFile(filepath.Join(skel, e.Name()))
 		if err != nil {
 			return err
 		}
@@ -151,17 +156,19 @@ func chownTree(root string, uid, gid int) error {
 	})
 }
 
-// bindMounts are the host's private folders: source under Dir, mount point.
-// /tmp goes last: Dir itself may be under /tmp.
+// bindMounts are the host's private folders: source under Dir, mount point
+// inside the host's root.
 func (h *Host) bindMounts() [][2]string {
 	m := [][2]string{
 		{filepath.Join(h.Dir, "home"), hostHome},
-		{filepath.Join(h.Dir, "bin"), "/usr/local/bin"},
+		{filepath.Join(h.Dir, "bin"), hostStandInDir},
 		{filepath.Join(h.Dir, "sbin"), "/usr/local/sbin"},
 		{filepath.Join(h.Dir, "state"), standinState},
+		{filepath.Join(h.Dir, "tmp"), "/tmp"},
 	}
 	if h.pool != nil {
+		m = append(m, [2]string{h.pool.root.Mirror, hostMirror})
 		m = append(m, h.pool.extraMounts...)
 	}
-	return append(m, [2]string{filepath.Join(h.Dir, "tmp"), "/tmp"})
+	return m
 }

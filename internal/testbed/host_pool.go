@@ -34,6 +34,7 @@ type HostPoolOptions struct {
 // HostPool starts and stops hosts. Its methods are safe for concurrent use.
 type HostPool struct {
 	opts       HostPoolOptions
+	root       debianRoot
 	logf       func(string, ...any)
 	workDir    string
 	ownWorkDir bool
@@ -75,8 +76,9 @@ const (
 	stopTimeout     = 30 * time.Second
 )
 
-// NewHostPool prepares the machine (user admin, its sudoers rule, mount
-// points; idempotent) and returns a pool with no hosts. It needs root.
+// NewHostPool checks the machine (tools, the built Debian root; routes
+// the hosts' range nowhere else) and returns a pool with no hosts. It needs
+// root.
 func NewHostPool(opts HostPoolOptions) (*HostPool, error) {
 	logf := opts.Logf
 	if logf == nil {
@@ -96,7 +98,12 @@ func NewHostPool(opts HostPoolOptions) (*HostPool, error) {
 	if err := setupMachine(ctx, logf); err != nil {
 		return nil, err
 	}
+	root, err := findDebianRoot()
+	if err != nil {
+		return nil, err
+	}
 	p := &HostPool{
+		root:     root,
 		opts:     opts,
 		logf:     logf,
 		workDir:  opts.WorkDir,
@@ -318,11 +325,7 @@ func (p *HostPool) create(ctx context.Context, id string, slot *hostSlot, keys [
 			err = fmt.Errorf("testbed: starting host %s: %w", id, err)
 		}
 	}()
-	admin, err := lookupAdmin()
-	if err != nil {
-		return nil, err
-	}
-	if err := p.populateDir(ctx, h, admin, keys); err != nil {
+	if err := p.populateDir(ctx, h, p.root, keys); err != nil {
 		return nil, err
 	}
 	if boot != nil {

@@ -14,56 +14,60 @@ import (
 	"time"
 )
 
-// Paths inside the host's mount namespace.
-const (
-	nsSSHDir     = standinState + "/sshd"
-	nsSSHDConfig = nsSSHDir + "/sshd_config"
-)
+// nsSSHDir holds the host's SSH host key, inside the host.
+const nsSSHDir = standinState + "/sshd"
 
+// sshdConfig is the test bed's drop-in for Debian's sshd_config (which
+// includes sshd_config.d/*.conf first, so these values win): the host keys
+// cloud-init's stand-in writes, the pid file where tests read it and verbose
+// logs. Everything else, MaxSessions included, is Debian's default.
 func sshdConfig(h *Host) string {
-	return fmt.Sprintf(`# sshd of nixos-sd test bed host %s (paths are inside its mount namespace)
-ListenAddress %s:22
+	return fmt.Sprintf(`# nixos-sd test bed host %s
 HostKey %s/ssh_host_rsa_key
 HostKey %s/ssh_host_ecdsa_key
 HostKey %s/ssh_host_ed25519_key
 PidFile %s/sshd.pid
-AuthorizedKeysFile %s/.ssh/authorized_keys
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-UsePAM no
-AllowUsers %s
-PermitRootLogin no
-StrictModes no
-UseDNS no
-PrintMotd no
-AcceptEnv LANG LC_*
-Subsystem sftp /usr/lib/openssh/sftp-server
-MaxStartups 64:30:128
-MaxSessions 64
 LogLevel VERBOSE
-`, h.ID, h.NSAddr, nsSSHDir, nsSSHDir, nsSSHDir, nsSSHDir, hostHome, hostUser)
+`, h.ID, nsSSHDir, nsSSHDir, nsSSHDir, nsSSHDir)
 }
 
 func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
-// sshdScript runs inside the host's namespaces: it bind-mounts the host's
-// folders and checks them (a stand-in shutdown that is not in place could
-// shut the real machine down) before it becomes sshd.
+// sshdScript runs inside the host's network, mount and UTS namespaces: it
+// mounts the Debian root below the host's overlay, the host's folders and the
+// kernel file systems into it, checks the mounts (a stand-in shutdown that is
+// not in place could shut the real machine down), names the host and becomes
+// Debian's sshd, chrooted into the root.
 func (h *Host) sshdScript() string {
 	var b strings.Builder
 	b.WriteString("set -eu\n")
-	for _, m := range h.bindMounts() {
-		fmt.Fprintf(&b, "mount --bind %s %s\n", shellQuote(m[0]), m[1])
+	fmt.Fprintf(&b, "r=%s\n", shellQuote(filepath.Join(h.Dir, "rootfs")))
+	lower, upper, work := "", filepath.Join(h.Dir, "upper"), filepath.Join(h.Dir, "work")
+	if h.pool != nil {
+		lower = h.pool.root.FS
 	}
+	fmt.Fprintf(&b, "mount -t overlay overlay -o %s \"$r\"\n", shellQuote("lowerdir="+lower+",upperdir="+upper+",workdir="+work))
 	for _, m := range h.bindMounts() {
-		fmt.Fprintf(&b, "mountpoint -q %s || { echo 'testbed: %s is not mounted; not starting sshd' >&2; exit 97; }\n", m[1], m[1])
+		fmt.Fprintf(&b, "mkdir -p \"$r\"%s\nmount --bind %s \"$r\"%s\n", m[1], shellQuote(m[0]), m[1])
+	}
+	if h.pool != nil {
+		fmt.Fprintf(&b, "mount -o remount,bind,ro \"$r\"%s\n", hostMirror)
+	}
+	b.WriteString("mount -t proc proc \"$r/proc\"\n" +
+		"mount -t sysfs sysfs \"$r/sys\"\n" +
+		"mount --rbind /dev \"$r/dev\"\n" +
+		"mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs \"$r/run\"\n" +
+		"mkdir -p \"$r/run/sshd\"\n")
+	for _, m := range h.bindMounts() {
+		fmt.Fprintf(&b, "mountpoint -q \"$r\"%s || { echo 'testbed: %s is not mounted; not starting sshd' >&2; exit 97; }\n", m[1], m[1])
 	}
 	b.WriteString("for f in shutdown poweroff halt reboot; do\n" +
-		"  grep -q 'Stand-in for shutdown' \"/usr/local/sbin/$f\" || { echo \"testbed: /usr/local/sbin/$f is not the stand-in; not starting sshd\" >&2; exit 97; }\n" +
+		"  grep -q 'Stand-in for shutdown' \"$r/usr/local/sbin/$f\" || { echo \"testbed: /usr/local/sbin/$f is not the stand-in; not starting sshd\" >&2; exit 97; }\n" +
 		"done\n")
-	fmt.Fprintf(&b, "exec %s -D -e -f %s\n", sshdPath, nsSSHDConfig)
+	fmt.Fprintf(&b, "echo %s >/proc/sys/kernel/hostname\n", h.hostname())
+	fmt.Fprintf(&b, "exec chroot \"$r\" %s -D -e\n", sshdPath)
 	return b.String()
 }
 
@@ -74,7 +78,7 @@ func (h *Host) startSSHD() error {
 	}
 	h.logFile = logFile
 	cmd := exec.Command("ip", "netns", "exec", h.net.name,
-		"unshare", "--mount", "--propagation", "private",
+		"unshare", "--mount", "--uts", "--propagation", "private",
 		"sh", "-c", h.sshdScript())
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile

@@ -1,19 +1,25 @@
 package testbed
 
 import (
-	_ "embed"
+	"embed"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 )
 
-// The stand-in programs installed into every host: nix (and nix-build) in
-// /usr/local/bin, shutdown/poweroff/halt/reboot in /usr/local/sbin.
+// The stand-ins installed into every host: in /usr/local/lib/nixos-sd-standin
+// the stand-in nix, the after-dpkg hook and the stand-in nixpkgs; in
+// /usr/local/sbin shutdown, poweroff, halt and reboot.
 var (
 	//go:embed standin/nix.sh
 	standinNix []byte
+	//go:embed standin/after-dpkg.sh
+	standinAfterDpkg []byte
 	//go:embed standin/shutdown.sh
 	standinShutdown []byte
+	//go:embed standin/nixpkgs
+	standinNixpkgs embed.FS
 )
 
 // StandInOptions configure the image the stand-in nix makes.
@@ -51,7 +57,7 @@ func (o StandInOptions) conf() string {
 	return fmt.Sprintf("IMAGE_MIB=%d\nCOMPRESS=%d\n", o.imageMiB(), compress)
 }
 
-// installStandIns writes the stand-in programs into a host's bin and sbin.
+// installStandIns writes the stand-ins into a host's bin and sbin.
 func installStandIns(binDir, sbinDir string) error {
 	write := func(path string, data []byte) error {
 		if err := os.WriteFile(path, data, 0o755); err != nil {
@@ -64,6 +70,16 @@ func installStandIns(binDir, sbinDir string) error {
 	}
 	if err := os.Symlink("nix", filepath.Join(binDir, "nix-build")); err != nil {
 		return fmt.Errorf("testbed: installing the stand-in nix-build: %w", err)
+	}
+	if err := write(filepath.Join(binDir, "after-dpkg"), standinAfterDpkg); err != nil {
+		return fmt.Errorf("testbed: installing the after-dpkg hook: %w", err)
+	}
+	sub, err := fs.Sub(standinNixpkgs, "standin")
+	if err == nil {
+		err = os.CopyFS(binDir, sub)
+	}
+	if err != nil {
+		return fmt.Errorf("testbed: installing the stand-in nixpkgs: %w", err)
 	}
 	for _, name := range []string{"shutdown", "poweroff", "halt", "reboot"} {
 		if err := write(filepath.Join(sbinDir, name), standinShutdown); err != nil {

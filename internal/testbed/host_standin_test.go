@@ -40,7 +40,18 @@ func TestStandInScriptsPassShellcheck(t *testing.T) {
 
 type standinEnv struct {
 	state, bin, sbin, work string
+	// realNix stands for the real Nix the stand-in runs first: these unit
+	// tests check the realisation and what is handed to the real Nix; the
+	// host tests (host_test.go) run the real one.
+	realNix string
 }
+
+// fakeRealNix records its arguments and succeeds.
+const fakeRealNix = `#!/bin/sh
+printf '%s\n' "$*" >>"$(dirname "$0")/real-nix-calls.log"
+case " $* " in *" --version "*) echo "nix (Nix) 2.26.3" ;; esac
+exit 0
+`
 
 func newStandinEnv(t *testing.T, opts StandInOptions) *standinEnv {
 	t.Helper()
@@ -54,6 +65,13 @@ func newStandinEnv(t *testing.T, opts StandInOptions) *standinEnv {
 		}
 	}
 	if err := installStandIns(e.bin, e.sbin); err != nil {
+		t.Fatal(err)
+	}
+	e.realNix = filepath.Join(root, "real", "nix.real")
+	if err := os.MkdirAll(filepath.Dir(e.realNix), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(e.realNix, []byte(fakeRealNix), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(e.state, "standin.conf"), []byte(opts.conf()), 0o644); err != nil {
@@ -70,7 +88,7 @@ func (e *standinEnv) run(prog string, args ...string) (stdout, stderr string, co
 	}
 	cmd := exec.Command(filepath.Join(dir, prog), args...)
 	cmd.Dir = e.work
-	cmd.Env = append(os.Environ(), "NIXOS_SD_STANDIN_STATE="+e.state)
+	cmd.Env = append(os.Environ(), "NIXOS_SD_STANDIN_STATE="+e.state, "NIXOS_SD_STANDIN_REAL_NIX="+e.realNix)
 	var o, eb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &eb
 	err := cmd.Run()
@@ -162,7 +180,7 @@ func checkImage(t *testing.T, img string) {
 func TestStandInNixBuildsAnSDImage(t *testing.T) {
 	e := newStandinEnv(t, StandInOptions{ImageMiB: 56})
 
-	if out, _, code := e.run("nix", "--version"); code != 0 || out != "nix (Nix) 2.28.3\n" {
+	if out, _, code := e.run("nix", "--version"); code != 0 || out != "nix (Nix) 2.26.3\n" {
 		t.Errorf("nix --version: %d %q", code, out)
 	}
 
@@ -175,7 +193,7 @@ func TestStandInNixBuildsAnSDImage(t *testing.T) {
 	}
 	args := []string{"--extra-experimental-features", "nix-command flakes", "--option", "sandbox", "false",
 		"build", "-L", "--print-build-logs", "-I", "nixos-config=" + cfg + "/configuration.nix",
-		"--file", "<nixpkgs/nixos>", "config.system.build.sdImage", "--out-link", "out/result"}
+		"-I", "nixpkgs=channel:nixos-26.05", "--file", "<nixpkgs/nixos>", "config.system.build.sdImage", "--out-link", "out/result"}
 	if err := os.MkdirAll(filepath.Join(e.work, "out"), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -227,7 +245,7 @@ func TestStandInNixBuildsAnSDImage(t *testing.T) {
 	}
 
 	// The same inputs give the same store path, without a rebuild.
-	stdout, stderr, code = e.run("nix", "build", "--no-link", "--print-out-paths", "-I", "nixos-config="+cfg+"/configuration.nix",
+	stdout, stderr, code = e.run("nix", "build", "--no-link", "--print-out-paths", "-I", "nixos-config="+cfg+"/configuration.nix", "-I", "nixpkgs=channel:nixos-26.05",
 		"--file", "<nixpkgs/nixos>", "config.system.build.sdImage", "--extra-experimental-features", "nix-command flakes",
 		"--option", "sandbox", "false", "-L", "--print-build-logs")
 	if code != 0 || strings.TrimSpace(stdout) != target || strings.Contains(stderr, "will be built") {
@@ -242,16 +260,27 @@ func TestStandInNixBuildsAnSDImage(t *testing.T) {
 	if got, err := os.Readlink(filepath.Join(e.work, "nb")); err != nil || got != strings.TrimSpace(stdout) {
 		t.Errorf("nix-build's out link: %q %v", got, err)
 	}
-	if out, _, code := e.run("nix-build", "--version"); code != 0 || out != "nix-build (Nix) 2.28.3\n" {
+	if out, _, code := e.run("nix-build", "--version"); code != 0 || out != "nix (Nix) 2.26.3\n" {
 		t.Errorf("nix-build --version: %d %q", code, out)
 	}
 
-	// Other evaluations and nix commands are not stand-ins.
+	// Evaluations other than nixpkgs' version are refused; other commands
+	// are the real Nix's.
 	if _, stderr, code := e.run("nix", "eval", "--raw", "x"); code != 1 || !strings.Contains(stderr, "evaluates only nixpkgs' lib.version") {
 		t.Errorf("nix eval: exit %d, %q", code, stderr)
 	}
-	if _, stderr, code := e.run("nix", "store", "ls"); code != 1 || !strings.Contains(stderr, "only 'nix build'") {
+	if _, stderr, code := e.run("nix", "store", "ls"); code != 0 {
 		t.Errorf("nix store: exit %d, %q", code, stderr)
+	}
+	// Builds are first evaluated by the real Nix, against the stand-in
+	// nixpkgs.
+	real, err := readLines(filepath.Join(filepath.Dir(e.realNix), "real-nix-calls.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(real) != 6 || real[0] != "--version" || !strings.HasSuffix(real[1], " --dry-run") ||
+		!strings.Contains(real[1], "nixpkgs="+e.bin+"/nixpkgs ") || real[5] != "store ls" {
+		t.Errorf("the real nix's calls: %q", real)
 	}
 
 	calls := e.calls(t, "standin-calls.log")

@@ -147,14 +147,35 @@ func TestHostSSHSudoAndStandIns(t *testing.T) {
 	if got := strings.TrimSpace(mustRun(t, c, "sudo -n id -u")); got != "0" {
 		t.Errorf("sudo -n id -u = %q", got)
 	}
-	if got := strings.TrimSpace(mustRun(t, c, "command -v nix")); got != "/usr/local/bin/nix" {
-		t.Errorf("command -v nix = %q", got)
+	// A Debian 13 cloud instance: admin as cloud-init makes it, no Nix yet.
+	if got := strings.TrimSpace(mustRun(t, c, "cat /etc/debian_version; hostname; id -Gn")); !strings.HasPrefix(got, "13.") ||
+		!strings.Contains(got, "\n"+"ip-"+strings.ReplaceAll(h.NSAddr, ".", "-")+"\n") || !strings.Contains(got, " sudo ") {
+		t.Errorf("release, host name and admin's groups: %q", got)
 	}
-	if got := strings.TrimSpace(mustRun(t, c, "command -v nix-build")); got != "/usr/local/bin/nix-build" {
-		t.Errorf("command -v nix-build = %q", got)
+	if got := mustRun(t, c, "sudo -n cat /etc/sudoers.d/90-cloud-init-users"); !strings.Contains(got, "\nadmin ALL=(ALL) NOPASSWD:ALL\n") {
+		t.Errorf("sudoers rule: %q", got)
 	}
-	if got := strings.TrimSpace(mustRun(t, c, "nix --version")); got != "nix (Nix) 2.28.3" {
-		t.Errorf("nix --version = %q", got)
+	if got := strings.TrimSpace(mustRun(t, c, "sudo -n grep '^admin:' /etc/shadow | cut -d: -f2")); !strings.HasPrefix(got, "!") {
+		t.Errorf("admin's password is not locked as cloud-init locks it: %q", got)
+	}
+	if out, _, err := sshRun(c, "command -v nix"); err == nil {
+		t.Fatalf("nix is installed before apt-get installs it: %s", out)
+	}
+	// apt-get installs the real nix-bin from the local mirror, under
+	// Debian's signed index; the stand-in nix then fronts it.
+	mustRun(t, c, "sudo -n apt-get update -q && sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y -q nix-bin")
+	if got := strings.TrimSpace(mustRun(t, c, "command -v nix; readlink /usr/bin/nix; nix --version; nix-build --version")); got !=
+		"/usr/bin/nix\n"+hostStandInDir+"/nix\nnix (Nix) 2.26.3\nnix-build (Nix) 2.26.3" {
+		t.Errorf("nix after apt-get install nix-bin: %q", got)
+	}
+	// nix-setup-systemd's daemon listens, in a folder only root and
+	// nix-users may enter.
+	if got := strings.TrimSpace(mustRun(t, c, "sudo -n stat -c '%U:%G %a' /nix/var/nix/daemon-socket; sudo -n test -S /nix/var/nix/daemon-socket/socket && echo listening")); got !=
+		"root:nix-users 770\nlistening" {
+		t.Errorf("nix-daemon socket: %q", got)
+	}
+	if out, _, err := sshRun(c, "test -S /nix/var/nix/daemon-socket/socket"); err == nil {
+		t.Errorf("admin sees the daemon's socket without being in nix-users: %s", out)
 	}
 	if got := strings.TrimSpace(mustRun(t, c, "sudo -n sh -c 'command -v shutdown'")); got != "/usr/local/sbin/shutdown" {
 		t.Errorf("shutdown under sudo is %q", got)
@@ -201,7 +222,7 @@ func TestHostSSHSudoAndStandIns(t *testing.T) {
 	// The stand-in nix, as root through sudo (as the payload runs it) ...
 	mustRun(t, c, "mkdir -p /tmp/build/cfg && echo '{ }' > /tmp/build/cfg/configuration.nix")
 	out := mustRun(t, c, "cd /tmp/build && sudo -n -H nix --extra-experimental-features 'nix-command flakes' build -L "+
-		"-I nixos-config=/tmp/build/cfg/configuration.nix --file '<nixpkgs/nixos>' config.system.build.sdImage --out-link /tmp/build/result && "+
+		"-I nixos-config=/tmp/build/cfg/configuration.nix -I nixpkgs=channel:nixos-26.05 --file '<nixpkgs/nixos>' config.system.build.sdImage --out-link /tmp/build/result && "+
 		"readlink /tmp/build/result && ls /tmp/build/result/sd-image/")
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	if len(lines) != 2 || !strings.HasPrefix(lines[0], "/var/lib/nixos-sd-standin/store/") || !strings.HasSuffix(lines[0], "-nixos-sd-image") ||
@@ -233,9 +254,15 @@ func TestHostSSHSudoAndStandIns(t *testing.T) {
 		}
 	}
 
-	// ... and as admin, failing on STANDIN_FAIL.
+	// As admin, Debian's Nix cannot reach its daemon: admin is not in
+	// nix-users.
+	nb := "cd /tmp/build && nix-build '<nixpkgs/nixos>' -A config.system.build.sdImage -I nixos-config=/tmp/build/cfg/configuration.nix -I nixpkgs=channel:nixos-26.05 -o /tmp/build/fail"
+	if _, stderr, err := sshRun(c, nb); err == nil || !strings.Contains(stderr, "/nix/var/nix/daemon-socket/socket': Permission denied") {
+		t.Errorf("nix-build as admin: %v, %q; want the real Nix's permission error", err, stderr)
+	}
+	// As root, failing on STANDIN_FAIL.
 	mustRun(t, c, "echo '# STANDIN_FAIL' >> /tmp/build/cfg/configuration.nix")
-	stdout, stderr, err := sshRun(c, "cd /tmp/build && nix-build '<nixpkgs/nixos>' -A config.system.build.sdImage -I nixos-config=/tmp/build/cfg/configuration.nix -o /tmp/build/fail")
+	stdout, stderr, err := sshRun(c, "sudo -n -H sh -c "+shellQuote(nb))
 	var exitErr *ssh.ExitError
 	if !errors.As(err, &exitErr) || exitErr.ExitStatus() != 1 {
 		t.Fatalf("nix-build with STANDIN_FAIL: %v (want exit status 1)\nstdout: %s\nstderr: %s", err, stdout, stderr)
@@ -247,9 +274,9 @@ func TestHostSSHSudoAndStandIns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(standin) != 3 || !strings.HasPrefix(standin[0], "nix --version") ||
-		!strings.HasPrefix(standin[1], "nix --extra-experimental-features nix-command\\ flakes build -L") ||
-		!strings.HasPrefix(standin[2], "nix-build ") {
+	if len(standin) != 5 || !strings.HasPrefix(standin[0], "nix --version") || !strings.HasPrefix(standin[1], "nix-build --version") ||
+		!strings.HasPrefix(standin[2], "nix --extra-experimental-features nix-command\\ flakes build -L") ||
+		!strings.HasPrefix(standin[3], "nix-build ") || !strings.HasPrefix(standin[4], "nix-build ") {
 		t.Errorf("StandInCalls() = %q", standin)
 	}
 
@@ -309,7 +336,7 @@ func TestHostStopRemovesNamespaceAndVeth(t *testing.T) {
 	if out, err := exec.Command("ip", "route", "get", h.NSAddr).CombinedOutput(); err == nil {
 		t.Errorf("%s is still routed after Stop: %s", h.NSAddr, out)
 	}
-	if out, err := exec.Command("pgrep", "-f", "sshd -D -e -f "+nsSSHDConfig).Output(); err == nil {
+	if out, err := exec.Command("pgrep", "-f", "sshd -D -e").Output(); err == nil {
 		// Other pools may run; make sure none is this host's.
 		for _, pid := range strings.Fields(string(out)) {
 			if link, _ := os.Readlink("/proc/" + pid + "/ns/net"); link != "" {

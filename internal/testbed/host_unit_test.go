@@ -70,18 +70,27 @@ func TestSSHDScriptMountsBeforeSSHD(t *testing.T) {
 	if !strings.HasPrefix(s, "set -eu\n") {
 		t.Errorf("script does not stop at the first failure:\n%s", s)
 	}
-	exec := strings.Index(s, "exec /usr/sbin/sshd -D -e -f "+nsSSHDConfig)
+	exec := strings.Index(s, "exec chroot \"$r\" /usr/sbin/sshd -D -e\n")
 	if exec < 0 || strings.Count(s, "exec ") != 1 {
-		t.Fatalf("no single exec of sshd:\n%s", s)
+		t.Fatalf("no single exec of sshd in the root:\n%s", s)
+	}
+	overlay := strings.Index(s, "mount -t overlay overlay -o ")
+	if overlay < 0 || overlay > exec {
+		t.Errorf("the root's overlay is not mounted before sshd:\n%s", s)
 	}
 	var last int
-	for _, target := range []string{hostHome, "/usr/local/bin", "/usr/local/sbin", standinState, "/tmp"} {
-		i := strings.Index(s, " "+target+"\n")
-		if i < 0 || i > exec || i < last {
+	for _, target := range []string{hostHome, hostStandInDir, "/usr/local/sbin", standinState, "/tmp", "/proc", "/dev", "/run"} {
+		i := strings.Index(s, "\"$r\""+target+"\n")
+		if i < 0 {
+			i = strings.Index(s, "\"$r"+target+"\"\n")
+		}
+		if i < 0 || i > exec || i < last || i < overlay {
 			t.Errorf("mount of %s missing, out of order or after sshd:\n%s", target, s)
 		}
 		last = i
-		if !strings.Contains(s, "mountpoint -q "+target+" ||") {
+	}
+	for _, target := range []string{hostHome, hostStandInDir, "/usr/local/sbin", standinState, "/tmp"} {
+		if !strings.Contains(s, "mountpoint -q \"$r\""+target+" ||") {
 			t.Errorf("no check that %s is mounted", target)
 		}
 	}
@@ -91,14 +100,19 @@ func TestSSHDScriptMountsBeforeSSHD(t *testing.T) {
 	if strings.Index(s, "Stand-in for shutdown") > exec {
 		t.Errorf("the stand-in shutdown is checked after sshd starts")
 	}
+	if !strings.Contains(s, "echo ip-10-213-0-6 >/proc/sys/kernel/hostname\n") {
+		t.Errorf("the host is not named as EC2 names it:\n%s", s)
+	}
 	cfg := sshdConfig(h)
-	for _, want := range []string{
-		"ListenAddress 10.213.0.6:22\n", "PasswordAuthentication no\n", "KbdInteractiveAuthentication no\n",
-		"UsePAM no\n", "AllowUsers admin\n", "StrictModes no\n", "AuthorizedKeysFile /home/admin/.ssh/authorized_keys\n",
-		"HostKey " + nsSSHDir + "/ssh_host_ed25519_key\n", "PidFile " + nsSSHDir + "/sshd.pid\n",
-	} {
+	for _, want := range []string{"HostKey " + nsSSHDir + "/ssh_host_ed25519_key\n", "MaxSessions 64\n"} {
 		if !strings.Contains(cfg, want) {
-			t.Errorf("sshd_config lacks %q", want)
+			t.Errorf("the sshd_config drop-in lacks %q", want)
+		}
+	}
+	// Debian's own sshd_config decides the rest: PAM, passwords, root login.
+	for _, lenient := range []string{"UsePAM", "StrictModes", "AllowUsers", "PasswordAuthentication"} {
+		if strings.Contains(cfg, lenient) {
+			t.Errorf("the drop-in overrides Debian's %s", lenient)
 		}
 	}
 }

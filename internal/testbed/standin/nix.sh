@@ -1,8 +1,24 @@
 #!/usr/bin/env bash
-# Stand-in for `nix` and `nix-build` on the test bed's instance hosts (installed
-# as /usr/local/bin/nix, with nix-build next to it). It does not evaluate
-# anything: it makes a small but valid NixOS-like SD card image, the way
-# nixpkgs' sd-image.nix lays one out:
+# Stand-in for `nix` on the test bed's instance hosts. The host's Debian root
+# diverts nix-bin's /usr/bin/nix to /usr/bin/nix.real; once nix-bin is
+# installed, /usr/bin/nix (and so nix-build, nix-daemon, ... which link to it)
+# is this script. Only the realisation of a build is fake:
+#
+# - Every command but `nix build`, `nix-build`, `nix eval` of nixpkgs' version
+#   and `nix flake metadata` (see the contract below) runs the
+#   real Nix.
+# - A build first runs the real Nix on the same command line with --dry-run,
+#   so the real Nix parses the flags, options and installables and evaluates
+#   them: a bad flag, -I entry, --file, attribute path or flake output fails
+#   as it would. The evaluation runs against the stand-in nixpkgs next to
+#   this script (nixpkgs' real lib/minver.nix and version check; a NixOS
+#   whose sdImage is a plain derivation): `-I nixpkgs=channel:...` and
+#   nixpkgs tarball URLs name it, a flake's `nixpkgs` input is overridden
+#   with it, and a flake that is not a local path is replaced by a local one
+#   with the same nixosConfigurations attribute, since the host has no
+#   network.
+# - Then, instead of building, it makes a small but valid NixOS-like SD card
+#   image, the way nixpkgs' sd-image.nix lays one out:
 #
 #   MBR; partition 1 at 8 MiB: 34 MiB FAT32 (type b; nixpkgs uses 30 MiB, but
 #   FAT32 needs 65525 clusters) labelled FIRMWARE, with Raspberry Pi
@@ -14,22 +30,25 @@
 # ./result) becomes a symlink to $STATE/store/<hash>-nixos-sd-image.
 #
 # Contract (see internal/testbed): every invocation's argv is appended to
-# $STATE/standin-calls.log. `--version` prints "nix (Nix) 2.28.3". `nix eval`
-# and `nix flake metadata` answer what a build used (see below). Options are
-# accepted and ignored. The build fails like nix does (exit 1, "error: builder
-# for '/nix/store/...-nixos-sd-image.drv' failed with exit code 1") when an
+# $STATE/standin-calls.log. `nix eval` of nixpkgs' lib.version and
+# revision, and `nix flake metadata`, are answered by the stand-in too (see
+# below; the host has no network to fetch what they ask about). The build
+# fails like nix does (exit 1, "error: builder for
+# '/nix/store/...-nixos-sd-image.drv' failed with exit code 1") when an
 # argument names an existing file or directory (also in the forms name=path
 # and path#attr) whose path or contents contain the text STANDIN_FAIL.
 #
 # Settings come from $STATE/standin.conf (IMAGE_MIB=64, COMPRESS=1). STATE is
-# /var/lib/nixos-sd-standin unless NIXOS_SD_STANDIN_STATE says otherwise (the
-# unit tests use that; on a host sudo resets the environment anyway).
+# /var/lib/nixos-sd-standin unless NIXOS_SD_STANDIN_STATE says otherwise; the
+# real Nix is NIXOS_SD_STANDIN_REAL_NIX, else /usr/bin/nix.real (the unit
+# tests of the realisation set both; on a host sudo resets the environment).
 set -euo pipefail
 umask 022
 
 prog=$(basename "$0")
 state=${NIXOS_SD_STANDIN_STATE:-/var/lib/nixos-sd-standin}
-version="2.28.3"
+real_nix=${NIXOS_SD_STANDIN_REAL_NIX:-/usr/bin/nix.real}
+standin_dir=$(dirname "$(readlink -f "$0")")
 release="26.05.20260601.0000000"
 image_name="nixos-image-sd-card-${release}-aarch64-linux.img"
 
@@ -44,6 +63,15 @@ die() {
 	printf 'error: %s\n' "$*" >&2
 	exit 1
 }
+
+# Everything but a build is the real Nix's.
+case "$prog" in
+nix | nix-build) ;;
+*) exec -a "$prog" "$real_nix" "$@" ;;
+esac
+for a in "$@"; do
+	[ "$a" != --version ] || exec -a "$prog" "$real_nix" "$@"
+done
 
 # ---- settings -------------------------------------------------------------
 
@@ -85,10 +113,6 @@ i=1
 while [ "$i" -le "$#" ]; do
 	a=${!i}
 	case "$a" in
-	--version)
-		printf '%s (Nix) %s\n' "$prog" "$version"
-		exit 0
-		;;
 	--out-link | -o)
 		i=$((i + 1))
 		[ "$i" -le "$#" ] || die "flag '$a' requires 1 argument"
@@ -220,9 +244,8 @@ if [ "$prog" = "nix-build" ]; then
 	print_out_paths=1
 	log_prefix=""
 else
-	[ "${#positional[@]}" -gt 0 ] || die "no subcommand specified (the stand-in nix implements 'nix build' and 'nix --version')"
-	if [ "${positional[0]}" != "build" ]; then
-		die "the stand-in nix implements only 'nix build', 'nix eval', 'nix flake metadata' and 'nix --version', not 'nix ${positional[0]}'"
+	if [ "${#positional[@]}" -eq 0 ] || [ "${positional[0]}" != "build" ]; then
+		exec -a "$prog" "$real_nix" "$@"
 	fi
 	if [ "$print_logs" -eq 1 ]; then
 		log_prefix="nixos-sd-image> "
@@ -230,6 +253,89 @@ else
 		log_prefix=""
 	fi
 fi
+
+# ---- the real Nix's verdict -----------------------------------------------
+
+nixpkgs_standin="$standin_dir/nixpkgs"
+validate=()
+uses_file=0
+for a in "$@"; do
+	case "$a" in
+	-f | --file | --expr | -E) uses_file=1 ;;
+	nixpkgs=channel:* | nixpkgs=https://nixos.org/channels/* | nixpkgs=https://github.com/NixOS/nixpkgs/archive/*.tar.gz)
+		a="nixpkgs=$nixpkgs_standin"
+		;;
+	esac
+	validate+=("$a")
+done
+[ "$prog" = nix-build ] && uses_file=1
+tmp_flakes=()
+cleanup_validation() {
+	if [ "${#tmp_flakes[@]}" -gt 0 ]; then rm -rf "${tmp_flakes[@]}"; fi
+}
+trap cleanup_validation EXIT
+if [ "$uses_file" -eq 0 ]; then
+	for ((k = 0; k < ${#validate[@]}; k++)); do
+		inst=${validate[k]}
+		# Only the positional installables (after the subcommand).
+		found=0
+		for ((j = 1; j < ${#positional[@]}; j++)); do
+			[ "${positional[j]}" != "$inst" ] || found=1
+		done
+		[ "$found" -eq 1 ] || continue
+		ref=${inst%%#*}
+		frag=""
+		[[ $inst != *'#'* ]] || frag=${inst#*#}
+		case "$ref" in
+		path:* | /* | ./* | ../* | . | git+file:*)
+			validate+=(--override-input nixpkgs "path:$nixpkgs_standin")
+			;;
+		*)
+			# A flake the host cannot fetch: a local one with the same
+			# nixosConfigurations entry, on the stand-in nixpkgs.
+			"$real_nix" --extra-experimental-features 'nix-command flakes' eval --raw \
+				--expr "builtins.flakeRefToString (builtins.parseFlakeRef \"$ref\")" >/dev/null || exit 1
+			tmp=$(mktemp -d /tmp/nixos-sd-standin-flake.XXXXXX)
+			tmp_flakes+=("$tmp")
+			name=""
+			if [[ $frag == nixosConfigurations.* ]]; then
+				name=${frag#nixosConfigurations.}
+				name=${name%%.*}
+			fi
+			{
+				printf '{\n  inputs.nixpkgs.url = "path:%s";\n  outputs = { nixpkgs, ... }: {\n' "$nixpkgs_standin"
+				if [ -n "$name" ]; then
+					printf '    nixosConfigurations."%s" = nixpkgs.lib.nixosSystem { modules = [ ]; };\n' "$name"
+				fi
+				printf '  };\n}\n'
+			} >"$tmp/flake.nix"
+			validate[k]="path:$tmp${frag:+#$frag}"
+			;;
+		esac
+	done
+fi
+# --dry-run evaluates and instantiates, and builds nothing.
+dd=-1
+for ((k = 0; k < ${#validate[@]}; k++)); do
+	if [ "${validate[k]}" = -- ]; then
+		dd=$k
+		break
+	fi
+done
+if [ "$dd" -ge 0 ]; then
+	validate=("${validate[@]:0:dd}" --dry-run "${validate[@]:dd}")
+else
+	validate+=(--dry-run)
+fi
+vlog=$(mktemp /tmp/nixos-sd-standin-eval.XXXXXX)
+tmp_flakes+=("$vlog")
+vstatus=0
+(exec -a "$prog" "$real_nix" "${validate[@]}") >/dev/null 2>"$vlog" </dev/null || vstatus=$?
+if [ "$vstatus" -ne 0 ]; then
+	cat "$vlog" >&2
+	exit "$vstatus"
+fi
+grep -E '^warning:' "$vlog" >&2 || true
 
 # ---- STANDIN_FAIL ---------------------------------------------------------
 
@@ -348,7 +454,7 @@ if [ ! -d "$out" ]; then
 	mkdir -p "$store"
 	chmod 1777 "$store" 2>/dev/null || true
 	work=$(mktemp -d "$store/.build-${hash}.XXXXXX")
-	trap 'rm -rf "$work"' EXIT
+	trap 'rm -rf "$work"; cleanup_validation' EXIT
 	# Stopped (e.g. by timeout or the plugin's cancellation): clean up too.
 	trap 'exit 143' TERM INT HUP
 
@@ -491,7 +597,7 @@ if [ ! -d "$out" ]; then
 	# Publish atomically; a concurrent identical build may have won the race.
 	mv -T "$result" "$out" 2>/dev/null || true
 	rm -rf "$work"
-	trap - EXIT
+	trap cleanup_validation EXIT
 	[ -d "$out" ] || die "stand-in nix: could not create $out"
 fi
 

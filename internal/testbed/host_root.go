@@ -1,0 +1,78 @@
+package testbed
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// debianSuite is the Debian release the hosts run: the one Debian's current
+// AMIs carry.
+const debianSuite = "trixie"
+
+// debianRoot is the Debian root file system scripts/debian-root.sh builds and
+// the local apt mirror next to it.
+type debianRoot struct {
+	// FS is the root file system; every host mounts it read-only below a
+	// private overlay.
+	FS string
+	// Mirror is the apt mirror (dists/, pool/), seen in the host as
+	// file:/srv/debian-mirror.
+	Mirror string
+	// AdminUID and AdminGID are user admin's ids in FS's /etc/passwd.
+	AdminUID, AdminGID int
+}
+
+// Paths inside a host.
+const (
+	hostMirror     = "/srv/debian-mirror"
+	hostStandInDir = "/usr/local/lib/nixos-sd-standin"
+)
+
+// findDebianRoot locates the cached root: $NIXOS_SD_DEBIAN_ROOT, else
+// .cache/debian-trixie in the repository.
+func findDebianRoot() (debianRoot, error) {
+	dir := os.Getenv("NIXOS_SD_DEBIAN_ROOT")
+	if dir == "" {
+		repo, err := RepoRoot()
+		if err != nil {
+			return debianRoot{}, err
+		}
+		dir = filepath.Join(repo, ".cache", "debian-"+debianSuite)
+	}
+	r := debianRoot{FS: filepath.Join(dir, "root"), Mirror: filepath.Join(dir, "mirror")}
+	for _, p := range []string{filepath.Join(r.FS, "etc", "debian_version"), filepath.Join(r.Mirror, "dists", debianSuite, "InRelease")} {
+		if _, err := os.Stat(p); err != nil {
+			return debianRoot{}, fmt.Errorf("testbed: the Debian %s root is not built (%s is missing); run `make testbed-deps` (scripts/debian-root.sh)", debianSuite, p)
+		}
+	}
+	uid, gid, err := passwdIDs(filepath.Join(r.FS, "etc", "passwd"), hostUser)
+	if err != nil {
+		return debianRoot{}, fmt.Errorf("testbed: the Debian root %s: %w; rebuild it with scripts/debian-root.sh", r.FS, err)
+	}
+	r.AdminUID, r.AdminGID = uid, gid
+	return r, nil
+}
+
+// passwdIDs reads a user's uid and gid from a passwd file.
+func passwdIDs(passwd, name string) (uid, gid int, err error) {
+	data, err := os.ReadFile(passwd)
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Split(line, ":")
+		if len(f) < 4 || f[0] != name {
+			continue
+		}
+		uid, err1 := strconv.Atoi(f[2])
+		gid, err2 := strconv.Atoi(f[3])
+		if err1 != nil || err2 != nil {
+			return 0, 0, fmt.Errorf("user %s has a non-numeric uid/gid %s/%s", name, f[2], f[3])
+		}
+		return uid, gid, nil
+	}
+	return 0, 0, fmt.Errorf("no user %s in %s", name, passwd)
+}

@@ -1,0 +1,4 @@
+# Stand-in for nixpkgs' AArch64 SD card image module.
+{ ... }:
+{
+}
