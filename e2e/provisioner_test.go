@@ -397,7 +397,7 @@ esac
 
 func TestProvisionerCorruptedDownload(t *testing.T) {
 	p := startProvHost(t, testbed.HostPoolOptions{})
-	if err := os.WriteFile(filepath.Join(p.host.Dir, "bin", "dd"), []byte(corruptingDD), 0o755); err != nil {
+	if err := os.WriteFile(filepath.Join(p.host.Dir, "localbin", "dd"), []byte(corruptingDD), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()

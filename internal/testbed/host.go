@@ -8,11 +8,13 @@ import (
 	"sync"
 )
 
-// Host is a running stand-in instance: a network namespace with OpenSSH's
-// sshd, user admin (passwordless sudo), a stand-in nix in /usr/local/bin,
-// stand-in shutdown/poweroff/halt/reboot in /usr/local/sbin and a private
-// /tmp, /home/admin and /var/lib/nixos-sd-standin, all bind-mounted from Dir
-// in a mount namespace of its own.
+// Host is a running stand-in instance: a network namespace whose sshd runs
+// chrooted in a private overlay of the Debian 13 root (user admin as
+// cloud-init makes it, no Nix until apt-get installs nix-bin from the local
+// mirror; then the stand-in nix fronts the real one), with stand-in
+// shutdown/poweroff/halt/reboot in /usr/local/sbin and a private /tmp,
+// /home/admin and /var/lib/nixos-sd-standin bind-mounted from Dir, in mount
+// and UTS namespaces of its own.
 type Host struct {
 	// ID is the id Start was given (the instance id).
 	ID string
@@ -20,7 +22,8 @@ type Host struct {
 	// 127.0.0.1 when the link has an RTT, else NSAddr port 22.
 	Addr string
 	Port int
-	// Dir is the host's folder: home/, bin/, sbin/, state/, tmp/, sshd.log.
+	// Dir is the host's folder: rootfs/, upper/, home/, bin/, sbin/, localbin/, state/,
+	// tmp/, sshd.log (see populateDir).
 	Dir string
 	// Namespace is the network namespace's name (ip netns).
 	Namespace string

@@ -37,6 +37,8 @@ func safeName(id string) string {
 //	bin/    -> /usr/local/lib/nixos-sd-standin (the stand-in nix, the
 //	           after-dpkg hook, the stand-in nixpkgs)
 //	sbin/   -> /usr/local/sbin (shutdown, poweroff, halt, reboot)
+//	localbin/ -> /usr/local/bin (empty, as on Debian; tests put tools there
+//	           that shadow the system's)
 //	state/  -> /var/lib/nixos-sd-standin (standin.conf, logs, store/, sshd/)
 //	tmp/    -> /tmp
 //	sshd.log
@@ -46,7 +48,7 @@ func (p *HostPool) populateDir(ctx context.Context, h *Host, root debianRoot, ke
 	}
 	d := func(parts ...string) string { return filepath.Join(append([]string{h.Dir}, parts...)...) }
 	for _, sub := range []string{"", "rootfs", "upper", "upper/etc/ssh/sshd_config.d", "work", "home", "home/.ssh",
-		"bin", "sbin", "state", "state/store", "state/sshd", "tmp"} {
+		"bin", "sbin", "localbin", "state", "state/store", "state/sshd", "tmp"} {
 		if err := os.MkdirAll(d(sub), 0o755); err != nil {
 			return err
 		}
@@ -163,6 +165,7 @@ func (h *Host) bindMounts() [][2]string {
 		{filepath.Join(h.Dir, "home"), hostHome},
 		{filepath.Join(h.Dir, "bin"), hostStandInDir},
 		{filepath.Join(h.Dir, "sbin"), "/usr/local/sbin"},
+		{filepath.Join(h.Dir, "localbin"), "/usr/local/bin"},
 		{filepath.Join(h.Dir, "state"), standinState},
 		{filepath.Join(h.Dir, "tmp"), "/tmp"},
 	}
