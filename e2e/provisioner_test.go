@@ -353,6 +353,29 @@ func TestProvisionerLocalFlake(t *testing.T) {
 	}
 }
 
+// TestProvisionerNixTooOld: on Debian 12, apt-get installs Nix 2.8, and
+// nixpkgs' own check (lib/minver.nix: 2.18.0) stops the evaluation; the
+// plugin says which versions clash and what to use instead.
+func TestProvisionerNixTooOld(t *testing.T) {
+	p := startProvHost(t, testbed.HostPoolOptions{DebianSuite: "bookworm"})
+	dir := t.TempDir()
+	writeTemplate(t, dir, "build.pkr.hcl", p.template(`    output_directory = "out"`))
+	out, code := packerBuild(t, dir)
+	if code == 0 {
+		t.Fatalf("packer build succeeded with Nix 2.8:\n%s", out)
+	}
+	flat := normalizeSpace(out)
+	for _, want := range []string{"installed nix (Nix) 2.8.0", "This version of Nixpkgs requires Nix >= 2.18.0",
+		"this host's Nix (nix (Nix) 2.8.0) is older than the requested nixpkgs needs (Nix >= 2.18.0)", "Debian 13 AMI"} {
+		if !strings.Contains(flat, want) {
+			t.Errorf("packer's output lacks %q:\n%s", want, out)
+		}
+	}
+	if got := dirEntries(t, filepath.Join(dir, "out")); len(got) != 0 {
+		t.Errorf("a failed build left %q in the output directory", got)
+	}
+}
+
 func TestProvisionerBuildFailure(t *testing.T) {
 	p := startProvHost(t, testbed.HostPoolOptions{})
 	dir := t.TempDir()

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the test bed needs: Debian packages (ssh-keygen, tools to make SD images, tc,
 # ShellCheck, nix-instantiate for parsing, nftables for security groups, mmdebstrap), moto's EC2
-# server in an ignored Python venv, and the instances' Debian root with its apt mirror
-# (scripts/debian-root.sh, cached under .cache/debian-trixie). Idempotent: does nothing that is
-# already done.
+# server in an ignored Python venv, and the instances' Debian roots with their apt mirrors
+# (scripts/debian-root.sh, cached under .cache/debian-trixie and .cache/debian-bookworm).
+# Idempotent: does nothing that is already done.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 moto_version="5.2.5"
@@ -31,3 +31,5 @@ if ! "$venv/bin/python" -c "import moto, sys; sys.exit(moto.__version__ != '$mot
 fi
 
 "$root/scripts/debian-root.sh" trixie
+# Debian 12, whose Nix is too old for current nixpkgs: the test of that case.
+"$root/scripts/debian-root.sh" bookworm

@@ -23,7 +23,7 @@ func (r *run) ensureNix(ctx context.Context) error {
 		return phaseErr(PhaseInstallNix, err, tail.Tail())
 	}
 	if st != 0 {
-		return phaseErr(PhaseInstallNix, fmt.Errorf("Nix could not be made available on the host (exit status %d). Use a Debian 12+ AMI (Debian 13 recommended) or a host with Nix preinstalled", st), tail.Tail())
+		return phaseErr(PhaseInstallNix, fmt.Errorf("Nix could not be made available on the host (exit status %d). Use a Debian 13 AMI or a host with Nix preinstalled", st), tail.Tail())
 	}
 	return nil
 }

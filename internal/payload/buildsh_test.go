@@ -35,7 +35,7 @@ func newScriptEnv(t *testing.T) *scriptEnv {
 		t.Fatal(err)
 	}
 	os.WriteFile(e.script, b, 0o755)
-	for _, tool := range []string{"bash", "id", "rm", "readlink", "timeout", "env", "cat", "sleep", "printf", "grep", "mkdir", "ln", "touch", "chmod", "true", "kill"} {
+	for _, tool := range []string{"bash", "id", "rm", "readlink", "timeout", "env", "cat", "sleep", "printf", "grep", "mkdir", "ln", "touch", "chmod", "true", "kill", "mktemp", "tee", "sed", "head"} {
 		p, err := exec.LookPath(tool)
 		if err != nil {
 			t.Fatalf("%s not found: %v", tool, err)
@@ -90,7 +90,7 @@ func TestBuildScriptUsesInstalledNix(t *testing.T) {
 func TestBuildScriptWithoutAptFails(t *testing.T) {
 	e := newScriptEnv(t)
 	out, code := e.run(context.Background(), "ensure-nix")
-	if code != 3 || !strings.Contains(out, "Nix could not be installed") || !strings.Contains(out, "Debian 12+") || !strings.Contains(out, "preinstalled") {
+	if code != 3 || !strings.Contains(out, "Nix could not be installed") || !strings.Contains(out, "Debian 13 AMI") || !strings.Contains(out, "preinstalled") {
 		t.Fatalf("exit %d:\n%s", code, out)
 	}
 }
@@ -100,7 +100,7 @@ func TestBuildScriptWithoutNixBinPackageFails(t *testing.T) {
 	e.fake("apt-get", `echo "apt-get $*" >>`+e.log)
 	e.fake("apt-cache", `echo "E: No packages found" >&2; exit 100`)
 	out, code := e.run(context.Background(), "ensure-nix")
-	if code != 3 || !strings.Contains(out, "no nix-bin package") || !strings.Contains(out, "Debian 12+") {
+	if code != 3 || !strings.Contains(out, "no nix-bin package") || !strings.Contains(out, "Debian 13 AMI") {
 		t.Fatalf("exit %d:\n%s", code, out)
 	}
 	if !strings.Contains(e.calls(), "apt-get update") {
@@ -162,6 +162,22 @@ func TestBuildScriptReportsNixFailure(t *testing.T) {
 	out, code := e.run(context.Background(), "build", t.TempDir(), "60", "nix", "build", "x")
 	if code != 1 || !strings.Contains(out, "error: builder for") || !strings.Contains(out, "nix build failed with exit status 1") {
 		t.Fatalf("exit %d:\n%s", code, out)
+	}
+}
+
+// nixpkgs' own check (default.nix against lib/minver.nix) aborts evaluation
+// on a Nix that is too old, as Debian 12's 2.8 is for current nixpkgs.
+func TestBuildScriptExplainsTooOldNix(t *testing.T) {
+	e := newScriptEnv(t)
+	e.fake("nix", `if [ "$1" = --version ]; then echo "nix (Nix) 2.8.0"; exit 0; fi
+printf '%s\n' "error: evaluation aborted with the following error message: '" "This version of Nixpkgs requires Nix >= 2.18.0, please upgrade:" "'" >&2
+exit 1`)
+	out, code := e.run(context.Background(), "build", t.TempDir(), "60", "nix", "build", "x")
+	for _, want := range []string{"this host's Nix (nix (Nix) 2.8.0) is older than the requested nixpkgs needs (Nix >= 2.18.0)",
+		"Debian 13 AMI", "older nixpkgs"} {
+		if code != 1 || !strings.Contains(out, want) {
+			t.Errorf("exit %d, want 1 and %q:\n%s", code, want, out)
+		}
 	}
 }
 

@@ -36,11 +36,20 @@
 // build.sh installs Debian's nix-bin package rather than running the upstream
 // installer: the package comes from the distribution's signed archive (no
 // checksum to pin by hand, no `curl | sh`), it installs in seconds from the
-// in-region EC2 mirror, and Debian 13 (trixie) carries a recent Nix. Debian's
-// package sets Nix up single-user: only root may write /nix/store, so the
-// build runs as root through sudo. Hosts without apt-get, or without a
-// nix-bin package, fail with a message asking for a Debian 12+ (ideally 13)
-// AMI or a host with Nix preinstalled.
+// in-region EC2 mirror, and Debian 13 (trixie) carries Nix 2.26, new enough
+// for current nixpkgs (Debian 12's 2.8 is not: nixpkgs' lib/minver.nix asks
+// for 2.18, and build.sh names both versions when nixpkgs refuses). apt
+// installs nix-bin's recommended nix-setup-systemd, whose nix-daemon serves
+// only the nix-users group (socket folder root:nix-users 0770), which the
+// login user is not in; only root may write /nix/store, so the build runs as
+// root through sudo. A newer Nix is not installed from elsewhere: that would
+// run an installer fetched from the internet without a signature the host
+// can check. Hosts without apt-get, or without a nix-bin package, fail with a
+// message asking for a Debian 13 AMI or a host with Nix preinstalled.
+//
+// Nix only warns about an `--option` whose name it does not know, and builds
+// without it; build.sh refuses such a nix_options name before the build,
+// checked against the host's own `nix config show`.
 //
 // # The download
 //

@@ -24,6 +24,10 @@ type HostPoolOptions struct {
 	Link *LinkProfile
 	// StandIn configures the image the stand-in nix makes.
 	StandIn StandInOptions
+	// DebianSuite is the Debian release the hosts run: "trixie" (the
+	// default) or "bookworm", whose nix-bin (Nix 2.8) is older than current
+	// nixpkgs requires.
+	DebianSuite string
 	// KeepDirs keeps each host's folder (sshd.log, state/ with the stand-ins'
 	// logs and images) after Stop, for post-mortems.
 	KeepDirs bool
@@ -98,7 +102,7 @@ func NewHostPool(opts HostPoolOptions) (*HostPool, error) {
 	if err := setupMachine(ctx, logf); err != nil {
 		return nil, err
 	}
-	root, err := findDebianRoot()
+	root, err := findDebianRoot(opts.DebianSuite)
 	if err != nil {
 		return nil, err
 	}

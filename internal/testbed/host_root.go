@@ -8,8 +8,8 @@ import (
 	"strings"
 )
 
-// debianSuite is the Debian release the hosts run: the one Debian's current
-// AMIs carry.
+// debianSuite is the Debian release the hosts run unless
+// HostPoolOptions.DebianSuite says otherwise: Debian 13, the plugin's default.
 const debianSuite = "trixie"
 
 // debianRoot is the Debian root file system scripts/debian-root.sh builds and
@@ -31,21 +31,21 @@ const (
 	hostStandInDir = "/usr/local/lib/nixos-sd-standin"
 )
 
-// findDebianRoot locates the cached root: $NIXOS_SD_DEBIAN_ROOT, else
-// .cache/debian-trixie in the repository.
-func findDebianRoot() (debianRoot, error) {
-	dir := os.Getenv("NIXOS_SD_DEBIAN_ROOT")
-	if dir == "" {
-		repo, err := RepoRoot()
-		if err != nil {
-			return debianRoot{}, err
-		}
-		dir = filepath.Join(repo, ".cache", "debian-"+debianSuite)
+// findDebianRoot locates the cached root of suite (empty: trixie) in the
+// repository's .cache/debian-SUITE.
+func findDebianRoot(suite string) (debianRoot, error) {
+	if suite == "" {
+		suite = debianSuite
 	}
+	repo, err := RepoRoot()
+	if err != nil {
+		return debianRoot{}, err
+	}
+	dir := filepath.Join(repo, ".cache", "debian-"+suite)
 	r := debianRoot{FS: filepath.Join(dir, "root"), Mirror: filepath.Join(dir, "mirror")}
-	for _, p := range []string{filepath.Join(r.FS, "etc", "debian_version"), filepath.Join(r.Mirror, "dists", debianSuite, "InRelease")} {
+	for _, p := range []string{filepath.Join(r.FS, "etc", "debian_version"), filepath.Join(r.Mirror, "dists", suite, "InRelease")} {
 		if _, err := os.Stat(p); err != nil {
-			return debianRoot{}, fmt.Errorf("testbed: the Debian %s root is not built (%s is missing); run `make testbed-deps` (scripts/debian-root.sh)", debianSuite, p)
+			return debianRoot{}, fmt.Errorf("testbed: the Debian %s root is not built (%s is missing); run `make testbed-deps` (scripts/debian-root.sh %s)", suite, p, suite)
 		}
 	}
 	uid, gid, err := passwdIDs(filepath.Join(r.FS, "etc", "passwd"), hostUser)

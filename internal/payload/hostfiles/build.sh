@@ -5,8 +5,9 @@
 #   bash build.sh ensure-nix
 #       Makes sure Nix is on the host. When `nix` is already on PATH (or in a
 #       standard Nix profile) it is used as is. Otherwise, on Debian and Ubuntu,
-#       it runs `apt-get install nix-bin` (single-user: the build then runs
-#       as root through sudo). internal/payload/doc.go says why.
+#       it runs `apt-get install nix-bin`; Debian's nix-daemon serves only
+#       the nix-users group, so the build then runs as root through sudo.
+#       internal/payload/doc.go says why.
 #
 #   bash build.sh build REMOTE_DIR TIMEOUT_SECONDS nix ARGS...
 #       Runs the Nix build (as root through sudo when this user cannot write
@@ -66,7 +67,7 @@ ensure_nix() {
 		return 0
 	fi
 	if ! command -v apt-get >/dev/null 2>&1; then
-		die 3 "Nix could not be installed: this host has no apt-get (it is not Debian or Ubuntu). Use a Debian 12+ AMI (Debian 13 recommended) or a host with Nix preinstalled."
+		die 3 "Nix could not be installed: this host has no apt-get (it is not Debian or Ubuntu). Use a Debian 13 AMI or a host with Nix preinstalled."
 	fi
 	if ! as_root true 2>/dev/null; then
 		die 4 "Nix could not be installed: installing it needs root, and 'sudo -n' failed for user $(id -un). Allow passwordless sudo for this user or preinstall Nix."
@@ -77,13 +78,13 @@ ensure_nix() {
 		die 3 "Nix could not be installed: apt-get update failed (above). Check the host's network access to its package mirror, or preinstall Nix."
 	fi
 	if ! apt-cache show nix-bin >/dev/null 2>&1; then
-		die 3 "Nix could not be installed: this host's apt sources have no nix-bin package. Use a Debian 12+ AMI (Debian 13 recommended, it carries a recent Nix) or a host with Nix preinstalled."
+		die 3 "Nix could not be installed: this host's apt sources have no nix-bin package. Use a Debian 13 AMI (it carries Nix 2.26) or a host with Nix preinstalled."
 	fi
 	if ! as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q nix-bin; then
-		die 3 "Nix could not be installed: apt-get install nix-bin failed (above). Use a Debian 12+ AMI (Debian 13 recommended) or a host with Nix preinstalled."
+		die 3 "Nix could not be installed: apt-get install nix-bin failed (above). Use a Debian 13 AMI or a host with Nix preinstalled."
 	fi
 	if ! nix_bin=$(find_nix); then
-		die 3 "Nix could not be installed: nix-bin was installed but no nix command was found afterwards. Use a Debian 12+ AMI (Debian 13 recommended) or preinstall Nix."
+		die 3 "Nix could not be installed: nix-bin was installed but no nix command was found afterwards. Use a Debian 13 AMI or preinstall Nix."
 	fi
 	say "installed $("$nix_bin" --version 2>/dev/null || echo "$nix_bin")"
 }
@@ -137,11 +138,13 @@ watch_session() {
 
 child=""
 watcher=""
+errlog=""
 # stop_build runs on SIGTERM, SIGINT and SIGHUP. When the session is gone,
 # writing to it raises SIGPIPE: stop the build first, and ignore that.
 stop_build() {
 	trap '' PIPE
 	set +e
+	[ -z "$errlog" ] || rm -f "$errlog"
 	if [ -n "$watcher" ]; then
 		kill "$watcher" 2>/dev/null
 	fi
@@ -168,9 +171,9 @@ run_build() {
 	local -a run=()
 	if needs_root; then
 		if ! as_root true 2>/dev/null; then
-			die 4 "Nix needs root on this host (this user cannot write /nix/store and no nix-daemon runs), and 'sudo -n' failed for user $(id -un). Allow passwordless sudo or run a nix-daemon."
+			die 4 "Nix needs root on this host (this user cannot write /nix/store nor reach a nix-daemon), and 'sudo -n' failed for user $(id -un). Allow passwordless sudo, or run a nix-daemon this user may use."
 		fi
-		say "building as root: this user cannot write /nix/store and no nix-daemon runs"
+		say "building as root: this user cannot write /nix/store nor reach a nix-daemon"
 		if [ "$(id -u)" -ne 0 ]; then
 			run=(sudo -n -H)
 		fi
@@ -178,7 +181,9 @@ run_build() {
 	trap stop_build TERM INT HUP
 	say "running: nix $*"
 	local status=0
-	"${run[@]}" timeout --kill-after=60 "$timeout_s" "$nix_bin" "$@" </dev/null &
+	# Nix's messages also go to a file, to explain a failure below.
+	errlog=$(mktemp)
+	"${run[@]}" timeout --kill-after=60 "$timeout_s" "$nix_bin" "$@" </dev/null 2> >(tee "$errlog" >&2) &
 	child=$!
 	# Written once the build runs, so whoever reads it to stop the build finds
 	# this script ready to pass the signal on.
@@ -198,6 +203,15 @@ run_build() {
 	rm -f "$remote_dir/build.pid"
 	if [ "$status" -eq 124 ]; then
 		die 124 "the build ran longer than build_timeout (${timeout_s}s) and was stopped. Raise build_timeout or use a larger instance."
+	fi
+	local need=""
+	if [ "$status" -ne 0 ]; then
+		need=$(sed -n 's/.*This version of Nixpkgs requires Nix >= \([0-9][0-9.]*\).*/\1/p' "$errlog" | head -n 1)
+	fi
+	rm -f "$errlog"
+	errlog=""
+	if [ -n "$need" ]; then
+		die "$status" "this host's Nix ($("$nix_bin" --version 2>/dev/null || echo "$nix_bin")) is older than the requested nixpkgs needs (Nix >= $need). Use a Debian 13 AMI (debian_release = \"trixie\"; its nix-bin is 2.26), an AMI with a newer Nix preinstalled, or an older nixpkgs. Debian 12's nix-bin (2.8) is too old for current nixpkgs."
 	fi
 	if [ "$status" -ne 0 ]; then
 		die "$status" "nix build failed with exit status $status; see nix's output above and fix the configuration"

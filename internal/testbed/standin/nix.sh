@@ -262,7 +262,7 @@ uses_file=0
 for a in "$@"; do
 	case "$a" in
 	-f | --file | --expr | -E) uses_file=1 ;;
-	nixpkgs=channel:* | nixpkgs=https://nixos.org/channels/* | nixpkgs=https://github.com/NixOS/nixpkgs/archive/*.tar.gz)
+	nixpkgs=channel:?* | nixpkgs=https://nixos.org/channels/?* | nixpkgs=https://github.com/NixOS/nixpkgs/archive/?*.tar.gz)
 		a="nixpkgs=$nixpkgs_standin"
 		;;
 	esac
@@ -314,7 +314,9 @@ if [ "$uses_file" -eq 0 ]; then
 		esac
 	done
 fi
-# --dry-run evaluates and instantiates, and builds nothing.
+# --dry-run evaluates and instantiates, and builds nothing; with no
+# substituters it does not look for the outputs in a binary cache the host
+# cannot reach.
 dd=-1
 for ((k = 0; k < ${#validate[@]}; k++)); do
 	if [ "${validate[k]}" = -- ]; then
@@ -323,9 +325,9 @@ for ((k = 0; k < ${#validate[@]}; k++)); do
 	fi
 done
 if [ "$dd" -ge 0 ]; then
-	validate=("${validate[@]:0:dd}" --dry-run "${validate[@]:dd}")
+	validate=("${validate[@]:0:dd}" --dry-run --option substituters '' "${validate[@]:dd}")
 else
-	validate+=(--dry-run)
+	validate+=(--dry-run --option substituters '')
 fi
 vlog=$(mktemp /tmp/nixos-sd-standin-eval.XXXXXX)
 tmp_flakes+=("$vlog")
@@ -335,7 +337,8 @@ if [ "$vstatus" -ne 0 ]; then
 	cat "$vlog" >&2
 	exit "$vstatus"
 fi
-grep -E '^warning:' "$vlog" >&2 || true
+# Its warnings, but for those about the stand-in's own flake and lock files.
+grep -E '^warning:' "$vlog" | grep -vE 'nixos-sd-standin|lock file' >&2 || true
 
 # ---- STANDIN_FAIL ---------------------------------------------------------
 

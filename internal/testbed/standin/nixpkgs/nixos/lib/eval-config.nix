@@ -34,10 +34,11 @@ let
     modules = builtins.toJSON loaded;
   };
 in
-builtins.seq (builtins.length loaded) {
+# The image is built with pkgs, so evaluating it runs nixpkgs' version check.
+builtins.seq pkgs.lib (builtins.seq (builtins.length loaded) {
   inherit pkgs;
   config.system.build = {
     inherit sdImage;
     toplevel = sdImage;
   };
-}
+})

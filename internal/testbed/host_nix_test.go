@@ -1,0 +1,65 @@
+//go:build e2e
+
+package testbed
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestHostNixIsStrict: on a host, the stand-in nix lets the real Nix 2.26 of
+// Debian's nix-bin judge each command line before it fakes the build, so what
+// real Nix refuses fails, with real Nix's words.
+func TestHostNixIsStrict(t *testing.T) {
+	p := newTestPool(t, HostPoolOptions{})
+	signer, pub := newKey(t)
+	h := startHost(t, p, "i-strictnix", pub)
+	c := mustDial(t, h.Addr, h.Port, signer)
+	mustRun(t, c, "sudo -n apt-get update -q >/dev/null && sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y -q nix-bin >/dev/null")
+	mustRun(t, c, "mkdir -p /tmp/b/cfg /tmp/b/flake && echo '{ ... }: { imports = [ <nixpkgs/nixos/modules/installer/sd-card/sd-image-aarch64.nix> ]; }' > /tmp/b/cfg/default.nix && mkdir -p /tmp/b/bad && echo '{ ... }: { imports = [ ' > /tmp/b/bad/default.nix")
+	mustRun(t, c, `cat > /tmp/b/flake/flake.nix <<'EOF'
+{
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-26.05";
+  outputs = { nixpkgs, ... }: {
+    nixosConfigurations.rpi4 = nixpkgs.lib.nixosSystem {
+      modules = [ "${nixpkgs}/nixos/modules/installer/sd-card/sd-image-aarch64.nix" ];
+    };
+  };
+}
+EOF`)
+	const base = "sudo -n -H nix build --extra-experimental-features 'nix-command flakes' --print-build-logs --out-link /tmp/b/result "
+	const file = "--file '<nixpkgs/nixos>' -I nixos-config=/tmp/b/cfg -I nixpkgs=channel:nixos-26.05 "
+	for _, tc := range []struct {
+		name, args string
+		ok         bool
+		says       string
+	}{
+		{"the plugin's built-in command line", file + "config.system.build.sdImage", true, ""},
+		{"a nixpkgs revision", "--file '<nixpkgs/nixos>' -I nixos-config=/tmp/b/cfg -I nixpkgs=https://github.com/NixOS/nixpkgs/archive/0123456789abcdef0123456789abcdef01234567.tar.gz config.system.build.sdImage", true, ""},
+		{"a local flake", "path:/tmp/b/flake#nixosConfigurations.rpi4.config.system.build.sdImage", true, ""},
+		{"a remote flake", "github:me/nixos-pi#nixosConfigurations.rpi4.config.system.build.sdImage", true, ""},
+		{"an unknown flag", file + "--frobnicate config.system.build.sdImage", false, "unrecognised flag '--frobnicate'"},
+		{"an -I entry naming no file", "--file '<nixpkgs/nixos>' -I nixos-config=/tmp/b/none -I nixpkgs=channel:nixos-26.05 config.system.build.sdImage", false, "nixos-config"},
+		{"no nixpkgs on the search path", "--file '<nixpkgs/nixos>' -I nixos-config=/tmp/b/cfg config.system.build.sdImage", false, "nixpkgs"},
+		{"a wrong --file", "--file '<nixpkgs/nixo>' -I nixos-config=/tmp/b/cfg -I nixpkgs=channel:nixos-26.05 config.system.build.sdImage", false, "nixo"},
+		{"a wrong attribute path", file + "config.system.build.sdImag", false, "sdImag"},
+		{"a flake without its output", "path:/tmp/b/flake", false, "does not provide attribute"},
+		{"a flake's wrong configuration", "path:/tmp/b/flake#nixosConfigurations.rpi5.config.system.build.sdImage", false, "rpi5"},
+		{"a remote flake without its output", "github:me/nixos-pi", false, "does not provide attribute"},
+		{"a malformed flake reference", "'github:#nixosConfigurations.rpi4.config.system.build.sdImage'", false, "github:"},
+		{"a module that does not parse", "--file '<nixpkgs/nixos>' -I nixos-config=/tmp/b/bad -I nixpkgs=channel:nixos-26.05 config.system.build.sdImage", false, "syntax error"},
+		{"a known setting", file + "--option max-jobs 8 --option extra-substituters https://cache.example.org config.system.build.sdImage", true, ""},
+		{"an unknown setting", file + "--option frobnicate 1 config.system.build.sdImage", true, "unknown setting 'frobnicate'"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, stderr, err := sshRun(c, base+tc.args)
+			t.Logf("%s%s: %v\nstdout: %s\nstderr: %s", base, tc.args, err, out, stderr)
+			if (err == nil) != tc.ok {
+				t.Fatalf("succeeded = %v, want %v", err == nil, tc.ok)
+			}
+			if tc.says != "" && !strings.Contains(stderr, tc.says) {
+				t.Errorf("stderr lacks %q", tc.says)
+			}
+		})
+	}
+}
