@@ -376,6 +376,26 @@ func TestProvisionerNixTooOld(t *testing.T) {
 	}
 }
 
+// TestProvisionerUnknownNixSetting: the host's real Nix only warns about a
+// misspelt nix_options name and would build without it; the plugin stops.
+func TestProvisionerUnknownNixSetting(t *testing.T) {
+	p := startProvHost(t, testbed.HostPoolOptions{})
+	dir := t.TempDir()
+	writeTemplate(t, dir, "build.pkr.hcl", p.template(`    nix_options      = { "max-job" = "8", "extra-substituters" = "https://cache.example.org" }
+    output_directory = "out"`))
+	out, code := packerBuild(t, dir)
+	if code == 0 {
+		t.Fatalf("packer build succeeded with nix_options max-job:\n%s", out)
+	}
+	flat := normalizeSpace(out)
+	if want := `nix_options: "max-job" is not a setting of this host's Nix (nix (Nix) 2.26.3)`; !strings.Contains(flat, want) {
+		t.Errorf("packer's output lacks %q:\n%s", want, out)
+	}
+	if strings.Contains(p.standInCalls(t), "max-job") {
+		t.Errorf("nix built with the unknown setting")
+	}
+}
+
 func TestProvisionerBuildFailure(t *testing.T) {
 	p := startProvHost(t, testbed.HostPoolOptions{})
 	dir := t.TempDir()

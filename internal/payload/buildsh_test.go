@@ -133,7 +133,8 @@ func TestBuildScriptRunsNixWithTheGivenArguments(t *testing.T) {
 	e := newScriptEnv(t)
 	rd := t.TempDir()
 	argsFile := filepath.Join(rd, "args")
-	e.fake("nix", `for a in "$@"; do printf '%s\n' "$a"; done >`+argsFile+`
+	e.fake("nix", `case "$*" in *"config show"*) echo "max-jobs = 1"; exit 0 ;; esac
+for a in "$@"; do printf '%s\n' "$a"; done >`+argsFile+`
 echo "building '/nix/store/abc-sd-image.drv'..." >&2
 while [ "$1" != --out-link ]; do shift; done
 mkdir -p "`+rd+`/store/sd-image" && ln -sfn "`+rd+`/store" "$2"`)
@@ -178,6 +179,28 @@ exit 1`)
 		if code != 1 || !strings.Contains(out, want) {
 			t.Errorf("exit %d, want 1 and %q:\n%s", code, want, out)
 		}
+	}
+}
+
+// Nix only warns about an unknown --option and builds without it: build.sh
+// refuses a name the host's Nix does not list.
+func TestBuildScriptRefusesUnknownSettings(t *testing.T) {
+	e := newScriptEnv(t)
+	e.fake("nix", `case "$*" in
+*"config show"*) printf '%s\n' "max-jobs = 1" "substituters = https://cache.nixos.org/" ;;
+--version) echo "nix (Nix) 2.26.3" ;;
+*) echo "nix $*" >>`+e.log+` ;;
+esac`)
+	out, code := e.run(context.Background(), "build", t.TempDir(), "60", "nix", "build", "--option", "max-job", "8", "x")
+	if code != 2 || !strings.Contains(out, `nix_options: "max-job" is not a setting of this host's Nix (nix (Nix) 2.26.3)`) {
+		t.Errorf("exit %d, want 2 and the unknown setting named:\n%s", code, out)
+	}
+	if log, _ := os.ReadFile(e.log); strings.Contains(string(log), "nix build") {
+		t.Errorf("the build ran with an unknown setting:\n%s", log)
+	}
+	out, code = e.run(context.Background(), "build", t.TempDir(), "60", "nix", "build", "--option", "max-jobs", "8", "--option", "extra-substituters", "https://c.example.org", "x")
+	if code != 0 {
+		t.Errorf("known settings refused: exit %d:\n%s", code, out)
 	}
 }
 

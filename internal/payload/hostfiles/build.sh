@@ -98,6 +98,29 @@ needs_root() {
 	return 0
 }
 
+# check_settings fails on an `--option NAME VALUE` among its arguments whose
+# NAME (or NAME without "extra-") this host's Nix does not know: Nix itself
+# only warns "unknown setting" and builds without it.
+check_settings() {
+	local nix_bin=$1 known
+	shift
+	case " $* " in *" --option "*) ;; *) return 0 ;; esac
+	known=$("$nix_bin" --extra-experimental-features nix-command config show 2>/dev/null ||
+		"$nix_bin" --extra-experimental-features nix-command show-config 2>/dev/null) || return 0
+	known=$(printf '%s\n' "$known" | sed -n 's/^\([A-Za-z0-9-]*\) = .*/\1/p')
+	[ -n "$known" ] || return 0
+	while [ "$#" -gt 0 ]; do
+		if [ "$1" = --option ] && [ "$#" -ge 3 ]; then
+			if ! printf '%s\n' "$known" | grep -qxF -- "${2#extra-}"; then
+				die 2 "nix_options: \"$2\" is not a setting of this host's Nix ($("$nix_bin" --version 2>/dev/null || echo "$nix_bin")), which would ignore it. Check the name: 'nix config show' on the host lists them."
+			fi
+			shift 3
+			continue
+		fi
+		shift
+	done
+}
+
 # ppid_of prints the parent process id of process $1.
 ppid_of() {
 	local stat ppid
@@ -168,6 +191,7 @@ run_build() {
 	shift
 	local nix_bin
 	nix_bin=$(find_nix) || die 3 "Nix is not installed on this host (run 'build.sh ensure-nix' first)."
+	check_settings "$nix_bin" "$@"
 	local -a run=()
 	if needs_root; then
 		if ! as_root true 2>/dev/null; then
