@@ -55,6 +55,7 @@ mmdebstrap --quiet --variant=important --architectures="$arch" --include="$inclu
 	--customize-hook='printf "%s\n" "# Created by cloud-init on instance boot." "" "# User rules for admin" "admin ALL=(ALL) NOPASSWD:ALL" >"$1/etc/sudoers.d/90-cloud-init-users"; chmod 0440 "$1/etc/sudoers.d/90-cloud-init-users"' \
 	--customize-hook='printf "PasswordAuthentication no\n" >"$1/etc/ssh/sshd_config.d/50-cloud-init.conf"' \
 	--customize-hook='rm -f "$1"/etc/ssh/ssh_host_*' \
+	--customize-hook='env -u APT_CONFIG chroot "$1" apt-get clean' \
 	--customize-hook='env -u APT_CONFIG chroot "$1" apt-get install --download-only --yes --quiet -o APT::Install-Recommends=true nix-bin' \
 	--customize-hook="cp \"\$1\"/var/cache/apt/archives/*.deb '$out.new/mirror/pool/'" \
 	--customize-hook='rm -f "$1"/var/cache/apt/archives/*.deb "$1"/etc/apt/sources.list' \

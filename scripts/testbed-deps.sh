@@ -30,6 +30,11 @@ if ! "$venv/bin/python" -c "import moto, sys; sys.exit(moto.__version__ != '$mot
   "$venv/bin/pip" install -q --disable-pip-version-check "moto[server]==$moto_version"
 fi
 
-"$root/scripts/debian-root.sh" trixie
-# Debian 12, whose Nix is too old for current nixpkgs: the test of that case.
-"$root/scripts/debian-root.sh" bookworm
+# Debian 13, and Debian 12 (whose Nix is too old for current nixpkgs: the test
+# of that case), built side by side: each mostly waits on the archive.
+"$root/scripts/debian-root.sh" trixie &
+trixie=$!
+"$root/scripts/debian-root.sh" bookworm &
+bookworm=$!
+wait "$trixie"
+wait "$bookworm"
