@@ -35,7 +35,7 @@ func newScriptEnv(t *testing.T) *scriptEnv {
 		t.Fatal(err)
 	}
 	os.WriteFile(e.script, b, 0o755)
-	for _, tool := range []string{"bash", "id", "rm", "readlink", "timeout", "env", "cat", "sleep", "printf", "grep", "mkdir", "ln", "touch", "chmod", "true", "kill", "mktemp", "tee", "sed", "head"} {
+	for _, tool := range []string{"bash", "id", "rm", "readlink", "timeout", "env", "cat", "sleep", "printf", "grep", "mkdir", "ln", "touch", "chmod", "true", "kill", "mktemp", "mkfifo", "tee", "sed", "head"} {
 		p, err := exec.LookPath(tool)
 		if err != nil {
 			t.Fatalf("%s not found: %v", tool, err)

@@ -167,7 +167,7 @@ errlog=""
 stop_build() {
 	trap '' PIPE
 	set +e
-	[ -z "$errlog" ] || rm -f "$errlog"
+	[ -z "$errlog" ] || rm -f "$errlog" "$errlog.fifo"
 	if [ -n "$watcher" ]; then
 		kill "$watcher" 2>/dev/null
 	fi
@@ -207,7 +207,11 @@ run_build() {
 	local status=0
 	# Nix's messages also go to a file, to explain a failure below.
 	errlog=$(mktemp)
-	"${run[@]}" timeout --kill-after=60 "$timeout_s" "$nix_bin" "$@" </dev/null 2> >(tee "$errlog" >&2) &
+	local fifo="$errlog.fifo" tee_pid
+	mkfifo -m 600 "$fifo"
+	tee "$errlog" <"$fifo" >&2 &
+	tee_pid=$!
+	"${run[@]}" timeout --kill-after=60 "$timeout_s" "$nix_bin" "$@" </dev/null 2>"$fifo" &
 	child=$!
 	# Written once the build runs, so whoever reads it to stop the build finds
 	# this script ready to pass the signal on.
@@ -228,6 +232,9 @@ run_build() {
 	if [ "$status" -eq 124 ]; then
 		die 124 "the build ran longer than build_timeout (${timeout_s}s) and was stopped. Raise build_timeout or use a larger instance."
 	fi
+	# tee has all of Nix's messages once it ends.
+	wait "$tee_pid" 2>/dev/null || true
+	rm -f "$fifo"
 	local need=""
 	if [ "$status" -ne 0 ]; then
 		need=$(sed -n 's/.*This version of Nixpkgs requires Nix >= \([0-9][0-9.]*\).*/\1/p' "$errlog" | head -n 1)
