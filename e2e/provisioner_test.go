@@ -330,7 +330,7 @@ func TestProvisionerLocalFlake(t *testing.T) {
 `)
 	// The lock the flake's nixpkgs revision is read from (nix flake metadata).
 	const lockedRev = "9f4128e00b0ae8ec65918efeba59db998750ead6"
-	writeTemplate(t, dir, "pi-flake/flake.lock", `{"nodes":{"nixpkgs":{"locked":{"lastModified":1780000000,"narHash":"sha256-AAAA","owner":"NixOS","repo":"nixpkgs","rev":"`+lockedRev+`","type":"github"},"original":{"owner":"NixOS","ref":"nixos-26.05","repo":"nixpkgs","type":"github"}},"root":{"inputs":{"nixpkgs":"nixpkgs"}}},"root":"root","version":7}
+	writeTemplate(t, dir, "pi-flake/flake.lock", `{"nodes":{"nixpkgs":{"locked":{"lastModified":1780000000,"narHash":"sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=","owner":"NixOS","repo":"nixpkgs","rev":"`+lockedRev+`","type":"github"},"original":{"owner":"NixOS","ref":"nixos-26.05","repo":"nixpkgs","type":"github"}},"root":{"inputs":{"nixpkgs":"nixpkgs"}}},"root":"root","version":7}
 `)
 	writeTemplate(t, dir, "build.pkr.hcl", p.template(`    flake            = "./pi-flake#rpi4"
     output_directory = "out"`))
