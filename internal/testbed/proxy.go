@@ -248,19 +248,19 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if strings.HasPrefix(call.Action, "Testbed") {
 		// The test bed's own actions go straight to moto, never through here.
 		idx0 := p.record(call)
-		writeEC2Error(w, http.StatusBadRequest, "InvalidAction", "The action "+call.Action+" is not valid for this web service.", p.requestID())
 		p.update(idx0, func(c *Call) {
 			c.Status, c.ErrorCode, c.Duration = http.StatusBadRequest, "InvalidAction", time.Since(start)
 		})
+		writeEC2Error(w, http.StatusBadRequest, "InvalidAction", "The action "+call.Action+" is not valid for this web service.", p.requestID())
 		return
 	}
 	if code, msg, ok := p.notYetVisible(call); ok {
 		idx := p.record(call)
 		p.logf("fault proxy: %s #%d (%s): %s (not visible yet)", call.Action, idx+1, call.Region, code)
-		writeEC2Error(w, http.StatusBadRequest, code, msg, p.requestID())
 		p.update(idx, func(c *Call) {
 			c.Injected, c.Status, c.ErrorCode, c.Duration = true, http.StatusBadRequest, code, time.Since(start)
 		})
+		writeEC2Error(w, http.StatusBadRequest, code, msg, p.requestID())
 		return
 	}
 	rule := p.match(call)
@@ -294,10 +294,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			if msg == "" {
 				msg = fmt.Sprintf("%s injected by the test bed's fault proxy", rule.ErrorCode)
 			}
-			writeEC2Error(w, status, rule.ErrorCode, msg, p.requestID())
 			p.update(idx, func(c *Call) {
 				c.Status, c.ErrorCode, c.Duration = status, rule.ErrorCode, time.Since(start)
 			})
+			writeEC2Error(w, status, rule.ErrorCode, msg, p.requestID())
 			return
 		}
 		if rule.AnswerDelay > 0 || rule.DropAnswer {
@@ -316,7 +316,6 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 	hides := rule != nil && (rule.NotFoundCalls > 0 || rule.NotFoundFor > 0)
-	rec.keepBody = hides
 	p.rp.ServeHTTP(rec, r)
 	if hides && rec.status == http.StatusOK {
 		ids := p.hide(call.Action, rec.body.Bytes(), rule)
@@ -328,6 +327,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			c.ErrorCode = parseErrorCode(rec.body.Bytes())
 		}
 	})
+	// The record is complete before the caller sees the answer.
+	rec.flush()
 	if call.Mutating() {
 		p.signalMutation()
 	}
@@ -426,25 +427,22 @@ func parseErrorCode(body []byte) string {
 	return ""
 }
 
-// statusRecorder passes the answer through and keeps the status and, for
-// errors, the body.
+// statusRecorder holds moto's answer, its status and body, until flush
+// passes it on.
 type statusRecorder struct {
 	http.ResponseWriter
-	status   int
-	body     bytes.Buffer
-	keepBody bool // keep successful answers' bodies too
+	status int
+	body   bytes.Buffer
 }
 
-func (s *statusRecorder) WriteHeader(code int) {
-	s.status = code
-	s.ResponseWriter.WriteHeader(code)
-}
+func (s *statusRecorder) WriteHeader(code int) { s.status = code }
 
-func (s *statusRecorder) Write(b []byte) (int, error) {
-	if (s.status >= 400 || s.keepBody) && s.body.Len() < 1<<20 {
-		s.body.Write(b)
-	}
-	return s.ResponseWriter.Write(b)
+func (s *statusRecorder) Write(b []byte) (int, error) { return s.body.Write(b) }
+
+// flush sends the held answer to the caller.
+func (s *statusRecorder) flush() {
+	s.ResponseWriter.WriteHeader(s.status)
+	_, _ = s.ResponseWriter.Write(s.body.Bytes())
 }
 
 // Summary renders the recorded calls as lines (for logs).
