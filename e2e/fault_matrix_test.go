@@ -273,7 +273,7 @@ func reclaim(t *testing.T, tb *testbed.Testbed, id string) {
 // hostScript installs an executable in the host's /usr/local/bin.
 func hostScript(t *testing.T, h *testbed.Host, name, body string) {
 	t.Helper()
-	if err := os.WriteFile(filepath.Join(h.Dir, "bin", name), []byte(body), 0o755); err != nil {
+	if err := os.WriteFile(filepath.Join(h.Dir, "localbin", name), []byte(body), 0o755); err != nil {
 		t.Fatalf("installing %s on host %s: %v", name, h.ID, err)
 	}
 }
