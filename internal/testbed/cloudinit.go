@@ -209,7 +209,7 @@ func shellify(v any) (string, error) {
 				if i > 0 {
 					b.WriteByte(' ')
 				}
-				b.WriteString(shellQuote(yamlString(a)))
+				b.WriteString(shellifyQuote(yamlString(a)))
 			}
 		default:
 			return "", fmt.Errorf("unable to shellify type %T in %v", it, v)
@@ -322,4 +322,10 @@ func (h *Host) runFinal(cc *cloudConfig) error {
 		_ = out.Close()
 	}()
 	return nil
+}
+
+// shellifyQuote quotes one runcmd argument as cloud-init's shellify does:
+// every argument in single quotes, even a safe one.
+func shellifyQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

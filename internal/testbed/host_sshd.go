@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/remotecmd"
 	"net"
 	"os"
 	"os/exec"
@@ -31,10 +32,6 @@ LogLevel VERBOSE
 `, h.ID, nsSSHDir, nsSSHDir, nsSSHDir, nsSSHDir)
 }
 
-func shellQuote(s string) string {
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
-}
-
 // sshdScript runs inside the host's network, mount and UTS namespaces: it
 // mounts the Debian root below the host's overlay, the host's folders and the
 // kernel file systems into it, checks the mounts (a stand-in shutdown that is
@@ -43,14 +40,14 @@ func shellQuote(s string) string {
 func (h *Host) sshdScript() string {
 	var b strings.Builder
 	b.WriteString("set -eu\n")
-	fmt.Fprintf(&b, "r=%s\n", shellQuote(filepath.Join(h.Dir, "rootfs")))
+	fmt.Fprintf(&b, "r=%s\n", remotecmd.Quote(filepath.Join(h.Dir, "rootfs")))
 	lower, upper, work := "", filepath.Join(h.Dir, "upper"), filepath.Join(h.Dir, "work")
 	if h.pool != nil {
 		lower = h.pool.root.FS
 	}
-	fmt.Fprintf(&b, "mount -t overlay overlay -o %s \"$r\"\n", shellQuote("lowerdir="+lower+",upperdir="+upper+",workdir="+work))
+	fmt.Fprintf(&b, "mount -t overlay overlay -o %s \"$r\"\n", remotecmd.Quote("lowerdir="+lower+",upperdir="+upper+",workdir="+work))
 	for _, m := range h.bindMounts() {
-		fmt.Fprintf(&b, "mkdir -p \"$r\"%s\nmount --bind %s \"$r\"%s\n", m[1], shellQuote(m[0]), m[1])
+		fmt.Fprintf(&b, "mkdir -p \"$r\"%s\nmount --bind %s \"$r\"%s\n", m[1], remotecmd.Quote(m[0]), m[1])
 	}
 	if h.pool != nil {
 		fmt.Fprintf(&b, "mount -o remount,bind,ro \"$r\"%s\n", hostMirror)

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/remotecmd"
 	"net"
 	"os"
 	"os/exec"
@@ -262,7 +263,7 @@ func TestHostSSHSudoAndStandIns(t *testing.T) {
 	}
 	// As root, failing on STANDIN_FAIL.
 	mustRun(t, c, "echo '# STANDIN_FAIL' >> /tmp/build/cfg/configuration.nix")
-	stdout, stderr, err := sshRun(c, "sudo -n -H sh -c "+shellQuote(nb))
+	stdout, stderr, err := sshRun(c, "sudo -n -H sh -c "+remotecmd.Quote(nb))
 	var exitErr *ssh.ExitError
 	if !errors.As(err, &exitErr) || exitErr.ExitStatus() != 1 {
 		t.Fatalf("nix-build with STANDIN_FAIL: %v (want exit status 1)\nstdout: %s\nstderr: %s", err, stdout, stderr)
