@@ -347,18 +347,7 @@ wait
 // h.ID) or fails the test.
 func slowBuildHost(t *testing.T, tb *testbed.Testbed, p *bgPacker) *testbed.Host {
 	t.Helper()
-	var h *testbed.Host
-	if !p.waitFor(2*time.Minute, func() bool {
-		for _, id := range tb.Hosts().Running() {
-			if hh, ok := tb.Hosts().Host(id); ok {
-				h = hh
-				return true
-			}
-		}
-		return false
-	}) {
-		t.Fatalf("no test bed host came up for the build")
-	}
+	h := firstHost(t, tb, p)
 	if err := os.WriteFile(filepath.Join(h.Dir, "bin", "nix"), []byte(bldSlowNix), 0o755); err != nil {
 		t.Fatalf("installing the slow nix: %v", err)
 	}

@@ -8,10 +8,16 @@ import (
 	"testing"
 )
 
-// Main runs m with HOME set to a new empty folder and SSH_AUTH_SOCK unset, then
-// exits with the tests' code. Call it from TestMain.
-func Main(m *testing.M) {
+// Main runs m with HOME set to a new folder and SSH_AUTH_SOCK unset, then
+// exits with the tests' code. Each prepare function may fill the folder
+// first. Call it from TestMain.
+func Main(m *testing.M, prepare ...func(home string) error) {
 	home, err := os.MkdirTemp("", "nixos-sd-test-home")
+	for _, f := range prepare {
+		if err == nil {
+			err = f(home)
+		}
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
