@@ -125,12 +125,17 @@ func fill(r io.Reader, buf []byte) (int, error) {
 	return n, nil
 }
 
+// maxWrite caps one write: the page cache allocates large folios for
+// larger writes, which cost several times more kernel time per byte on some
+// machines (docs/performance.md); smaller writes cost one more system call
+// per 256 KiB.
+const maxWrite = 256 << 10
+
 // writeSparse writes p at off; with skipZeros the all-zero parts of p that
 // cover whole aligned blocks (and any all-zero edge pieces) are skipped.
 func writeSparse(f io.WriterAt, p []byte, off int64, skipZeros bool) error {
 	if !skipZeros {
-		_, err := f.WriteAt(p, off)
-		return err
+		return writeAt(f, p, off)
 	}
 	start := -1 // start in p of pending non-zero data
 	for i := 0; i < len(p); {
@@ -141,7 +146,7 @@ func writeSparse(f io.WriterAt, p []byte, off int64, skipZeros bool) error {
 		}
 		if isZero(p[i:end]) {
 			if start >= 0 {
-				if _, err := f.WriteAt(p[start:i], off+int64(start)); err != nil {
+				if err := writeAt(f, p[start:i], off+int64(start)); err != nil {
 					return err
 				}
 				start = -1
@@ -152,9 +157,19 @@ func writeSparse(f io.WriterAt, p []byte, off int64, skipZeros bool) error {
 		i = end
 	}
 	if start >= 0 {
-		if _, err := f.WriteAt(p[start:], off+int64(start)); err != nil {
+		return writeAt(f, p[start:], off+int64(start))
+	}
+	return nil
+}
+
+// writeAt writes p at off in pieces of at most maxWrite.
+func writeAt(f io.WriterAt, p []byte, off int64) error {
+	for len(p) > 0 {
+		n := min(len(p), maxWrite)
+		if _, err := f.WriteAt(p[:n], off); err != nil {
 			return err
 		}
+		p, off = p[n:], off+int64(n)
 	}
 	return nil
 }
@@ -163,7 +178,7 @@ var zeroBlock [holeBlock]byte
 
 func isZero(p []byte) bool {
 	for len(p) > 0 {
-		n := len(p)
+		n := min(len(p), maxWrite)
 		if n > holeBlock {
 			n = holeBlock
 		}

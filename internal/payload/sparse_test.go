@@ -44,6 +44,52 @@ func TestWriteSparseLeavesHoles(t *testing.T) {
 	}
 }
 
+// writeLog records each WriteAt into a buffer.
+type writeLog struct {
+	buf    []byte
+	writes []int
+}
+
+func (w *writeLog) WriteAt(p []byte, off int64) (int, error) {
+	w.writes = append(w.writes, len(p))
+	copy(w.buf[off:], p)
+	return len(p), nil
+}
+
+func TestWriteSparseSplitsLargeWrites(t *testing.T) {
+	data := bytes.Repeat([]byte{1, 2, 3, 4}, 3*maxWrite/4+100)
+	data = append(data, make([]byte, 2*holeBlock)...) // a hole
+	data = append(data, bytes.Repeat([]byte{5}, maxWrite+1)...)
+	for _, skip := range []bool{false, true} {
+		w := &writeLog{buf: make([]byte, len(data)+7)}
+		if err := writeSparse(w, data, 7, skip); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(w.buf[7:], data) && !skip {
+			t.Fatalf("skipZeros=%v: the data changed", skip)
+		}
+		total := 0
+		for _, n := range w.writes {
+			if n > maxWrite || n == 0 {
+				t.Fatalf("skipZeros=%v: a write of %d bytes (at most %d wanted): %v", skip, n, maxWrite, w.writes)
+			}
+			total += n
+		}
+		want := len(data)
+		if skip {
+			want -= 2 * holeBlock
+		}
+		// With skipZeros the hole's edges may be written when they share
+		// a block with data.
+		if total < want || total > len(data) {
+			t.Fatalf("skipZeros=%v: %d bytes written, want %d", skip, total, want)
+		}
+		if len(w.writes) < 4 {
+			t.Fatalf("skipZeros=%v: %d writes for %d bytes in two runs: %v", skip, len(w.writes), len(data), w.writes)
+		}
+	}
+}
+
 // decodeFile decodes the zstd file src into dst with decodeSparse.
 func decodeFile(t *testing.T, src, dst string) (int64, string, []byte, error) {
 	t.Helper()
