@@ -375,7 +375,11 @@ func (h *benchHost) engineRow(b *testing.B, method string, conns int) benchRow {
 	comment := ""
 	for _, l := range strings.Split(r.Output, "\n") {
 		if strings.Contains(l, "Round trip to the host") {
-			comment = strings.TrimSpace(l[strings.Index(l, "Round trip"):])
+			comment = strings.TrimSpace(l[strings.Index(l, "Round trip"):]) + comment
+		}
+		if strings.Contains(l, "not the link, was the limit") {
+			// The engine's own report (payload.cpuLimitNote).
+			comment += "; engine reports: CPU was the limit"
 		}
 	}
 	return benchRow{method: method, fetch: fetch, total: fetch + t[payload.PhaseDecompress],

@@ -32,14 +32,14 @@ type SSHTarget struct {
 // source runs one remote command and streams its standard output: a
 // channel on the communicator's connection or on a connection of our own.
 type source interface {
-	run(ctx context.Context, command string, stdout, stderr io.Writer) (status int, err error)
+	run(ctx context.Context, command string, stdin io.Reader, stdout, stderr io.Writer) (status int, err error)
 }
 
 // commSource runs commands through the communicator Packer handed us.
 type commSource struct{ comm packersdk.Communicator }
 
-func (s commSource) run(ctx context.Context, command string, stdout, stderr io.Writer) (int, error) {
-	cmd := &packersdk.RemoteCmd{Command: command, Stdout: stdout, Stderr: stderr}
+func (s commSource) run(ctx context.Context, command string, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
+	cmd := &packersdk.RemoteCmd{Command: command, Stdin: stdin, Stdout: stdout, Stderr: stderr}
 	if err := s.comm.Start(ctx, cmd); err != nil {
 		return -1, fmt.Errorf("opening a download channel: %w", err)
 	}
@@ -232,7 +232,7 @@ func (c *sshConn) close() {
 	}
 }
 
-func (c *sshConn) run(ctx context.Context, command string, stdout, stderr io.Writer) (int, error) {
+func (c *sshConn) run(ctx context.Context, command string, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
 	cl, gen, err := c.connect(ctx)
 	if err != nil {
 		return -1, err
@@ -243,7 +243,7 @@ func (c *sshConn) run(ctx context.Context, command string, stdout, stderr io.Wri
 		return packersdk.CmdDisconnect, nil
 	}
 	defer s.Close()
-	s.Stdout, s.Stderr = stdout, stderr
+	s.Stdin, s.Stdout, s.Stderr = stdin, stdout, stderr
 	if err := s.Start(command); err != nil {
 		c.broken(gen)
 		return packersdk.CmdDisconnect, nil
@@ -267,4 +267,51 @@ func (c *sshConn) run(ctx context.Context, command string, stdout, stderr io.Wri
 		c.broken(gen)
 		return packersdk.CmdDisconnect, nil
 	}
+}
+
+// start runs command on a new session with its input from the returned
+// writer; wait waits for its end as run does.
+func (c *sshConn) start(ctx context.Context, command string, stdout, stderr io.Writer) (io.WriteCloser, func() (int, error), error) {
+	cl, gen, err := c.connect(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	s, err := cl.NewSession()
+	if err != nil {
+		c.broken(gen)
+		return nil, nil, fmt.Errorf("%w: opening a session: %w", errDial, err)
+	}
+	in, err := s.StdinPipe()
+	if err != nil {
+		s.Close()
+		return nil, nil, err
+	}
+	s.Stdout, s.Stderr = stdout, stderr
+	if err := s.Start(command); err != nil {
+		s.Close()
+		c.broken(gen)
+		return nil, nil, fmt.Errorf("%w: starting the range command: %w", errDial, err)
+	}
+	wait := func() (int, error) {
+		defer s.Close()
+		done := make(chan error, 1)
+		go func() { done <- s.Wait() }()
+		var err error
+		select {
+		case err = <-done:
+		case <-ctx.Done():
+			return -1, ctx.Err()
+		}
+		var exit *ssh.ExitError
+		switch {
+		case err == nil:
+			return 0, nil
+		case errors.As(err, &exit):
+			return exit.ExitStatus(), nil
+		default:
+			c.broken(gen)
+			return packersdk.CmdDisconnect, nil
+		}
+	}
+	return in, wait, nil
 }

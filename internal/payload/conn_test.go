@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -120,16 +121,36 @@ func (s *sshServer) handle(nc net.Conn) {
 				s.mu.Lock()
 				s.execs = append(s.execs, cmd)
 				s.mu.Unlock()
-				var out io.Writer = ch
+				drop := func() {
+					if s.dropped.CompareAndSwap(false, true) {
+						s.drop()
+					}
+				}
+				out := &dropAfter{w: ch, left: -1, drop: drop}
 				if s.dropWhen != nil && !s.dropped.Load() && s.dropWhen(cmd) {
-					out = &dropAfter{w: ch, left: s.dropBytes, drop: func() {
-						if s.dropped.CompareAndSwap(false, true) {
-							s.drop()
-						}
-					}}
+					out.left = s.dropBytes
 				}
 				c := exec.Command("bash", "-c", cmd)
+				// The input of a streaming channel asks for ranges: each is
+				// logged as a range command would be, and dropWhen may pick
+				// one, counted from where its bytes begin in the output.
+				watch := &requestWatch{r: ch, each: func(off, n, before int64) {
+					line := fmt.Sprintf("range skip=%d count=%d", off, n)
+					s.mu.Lock()
+					s.execs = append(s.execs, line)
+					s.mu.Unlock()
+					if s.dropWhen != nil && !s.dropped.Load() && s.dropWhen(line) {
+						out.dropAt(before + int64(s.dropBytes))
+					}
+				}}
 				c.Stdout, c.Stderr = out, ch.Stderr()
+				// As sshd does, the channel ends when the command does,
+				// whether or not its input ended.
+				stdin, _ := c.StdinPipe()
+				go func() {
+					io.Copy(stdin, watch)
+					stdin.Close()
+				}()
 				status := uint32(0)
 				if err := c.Run(); err != nil {
 					status = 1
@@ -146,25 +167,76 @@ func (s *sshServer) handle(nc net.Conn) {
 	}
 }
 
-// dropAfter passes left bytes on, then calls drop.
+// dropAfter passes left bytes on, then calls drop; left < 0 passes
+// everything.
 type dropAfter struct {
-	w    io.Writer
-	left int
-	drop func()
+	w       io.Writer
+	mu      sync.Mutex
+	left    int
+	written int64
+	drop    func()
+}
+
+// dropAt makes the output drop once it reached byte at.
+func (d *dropAfter) dropAt(at int64) {
+	d.mu.Lock()
+	d.left = int(at - d.written)
+	d.mu.Unlock()
 }
 
 func (d *dropAfter) Write(p []byte) (int, error) {
-	if d.left <= 0 {
+	d.mu.Lock()
+	left := d.left
+	d.mu.Unlock()
+	if left < 0 {
+		n, err := d.w.Write(p)
+		d.mu.Lock()
+		d.written += int64(n)
+		d.mu.Unlock()
+		return n, err
+	}
+	if left == 0 {
 		d.drop()
 		return 0, io.ErrClosedPipe
 	}
-	if len(p) > d.left {
-		p = p[:d.left]
+	if len(p) > left {
+		p = p[:left]
 	}
 	n, err := d.w.Write(p)
+	d.mu.Lock()
 	d.left -= n
-	if d.left <= 0 {
+	d.written += int64(n)
+	left = d.left
+	d.mu.Unlock()
+	if left <= 0 {
 		d.drop()
+	}
+	return n, err
+}
+
+// requestWatch passes a channel's input on and calls each for every
+// "OFFSET LENGTH" line, with how many bytes the lines before asked for.
+type requestWatch struct {
+	r     io.Reader
+	buf   []byte
+	asked int64
+	each  func(off, n, before int64)
+}
+
+func (w *requestWatch) Read(p []byte) (int, error) {
+	n, err := w.r.Read(p)
+	w.buf = append(w.buf, p[:n]...)
+	for {
+		i := bytes.IndexByte(w.buf, '\n')
+		if i < 0 {
+			break
+		}
+		var off, k int64
+		if _, serr := fmt.Sscan(string(w.buf[:i]), &off, &k); serr == nil {
+			w.each(off, k, w.asked)
+			w.asked += k
+		}
+		w.buf = w.buf[i+1:]
 	}
 	return n, err
 }
@@ -221,5 +293,76 @@ func TestOwnConnectionsRefuseAnotherHostKey(t *testing.T) {
 	defer other.close()
 	if _, _, err := other.connect(ctx); err == nil || !strings.Contains(err.Error(), "another host key") {
 		t.Fatalf("a host with another key was accepted: %v", err)
+	}
+}
+
+// A channel on a connection of our own serves range after range in one
+// session, asking for the next before the current one is out.
+func TestOwnConnectionStreamsRanges(t *testing.T) {
+	srv, user := newSSHServer(t, 1)
+	dir := t.TempDir()
+	src := filepath.Join(dir, "remote.img")
+	want := randomFile(t, src, 6<<20+99, 3)
+	conn := &sshConn{target: srv.target(user), pin: &hostKeyPin{}}
+	defer conn.close()
+	d := &downloader{conns: []*sshConn{conn}, connChannels: 2, chunkSize: 512 << 10, retryDelay: time.Millisecond}
+	dst, _ := os.Create(filepath.Join(dir, "local"))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := d.download(ctx, src, int64(len(want)), dst); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(dst.Name())
+	if !bytes.Equal(got, want) {
+		t.Fatal("the download differs from the source")
+	}
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	var sessions, ranges int
+	for _, c := range srv.execs {
+		if strings.HasPrefix(c, "range ") {
+			ranges++
+		} else {
+			sessions++
+		}
+	}
+	if ranges != 13 || sessions != 2 {
+		t.Fatalf("%d ranges over %d sessions, want 13 over the 2 channels' sessions:\n%s", ranges, sessions, strings.Join(srv.execs, "\n"))
+	}
+}
+
+// A range command that fails ends its channel's session: the range is
+// fetched again, and the one asked for after it goes back to the queue
+// without counting as a failure.
+func TestOwnConnectionStreamRetriesAFailedRange(t *testing.T) {
+	srv, user := newSSHServer(t, 1)
+	dir := t.TempDir()
+	src := filepath.Join(dir, "remote.img")
+	want := randomFile(t, src, 4<<20, 5)
+	// dd fails the first time it is asked for the second range.
+	fake := filepath.Join(dir, "bin")
+	os.Mkdir(fake, 0o755)
+	flag := filepath.Join(dir, "failed-once")
+	script := "#!/bin/bash\nfor a in \"$@\"; do [ \"$a\" = skip=1048576 ] && [ ! -e " + flag + " ] && { touch " + flag + "; echo 'dd: error reading: Input/output error' >&2; exit 1; }; done\nexec /bin/dd \"$@\"\n"
+	if err := os.WriteFile(filepath.Join(fake, "dd"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", fake+":"+os.Getenv("PATH"))
+	conn := &sshConn{target: srv.target(user), pin: &hostKeyPin{}}
+	defer conn.close()
+	d := &downloader{conns: []*sshConn{conn}, connChannels: 1, chunkSize: 1 << 20, retryDelay: time.Millisecond}
+	dst, _ := os.Create(filepath.Join(dir, "local"))
+	if err := d.download(context.Background(), src, int64(len(want)), dst); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(dst.Name())
+	if !bytes.Equal(got, want) {
+		t.Fatal("the download differs from the source")
+	}
+	if _, err := os.Stat(flag); err != nil {
+		t.Fatal("the failing dd never ran")
+	}
+	if n := d.resumed.Load(); n != 1 {
+		t.Fatalf("%d ranges counted as resumed, want 1 (the failed one, not the one asked for after it)", n)
 	}
 }

@@ -105,6 +105,52 @@ func chooseChunk(size int64, channels int, compress bool) int64 {
 	return c
 }
 
+// rangeCarver cuts a file into ranges as channels ask for them: each at
+// most longest, and once fewer than two per channel are left, half the
+// remainder's share per channel (at least minChunk), so that the channels
+// finish together rather than wait for one long last range. fixed cuts every
+// range longest.
+type rangeCarver struct {
+	size, next int64
+	longest    int64
+	fixed      bool
+	// channels is how many channels are expected to share the file.
+	channels int
+}
+
+// take cuts the next range for one of workers channels; false when all of
+// the file is taken.
+func (c *rangeCarver) take(workers int) (off, n int64, ok bool) {
+	left := c.size - c.next
+	if left <= 0 {
+		return 0, 0, false
+	}
+	n = min(c.longest, left)
+	if !c.fixed {
+		share := left / int64(2*max(workers, c.channels, 1))
+		n = min(n, max(share, minChunk))
+		if left-n < minChunk {
+			// No short range at the end.
+			n = left
+		}
+	}
+	off = c.next
+	c.next += n
+	return off, n, true
+}
+
+// count is how many ranges the file makes with no failures.
+func (c *rangeCarver) count() int {
+	probe := *c
+	k := 0
+	for {
+		if _, _, ok := probe.take(probe.channels); !ok {
+			return k
+		}
+		k++
+	}
+}
+
 // download copies size bytes of the remote file into dst, which it first
 // truncates to size. All-zero blocks are left as holes. d.tracker, when set,
 // learns of each range once it fully arrived, and of the download's failure.
@@ -154,17 +200,13 @@ func (d *downloader) downloadRanges(ctx context.Context, file string, size int64
 	if cs <= 0 {
 		cs = chooseChunk(size, len(ws)+d.expected, d.compress)
 	}
-	var queue []*chunk
-	for off := int64(0); off < size; off += cs {
-		n := cs
-		if off+n > size {
-			n = size - off
-		}
-		queue = append(queue, &chunk{off: off, n: n})
-	}
+	carve := &rangeCarver{size: size, longest: cs, fixed: d.chunkSize > 0, channels: len(ws) + d.expected}
 	// Channels of the communicator's connection come first: a small file
 	// needs no connection of our own.
-	ws = ws[:min(len(ws), len(queue))]
+	ws = ws[:min(len(ws), carve.count())]
+	var workers atomic.Int64
+	// queue holds ranges that failed, fetched again before new ones.
+	var queue []*chunk
 
 	// The first range to fail for good cancels the other workers.
 	g, gctx := errgroup.WithContext(ctx)
@@ -181,6 +223,29 @@ func (d *downloader) downloadRanges(ctx context.Context, file string, size int64
 	})
 	defer stop()
 
+	// take hands out the next range, a failed one first; mu is held.
+	take := func() *chunk {
+		if len(queue) > 0 {
+			c := queue[0]
+			queue = queue[1:]
+			inFlight++
+			return c
+		}
+		if off, n, ok := carve.take(int(workers.Load())); ok {
+			inFlight++
+			return &chunk{off: off, n: n}
+		}
+		return nil
+	}
+	// more is take without waiting, for a channel asking ahead.
+	more := func() *chunk {
+		mu.Lock()
+		defer mu.Unlock()
+		if gctx.Err() != nil {
+			return nil
+		}
+		return take()
+	}
 	next := func() *chunk {
 		mu.Lock()
 		defer mu.Unlock()
@@ -188,10 +253,7 @@ func (d *downloader) downloadRanges(ctx context.Context, file string, size int64
 			if gctx.Err() != nil {
 				return nil
 			}
-			if len(queue) > 0 {
-				c := queue[0]
-				queue = queue[1:]
-				inFlight++
+			if c := take(); c != nil {
 				return c
 			}
 			if inFlight == 0 {
@@ -219,6 +281,10 @@ func (d *downloader) downloadRanges(ctx context.Context, file string, size int64
 		if gctx.Err() != nil {
 			return nil
 		}
+		if errors.Is(err, errUnstarted) {
+			queue = append([]*chunk{c}, queue...)
+			return nil
+		}
 		d.resumed.Add(1)
 		if !errors.Is(err, errDial) && got < minChunk {
 			c.attempt++
@@ -231,14 +297,23 @@ func (d *downloader) downloadRanges(ctx context.Context, file string, size int64
 	}
 
 	work := func(w worker) func() error {
+		workers.Add(1)
 		return func() error {
 			failures := 0
 			var dialFailing time.Time
 			for c := next(); c != nil; c = next() {
-				before := c.got
-				err := d.fetch(gctx, w.src, file, c, dst)
-				if ferr := finish(c, c.got-before, err); ferr != nil {
-					return ferr
+				var err error
+				if ss, ok := w.src.(streamSource); ok && !d.compress {
+					var ferr error
+					if err, ferr = d.stream(gctx, ss, file, c, more, finish, dst); ferr != nil {
+						return ferr
+					}
+				} else {
+					before := c.got
+					err = d.fetch(gctx, w.src, file, c, dst)
+					if ferr := finish(c, c.got-before, err); ferr != nil {
+						return ferr
+					}
 				}
 				if err == nil || gctx.Err() != nil {
 					failures = 0
@@ -286,10 +361,14 @@ func (d *downloader) downloadRanges(ctx context.Context, file string, size int64
 		// The workers also stop, without an error, when ctx ends.
 		return err
 	}
-	if len(queue) > 0 {
+	if len(queue) > 0 || carve.next < size {
 		// Every channel on a connection of our own gave up and there were
 		// none on the communicator's.
-		return fmt.Errorf("no channel could fetch bytes %d-%d of %s", queue[0].off, queue[0].off+queue[0].n-1, file)
+		first := carve.next
+		if len(queue) > 0 {
+			first = queue[0].off
+		}
+		return fmt.Errorf("no channel could fetch bytes %d-%d of %s", first, size-1, file)
 	}
 	return nil
 }
@@ -299,16 +378,7 @@ func (d *downloader) downloadRanges(ctx context.Context, file string, size int64
 func (d *downloader) fetch(ctx context.Context, src source, file string, c *chunk, dst *os.File) error {
 	d.ranges.Add(1)
 	base := c.off + c.got
-	w := &rangeWriter{f: dst, base: base, limit: c.n - c.got, skipZeros: !c.dirty}
-	w.report = func(pos int64) {
-		pos += c.got
-		if pos > c.reported && d.progress != nil {
-			d.progress(pos - c.reported)
-		}
-		if pos > c.reported {
-			c.reported = pos
-		}
-	}
+	w := d.rangeWriter(c, dst)
 	defer func() {
 		// What arrived before the channel ended is kept: SSH delivers
 		// bytes intact or not at all. A channel that broke the protocol
@@ -345,7 +415,7 @@ func (d *downloader) fetch(ctx context.Context, src source, file string, c *chun
 			decoded <- err
 		}()
 		var err error
-		status, err = src.run(ctx, command, &drainOnError{w: pw}, stderr)
+		status, err = src.run(ctx, command, nil, &drainOnError{w: pw}, stderr)
 		pw.Close()
 		if err != nil {
 			pr.Close()
@@ -358,7 +428,7 @@ func (d *downloader) fetch(ctx context.Context, src source, file string, c *chun
 		// channel, and the remote command would never end: drain instead
 		// (w keeps its error).
 		var err error
-		status, err = src.run(ctx, command, &drainOnError{w: w}, stderr)
+		status, err = src.run(ctx, command, nil, &drainOnError{w: w}, stderr)
 		if err != nil {
 			return err
 		}
@@ -382,6 +452,23 @@ func (d *downloader) fetch(ctx context.Context, src source, file string, c *chun
 		return errors.New(e)
 	}
 	return nil
+}
+
+// rangeWriter writes what is still missing of range c into dst, telling
+// d.progress of new bytes.
+func (d *downloader) rangeWriter(c *chunk, dst *os.File) *rangeWriter {
+	w := &rangeWriter{f: dst, base: c.off + c.got, limit: c.n - c.got, skipZeros: !c.dirty}
+	got := c.got
+	w.report = func(pos int64) {
+		pos += got
+		if pos > c.reported && d.progress != nil {
+			d.progress(pos - c.reported)
+		}
+		if pos > c.reported {
+			c.reported = pos
+		}
+	}
+	return w
 }
 
 // rangeWriter writes a stream at its place in the file. With skipZeros,

@@ -230,3 +230,48 @@ func skipOf(cmd string) int64 {
 	}
 	return n
 }
+
+func TestRangeCarver(t *testing.T) {
+	for _, tc := range []struct {
+		size     int64
+		channels int
+	}{{352 << 20, 16}, {1 << 30, 4}, {10 << 20, 4}, {3 << 20, 8}, {512 << 10, 4}, {(64 << 20) + 12345, 5}} {
+		longest := chooseChunk(tc.size, tc.channels, false)
+		c := &rangeCarver{size: tc.size, longest: longest, channels: tc.channels}
+		var lens []int64
+		next := int64(0)
+		for {
+			off, n, ok := c.take(tc.channels)
+			if !ok {
+				break
+			}
+			if off != next || n <= 0 || n > longest+minChunk {
+				t.Fatalf("size %d: range %d at %d+%d (want it at %d, at most %d bytes long)", tc.size, len(lens), off, n, next, longest+minChunk)
+			}
+			if n < minChunk && off+n != tc.size {
+				t.Fatalf("size %d: range %d is %d bytes, shorter than %d and not the last", tc.size, len(lens), n, minChunk)
+			}
+			next += n
+			lens = append(lens, n)
+		}
+		if next != tc.size {
+			t.Fatalf("size %d: the ranges cover %d bytes", tc.size, next)
+		}
+		if tc.size < 64<<20 {
+			continue
+		}
+		// Lengths never grow, and the last ones are shorter than longest.
+		for i := 1; i < len(lens)-1; i++ {
+			if lens[i] > lens[i-1] {
+				t.Errorf("size %d: range %d (%d bytes) is longer than the one before (%d)", tc.size, i, lens[i], lens[i-1])
+			}
+		}
+		if tail := lens[len(lens)-2]; tail >= longest {
+			t.Errorf("size %d: the ranges near the end are not shorter than %d: %v", tc.size, longest, lens)
+		}
+	}
+	fixed := &rangeCarver{size: 10<<20 + 1, longest: 1 << 20, fixed: true, channels: 4}
+	if n := fixed.count(); n != 11 {
+		t.Errorf("fixed 1 MiB ranges of 10 MiB + 1 byte: %d ranges, want 11", n)
+	}
+}

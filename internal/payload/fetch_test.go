@@ -23,8 +23,8 @@ func TestRunDecompressesDuringDownload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	chunk := chooseChunk(st.Size(), 4, false)
-	last := (st.Size() - 1) / chunk * chunk
+	offs := rangeOffsets(st.Size(), 4)
+	last := offs[len(offs)-1]
 	if last == 0 {
 		t.Fatalf("the test image (%d bytes) fits in one range", st.Size())
 	}
@@ -111,8 +111,7 @@ func TestRunChecksumFailureStopsTheDownload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	chunk := chooseChunk(st.Size(), 1, false)
-	ranges := (st.Size() + chunk - 1) / chunk
+	ranges := int64(len(rangeOffsets(st.Size(), 1)))
 	if ranges < 3 {
 		t.Fatalf("the test image (%d bytes) has only %d ranges", st.Size(), ranges)
 	}
@@ -148,5 +147,19 @@ func TestRunDownloadFailureIsADownloadError(t *testing.T) {
 			t.Fatalf("run %d: want the download's error, got %v", i, err)
 		}
 		e.outputHolds()
+	}
+}
+
+// rangeOffsets are where the ranges of a file of size bytes start when
+// channels download it and none fails.
+func rangeOffsets(size int64, channels int) []int64 {
+	c := &rangeCarver{size: size, longest: chooseChunk(size, channels, false), channels: channels}
+	var offs []int64
+	for {
+		off, _, ok := c.take(channels)
+		if !ok {
+			return offs
+		}
+		offs = append(offs, off)
 	}
 }

@@ -93,6 +93,16 @@ func sha256Command(image string) string {
 	return "sha256sum " + remotecmd.Quote(image)
 }
 
+// streamCommand serves ranges of the remote file one after another on one
+// channel: for each line "OFFSET LENGTH" on its input it prints those bytes as
+// rangeCommand does, and it ends when its input ends. Asking for the next
+// range before the current one is out keeps the channel busy without a new
+// session (two round trips) per range.
+func streamCommand(file string) string {
+	return "while read -r off n; do dd if=" + remotecmd.Quote(file) +
+		` bs=1M iflag=skip_bytes,count_bytes skip="$off" count="$n" status=none || exit 1; done`
+}
+
 // rangeCommand prints length bytes of the remote file from offset, compressed
 // with zstd when compress is set.
 func rangeCommand(file string, offset, length int64, compress bool) string {

@@ -9,6 +9,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
+	"time"
 
 	"github.com/klauspost/compress/zstd"
 )
@@ -37,10 +39,14 @@ func (r *run) checkImage(d *incoming, n localNames, info imageInfo) (int64, stri
 	if n.decompress {
 		r.ui.Say(fmt.Sprintf("Decompressing into %s (sparse)", filepath.Join(r.cfg.OutputDirectory, n.final)))
 		done := r.timer.track(PhaseDecompress)
+		start := time.Now()
 		err := d.decoding.Wait()
 		done()
 		if err != nil {
 			return 0, "", phaseErr(PhaseDecompress, fmt.Errorf("decompressing %s: %w", n.base, err), nil)
+		}
+		if msg := cpuLimitNote(time.Since(start), r.timer.snapshot()[PhaseDownload], d.decoded.size, runtime.NumCPU()); msg != "" {
+			r.ui.Say(msg)
 		}
 		if err := checkMBR(d.decoded.first); err != nil {
 			return 0, "", phaseErr(PhaseVerify, fmt.Errorf("the built file %s is not an SD card image: %w; make sure the configuration builds nixpkgs' sd-image (sd-image-aarch64.nix)", n.base, err), nil)
@@ -61,6 +67,19 @@ func (r *run) checkImage(d *incoming, n localNames, info imageInfo) (int64, stri
 		return 0, "", phaseErr(PhaseVerify, fmt.Errorf("the built file %s is not an SD card image: %w; make sure the configuration builds nixpkgs' sd-image (sd-image-aarch64.nix)", n.base, err), nil)
 	}
 	return info.size, d.remoteSum, nil
+}
+
+// cpuLimitNote says, when decoding went on well after the download ended,
+// that this machine's CPU and not the link set the pace: the decoder follows
+// the download, so on a link it can keep up with it ends soon after the last
+// range. It is empty otherwise.
+func cpuLimitNote(after, download time.Duration, decoded int64, cpus int) string {
+	if after < time.Second || after < download/4 {
+		return ""
+	}
+	total := download + after
+	return fmt.Sprintf("Decompressed %s in all at %s/s, finishing %s after the download: this machine's CPU (%d cores, decompressing, hashing and writing the image), not the link, was the limit",
+		humanBytes(decoded), humanBytes(int64(float64(decoded)/max(total.Seconds(), 1e-3))), after.Round(100*time.Millisecond), cpus)
 }
 
 // hashReader is the hex SHA-256 of everything r yields.

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // mbr is a first sector with the given partitions (type, start, sectors).
@@ -150,4 +151,25 @@ func TestRunRejectsNonImage(t *testing.T) {
 		t.Fatalf("want a verify error, got %v", err)
 	}
 	e.outputHolds()
+}
+
+func TestCPULimitNote(t *testing.T) {
+	for _, tc := range []struct {
+		after, download time.Duration
+		want            bool
+	}{
+		{1500 * time.Millisecond, 1400 * time.Millisecond, true},
+		{1200 * time.Millisecond, 3 * time.Second, true},
+		{900 * time.Millisecond, 500 * time.Millisecond, false}, // under a second
+		{2 * time.Second, 20 * time.Second, false},              // a tenth of the download
+		{0, 15 * time.Second, false},
+	} {
+		msg := cpuLimitNote(tc.after, tc.download, 1<<30, 2)
+		if got := msg != ""; got != tc.want {
+			t.Errorf("cpuLimitNote(%v after a %v download) = %q, want a note: %v", tc.after, tc.download, msg, tc.want)
+		}
+		if tc.want && (!strings.Contains(msg, "CPU (2 cores") || !strings.Contains(msg, "not the link")) {
+			t.Errorf("cpuLimitNote = %q: it should name the CPU and its cores", msg)
+		}
+	}
 }
