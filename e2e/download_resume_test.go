@@ -68,7 +68,7 @@ func TestProvisionerDownloadSurvivesDroppedConnections(t *testing.T) {
 			t.Fatalf("a cut did not drop several connections: %q", cuts)
 		}
 	}
-	for _, want := range []string{"adding 2 SSH connections with 2 channels each", "resumed after a dropped channel or connection", "SHA-256 verified"} {
+	for _, want := range []string{"moving the download to 3 SSH connections of its own with 2 channels each", "resumed after a dropped channel or connection", "SHA-256 verified"} {
 		if !strings.Contains(output, want) {
 			t.Errorf("packer's output lacks %q", want)
 		}

@@ -78,13 +78,15 @@ type Config struct {
 	// MaxSessions caps it (at 7 on the communicator's connection, 9 on the
 	// others, with the usual 10).
 	DownloadChannels int `mapstructure:"download_channels" required:"false"`
-	// How many SSH connections download the image, the communicator's
-	// included. The extra connections log in as the communicator does (same
-	// host, port, user and key). One TCP connection carries at most its
-	// window per round trip (about 50 MB/s at 80 ms with Linux's default
-	// buffers), so a long, fast link needs several. Defaults to choosing
-	// from the measured round trip (1 on a LAN, 5 at 80 ms); 1 keeps the
-	// download on the communicator's connection. 0 to 16.
+	// How many SSH connections download the image. With more than one, the
+	// download moves from the communicator's connection to that many
+	// connections of its own, which log in as the communicator does (same
+	// host, port, user and key) and stream range after range. One TCP
+	// connection carries at most its window per round trip (about 50 MB/s at
+	// 80 ms with Linux's default buffers), so a long, fast link needs
+	// several. Defaults to choosing from the measured round trip (1 on a LAN,
+	// 5 at 80 ms); 1 keeps the download on the communicator's connection. 0
+	// to 16.
 	DownloadConnections int `mapstructure:"download_connections" required:"false"`
 	// How long the remote build may run before it is stopped. Defaults to `2h`.
 	BuildTimeout string `mapstructure:"build_timeout" required:"false"`

@@ -77,6 +77,8 @@ type sshConn struct {
 	gen    int
 	rtt    time.Duration
 	closed bool
+	// idle are streaming sessions opened ahead (prestart).
+	idle []*streamSession
 }
 
 // hostKeyPin remembers the host key the first connection saw.
@@ -226,6 +228,7 @@ func (c *sshConn) close() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.closed = true
+	c.idle = nil
 	if c.client != nil {
 		c.client.Close()
 		c.client = nil
@@ -269,30 +272,67 @@ func (c *sshConn) run(ctx context.Context, command string, stdin io.Reader, stdo
 	}
 }
 
-// start runs command on a new session with its input from the returned
-// writer; wait waits for its end as run does.
-func (c *sshConn) start(ctx context.Context, command string, stdout, stderr io.Writer) (io.WriteCloser, func() (int, error), error) {
+// streamSession is a channel running streamCommand: its input, its end,
+// and outputs that can be pointed at their readers once the file is known.
+type streamSession struct {
+	in             io.WriteCloser
+	wait           func() (int, error)
+	stdout, stderr *switchWriter
+	gen            int
+}
+
+// switchWriter passes writes to w, set when the session is put to use;
+// before that (the command waits for its input) nothing is written.
+type switchWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *switchWriter) set(w io.Writer) {
+	s.mu.Lock()
+	s.w = w
+	s.mu.Unlock()
+}
+
+func (s *switchWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	w := s.w
+	s.mu.Unlock()
+	if w == nil {
+		return len(p), nil
+	}
+	return w.Write(p)
+}
+
+// openStream opens a session running streamCommand.
+func (c *sshConn) openStream(ctx context.Context) (*streamSession, error) {
 	cl, gen, err := c.connect(ctx)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	s, err := cl.NewSession()
 	if err != nil {
-		c.broken(gen)
-		return nil, nil, fmt.Errorf("%w: opening a session: %w", errDial, err)
+		var refused *ssh.OpenChannelError
+		if !errors.As(err, &refused) {
+			// Refused (sshd's MaxSessions, say) leaves the connection
+			// usable; anything else means it is gone.
+			c.broken(gen)
+		}
+		return nil, fmt.Errorf("%w: opening a session: %w", errDial, err)
 	}
 	in, err := s.StdinPipe()
 	if err != nil {
 		s.Close()
-		return nil, nil, err
+		return nil, err
 	}
-	s.Stdout, s.Stderr = stdout, stderr
-	if err := s.Start(command); err != nil {
+	ss := &streamSession{in: in, stdout: &switchWriter{}, stderr: &switchWriter{}, gen: gen}
+	s.Stdout, s.Stderr = ss.stdout, ss.stderr
+	if err := s.Start(streamCommand()); err != nil {
 		s.Close()
 		c.broken(gen)
-		return nil, nil, fmt.Errorf("%w: starting the range command: %w", errDial, err)
+		return nil, fmt.Errorf("%w: starting the range command: %w", errDial, err)
 	}
-	wait := func() (int, error) {
+	ss.wait = func() (int, error) {
 		defer s.Close()
 		done := make(chan error, 1)
 		go func() { done <- s.Wait() }()
@@ -313,5 +353,42 @@ func (c *sshConn) start(ctx context.Context, command string, stdout, stderr io.W
 			return packersdk.CmdDisconnect, nil
 		}
 	}
-	return in, wait, nil
+	return ss, nil
+}
+
+// prestart opens n streaming sessions ahead of the download, so that its
+// ranges begin one round trip after they are asked for (a new session
+// takes two, and the host's session setup).
+func (c *sshConn) prestart(ctx context.Context, n int) {
+	for range n {
+		ss, err := c.openStream(ctx)
+		if err != nil {
+			return
+		}
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			ss.in.Close()
+			return
+		}
+		c.idle = append(c.idle, ss)
+		c.mu.Unlock()
+	}
+}
+
+// stream hands out a streaming session: one opened ahead on the current
+// connection, or a new one.
+func (c *sshConn) stream(ctx context.Context) (*streamSession, error) {
+	c.mu.Lock()
+	for len(c.idle) > 0 {
+		ss := c.idle[0]
+		c.idle = c.idle[1:]
+		if ss.gen == c.gen && c.client != nil {
+			c.mu.Unlock()
+			return ss, nil
+		}
+		ss.in.Close()
+	}
+	c.mu.Unlock()
+	return c.openStream(ctx)
 }

@@ -131,6 +131,8 @@ func (s *sshServer) handle(nc net.Conn) {
 					out.left = s.dropBytes
 				}
 				c := exec.Command("bash", "-c", cmd)
+				var first struct{ off, n int64 }
+				_, ferr := fmt.Sscanf(cmd, "off=%d n=%d;", &first.off, &first.n)
 				// The input of a streaming channel asks for ranges: each is
 				// logged as a range command would be, and dropWhen may pick
 				// one, counted from where its bytes begin in the output.
@@ -143,6 +145,11 @@ func (s *sshServer) handle(nc net.Conn) {
 						out.dropAt(before + int64(s.dropBytes))
 					}
 				}}
+				if ferr == nil {
+					// A streaming command's first range.
+					watch.each(first.off, first.n, 0)
+					watch.asked = first.n
+				}
 				c.Stdout, c.Stderr = out, ch.Stderr()
 				// As sshd does, the channel ends when the command does,
 				// whether or not its input ended.
@@ -327,6 +334,7 @@ func TestOwnConnectionStreamsRanges(t *testing.T) {
 		}
 	}
 	if ranges != 13 || sessions != 2 {
+		// Each session's first range is in its command.
 		t.Fatalf("%d ranges over %d sessions, want 13 over the 2 channels' sessions:\n%s", ranges, sessions, strings.Join(srv.execs, "\n"))
 	}
 }

@@ -214,6 +214,10 @@ func (d *downloader) downloadRanges(ctx context.Context, file string, size int64
 		mu       sync.Mutex
 		cond     = sync.NewCond(&mu)
 		inFlight int
+		// ownActive counts the running channels on connections of our
+		// own: while there are any, the communicator's channels take no
+		// new ranges (they hand the download over).
+		ownActive int
 	)
 	// Wake waiting workers when gctx ends.
 	stop := context.AfterFunc(gctx, func() {
@@ -246,15 +250,22 @@ func (d *downloader) downloadRanges(ctx context.Context, file string, size int64
 		}
 		return take()
 	}
-	next := func() *chunk {
+	next := func(w worker) *chunk {
 		mu.Lock()
 		defer mu.Unlock()
 		for {
 			if gctx.Err() != nil {
 				return nil
 			}
-			if c := take(); c != nil {
-				return c
+			if w.own || ownActive == 0 {
+				if c := take(); c != nil {
+					return c
+				}
+			} else if len(queue) > 0 || carve.next < size {
+				// Handed over; the channel waits in case the
+				// connections of our own give up.
+				cond.Wait()
+				continue
 			}
 			if inFlight == 0 {
 				return nil
@@ -299,11 +310,23 @@ func (d *downloader) downloadRanges(ctx context.Context, file string, size int64
 	work := func(w worker) func() error {
 		workers.Add(1)
 		return func() error {
+			if w.own {
+				mu.Lock()
+				ownActive++
+				mu.Unlock()
+				defer func() {
+					mu.Lock()
+					ownActive--
+					cond.Broadcast()
+					mu.Unlock()
+				}()
+			}
 			failures := 0
 			var dialFailing time.Time
-			for c := next(); c != nil; c = next() {
+			for c := next(w); c != nil; c = next(w) {
 				var err error
-				if ss, ok := w.src.(streamSource); ok && !d.compress {
+				// A name with a newline cannot be sent on a line.
+				if ss, ok := w.src.(streamSource); ok && !d.compress && !strings.Contains(file, "\n") {
 					var ferr error
 					if err, ferr = d.stream(gctx, ss, file, c, more, finish, dst); ferr != nil {
 						return ferr

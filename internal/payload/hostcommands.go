@@ -93,14 +93,16 @@ func sha256Command(image string) string {
 	return "sha256sum " + remotecmd.Quote(image)
 }
 
-// streamCommand serves ranges of the remote file one after another on one
-// channel: for each line "OFFSET LENGTH" on its input it prints those bytes as
-// rangeCommand does, and it ends when its input ends. Asking for the next
-// range before the current one is out keeps the channel busy without a new
+// streamCommand serves ranges of a remote file one after another on one
+// channel: it reads the file's name from the first line of its input, then
+// prints, for each line "OFFSET LENGTH", those bytes (as rangeCommand prints
+// them). It ends when its input ends, or with status 1 when a range fails.
+// The channel can be opened before the file is known, and asking for the
+// next range before the current one is out keeps it busy without a new
 // session (two round trips) per range.
-func streamCommand(file string) string {
-	return "while read -r off n; do dd if=" + remotecmd.Quote(file) +
-		` bs=1M iflag=skip_bytes,count_bytes skip="$off" count="$n" status=none || exit 1; done`
+func streamCommand() string {
+	return `IFS= read -r f && read -r off n || exit 0; ` +
+		`while dd if="$f" bs=1M iflag=skip_bytes,count_bytes skip="$off" count="$n" status=none; do read -r off n || exit 0; done; exit 1`
 }
 
 // rangeCommand prints length bytes of the remote file from offset, compressed

@@ -73,19 +73,26 @@ func (r *run) planLink(ctx context.Context) *linkPlan {
 			p.drop()
 			return
 		}
-		conns, _ := chooseLink(p.rtt, r.cfg.DownloadConnections, r.cfg.DownloadChannels, 0)
+		conns, per := chooseLink(p.rtt, r.cfg.DownloadConnections, r.cfg.DownloadChannels, 0)
 		if conns <= 1 {
 			p.drop()
 			return
 		}
-		for range conns - 2 {
+		// Each connection opens its channels' sessions now, so the
+		// download's first ranges come one round trip after it asks; a
+		// failure is retried when a channel needs the connection. The plan
+		// is done when they are open: until then the communicator's
+		// channels download alone.
+		var ready sync.WaitGroup
+		ready.Go(func() { first.prestart(ctx, per) })
+		for range conns - 1 {
 			c := &sshConn{target: t, pin: pin}
 			if !p.add(c) {
-				return
+				break
 			}
-			// Opened now; a failure is retried when a channel needs it.
-			go c.connect(ctx)
+			ready.Go(func() { c.prestart(ctx, per) })
 		}
+		ready.Wait()
 	}()
 	return p
 }
@@ -126,7 +133,7 @@ func (p *linkPlan) close() {
 // expected guesses how many channels the plan adds, for the range length.
 func (p *linkPlan) expected(maxSessions int) int {
 	conns, per := chooseLink(100*time.Millisecond, p.cfg.DownloadConnections, p.cfg.DownloadChannels, maxSessions)
-	return (conns - 1) * per
+	return conns * per
 }
 
 // workers waits for the plan and returns the channels of its connections,
@@ -161,7 +168,7 @@ func (p *linkPlan) workers(ctx context.Context, ui packersdk.Ui, size int64, max
 			ws = append(ws, worker{src: c, own: true})
 		}
 	}
-	ui.Say(fmt.Sprintf("Round trip to the host: %s; adding %d SSH connections with %d channels each", rtt, len(conns), per))
+	ui.Say(fmt.Sprintf("Round trip to the host: %s; moving the download to %d SSH connections of its own with %d channels each", rtt, len(conns), per))
 	return ws
 }
 

@@ -30,7 +30,7 @@ var errUnstarted = errors.New("the channel ended before the range began")
 // input to end before it reports the command's end, so a channel whose host
 // went away would never end).
 type streamSource interface {
-	start(ctx context.Context, command string, stdout, stderr io.Writer) (stdin io.WriteCloser, wait func() (int, error), err error)
+	stream(ctx context.Context) (*streamSession, error)
 }
 
 // rangeStream is one channel serving ranges in turn (streamCommand): it asks
@@ -164,21 +164,23 @@ func (d *downloader) stream(ctx context.Context, src streamSource, file string, 
 		}
 	}
 	stderr := &remotecmd.LimitedBuffer{B: &bytes.Buffer{}, Max: 4 << 10}
-	in, wait, err := src.start(ctx, streamCommand(file), s, stderr)
+	ss, err := src.stream(ctx)
 	if err != nil {
 		s.pending = []*chunk{first}
 		s.in = nopWriteCloser{}
 		return err, s.settle(err, finish)
 	}
+	ss.stdout.set(s)
+	ss.stderr.set(stderr)
 	s.mu.Lock()
-	s.in = in
+	s.in = ss.in
 	s.pending = []*chunk{first}
 	d.ranges.Add(1)
-	fmt.Fprintf(in, "%d %d\n", first.off+first.got, first.n-first.got)
+	fmt.Fprintf(ss.in, "%s\n%d %d\n", file, first.off+first.got, first.n-first.got)
 	s.ask()
 	s.mu.Unlock()
 
-	status, err := wait()
+	status, err := ss.wait()
 	s.mu.Lock()
 	s.endInput()
 	left, local := len(s.pending), s.err

@@ -38,7 +38,10 @@
 # argument names an existing file or directory (also in the forms name=path
 # and path#attr) whose path or contents contain the text STANDIN_FAIL.
 #
-# Settings come from $STATE/standin.conf (IMAGE_MIB=64, COMPRESS=1). STATE is
+# Settings come from $STATE/standin.conf (IMAGE_MIB=64, COMPRESS=1, and
+# CACHED_BUILD_SECONDS=0: how long a build whose result exists still takes,
+# for benchmarks whose runs reuse one image but must see a build as long as a
+# real one, during which the download's connections open). STATE is
 # /var/lib/nixos-sd-standin unless NIXOS_SD_STANDIN_STATE says otherwise; the
 # real Nix is NIXOS_SD_STANDIN_REAL_NIX, else /usr/bin/nix.real (the unit
 # tests of the realisation set both; on a host sudo resets the environment).
@@ -77,16 +80,21 @@ done
 
 IMAGE_MIB=64
 COMPRESS=1
+CACHED_BUILD_SECONDS=0
 if [ -r "$state/standin.conf" ]; then
 	while IFS='=' read -r key value; do
 		case "$key" in
 		IMAGE_MIB) IMAGE_MIB=$value ;;
 		COMPRESS) COMPRESS=$value ;;
+		CACHED_BUILD_SECONDS) CACHED_BUILD_SECONDS=$value ;;
 		esac
 	done <"$state/standin.conf"
 fi
 case "$IMAGE_MIB" in
 '' | *[!0-9]*) die "stand-in nix: IMAGE_MIB in $state/standin.conf must be a number of MiB, got '$IMAGE_MIB'" ;;
+esac
+case "$CACHED_BUILD_SECONDS" in
+'' | *[!0-9]*) die "stand-in nix: CACHED_BUILD_SECONDS in $state/standin.conf must be a whole number of seconds, got '$CACHED_BUILD_SECONDS'" ;;
 esac
 if [ "$IMAGE_MIB" -lt 56 ]; then
 	die "stand-in nix: IMAGE_MIB in $state/standin.conf must be at least 56 (8 MiB gap, 34 MiB FAT32, ext4), got $IMAGE_MIB"
@@ -434,6 +442,9 @@ log() {
 
 # ---- build ----------------------------------------------------------------
 
+if [ -d "$out" ] && [ "$CACHED_BUILD_SECONDS" -gt 0 ]; then
+	sleep "$CACHED_BUILD_SECONDS"
+fi
 if [ ! -d "$out" ]; then
 	printf 'these 2 derivations will be built:\n  %s\n  %s\n' "$fs_drv" "$drv" >&2
 	printf "building '%s'...\n" "$fs_drv" >&2
