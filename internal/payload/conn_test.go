@@ -374,3 +374,60 @@ func TestOwnConnectionStreamRetriesAFailedRange(t *testing.T) {
 		t.Fatalf("%d ranges counted as resumed, want 1 (the failed one, not the one asked for after it)", n)
 	}
 }
+
+// Once channels on a connection of our own run, the communicator's take no
+// new ranges: they hand the download over.
+func TestOwnConnectionsTakeTheDownloadOver(t *testing.T) {
+	srv, user := newSSHServer(t, 1)
+	dir := t.TempDir()
+	src := filepath.Join(dir, "remote.img")
+	want := randomFile(t, src, 24<<20, 9)
+	conn := &sshConn{target: srv.target(user), pin: &hostKeyPin{}}
+	defer conn.close()
+	comm := &localComm{}
+	d := &downloader{comm: comm, channels: 2, conns: []*sshConn{conn}, connChannels: 2, chunkSize: 1 << 20, retryDelay: time.Millisecond}
+	dst, _ := os.Create(filepath.Join(dir, "local"))
+	if err := d.download(context.Background(), src, int64(len(want)), dst); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(dst.Name())
+	if !bytes.Equal(got, want) {
+		t.Fatal("the download differs from the source")
+	}
+	if n := len(comm.Commands()); n > 2 {
+		t.Fatalf("the communicator's 2 channels ran %d ranges; once the connection of our own ran they should have taken none:\n%s", n, strings.Join(comm.Commands(), "\n"))
+	}
+}
+
+// When no connection of our own can be opened, the communicator's channels
+// take the download back.
+func TestCommunicatorTakesBackWhenOwnConnectionsFail(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	dir := t.TempDir()
+	src := filepath.Join(dir, "remote.img")
+	want := randomFile(t, src, 8<<20, 4)
+	_, user := newSSHServer(t, 1)
+	conn := &sshConn{target: &SSHTarget{Address: addr, Config: &ssh.ClientConfig{User: "u", Auth: []ssh.AuthMethod{ssh.PublicKeys(user)}, HostKeyCallback: ssh.InsecureIgnoreHostKey()}}, pin: &hostKeyPin{}}
+	defer conn.close()
+	comm := &localComm{}
+	d := &downloader{comm: comm, channels: 1, conns: []*sshConn{conn}, connChannels: 2, chunkSize: 1 << 20,
+		retryDelay: time.Millisecond, patience: 200 * time.Millisecond}
+	dst, _ := os.Create(filepath.Join(dir, "local"))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := d.download(ctx, src, int64(len(want)), dst); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(dst.Name())
+	if !bytes.Equal(got, want) {
+		t.Fatal("the download differs from the source")
+	}
+	if n := len(comm.Commands()); n < 8 {
+		t.Fatalf("the communicator's channel ran %d of the 8 ranges", n)
+	}
+}

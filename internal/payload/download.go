@@ -2,6 +2,7 @@ package payload
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -61,6 +62,9 @@ type downloader struct {
 	// retryDelay is the pause after a failed range before a channel tries
 	// again, doubled with each failure in a row; 0 means 500 ms.
 	retryDelay time.Duration
+	// patience is how long a channel on a connection of our own keeps
+	// trying to open it; 0 means dialPatience.
+	patience time.Duration
 	// more, when set, runs beside the first channels and returns channels
 	// to add (it may measure the link first).
 	more func(ctx context.Context) []worker
@@ -346,7 +350,7 @@ func (d *downloader) downloadRanges(ctx context.Context, file string, size int64
 				if errors.Is(err, errDial) && w.own {
 					if dialFailing.IsZero() {
 						dialFailing = time.Now()
-					} else if time.Since(dialFailing) > dialPatience {
+					} else if time.Since(dialFailing) > cmp.Or(d.patience, dialPatience) {
 						return nil
 					}
 				}

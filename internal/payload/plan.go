@@ -73,11 +73,10 @@ func (r *run) planLink(ctx context.Context) *linkPlan {
 			p.drop()
 			return
 		}
+		// One connection of our own, even where one window suffices:
+		// its channels stream ranges, where the communicator's open a
+		// session per range.
 		conns, per := chooseLink(p.rtt, r.cfg.DownloadConnections, r.cfg.DownloadChannels, 0)
-		if conns <= 1 {
-			p.drop()
-			return
-		}
 		// Each connection opens its channels' sessions now, so the
 		// download's first ranges come one round trip after it asks; a
 		// failure is retried when a channel needs the connection. The plan
@@ -158,7 +157,6 @@ func (p *linkPlan) workers(ctx context.Context, ui packersdk.Ui, size int64, max
 	conns := p.conns
 	p.mu.Unlock()
 	if len(conns) == 0 {
-		ui.Say(fmt.Sprintf("Round trip to the host: %s; one connection's window suffices", rtt))
 		return nil
 	}
 	_, per := chooseLink(p.rtt, p.cfg.DownloadConnections, p.cfg.DownloadChannels, maxSessions)
