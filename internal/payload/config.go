@@ -73,8 +73,8 @@ type Config struct {
 	// How many SSH channels download the image on each SSH connection, each
 	// fetching its own range. One channel carries at most 2 MiB per round
 	// trip (about 26 MB/s at 80 ms). Defaults to choosing from the round
-	// trip the download measures (4 on the communicator's connection, about
-	// 3 on each connection of its own at 80 ms). 1 to 32; sshd's
+	// trip the download measures (2 on a LAN and about 3 at 80 ms on each
+	// connection of its own, 4 on the communicator's). 1 to 32; sshd's
 	// MaxSessions caps it (at 7 on the communicator's connection, 9 on the
 	// others, with the usual 10).
 	DownloadChannels int `mapstructure:"download_channels" required:"false"`
@@ -85,8 +85,8 @@ type Config struct {
 	// connection carries at most its window per round trip (about 50 MB/s at
 	// 80 ms with Linux's default buffers), so a long, fast link needs
 	// several. Defaults to choosing from the measured round trip (1 on a LAN,
-	// 5 at 80 ms); 1 keeps the download on the communicator's connection. 0
-	// to 16.
+	// 5 at 80 ms); setting 1 keeps the download on the communicator's
+	// connection. 0 to 16.
 	DownloadConnections int `mapstructure:"download_connections" required:"false"`
 	// How long the remote build may run before it is stopped. Defaults to `2h`.
 	BuildTimeout string `mapstructure:"build_timeout" required:"false"`

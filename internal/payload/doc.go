@@ -54,20 +54,33 @@
 // # The download
 //
 // The downloader (download.go) fetches the image over several SSH channels
-// at once: each channel is a remote `dd` printing one byte range, taken from
-// a shared queue, so a slow channel holds up at most the range it is on. One
-// SSH channel carries at most its window (2 MiB) per round trip, and one TCP
-// connection its own window whatever its channels, so on a long, fast link
-// the download also runs channels on connections of its own (conn.go) to the
-// same host, with the credentials the builder or the provisioner hands it
-// (SSHTarget). They open while the image builds: the first measures the
-// round trip, which sets how many connections and channels to use (plan.go;
-// download_connections and download_channels override it). On the
-// communicator's connection the channels stay below sshd's MaxSessions with
-// room for the checksum and the builder's heartbeat, since one session too
-// many makes Packer's SSH communicator drop the whole connection. An image
-// that is not compressed is compressed in transit with zstd when the host
-// has it.
+// at once, each taking byte ranges from a shared queue, so a slow channel
+// holds up at most the range it is on. One SSH channel carries at most its
+// window (2 MiB) per round trip, and one TCP connection its own window
+// whatever its channels, so on a long, fast link the download needs several
+// of each. It runs on connections of its own (conn.go) to the same host, with
+// the credentials the builder or the provisioner hands it (SSHTarget). They
+// open while the image builds: the first measures the round trip, which sets
+// how many connections and channels to use (plan.go; download_connections and
+// download_channels override it), and each opens its channels' sessions
+// ahead. A channel there runs one remote loop (streamCommand, stream.go) that
+// reads the file's name, then prints range after range as it is asked for
+// them on its input; it asks for the next range before the current one is
+// out, so it idles neither between ranges nor for a session per range.
+// Ranges shrink towards the end of the file, so the channels finish
+// together.
+//
+// The communicator's channels start the download, one `dd` session per
+// range, and hand it over once the connections of our own run; they take it
+// back if none can be opened, and carry it alone behind a bastion, with
+// download_connections = 1, or without credentials. They stay below sshd's
+// MaxSessions with room for the checksum and the builder's heartbeat, since
+// one session too many makes Packer's SSH communicator drop the whole
+// connection; and they cannot stream, because the communicator reports a
+// command's end only after its input ended. An image that is not compressed
+// is compressed in transit with zstd when the host has it, one session per
+// range on every connection (a compressed range's length is not known
+// before it ends, so ranges cannot follow each other on one stream).
 //
 // A range that fails keeps what arrived and is asked again for the rest,
 // first in the queue: a dropped channel or connection costs only the bytes
@@ -83,5 +96,9 @@
 // change again. The decoded image, like the downloaded one, is written
 // sparse (sparse.go): all-zero 4 KiB blocks stay holes. The progress bar is
 // fed by progress.go, which batches its reads because in a plugin each read
-// is a call to Packer.
+// is a call to Packer. Writes go to the file in pieces of at most 256 KiB:
+// larger ones make the kernel allocate large folios, which cost several times
+// the time per byte on some machines (docs/performance.md). When decoding
+// goes on well after the download ended, the run says that the local CPU,
+// not the link, was the limit.
 package payload

@@ -166,7 +166,7 @@ func (p *linkPlan) workers(ctx context.Context, ui packersdk.Ui, size int64, max
 			ws = append(ws, worker{src: c, own: true})
 		}
 	}
-	ui.Say(fmt.Sprintf("Round trip to the host: %s; moving the download to %d SSH connections of its own with %d channels each", rtt, len(conns), per))
+	ui.Say(fmt.Sprintf("Round trip to the host: %s; moving the download to %s of its own with %d channels each", rtt, plural(len(conns), "SSH connection"), per))
 	return ws
 }
 
@@ -185,4 +185,12 @@ func chooseLink(rtt time.Duration, conns, channels, maxSessions int) (int, int) 
 	// Our own connections run nothing but the download.
 	channels = min(max(channels, 1), max(sessionsOr10(maxSessions)-1, 1))
 	return conns, channels
+}
+
+// plural is "1 thing" or "n things".
+func plural(n int, thing string) string {
+	if n == 1 {
+		return "1 " + thing
+	}
+	return fmt.Sprintf("%d %ss", n, thing)
 }
