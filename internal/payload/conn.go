@@ -32,14 +32,14 @@ type SSHTarget struct {
 // source runs one remote command and streams its standard output: a
 // channel on the communicator's connection or on a connection of our own.
 type source interface {
-	run(ctx context.Context, command string, stdin io.Reader, stdout, stderr io.Writer) (status int, err error)
+	run(ctx context.Context, command string, stdout, stderr io.Writer) (status int, err error)
 }
 
 // commSource runs commands through the communicator Packer handed us.
 type commSource struct{ comm packersdk.Communicator }
 
-func (s commSource) run(ctx context.Context, command string, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
-	cmd := &packersdk.RemoteCmd{Command: command, Stdin: stdin, Stdout: stdout, Stderr: stderr}
+func (s commSource) run(ctx context.Context, command string, stdout, stderr io.Writer) (int, error) {
+	cmd := &packersdk.RemoteCmd{Command: command, Stdout: stdout, Stderr: stderr}
 	if err := s.comm.Start(ctx, cmd); err != nil {
 		return -1, fmt.Errorf("opening a download channel: %w", err)
 	}
@@ -235,7 +235,7 @@ func (c *sshConn) close() {
 	}
 }
 
-func (c *sshConn) run(ctx context.Context, command string, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
+func (c *sshConn) run(ctx context.Context, command string, stdout, stderr io.Writer) (int, error) {
 	cl, gen, err := c.connect(ctx)
 	if err != nil {
 		return -1, err
@@ -246,13 +246,21 @@ func (c *sshConn) run(ctx context.Context, command string, stdin io.Reader, stdo
 		return packersdk.CmdDisconnect, nil
 	}
 	defer s.Close()
-	s.Stdin, s.Stdout, s.Stderr = stdin, stdout, stderr
+	s.Stdout, s.Stderr = stdout, stderr
 	if err := s.Start(command); err != nil {
 		c.broken(gen)
 		return packersdk.CmdDisconnect, nil
 	}
+	return c.wait(ctx, s, gen)
+}
+
+// wait waits for session s of connection generation gen to end: its exit
+// status, packersdk.CmdDisconnect when the connection went (it is reopened
+// next time), or ctx's error.
+func (c *sshConn) wait(ctx context.Context, s *ssh.Session, gen int) (int, error) {
 	done := make(chan error, 1)
 	go func() { done <- s.Wait() }()
+	var err error
 	select {
 	case err = <-done:
 	case <-ctx.Done():
@@ -266,7 +274,7 @@ func (c *sshConn) run(ctx context.Context, command string, stdin io.Reader, stdo
 	case errors.As(err, &exit):
 		return exit.ExitStatus(), nil
 	default:
-		// The connection went (ExitMissingError, io.EOF): reopen it.
+		// ExitMissingError, io.EOF: the connection went.
 		c.broken(gen)
 		return packersdk.CmdDisconnect, nil
 	}
@@ -334,24 +342,7 @@ func (c *sshConn) openStream(ctx context.Context) (*streamSession, error) {
 	}
 	ss.wait = func() (int, error) {
 		defer s.Close()
-		done := make(chan error, 1)
-		go func() { done <- s.Wait() }()
-		var err error
-		select {
-		case err = <-done:
-		case <-ctx.Done():
-			return -1, ctx.Err()
-		}
-		var exit *ssh.ExitError
-		switch {
-		case err == nil:
-			return 0, nil
-		case errors.As(err, &exit):
-			return exit.ExitStatus(), nil
-		default:
-			c.broken(gen)
-			return packersdk.CmdDisconnect, nil
-		}
+		return c.wait(ctx, s, gen)
 	}
 	return ss, nil
 }

@@ -262,16 +262,7 @@ func TestOwnConnectionReconnectsAndResumes(t *testing.T) {
 	defer conn.close()
 	// Two channels on the connection of our own, none on the communicator's.
 	d := &downloader{conns: []*sshConn{conn}, connChannels: 2, chunkSize: 1 << 20, retryDelay: time.Millisecond}
-	dst, _ := os.Create(filepath.Join(dir, "local"))
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if err := d.download(ctx, src, int64(len(want)), dst); err != nil {
-		t.Fatal(err)
-	}
-	got, _ := os.ReadFile(dst.Name())
-	if !bytes.Equal(got, want) {
-		t.Fatal("the download differs from the source")
-	}
+	downloadAndCompare(t, d, src, want)
 	if !srv.dropped.Load() || srv.accept.Load() < 2 {
 		t.Fatalf("the connection was not dropped and opened again (dropped %v, %d connections)", srv.dropped.Load(), srv.accept.Load())
 	}
@@ -313,16 +304,7 @@ func TestOwnConnectionStreamsRanges(t *testing.T) {
 	conn := &sshConn{target: srv.target(user), pin: &hostKeyPin{}}
 	defer conn.close()
 	d := &downloader{conns: []*sshConn{conn}, connChannels: 2, chunkSize: 512 << 10, retryDelay: time.Millisecond}
-	dst, _ := os.Create(filepath.Join(dir, "local"))
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if err := d.download(ctx, src, int64(len(want)), dst); err != nil {
-		t.Fatal(err)
-	}
-	got, _ := os.ReadFile(dst.Name())
-	if !bytes.Equal(got, want) {
-		t.Fatal("the download differs from the source")
-	}
+	downloadAndCompare(t, d, src, want)
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
 	var sessions, ranges int
@@ -359,14 +341,7 @@ func TestOwnConnectionStreamRetriesAFailedRange(t *testing.T) {
 	conn := &sshConn{target: srv.target(user), pin: &hostKeyPin{}}
 	defer conn.close()
 	d := &downloader{conns: []*sshConn{conn}, connChannels: 1, chunkSize: 1 << 20, retryDelay: time.Millisecond}
-	dst, _ := os.Create(filepath.Join(dir, "local"))
-	if err := d.download(context.Background(), src, int64(len(want)), dst); err != nil {
-		t.Fatal(err)
-	}
-	got, _ := os.ReadFile(dst.Name())
-	if !bytes.Equal(got, want) {
-		t.Fatal("the download differs from the source")
-	}
+	downloadAndCompare(t, d, src, want)
 	if _, err := os.Stat(flag); err != nil {
 		t.Fatal("the failing dd never ran")
 	}
@@ -386,14 +361,7 @@ func TestOwnConnectionsTakeTheDownloadOver(t *testing.T) {
 	defer conn.close()
 	comm := &localComm{}
 	d := &downloader{comm: comm, channels: 2, conns: []*sshConn{conn}, connChannels: 2, chunkSize: 1 << 20, retryDelay: time.Millisecond}
-	dst, _ := os.Create(filepath.Join(dir, "local"))
-	if err := d.download(context.Background(), src, int64(len(want)), dst); err != nil {
-		t.Fatal(err)
-	}
-	got, _ := os.ReadFile(dst.Name())
-	if !bytes.Equal(got, want) {
-		t.Fatal("the download differs from the source")
-	}
+	downloadAndCompare(t, d, src, want)
 	if n := len(comm.Commands()); n > 2 {
 		t.Fatalf("the communicator's 2 channels ran %d ranges; once the connection of our own ran they should have taken none:\n%s", n, strings.Join(comm.Commands(), "\n"))
 	}
@@ -417,7 +385,21 @@ func TestCommunicatorTakesBackWhenOwnConnectionsFail(t *testing.T) {
 	comm := &localComm{}
 	d := &downloader{comm: comm, channels: 1, conns: []*sshConn{conn}, connChannels: 2, chunkSize: 1 << 20,
 		retryDelay: time.Millisecond, patience: 200 * time.Millisecond}
-	dst, _ := os.Create(filepath.Join(dir, "local"))
+	downloadAndCompare(t, d, src, want)
+	if n := len(comm.Commands()); n < 8 {
+		t.Fatalf("the communicator's channel ran %d of the 8 ranges", n)
+	}
+}
+
+// downloadAndCompare downloads src with d into a file beside it and checks
+// that it holds want.
+func downloadAndCompare(t *testing.T, d *downloader, src string, want []byte) {
+	t.Helper()
+	dst, err := os.Create(src + ".local")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := d.download(ctx, src, int64(len(want)), dst); err != nil {
@@ -426,8 +408,5 @@ func TestCommunicatorTakesBackWhenOwnConnectionsFail(t *testing.T) {
 	got, _ := os.ReadFile(dst.Name())
 	if !bytes.Equal(got, want) {
 		t.Fatal("the download differs from the source")
-	}
-	if n := len(comm.Commands()); n < 8 {
-		t.Fatalf("the communicator's channel ran %d of the 8 ranges", n)
 	}
 }

@@ -442,7 +442,7 @@ func (d *downloader) fetch(ctx context.Context, src source, file string, c *chun
 			decoded <- err
 		}()
 		var err error
-		status, err = src.run(ctx, command, nil, &drainOnError{w: pw}, stderr)
+		status, err = src.run(ctx, command, &drainOnError{w: pw}, stderr)
 		pw.Close()
 		if err != nil {
 			pr.Close()
@@ -455,7 +455,7 @@ func (d *downloader) fetch(ctx context.Context, src source, file string, c *chun
 		// channel, and the remote command would never end: drain instead
 		// (w keeps its error).
 		var err error
-		status, err = src.run(ctx, command, nil, &drainOnError{w: w}, stderr)
+		status, err = src.run(ctx, command, &drainOnError{w: w}, stderr)
 		if err != nil {
 			return err
 		}
