@@ -39,13 +39,22 @@ type sshServer struct {
 	dropped   atomic.Bool
 }
 
-func newSSHServer(t *testing.T, hostSeed byte) (*sshServer, ssh.Signer) {
+// newSSHServer serves SSH with the host key from hostSeed to the user key
+// it returns: user when given, else a new one.
+func newSSHServer(t *testing.T, hostSeed byte, user ...ssh.Signer) (*sshServer, ssh.Signer) {
 	t.Helper()
 	seed := make([]byte, ed25519.SeedSize)
 	seed[0] = hostSeed
 	hostKey, _ := ssh.NewSignerFromKey(ed25519.NewKeyFromSeed(seed))
-	_, userPriv, _ := ed25519.GenerateKey(rand.Reader)
-	user, _ := ssh.NewSignerFromKey(userPriv)
+	if len(user) == 0 {
+		_, userPriv, _ := ed25519.GenerateKey(rand.Reader)
+		u, _ := ssh.NewSignerFromKey(userPriv)
+		user = []ssh.Signer{u}
+	}
+	return startSSHServer(t, hostKey, user[0]), user[0]
+}
+
+func startSSHServer(t *testing.T, hostKey, user ssh.Signer) *sshServer {
 	cfg := &ssh.ServerConfig{PublicKeyCallback: func(_ ssh.ConnMetadata, k ssh.PublicKey) (*ssh.Permissions, error) {
 		if bytes.Equal(k.Marshal(), user.PublicKey().Marshal()) {
 			return nil, nil
@@ -60,7 +69,7 @@ func newSSHServer(t *testing.T, hostSeed byte) (*sshServer, ssh.Signer) {
 	s := &sshServer{t: t, ln: ln, cfg: cfg}
 	t.Cleanup(func() { ln.Close(); s.drop() })
 	go s.serve()
-	return s, user
+	return s
 }
 
 func (s *sshServer) target(user ssh.Signer) *SSHTarget {
@@ -278,8 +287,7 @@ func TestOwnConnectionReconnectsAndResumes(t *testing.T) {
 // Every connection of one download must present the host key the first saw.
 func TestOwnConnectionsRefuseAnotherHostKey(t *testing.T) {
 	a, user := newSSHServer(t, 1)
-	b, _ := newSSHServer(t, 2)
-	b.cfg.PublicKeyCallback = a.cfg.PublicKeyCallback
+	b, _ := newSSHServer(t, 2, user)
 	pin := &hostKeyPin{}
 	ctx := context.Background()
 	first := &sshConn{target: a.target(user), pin: pin}
