@@ -26,7 +26,7 @@ func (s *stepHostKey) Run(_ context.Context, state multistep.StateBag) multistep
 	}
 	pair, err := hostkey.Generate("packer-nixos-sd host key " + getString(state, stateBuildID))
 	if err != nil {
-		return halt(state, err)
+		return halt(state, fmt.Errorf("making the instance's SSH host key: %w; run the build again", err))
 	}
 	state.Put(stateHostKey, pair)
 	e.ui.Message("The instance's SSH host key will be " + fingerprint(pair))

@@ -2,15 +2,14 @@ package builder
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
-	"encoding/pem"
 	"fmt"
 	"os"
 	"strings"
 
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
 	"golang.org/x/crypto/ssh"
+
+	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/hostkey"
 )
 
 // stepSSHKey makes the temporary ed25519 key the build logs in with. The key
@@ -44,20 +43,12 @@ func (s *stepSSHKey) Run(_ context.Context, state multistep.StateBag) multistep.
 	}
 
 	e.ui.Say("Creating a temporary ed25519 SSH key (kept in memory)...")
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	pair, err := hostkey.Generate("packer-nixos-sd temporary key")
 	if err != nil {
-		return halt(state, fmt.Errorf("generating the temporary SSH key: %w", err))
+		return halt(state, fmt.Errorf("making the temporary SSH key: %w; run the build again", err))
 	}
-	sshPub, err := ssh.NewPublicKey(pub)
-	if err != nil {
-		return halt(state, fmt.Errorf("encoding the temporary SSH key: %w", err))
-	}
-	block, err := ssh.MarshalPrivateKey(priv, "packer-nixos-sd temporary key")
-	if err != nil {
-		return halt(state, fmt.Errorf("encoding the temporary SSH key: %w", err))
-	}
-	privPEM := pem.EncodeToMemory(block)
-	authorized := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshPub))) + " packer-nixos-sd"
+	privPEM := pair.PrivatePEM
+	authorized := hostkey.AuthorizedLine(pair.Public) + " packer-nixos-sd"
 	comm.SSHPrivateKey = privPEM
 	comm.SSHPublicKey = []byte(authorized)
 	state.Put(statePublicKey, authorized)

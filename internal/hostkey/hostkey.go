@@ -1,6 +1,7 @@
 // Package hostkey pins an SSH server's host key: the build generates the
 // instance's host key pair, hands it to the instance in its user data, and
-// every SSH connection to the instance accepts that one key only.
+// every SSH connection to the instance accepts that one key only. Generate
+// also makes the temporary key a build logs in with.
 package hostkey
 
 import (
@@ -17,7 +18,8 @@ import (
 	"golang.org/x/crypto/ssh/knownhosts"
 )
 
-// Pair is a host key pair in the forms cloud-init's ssh_keys takes.
+// Pair is an SSH key pair in the forms cloud-init's ssh_keys and Packer's
+// communicator take.
 type Pair struct {
 	// PrivatePEM is the private key in OpenSSH's format.
 	PrivatePEM []byte
@@ -25,19 +27,20 @@ type Pair struct {
 	Public ssh.PublicKey
 }
 
-// Generate makes an ed25519 host key pair.
+// Generate makes an ed25519 key pair: the instance's host key, or the key a
+// build logs in with.
 func Generate(comment string) (*Pair, error) {
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
-		return nil, fmt.Errorf("generating the instance's SSH host key: %w", err)
+		return nil, fmt.Errorf("generating an ed25519 key: %w", err)
 	}
 	sshPub, err := ssh.NewPublicKey(pub)
 	if err != nil {
-		return nil, fmt.Errorf("encoding the instance's SSH host key: %w", err)
+		return nil, fmt.Errorf("encoding the ed25519 key: %w", err)
 	}
 	block, err := ssh.MarshalPrivateKey(priv, comment)
 	if err != nil {
-		return nil, fmt.Errorf("encoding the instance's SSH host key: %w", err)
+		return nil, fmt.Errorf("encoding the ed25519 key: %w", err)
 	}
 	return &Pair{PrivatePEM: pem.EncodeToMemory(block), Public: sshPub}, nil
 }

@@ -167,7 +167,6 @@ func (d *downloader) stream(ctx context.Context, src streamSource, file string, 
 	ss, err := src.stream(ctx)
 	if err != nil {
 		s.pending = []*chunk{first}
-		s.in = nopWriteCloser{}
 		return err, s.settle(err, finish)
 	}
 	ss.stdout.set(s)
@@ -214,8 +213,3 @@ func (d *downloader) stream(ctx context.Context, src streamSource, file string, 
 	}
 	return err, fatal
 }
-
-type nopWriteCloser struct{}
-
-func (nopWriteCloser) Write(p []byte) (int, error) { return len(p), nil }
-func (nopWriteCloser) Close() error                { return nil }
