@@ -60,7 +60,7 @@
 // time, with the AWS CLI command removing each, and removes them with
 // cleanup_leftovers. After a failed build with -on-error=abort,
 // Builder.reportKept lists what was kept, with the same commands.
-
+//
 // # Waiting
 //
 // Waits use the SDK's waiters (InstanceRunning, InstanceTerminated) with

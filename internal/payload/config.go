@@ -107,53 +107,71 @@ var (
 	revisionPattern = regexp.MustCompile(`^[0-9a-f]{40}$`)
 	channelPattern  = regexp.MustCompile(`^(nixos|nixpkgs)-[0-9a-z.\-]+$`)
 	flakeAttr       = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_'\-]*$`)
+	hostnamePattern = regexp.MustCompile(`^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$`)
 )
 
 // Prepare validates the options and fills in defaults. buildName is Packer's
 // build name (for the output directory) and force is Packer's -force flag.
 func (c *Config) Prepare(buildName string, force bool) []error {
 	var errs []error
+	add := func(es ...error) { errs = append(errs, es...) }
 	c.force = force
+	c.prepareSource(add)
+	c.prepareLogin(add)
+	c.prepareHost(add)
+	c.prepareOutput(add, buildName)
+	c.prepareDownload(add)
+	return errs
+}
+
+// prepareSource checks what the image is built from: nixos_config or flake,
+// and nixpkgs.
+func (c *Config) prepareSource(add func(...error)) {
 	if c.NixOSConfig != "" && c.Flake != "" {
-		errs = append(errs, errors.New("nixos_config and flake: set one or the other; a flake pins its own configuration"))
+		add(errors.New("nixos_config and flake: set one or the other; a flake pins its own configuration"))
 	}
 	if c.NixOSConfig != "" {
 		st, err := os.Stat(c.NixOSConfig)
 		switch {
 		case err != nil:
-			errs = append(errs, fmt.Errorf("nixos_config: %q does not exist; give the path to a configuration.nix file or a directory holding one (relative paths are from where packer runs)", c.NixOSConfig))
+			add(fmt.Errorf("nixos_config: %q does not exist; give the path to a configuration.nix file or a directory holding one (relative paths are from where packer runs)", c.NixOSConfig))
 		case st.IsDir():
 			if _, err := os.Stat(filepath.Join(c.NixOSConfig, "configuration.nix")); err != nil {
-				errs = append(errs, fmt.Errorf("nixos_config: directory %q has no configuration.nix; add one or point nixos_config at the file itself", c.NixOSConfig))
+				add(fmt.Errorf("nixos_config: directory %q has no configuration.nix; add one or point nixos_config at the file itself", c.NixOSConfig))
 			}
 		case !strings.HasSuffix(st.Name(), ".nix"):
-			errs = append(errs, fmt.Errorf("nixos_config: %q is not a .nix file; point it at a configuration.nix or a directory holding one", c.NixOSConfig))
+			add(fmt.Errorf("nixos_config: %q is not a .nix file; point it at a configuration.nix or a directory holding one", c.NixOSConfig))
 		}
 	}
 	if c.Flake != "" {
 		ref, attr, ok := strings.Cut(c.Flake, "#")
 		if !ok || ref == "" || !flakeAttr.MatchString(attr) {
-			errs = append(errs, fmt.Errorf("flake: %q must be a flake reference and a nixosConfigurations attribute; use a form such as \"github:me/nixos-pi#rpi4\" or \"./pi-flake#rpi4\"", c.Flake))
+			add(fmt.Errorf("flake: %q must be a flake reference and a nixosConfigurations attribute; use a form such as \"github:me/nixos-pi#rpi4\" or \"./pi-flake#rpi4\"", c.Flake))
 		} else if dir, local := LocalFlakeDir(ref); local {
 			if _, err := os.Stat(filepath.Join(dir, "flake.nix")); err != nil {
-				errs = append(errs, fmt.Errorf("flake: local directory %q has no flake.nix; fix the path before the '#'", dir))
+				add(fmt.Errorf("flake: local directory %q has no flake.nix; fix the path before the '#'", dir))
 			}
 		}
 	}
 	if c.Nixpkgs == "" {
 		c.Nixpkgs = DefaultNixpkgs
 	} else if !revisionPattern.MatchString(c.Nixpkgs) && !channelPattern.MatchString(c.Nixpkgs) {
-		errs = append(errs, fmt.Errorf("nixpkgs: %q is neither a channel nor a nixpkgs revision; use a channel such as \"nixos-26.05\" or a 40-hex-digit revision", c.Nixpkgs))
+		add(fmt.Errorf("nixpkgs: %q is neither a channel nor a nixpkgs revision; use a channel such as \"nixos-26.05\" or a 40-hex-digit revision", c.Nixpkgs))
 	}
 	if strings.HasPrefix(c.Nixpkgs, "nixos-") && strings.Contains(c.Nixpkgs, "release") {
-		errs = append(errs, fmt.Errorf("nixpkgs: %q is not a channel; use a nixos-* channel such as %q", c.Nixpkgs, DefaultNixpkgs))
+		add(fmt.Errorf("nixpkgs: %q is not a channel; use a nixos-* channel such as %q", c.Nixpkgs, DefaultNixpkgs))
 	}
+}
+
+// prepareLogin checks who may log in to the image: ssh_authorized_keys (or
+// the local keys use_local_ssh_keys adds) and the hostname it answers to.
+func (c *Config) prepareLogin(add func(...error)) {
 	for i, k := range c.SSHAuthorizedKeys {
 		f := strings.Fields(k)
 		if strings.ContainsAny(strings.TrimSpace(k), "\r\n") {
-			errs = append(errs, fmt.Errorf("ssh_authorized_keys[%d]: holds more than one line; give one key per list entry", i))
+			add(fmt.Errorf("ssh_authorized_keys[%d]: holds more than one line; give one key per list entry", i))
 		} else if len(f) < 2 || !(strings.HasPrefix(f[0], "ssh-") || strings.HasPrefix(f[0], "ecdsa-") || strings.HasPrefix(f[0], "sk-")) {
-			errs = append(errs, fmt.Errorf("ssh_authorized_keys[%d]: not an OpenSSH public key line (\"ssh-ed25519 AAAA... comment\"); paste the contents of your ~/.ssh/id_*.pub", i))
+			add(fmt.Errorf("ssh_authorized_keys[%d]: not an OpenSSH public key line (\"ssh-ed25519 AAAA... comment\"); paste the contents of your ~/.ssh/id_*.pub", i))
 		}
 	}
 	if c.UseLocalSSHKeys == nil {
@@ -172,16 +190,44 @@ func (c *Config) Prepare(buildName string, force bool) []error {
 	}
 	if c.Hostname == "" {
 		c.Hostname = "nixos"
-	} else if !regexp.MustCompile(`^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$`).MatchString(c.Hostname) {
-		errs = append(errs, fmt.Errorf("hostname: %q is not a valid host name (letters, digits and '-', at most 63)", c.Hostname))
+	} else if !hostnamePattern.MatchString(c.Hostname) {
+		add(fmt.Errorf("hostname: %q is not a valid host name (letters, digits and '-', at most 63)", c.Hostname))
 	}
+}
+
+// prepareHost checks how the build runs on the host: nix_options,
+// build_timeout and remote_directory.
+func (c *Config) prepareHost(add func(...error)) {
 	for k := range c.NixOptions {
 		if k == "" || strings.ContainsAny(k, " \t\n=") {
-			errs = append(errs, fmt.Errorf("nix_options: %q is not a Nix setting name; use names such as \"extra-substituters\" or \"max-jobs\"", k))
+			add(fmt.Errorf("nix_options: %q is not a Nix setting name; use names such as \"extra-substituters\" or \"max-jobs\"", k))
 		}
 	}
+	c.buildTimeout = 2 * time.Hour
+	if c.BuildTimeout != "" {
+		d, err := time.ParseDuration(c.BuildTimeout)
+		if err != nil || d <= 0 {
+			add(fmt.Errorf("build_timeout: %q is not a positive duration; use a value such as \"90m\" or \"3h\"", c.BuildTimeout))
+		} else {
+			c.buildTimeout = d
+		}
+	}
+	// Unset, each run makes a fresh directory with mktemp -d (workDirCommand).
+	if rd := c.RemoteDirectory; rd != "" {
+		if !strings.HasPrefix(rd, "/") || strings.ContainsAny(rd, " '\"$`\\") {
+			add(fmt.Errorf("remote_directory: %q must be an absolute path without spaces or shell characters; use a path such as \"/var/tmp/nixos-sd\"", rd))
+		} else if clean := path.Clean(rd); strings.Count(clean, "/") < 2 || strings.Contains(rd, "..") {
+			// The directory is removed after the build: never "/", "/tmp" or a path that climbs out.
+			add(fmt.Errorf("remote_directory: %q must be a directory of its own, at least two levels deep and without \"..\", such as \"/var/tmp/nixos-sd\" (it is created by the build and removed after it); choose such a directory", rd))
+		}
+	}
+}
+
+// prepareOutput checks where the image goes and in which form: image_name,
+// output_directory (which must not exist unless -force) and decompress.
+func (c *Config) prepareOutput(add func(...error), buildName string) {
 	if c.ImageName != "" && (strings.ContainsRune(c.ImageName, '/') || c.ImageName == "." || c.ImageName == "..") {
-		errs = append(errs, fmt.Errorf("image_name: %q must be a plain file name; put the directory in output_directory", c.ImageName))
+		add(fmt.Errorf("image_name: %q must be a plain file name; put the directory in output_directory", c.ImageName))
 	}
 	if c.OutputDirectory == "" {
 		name := buildName
@@ -190,9 +236,9 @@ func (c *Config) Prepare(buildName string, force bool) []error {
 		}
 		c.OutputDirectory = "output-" + name
 	}
-	if !force {
+	if !c.force {
 		if _, err := os.Stat(c.OutputDirectory); err == nil {
-			errs = append(errs, fmt.Errorf("output_directory: %q already exists; remove it, choose another output_directory, or run packer with -force", c.OutputDirectory))
+			add(fmt.Errorf("output_directory: %q already exists; remove it, choose another output_directory, or run packer with -force", c.OutputDirectory))
 		}
 	}
 	if c.Decompress == nil {
@@ -200,33 +246,18 @@ func (c *Config) Prepare(buildName string, force bool) []error {
 		c.Decompress = &t
 	}
 	if *c.Decompress && strings.HasSuffix(c.ImageName, ".zst") {
-		errs = append(errs, fmt.Errorf("image_name: %q ends in .zst, but the image is decompressed (decompress defaults to true); name it %q, or set decompress = false to keep the compressed file", c.ImageName, strings.TrimSuffix(c.ImageName, ".zst")))
+		add(fmt.Errorf("image_name: %q ends in .zst, but the image is decompressed (decompress defaults to true); name it %q, or set decompress = false to keep the compressed file", c.ImageName, strings.TrimSuffix(c.ImageName, ".zst")))
 	}
+}
+
+// prepareDownload checks download_channels and download_connections.
+func (c *Config) prepareDownload(add func(...error)) {
 	if c.DownloadChannels < 0 || c.DownloadChannels > 32 {
-		errs = append(errs, fmt.Errorf("download_channels: %d is out of range; use 1 to 32, or leave it unset to choose from the link", c.DownloadChannels))
+		add(fmt.Errorf("download_channels: %d is out of range; use 1 to 32, or leave it unset to choose from the link", c.DownloadChannels))
 	}
 	if c.DownloadConnections < 0 || c.DownloadConnections > 16 {
-		errs = append(errs, fmt.Errorf("download_connections: %d is out of range; use 1 to 16, or leave it unset to choose from the link", c.DownloadConnections))
+		add(fmt.Errorf("download_connections: %d is out of range; use 1 to 16, or leave it unset to choose from the link", c.DownloadConnections))
 	}
-	c.buildTimeout = 2 * time.Hour
-	if c.BuildTimeout != "" {
-		d, err := time.ParseDuration(c.BuildTimeout)
-		if err != nil || d <= 0 {
-			errs = append(errs, fmt.Errorf("build_timeout: %q is not a positive duration; use a value such as \"90m\" or \"3h\"", c.BuildTimeout))
-		} else {
-			c.buildTimeout = d
-		}
-	}
-	// Unset, each run makes a fresh directory with mktemp -d (workDirCommand).
-	if rd := c.RemoteDirectory; rd != "" {
-		if !strings.HasPrefix(rd, "/") || strings.ContainsAny(rd, " '\"$`\\") {
-			errs = append(errs, fmt.Errorf("remote_directory: %q must be an absolute path without spaces or shell characters; use a path such as \"/var/tmp/nixos-sd\"", rd))
-		} else if clean := path.Clean(rd); strings.Count(clean, "/") < 2 || strings.Contains(rd, "..") {
-			// The directory is removed after the build: never "/", "/tmp" or a path that climbs out.
-			errs = append(errs, fmt.Errorf("remote_directory: %q must be a directory of its own, at least two levels deep and without \"..\", such as \"/var/tmp/nixos-sd\" (it is created by the build and removed after it); choose such a directory", rd))
-		}
-	}
-	return errs
 }
 
 // Warnings are what Prepare found worth saying but not wrong, such as an
