@@ -30,27 +30,40 @@ type Config struct {
 	NixOSConfig string `mapstructure:"nixos_config" required:"false"`
 	// A flake reference with the `nixosConfigurations` attribute to build, for
 	// example `github:me/nixos-pi#rpi4`, or a local directory and attribute such
-	// as `./pi-flake#rpi4` or `path:pi-flake#rpi4` (the directory is uploaded). The build targets
-	// `nixosConfigurations.<attr>.config.system.build.sdImage`. Mutually
-	// exclusive with `nixos_config`.
+	// as `./pi-flake#rpi4`, `${path.root}/pi-flake#rpi4` or `path:pi-flake#rpi4`.
+	// A reference is local, and its directory uploaded, when it starts with
+	// `path:`, `/`, `./` or `../`, or names a directory that exists (relative
+	// to where packer runs); other references (`github:...`, `nixpkgs#...`) are
+	// fetched by the build host. The build targets
+	// `nixosConfigurations.<attr>.config.system.build.sdImage`, as written: it
+	// is refused with `nixos_config`, `nixpkgs`, `hostname`,
+	// `ssh_authorized_keys` and `use_local_ssh_keys = true`, which the plugin
+	// could not apply.
 	Flake string `mapstructure:"flake" required:"false"`
 	// The nixpkgs to build against: a channel name such as `nixos-26.05`, or a
-	// 40-hex-digit nixpkgs git revision. Defaults to `nixos-26.05`. Ignored
+	// 40-hex-digit nixpkgs git revision. Defaults to `nixos-26.05`. Refused
 	// with `flake`, which pins its own inputs.
 	Nixpkgs string `mapstructure:"nixpkgs" required:"false"`
 	// SSH public keys allowed to log in as `root` and `nixos` on the built image
-	// (built-in configuration only; a `nixos_config` of your own sets its own).
-	// When not set, your own public keys are used (see `use_local_ssh_keys`).
+	// of the built-in configuration, and as `root` on a `nixos_config` build
+	// (through a module the plugin adds, with `services.openssh.enable`; the
+	// manifest shows it). Each must be a whole OpenSSH public key line. When
+	// not set, your own public keys are used (see `use_local_ssh_keys`).
+	// Refused with `flake`.
 	SSHAuthorizedKeys []string `mapstructure:"ssh_authorized_keys" required:"false"`
 	// When `ssh_authorized_keys` is not set, let your own public keys into the
 	// built-in configuration: every `~/.ssh/*.pub` and the keys the SSH agent
 	// holds (`SSH_AUTH_SOCK`), so that you can log in to the board at first
-	// boot. The build says which keys it added. Defaults to true; set false
-	// to leave them out (an image nobody can log in to over SSH gets a
-	// warning before the build starts).
+	// boot. The build says which keys it added. Defaults to true for the
+	// built-in configuration; set false to leave them out (an image nobody can
+	// log in to over SSH gets a warning before the build starts). With
+	// `nixos_config` only `true` adds them (as `ssh_authorized_keys` would be);
+	// `true` is refused with `flake`.
 	UseLocalSSHKeys *bool `mapstructure:"use_local_ssh_keys" required:"false"`
-	// The host name of the built system (built-in configuration only).
-	// Defaults to `nixos`.
+	// The host name of the built system. Defaults to `nixos` for the built-in
+	// configuration; with `nixos_config`, when set, it overrides the
+	// configuration's `networking.hostName` (through the module the plugin
+	// adds). Refused with `flake`.
 	Hostname string `mapstructure:"hostname" required:"false"`
 	// Extra Nix settings passed to the build as `--option NAME VALUE`, for
 	// example `{ "extra-substituters" = "https://cache.example.org",
@@ -99,6 +112,7 @@ type Config struct {
 
 	buildTimeout  time.Duration
 	force         bool
+	hostnameSet   bool
 	sshKeySources []string
 	warnings      []string
 }
@@ -106,7 +120,6 @@ type Config struct {
 var (
 	revisionPattern = regexp.MustCompile(`^[0-9a-f]{40}$`)
 	channelPattern  = regexp.MustCompile(`^(nixos|nixpkgs)-[0-9a-z.\-]+$`)
-	flakeAttr       = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_'\-]*$`)
 	hostnamePattern = regexp.MustCompile(`^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$`)
 )
 
@@ -116,8 +129,11 @@ func (c *Config) Prepare(buildName string, force bool) []error {
 	var errs []error
 	add := func(es ...error) { errs = append(errs, es...) }
 	c.force = force
+	set := explicit{hostname: c.Hostname != "", nixpkgs: c.Nixpkgs != "", localKeys: c.UseLocalSSHKeys != nil && *c.UseLocalSSHKeys}
+	c.hostnameSet = set.hostname
+	add(c.checkCombinations(set)...)
 	c.prepareSource(add)
-	c.prepareLogin(add)
+	c.prepareLogin(add, set)
 	c.prepareHost(add)
 	c.prepareOutput(add, buildName)
 	c.prepareDownload(add)
@@ -138,19 +154,18 @@ func (c *Config) prepareSource(add func(...error)) {
 		case st.IsDir():
 			if _, err := os.Stat(filepath.Join(c.NixOSConfig, "configuration.nix")); err != nil {
 				add(fmt.Errorf("nixos_config: directory %q has no configuration.nix; add one or point nixos_config at the file itself", c.NixOSConfig))
+			} else {
+				add(checkConfigKeys(c.NixOSConfig)...)
 			}
 		case !strings.HasSuffix(st.Name(), ".nix"):
 			add(fmt.Errorf("nixos_config: %q is not a .nix file; point it at a configuration.nix or a directory holding one", c.NixOSConfig))
+		default:
+			add(checkConfigKeys(c.NixOSConfig)...)
 		}
 	}
 	if c.Flake != "" {
-		ref, attr, ok := strings.Cut(c.Flake, "#")
-		if !ok || ref == "" || !flakeAttr.MatchString(attr) {
-			add(fmt.Errorf("flake: %q must be a flake reference and a nixosConfigurations attribute; use a form such as \"github:me/nixos-pi#rpi4\" or \"./pi-flake#rpi4\"", c.Flake))
-		} else if dir, local := LocalFlakeDir(ref); local {
-			if _, err := os.Stat(filepath.Join(dir, "flake.nix")); err != nil {
-				add(fmt.Errorf("flake: local directory %q has no flake.nix; fix the path before the '#'", dir))
-			}
+		if _, err := parseFlake(c.Flake); err != nil {
+			add(err)
 		}
 	}
 	if c.Nixpkgs == "" {
@@ -165,25 +180,22 @@ func (c *Config) prepareSource(add func(...error)) {
 
 // prepareLogin checks who may log in to the image: ssh_authorized_keys (or
 // the local keys use_local_ssh_keys adds) and the hostname it answers to.
-func (c *Config) prepareLogin(add func(...error)) {
-	for i, k := range c.SSHAuthorizedKeys {
-		f := strings.Fields(k)
-		if strings.ContainsAny(strings.TrimSpace(k), "\r\n") {
-			add(fmt.Errorf("ssh_authorized_keys[%d]: holds more than one line; give one key per list entry", i))
-		} else if len(f) < 2 || !(strings.HasPrefix(f[0], "ssh-") || strings.HasPrefix(f[0], "ecdsa-") || strings.HasPrefix(f[0], "sk-")) {
-			add(fmt.Errorf("ssh_authorized_keys[%d]: not an OpenSSH public key line (\"ssh-ed25519 AAAA... comment\"); paste the contents of your ~/.ssh/id_*.pub", i))
-		}
-	}
+func (c *Config) prepareLogin(add func(...error), set explicit) {
+	add(c.checkKeys()...)
 	if c.UseLocalSSHKeys == nil {
 		t := true
 		c.UseLocalSSHKeys = &t
 	}
 	c.sshKeySources, c.warnings = nil, nil
-	if c.NixOSConfig == "" && c.Flake == "" && len(c.SSHAuthorizedKeys) == 0 {
-		if *c.UseLocalSSHKeys {
+	// Local keys go into the built-in configuration unless turned off, and
+	// into a nixos_config only when asked for.
+	if c.Flake == "" && len(c.SSHAuthorizedKeys) == 0 {
+		if c.NixOSConfig == "" && *c.UseLocalSSHKeys || set.localKeys {
 			c.SSHAuthorizedKeys, c.sshKeySources = localSSHKeys()
 		}
-		if len(c.SSHAuthorizedKeys) == 0 {
+		if set.localKeys && len(c.SSHAuthorizedKeys) == 0 {
+			c.warnings = append(c.warnings, "use_local_ssh_keys: true, but no key of yours was found (none in ~/.ssh/*.pub or the SSH agent): the image gets no key from the plugin. Set ssh_authorized_keys, or add a key to the SSH agent.")
+		} else if c.NixOSConfig == "" && len(c.SSHAuthorizedKeys) == 0 {
 			c.warnings = append(c.warnings, "ssh_authorized_keys: not set, and no key of yours was added (none in ~/.ssh/*.pub or the SSH agent, or use_local_ssh_keys = false): "+
 				"nobody will be able to log in to the built image over SSH. Set ssh_authorized_keys = [\"ssh-ed25519 AAAA... you@host\"] to log in at first boot.")
 		}
@@ -198,11 +210,7 @@ func (c *Config) prepareLogin(add func(...error)) {
 // prepareHost checks how the build runs on the host: nix_options,
 // build_timeout and remote_directory.
 func (c *Config) prepareHost(add func(...error)) {
-	for k := range c.NixOptions {
-		if k == "" || strings.ContainsAny(k, " \t\n=") {
-			add(fmt.Errorf("nix_options: %q is not a Nix setting name; use names such as \"extra-substituters\" or \"max-jobs\"", k))
-		}
-	}
+	add(c.checkNixOptions()...)
 	c.buildTimeout = 2 * time.Hour
 	if c.BuildTimeout != "" {
 		d, err := time.ParseDuration(c.BuildTimeout)
@@ -278,16 +286,3 @@ func (c *Config) BuildTimeoutDuration() time.Duration {
 
 // Force reports whether packer runs with -force.
 func (c *Config) Force() bool { return c.force }
-
-// LocalFlakeDir returns the local directory a flake reference names, which is
-// uploaded to the host: a relative or absolute path ("./pi", "../pi", "/srv/pi",
-// "."), or any "path:" reference ("path:pi", "path:./pi").
-func LocalFlakeDir(ref string) (string, bool) {
-	if dir, ok := strings.CutPrefix(ref, "path:"); ok {
-		return dir, dir != ""
-	}
-	if strings.HasPrefix(ref, "./") || strings.HasPrefix(ref, "../") || strings.HasPrefix(ref, "/") || ref == "." {
-		return ref, true
-	}
-	return "", false
-}

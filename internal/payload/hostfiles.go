@@ -10,7 +10,8 @@ var hostFiles embed.FS
 // Names inside remote_directory. The NixOS configuration is one directory,
 // remoteNixOS, that `-I nixos-config=` names: its default.nix is either the
 // built-in configuration (with settings.json next to it) or entry.nix, which
-// wraps the user's configuration uploaded into its config/ folder. Naming the
+// wraps the user's configuration uploaded into its config/ folder and the
+// plugin's module, plugin.nix. Naming the
 // directory makes the whole configuration the build's input.
 const (
 	remoteScript   = "build.sh"
@@ -18,6 +19,7 @@ const (
 	remoteDefault  = "nixos/default.nix"
 	remoteSettings = "nixos/settings.json"
 	remoteConfig   = "nixos/config"
+	remotePlugin   = "nixos/plugin.nix"
 	remoteFlake    = "flake"
 	remoteResult   = "result"
 	remotePID      = "build.pid"

@@ -64,6 +64,13 @@ func (r *run) manifest(res *Result, final, remoteSum string, zst bool) ([]byte, 
 	case "nixos_config":
 		m["nixos_config"] = cfg.NixOSConfig
 		m["nixpkgs"] = cfg.Nixpkgs
+		if mod := pluginModule(cfg); mod != "" {
+			m["plugin_module"] = mod
+			if cfg.hostnameSet {
+				m["hostname"] = cfg.Hostname
+			}
+			m["ssh_authorized_keys"] = len(cfg.SSHAuthorizedKeys)
+		}
 	default:
 		m["nixpkgs"] = cfg.Nixpkgs
 		m["hostname"] = cfg.Hostname

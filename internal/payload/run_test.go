@@ -168,7 +168,7 @@ func TestRunDefaultConfigurationDecompressesSparse(t *testing.T) {
 	remoteImage := e.publish(true)
 	c := e.config(func(c *Config) {
 		c.Hostname = "kitchen-pi"
-		c.SSHAuthorizedKeys = []string{"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEXAMPLE me@laptop"}
+		c.SSHAuthorizedKeys = []string{"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJw/GPlkoQlfZlY6+D0mbGc0WTg41HU4EtEyCHOx3VX4 me@laptop"}
 	})
 	res, err := e.run(context.Background(), c)
 	if err != nil {
