@@ -322,6 +322,7 @@ func (p *HostPool) create(ctx context.Context, id string, slot *hostSlot, keys [
 			if h.net != nil || h.cmd != nil {
 				_ = h.teardown()
 			}
+			_ = h.unmountTmp()
 			slot.release()
 			if !p.opts.KeepDirs {
 				_ = os.RemoveAll(h.Dir)
@@ -357,6 +358,9 @@ func (p *HostPool) create(ctx context.Context, id string, slot *hostSlot, keys [
 		return nil, err
 	}
 	if err := h.checkMounts(); err != nil {
+		return nil, err
+	}
+	if err := h.holdDpkgLock(dpkgLockHold); err != nil {
 		return nil, err
 	}
 	if boot != nil {

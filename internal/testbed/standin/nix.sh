@@ -112,6 +112,7 @@ takes_two=" --option --arg --argstr --override-input --override-flake --arg-from
 input_opts=" --include -I --file -f --expr --attr -A --system --arg --argstr --override-input --override-flake --arg-from-file "
 
 out_link="result"
+build_dir_opt=""
 no_link=0
 print_out_paths=0
 print_logs=0
@@ -128,6 +129,20 @@ while [ "$i" -le "$#" ]; do
 		;;
 	--out-link=*) out_link=${a#--out-link=} ;;
 	--no-link | --no-out-link) no_link=1 ;;
+	--option)
+		if [ "$((i + 2))" -le "$#" ]; then
+			k=$((i + 1))
+			if [ "${!k}" = build-dir ]; then
+				k=$((i + 2))
+				build_dir_opt=${!k}
+			fi
+		fi
+		i=$((i + 2))
+		;;
+	--build-dir)
+		i=$((i + 1))
+		build_dir_opt=${!i}
+		;;
 	--print-out-paths) print_out_paths=1 ;;
 	-L | --print-build-logs) print_logs=1 ;;
 	--extra-*)
@@ -440,6 +455,18 @@ log() {
 	printf '%s%s\n' "$log_prefix" "$*" >&2
 }
 
+# build_failed fails as Nix does when a builder fails, with the last lines of
+# its log ($blog).
+build_failed() {
+	{
+		printf "error: builder for '%s' failed with exit code 1;\n" "$drv"
+		printf '       last 10 log lines:\n'
+		tail -n 10 "$blog" | sed 's/^/       > /'
+		printf '       For full logs, run:\n         nix log %s\n' "$drv"
+	} >&2
+	exit 1
+}
+
 # ---- build ----------------------------------------------------------------
 
 if [ -d "$out" ] && [ "$CACHED_BUILD_SECONDS" -gt 0 ]; then
@@ -465,152 +492,184 @@ if [ ! -d "$out" ]; then
 		exit 1
 	fi
 
+	# Root's Nix builds as a member of build-users-group (nixbld, which
+	# Debian's nix-setup-systemd creates), and fails without one (on a host:
+	# the unit tests' fake real Nix has no settings).
+	if [ "$(id -u)" -eq 0 ] && [ -z "${NIXOS_SD_STANDIN_REAL_NIX:-}" ]; then
+		bug=$("$real_nix" --extra-experimental-features nix-command config show 2>/dev/null | sed -n 's/^build-users-group = //p' || true)
+		if [ -n "$bug" ] && ! getent group "$bug" >/dev/null; then
+			die "the group '$bug' specified in 'build-users-group' does not exist"
+		fi
+	fi
 	mkdir -p "$store"
 	chmod 1777 "$store" 2>/dev/null || true
-	work=$(mktemp -d "$store/.build-${hash}.XXXXXX")
-	trap 'rm -rf "$work"; cleanup_validation' EXIT
+	# As Nix does, the derivation builds in a fresh directory under
+	# build-dir, else TMPDIR, else /tmp; only its output goes to the store.
+	scratch=${build_dir_opt:-${TMPDIR:-/tmp}}
+	blog=$(mktemp "$store/.log-${hash}.XXXXXX")
+	work=""
+	stage=""
+	trap 'rm -rf ${work:+"$work"} ${stage:+"$stage"} "$blog"; cleanup_validation' EXIT
 	# Stopped (e.g. by timeout or the plugin's cancellation): clean up too.
 	trap 'exit 143' TERM INT HUP
-
-	mib=1048576
-	fw_start_mib=8
-	fw_mib=34
-	root_start_mib=$((fw_start_mib + fw_mib))
-	root_mib=$((IMAGE_MIB - root_start_mib))
-	img="$work/$image_name"
-
-	# The firmware partition's files: sizes like the Raspberry Pi firmware
-	# nixpkgs copies (start*.elf, fixup*.dat, U-Boot, device trees).
-	fwdir="$work/firmware"
-	mkdir -p "$fwdir"
-	cat >"$fwdir/config.txt" <<-'EOF'
-		[pi3]
-		kernel=u-boot-rpi3.bin
-
-		[pi02]
-		kernel=u-boot-rpi3.bin
-
-		[pi4]
-		kernel=u-boot-rpi4.bin
-		enable_gic=1
-		armstub=armstub8-gic.bin
-
-		# Otherwise the resolution will be weird in most cases, compared to
-		# what the pi3 firmware does by default.
-		disable_overscan=1
-
-		# Supported in newer board revisions
-		arm_boost=1
-
-		[all]
-		# Boot in 64-bit mode.
-		arm_64bit=1
-
-		# U-Boot needs this to work, regardless of whether UART is actually used or not.
-		enable_uart=1
-
-		# Prevent the firmware from smashing the framebuffer setup done by the mainline kernel
-		# when attempting to show low-voltage or overtemperature warnings.
-		avoid_warnings=1
-	EOF
-	fw_kib=0
-	for f in bootcode.bin:52 fixup.dat:7 fixup4.dat:5 fixup_cd.dat:3 fixup4cd.dat:3 \
-		start.elf:2900 start4.elf:2200 start_cd.elf:800 start4cd.elf:800 \
-		u-boot-rpi3.bin:600 u-boot-rpi4.bin:600 armstub8-gic.bin:1 \
-		bcm2710-rpi-3-b.dtb:32 bcm2710-rpi-3-b-plus.dtb:33 bcm2711-rpi-4-b.dtb:53 \
-		bcm2711-rpi-400.dtb:53 bcm2711-rpi-cm4.dtb:53; do
-		head -c "$((${f#*:} * 1024))" /dev/urandom >"$fwdir/${f%%:*}"
-		fw_kib=$((fw_kib + ${f#*:}))
-	done
-
-	# The root file system's contents: a store-like tree with files that
-	# compress about like a real system closure. A real image compresses about
-	# 3:1; free space is zeros, so the fill mixes incompressible data (like
-	# already compressed files) with text that compresses about 3:1, in the
-	# share that brings the whole image to about 3:1.
-	rootdir="$work/root"
-	mkdir -p "$rootdir/nix/store" "$rootdir/boot/extlinux" "$rootdir/etc"
-	# Leave room for the journal, inode tables and block group metadata.
-	fill_kib=$((root_mib * 1024 * 80 / 100 - 2048))
-	target_kib=$((IMAGE_MIB * 1024 / 3 - fw_kib))
-	# random share r of the fill F: r*F + (1-r)*F/3 = target.
-	random_kib=$(((3 * target_kib - fill_kib) / 2))
-	[ "$random_kib" -gt 0 ] || random_kib=0
-	[ "$random_kib" -le "$fill_kib" ] || random_kib=$fill_kib
-	text_kib=$((fill_kib - random_kib))
-	log "building the root file system (${fill_kib} KiB of store paths)"
-	n=0
-	chunk_kib=4096
-	left=$random_kib
-	while [ "$left" -gt 0 ]; do
-		k=$((left < chunk_kib ? left : chunk_kib))
-		d="$rootdir/nix/store/$(printf 'blob %s %s\n' "$hash" "$n" | nix_hash)-blob-$n"
-		mkdir -p "$d/lib"
-		head -c "$((k * 1024))" /dev/urandom >"$d/lib/data.bin"
-		left=$((left - k))
-		n=$((n + 1))
-	done
-	left=$text_kib
-	while [ "$left" -gt 0 ]; do
-		k=$((left < chunk_kib ? left : chunk_kib))
-		d="$rootdir/nix/store/$(printf 'text %s %s\n' "$hash" "$n" | nix_hash)-text-$n"
-		mkdir -p "$d/share"
-		# base64 of random data mapped onto 4 symbols: about 2 bits per byte.
-		# 57 input bytes make one 76-character line plus its newline.
-		head -c "$((k * 1024 * 57 / 77))" /dev/urandom | base64 -w 76 |
-			tr 'A-Za-z0-9+/' '0123012301230123012301230123012301230123012301230123012301230123' \
-				>"$d/share/data.txt"
-		left=$((left - k))
-		n=$((n + 1))
-	done
-	cat >"$rootdir/boot/extlinux/extlinux.conf" <<-EOF
-		# Generated file, all changes will be lost on nixos-rebuild!
-		DEFAULT nixos-default
-		MENU TITLE ------------------------------------------------------------
-		TIMEOUT 50
-		LABEL nixos-default
-		  MENU LABEL NixOS - Default
-		  LINUX ../nixos/kernel-Image
-		  INITRD ../nixos/initrd
-		  APPEND init=/nix/store/${hash}-nixos-system-nixos-sd-${release}/init loglevel=4
-	EOF
-	printf 'nixos-sd stand-in image %s\n' "$release" >"$rootdir/etc/nixos-sd-standin"
-	: >"$rootdir/nix-path-registration"
-
-	log "creating the partition table"
-	truncate -s "$((IMAGE_MIB * mib))" "$img"
-	sfdisk --quiet --no-reread --no-tell-kernel "$img" >/dev/null <<-EOF
-		label: dos
-		label-id: 0x2178694e
-
-		start=$((fw_start_mib * 2048)), size=$((fw_mib * 2048)), type=b
-		start=$((root_start_mib * 2048)), type=83, bootable
-	EOF
-	log "creating the FAT32 firmware partition"
-	mkfs.vfat -F 32 -s 1 -n FIRMWARE -i 2178694e --offset "$((fw_start_mib * 2048))" "$img" "$((fw_mib * 1024))" >/dev/null 2>&1 ||
-		die "stand-in nix: mkfs.vfat failed"
-	MTOOLS_SKIP_CHECK=1 mcopy -i "$img@@$((fw_start_mib * mib))" "$fwdir"/* ::/ ||
-		die "stand-in nix: mcopy into the firmware partition failed"
-	log "creating the ext4 root partition"
-	mkfs.ext4 -F -q -L NIXOS_SD -U 44444444-4444-4444-8888-888888888888 -E "offset=$((root_start_mib * mib))" \
-		-d "$rootdir" "$img" "$((root_mib * 1024))k" >/dev/null ||
-		die "stand-in nix: mkfs.ext4 failed"
-	rm -rf "$rootdir" "$fwdir"
-
-	result="$work/out"
-	mkdir -p "$result/sd-image" "$result/nix-support"
-	if [ "$COMPRESS" = 1 ]; then
-		log "compressing the image with zstd"
-		zstd -T0 -q --rm "$img" -o "$result/sd-image/$image_name.zst"
-		echo "file sd-image $out/sd-image/$image_name.zst" >"$result/nix-support/hydra-build-products"
-	else
-		mv "$img" "$result/sd-image/$image_name"
-		echo "file sd-image $out/sd-image/$image_name" >"$result/nix-support/hydra-build-products"
+	if ! work=$(mktemp -d "$scratch/nix-build-nixos-sd-image.drv-XXXXXX" 2>"$blog"); then
+		work=""
+		build_failed
 	fi
-	printf '%s\n' "aarch64-linux" >"$result/nix-support/system"
+
+	# assemble makes the image in $work/out; it runs in a subshell of its own
+	# so that set -e holds in it, its messages in $blog.
+	assemble() {
+		mib=1048576
+		fw_start_mib=8
+		fw_mib=34
+		root_start_mib=$((fw_start_mib + fw_mib))
+		root_mib=$((IMAGE_MIB - root_start_mib))
+		img="$work/$image_name"
+
+		# The firmware partition's files: sizes like the Raspberry Pi firmware
+		# nixpkgs copies (start*.elf, fixup*.dat, U-Boot, device trees).
+		fwdir="$work/firmware"
+		mkdir -p "$fwdir"
+		cat >"$fwdir/config.txt" <<-'EOF'
+			[pi3]
+			kernel=u-boot-rpi3.bin
+
+			[pi02]
+			kernel=u-boot-rpi3.bin
+
+			[pi4]
+			kernel=u-boot-rpi4.bin
+			enable_gic=1
+			armstub=armstub8-gic.bin
+
+			# Otherwise the resolution will be weird in most cases, compared to
+			# what the pi3 firmware does by default.
+			disable_overscan=1
+
+			# Supported in newer board revisions
+			arm_boost=1
+
+			[all]
+			# Boot in 64-bit mode.
+			arm_64bit=1
+
+			# U-Boot needs this to work, regardless of whether UART is actually used or not.
+			enable_uart=1
+
+			# Prevent the firmware from smashing the framebuffer setup done by the mainline kernel
+			# when attempting to show low-voltage or overtemperature warnings.
+			avoid_warnings=1
+		EOF
+		fw_kib=0
+		for f in bootcode.bin:52 fixup.dat:7 fixup4.dat:5 fixup_cd.dat:3 fixup4cd.dat:3 \
+			start.elf:2900 start4.elf:2200 start_cd.elf:800 start4cd.elf:800 \
+			u-boot-rpi3.bin:600 u-boot-rpi4.bin:600 armstub8-gic.bin:1 \
+			bcm2710-rpi-3-b.dtb:32 bcm2710-rpi-3-b-plus.dtb:33 bcm2711-rpi-4-b.dtb:53 \
+			bcm2711-rpi-400.dtb:53 bcm2711-rpi-cm4.dtb:53; do
+			head -c "$((${f#*:} * 1024))" /dev/urandom >"$fwdir/${f%%:*}"
+			fw_kib=$((fw_kib + ${f#*:}))
+		done
+
+		# The root file system's contents: a store-like tree with files that
+		# compress about like a real system closure. A real image compresses about
+		# 3:1; free space is zeros, so the fill mixes incompressible data (like
+		# already compressed files) with text that compresses about 3:1, in the
+		# share that brings the whole image to about 3:1.
+		rootdir="$work/root"
+		mkdir -p "$rootdir/nix/store" "$rootdir/boot/extlinux" "$rootdir/etc"
+		# Leave room for the journal, inode tables and block group metadata.
+		fill_kib=$((root_mib * 1024 * 80 / 100 - 2048))
+		target_kib=$((IMAGE_MIB * 1024 / 3 - fw_kib))
+		# random share r of the fill F: r*F + (1-r)*F/3 = target.
+		random_kib=$(((3 * target_kib - fill_kib) / 2))
+		[ "$random_kib" -gt 0 ] || random_kib=0
+		[ "$random_kib" -le "$fill_kib" ] || random_kib=$fill_kib
+		text_kib=$((fill_kib - random_kib))
+		log "building the root file system (${fill_kib} KiB of store paths)"
+		n=0
+		chunk_kib=4096
+		left=$random_kib
+		while [ "$left" -gt 0 ]; do
+			k=$((left < chunk_kib ? left : chunk_kib))
+			d="$rootdir/nix/store/$(printf 'blob %s %s\n' "$hash" "$n" | nix_hash)-blob-$n"
+			mkdir -p "$d/lib"
+			head -c "$((k * 1024))" /dev/urandom >"$d/lib/data.bin"
+			left=$((left - k))
+			n=$((n + 1))
+		done
+		left=$text_kib
+		while [ "$left" -gt 0 ]; do
+			k=$((left < chunk_kib ? left : chunk_kib))
+			d="$rootdir/nix/store/$(printf 'text %s %s\n' "$hash" "$n" | nix_hash)-text-$n"
+			mkdir -p "$d/share"
+			# base64 of random data mapped onto 4 symbols: about 2 bits per byte.
+			# 57 input bytes make one 76-character line plus its newline.
+			head -c "$((k * 1024 * 57 / 77))" /dev/urandom | base64 -w 76 |
+				tr 'A-Za-z0-9+/' '0123012301230123012301230123012301230123012301230123012301230123' \
+					>"$d/share/data.txt"
+			left=$((left - k))
+			n=$((n + 1))
+		done
+		cat >"$rootdir/boot/extlinux/extlinux.conf" <<-EOF
+			# Generated file, all changes will be lost on nixos-rebuild!
+			DEFAULT nixos-default
+			MENU TITLE ------------------------------------------------------------
+			TIMEOUT 50
+			LABEL nixos-default
+			  MENU LABEL NixOS - Default
+			  LINUX ../nixos/kernel-Image
+			  INITRD ../nixos/initrd
+			  APPEND init=/nix/store/${hash}-nixos-system-nixos-sd-${release}/init loglevel=4
+		EOF
+		printf 'nixos-sd stand-in image %s\n' "$release" >"$rootdir/etc/nixos-sd-standin"
+		: >"$rootdir/nix-path-registration"
+
+		log "creating the partition table"
+		truncate -s "$((IMAGE_MIB * mib))" "$img"
+		sfdisk --quiet --no-reread --no-tell-kernel "$img" >/dev/null <<-EOF
+			label: dos
+			label-id: 0x2178694e
+
+			start=$((fw_start_mib * 2048)), size=$((fw_mib * 2048)), type=b
+			start=$((root_start_mib * 2048)), type=83, bootable
+		EOF
+		log "creating the FAT32 firmware partition"
+		mkfs.vfat -F 32 -s 1 -n FIRMWARE -i 2178694e --offset "$((fw_start_mib * 2048))" "$img" "$((fw_mib * 1024))" >/dev/null 2>&1 ||
+			die "stand-in nix: mkfs.vfat failed"
+		MTOOLS_SKIP_CHECK=1 mcopy -i "$img@@$((fw_start_mib * mib))" "$fwdir"/* ::/ ||
+			die "stand-in nix: mcopy into the firmware partition failed"
+		log "creating the ext4 root partition"
+		mkfs.ext4 -F -q -L NIXOS_SD -U 44444444-4444-4444-8888-888888888888 -E "offset=$((root_start_mib * mib))" \
+			-d "$rootdir" "$img" "$((root_mib * 1024))k" >/dev/null ||
+			die "stand-in nix: mkfs.ext4 failed"
+		rm -rf "$rootdir" "$fwdir"
+
+		result="$work/out"
+		mkdir -p "$result/sd-image" "$result/nix-support"
+		if [ "$COMPRESS" = 1 ]; then
+			log "compressing the image with zstd"
+			zstd -T0 -q --rm "$img" -o "$result/sd-image/$image_name.zst"
+			echo "file sd-image $out/sd-image/$image_name.zst" >"$result/nix-support/hydra-build-products"
+		else
+			mv "$img" "$result/sd-image/$image_name"
+			echo "file sd-image $out/sd-image/$image_name" >"$result/nix-support/hydra-build-products"
+		fi
+		printf '%s\n' "aarch64-linux" >"$result/nix-support/system"
+	}
+	st=0
+	(assemble) 2>>"$blog" &
+	apid=$!
+	trap 'kill "$apid" 2>/dev/null; exit 143' TERM INT HUP
+	wait "$apid" || st=$?
+	cat "$blog" >&2
+	[ "$st" -eq 0 ] || build_failed
+	stage=$(mktemp -d "$store/.build-${hash}.XXXXXX")
+	cp -a "$work/out" "$stage/out"
 	# Publish atomically; a concurrent identical build may have won the race.
-	mv -T "$result" "$out" 2>/dev/null || true
-	rm -rf "$work"
+	mv -T "$stage/out" "$out" 2>/dev/null || true
+	rm -rf "$work" "$stage" "$blog"
+	work="" stage=""
 	trap cleanup_validation EXIT
 	[ -d "$out" ] || die "stand-in nix: could not create $out"
 fi
