@@ -100,7 +100,7 @@ func (p *HostPool) populateDir(ctx context.Context, h *Host, root debianRoot, ke
 	files := map[string]string{
 		"upper/etc/hostname": name + "\n",
 		"upper/etc/hosts":    "127.0.0.1 localhost\n127.0.1.1 " + name + "\n::1 localhost ip6-localhost ip6-loopback\n",
-		"upper/etc/ssh/sshd_config.d/90-nixos-sd-testbed.conf": sshdConfig(h),
+		"upper/etc/ssh/sshd_config.d/90-nixos-sd-testbed.conf":   sshdConfig(h),
 		"upper/etc/apt/apt.conf.d/00nixos-sd-testbed-recommends": hostAptConf,
 	}
 	for f, content := range files {
