@@ -61,7 +61,9 @@ type Config struct {
 	// the region's default VPC.
 	VpcID string `mapstructure:"vpc_id" required:"false"`
 	// The most to pay per instance hour: `auto` (the default) caps it at the
-	// on-demand price, or a number of US dollars such as `0.12`.
+	// on-demand price, or a number of US dollars such as `0.12`. Preflight
+	// refuses a number below the current price of every spot pool of
+	// `instance_types` (unless `on_demand_fallback`).
 	SpotPrice string `mapstructure:"spot_price" required:"false"`
 	// How EC2 Fleet picks among spot pools: `price-capacity-optimized` (the
 	// default, cheap and rarely interrupted), `capacity-optimized`,
@@ -73,10 +75,14 @@ type Config struct {
 	// The size of the root volume in GiB (gp3, encrypted, deleted with the
 	// instance). Defaults to 30, room for the Nix store of an SD image build.
 	VolumeSize int32 `mapstructure:"volume_size" required:"false"`
-	// Tags for every resource the build creates. The build id tag
-	// `nixos-sd:build-id` is always added.
+	// Tags for every resource the build creates. The plugin adds `Name`
+	// (unless set here), `nixos-sd:build-id` and `nixos-sd:expires`. EC2's
+	// limits apply with those counted: at most 50 tags on the instance (tags
+	// and run_tags together), keys of 1 to 128 characters not beginning with
+	// `aws:`, values of at most 256.
 	Tags map[string]string `mapstructure:"tags" required:"false"`
-	// Extra tags for the instance and its volume only.
+	// Extra tags for the instance and its volume only, under the same limits
+	// as `tags`.
 	RunTags map[string]string `mapstructure:"run_tags" required:"false"`
 	// The CIDR blocks allowed to reach the instance's SSH port. Defaults to
 	// this machine's public address as a /32, found through `public_ip_url`;
@@ -174,6 +180,7 @@ func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
 
 	c.prepareCommunicator(add)
 	c.prepareSource(add)
+	c.prepareReleaseNix(add, &warnings)
 	c.preparePlacement(add)
 	c.prepareLaunch(add)
 	c.prepareSSHAccess(add, &warnings)
@@ -248,6 +255,9 @@ func (c *Config) preparePlacement(add func(...error)) {
 	if c.SubnetID != "" && !subnetPattern.MatchString(c.SubnetID) {
 		add(fmt.Errorf("subnet_id: %q is not a subnet id; use an id such as \"subnet-0123456789abcdef0\", or remove it to use the default VPC's subnets", c.SubnetID))
 	}
+	if c.VpcID != "" && c.SubnetID != "" {
+		add(fmt.Errorf("vpc_id: %q is set with subnet_id, whose own VPC the build uses; remove vpc_id (or subnet_id, to use the VPC's default subnets)", c.VpcID))
+	}
 	if c.VpcID != "" && !vpcPattern.MatchString(c.VpcID) {
 		add(fmt.Errorf("vpc_id: %q is not a VPC id; use an id such as \"vpc-0123456789abcdef0\", or remove it to use the default VPC", c.VpcID))
 	}
@@ -277,16 +287,7 @@ func (c *Config) prepareLaunch(add func(...error)) {
 	} else if c.VolumeSize < 8 || c.VolumeSize > 16384 {
 		add(fmt.Errorf("volume_size: %d GiB is out of range; use 8 to 16384 (30 is plenty for an SD image)", c.VolumeSize))
 	}
-	for k := range c.Tags {
-		if strings.HasPrefix(strings.ToLower(k), "aws:") {
-			add(fmt.Errorf("tags: %q uses the reserved aws: prefix; rename the tag", k))
-		}
-	}
-	for _, k := range []string{BuildIDTag, ExpiresTag} {
-		if _, ok := c.Tags[k]; ok {
-			add(fmt.Errorf("tags: %q is set by the plugin; remove it", k))
-		}
-	}
+	add(checkTags(c.Tags, c.RunTags)...)
 }
 
 // prepareSSHAccess checks who may reach SSH and on which address.
@@ -297,6 +298,9 @@ func (c *Config) prepareSSHAccess(add func(...error), warnings *[]string) {
 		} else if ones, _ := ipnet.Mask.Size(); ones == 0 {
 			*warnings = append(*warnings, fmt.Sprintf("ssh_source_cidrs: %s opens SSH to the whole internet; prefer your own address as a /32", cidr))
 		}
+	}
+	if c.PublicIPURL != "" && len(c.SSHSourceCIDRs) > 0 {
+		*warnings = append(*warnings, fmt.Sprintf("public_ip_url: %s is not asked, since ssh_source_cidrs gives who may reach SSH; remove one of them", c.PublicIPURL))
 	}
 	if c.PublicIPURL == "" {
 		c.PublicIPURL = "https://checkip.amazonaws.com"

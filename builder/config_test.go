@@ -108,12 +108,12 @@ func TestConfigPrepareAcceptsValidValues(t *testing.T) {
 		{"zone of the region", map[string]interface{}{"availability_zone": "us-east-2b"}, nil},
 		{"ami id", map[string]interface{}{"source_ami": "ami-0123456789abcdef0"}, nil},
 		{"unknown source_ami from packer validate", map[string]interface{}{"source_ami": "<unknown>"}, nil},
-		{"debian release number", map[string]interface{}{"debian_release": "12"}, func(t *testing.T, c *Config) {
+		{"debian release number", map[string]interface{}{"debian_release": "12", "nixpkgs": "nixos-25.05"}, func(t *testing.T, c *Config) {
 			if c.Release().Codename != "bookworm" {
 				t.Errorf("release = %+v, want bookworm", c.Release())
 			}
 		}},
-		{"debian release codename any case", map[string]interface{}{"debian_release": "Bookworm"}, func(t *testing.T, c *Config) {
+		{"debian release codename any case", map[string]interface{}{"debian_release": "Bookworm", "nixpkgs": "nixos-25.05"}, func(t *testing.T, c *Config) {
 			if c.Release().Number != 12 {
 				t.Errorf("release = %+v, want 12", c.Release())
 			}

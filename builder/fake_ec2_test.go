@@ -57,6 +57,8 @@ type fakeEC2 struct {
 	leftInstances []types.Instance
 	groups        []types.SecurityGroup
 	templates     []types.LaunchTemplate
+	// spotPrices, when set, are the current spot prices: type -> zone -> price.
+	spotPrices map[string]map[string]string
 }
 
 func newFakeEC2() *fakeEC2 {
@@ -276,6 +278,17 @@ func (f *fakeEC2) DescribeSubnets(_ context.Context, in *ec2.DescribeSubnetsInpu
 
 func (f *fakeEC2) DescribeSpotPriceHistory(_ context.Context, in *ec2.DescribeSpotPriceHistoryInput, _ ...func(*ec2.Options)) (*ec2.DescribeSpotPriceHistoryOutput, error) {
 	f.record("DescribeSpotPriceHistory", in)
+	if f.spotPrices != nil {
+		var out []types.SpotPrice
+		for _, t := range in.InstanceTypes {
+			for zone, price := range f.spotPrices[string(t)] {
+				if in.AvailabilityZone == nil || *in.AvailabilityZone == zone {
+					out = append(out, types.SpotPrice{SpotPrice: aws.String(price), InstanceType: t, AvailabilityZone: aws.String(zone)})
+				}
+			}
+		}
+		return &ec2.DescribeSpotPriceHistoryOutput{SpotPriceHistory: out}, nil
+	}
 	return &ec2.DescribeSpotPriceHistoryOutput{SpotPriceHistory: []types.SpotPrice{{SpotPrice: aws.String("0.0812"), InstanceType: in.InstanceTypes[0], AvailabilityZone: in.AvailabilityZone}}}, nil
 }
 

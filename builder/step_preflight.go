@@ -54,6 +54,9 @@ func (s *stepPreflight) check(ctx context.Context, e stepEnv, state multistep.St
 	}
 	state.Put(stateInstanceTypes, offered)
 	state.Put(stateVCPUs, vcpus)
+	if err := checkSpotPrice(ctx, e, offered); err != nil {
+		return err
+	}
 	if cfg.SourceAMI != "" {
 		root, err := checkSourceAMI(ctx, e)
 		if err != nil {

@@ -63,6 +63,19 @@ func (r Release) String() string {
 	return fmt.Sprintf("%d (%s)", r.Number, r.Codename)
 }
 
+// NixBin is the version of Nix that the release's nix-bin package installs
+// (what the builder gets on an official AMI), "" when the release has none.
+func (r Release) NixBin() string {
+	switch {
+	case r.Number <= 11:
+		return ""
+	case r.Number == 12:
+		return "2.8.0"
+	default:
+		return "2.26.3"
+	}
+}
+
 // ParseArchitecture accepts "arm64" or "amd64" (and the EC2 spellings
 // "aarch64"/"x86_64"); empty means arm64.
 func ParseArchitecture(s string) (string, error) {

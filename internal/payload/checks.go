@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 
 	"golang.org/x/crypto/ssh"
@@ -152,4 +153,50 @@ func pluginModuleFile(cfg *Config) string {
 		return m
 	}
 	return "# The template sets neither hostname nor ssh_authorized_keys.\n{ }\n"
+}
+
+// MinNix is the oldest Nix that can evaluate the nixpkgs option's channel
+// (nixpkgs' lib/minver.nix), and false when the plugin cannot tell (a
+// revision). minver.nix was 2.3.17 from NixOS 25.05 on and is 2.18 from
+// 25.11 and in the unstable channels.
+func MinNix(nixpkgs string) (string, bool) {
+	switch {
+	case nixpkgs == "":
+		nixpkgs = DefaultNixpkgs
+	case strings.Contains(nixpkgs, "unstable"):
+		return "2.18", true
+	}
+	m := channelRelease.FindStringSubmatch(nixpkgs)
+	if m == nil {
+		return "", false
+	}
+	switch rel := m[1]; {
+	case rel >= "25.11":
+		return "2.18", true
+	case rel >= "25.05":
+		return "2.3.17", true
+	default:
+		return "2.3", true
+	}
+}
+
+// channelRelease is the release of a nixos-YY.MM channel.
+var channelRelease = regexp.MustCompile(`^nixos-([0-9]{2}\.[0-9]{2})(-small)?$`)
+
+// VersionLess reports whether the dotted version a is older than b.
+func VersionLess(a, b string) bool {
+	as, bs := strings.Split(a, "."), strings.Split(b, ".")
+	for i := 0; i < max(len(as), len(bs)); i++ {
+		var x, y int
+		if i < len(as) {
+			x, _ = strconv.Atoi(as[i])
+		}
+		if i < len(bs) {
+			y, _ = strconv.Atoi(bs[i])
+		}
+		if x != y {
+			return x < y
+		}
+	}
+	return false
 }
