@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"time"
 
@@ -141,7 +142,27 @@ func (b *Builder) Run(ctx context.Context, ui packersdk.Ui, hook packersdk.Hook)
 	if err := payload.UpdateManifest(res.ImagePath+".json", manifestReport(clock.phases(), cost)); err != nil {
 		ui.Error(fmt.Sprintf("The image is fine, but its manifest lacks the phases and the cost: %v", err))
 	}
-	return &Artifact{ImagePath: res.ImagePath, SHA256: res.SHA256, Paths: files, Generated: gd}, nil
+	return &Artifact{
+		ImagePath:     res.ImagePath,
+		SHA256:        res.SHA256,
+		Paths:         files,
+		Generated:     gd,
+		Region:        b.config.Region,
+		SourceAMI:     getString(state, stateSourceAMI),
+		Configuration: configurationLabel(&b.config.Config),
+	}, nil
+}
+
+// configurationLabel names what was built, for HCP Packer: the flake
+// reference, the nixos_config file or folder's name, or "built-in".
+func configurationLabel(c *payload.Config) string {
+	switch {
+	case c.Flake != "":
+		return c.Flake
+	case c.NixOSConfig != "":
+		return filepath.Base(c.NixOSConfig)
+	}
+	return "built-in"
 }
 
 // reportKept lists, after a failed build whose cleanup -on-error=abort (or
