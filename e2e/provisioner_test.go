@@ -282,7 +282,16 @@ func TestProvisionerDefaultConfiguration(t *testing.T) {
 func TestProvisionerUserConfiguration(t *testing.T) {
 	p := startProvHost(t, testbed.HostPoolOptions{})
 	dir := t.TempDir()
-	writeTemplate(t, dir, "pi/configuration.nix", "{ ... }: { imports = [ ./wifi.nix ]; networking.hostName = \"pi\"; }\n")
+	// As the original project's config/sd-image.nix: nixpkgs' installer SD
+	// card image, whose module tree the stand-in nixpkgs has.
+	writeTemplate(t, dir, "pi/configuration.nix", `{ lib, ... }: {
+  imports = [
+    <nixpkgs/nixos/modules/installer/sd-card/sd-image-aarch64-installer.nix>
+    ./wifi.nix
+  ];
+  networking.hostName = "pi";
+}
+`)
 	writeTemplate(t, dir, "pi/wifi.nix", "{ ... }: { networking.wireless.enable = true; }\n")
 	writeTemplate(t, dir, "build.pkr.hcl", p.template(`    nixos_config      = "pi"
     nixpkgs           = "nixos-25.11"
