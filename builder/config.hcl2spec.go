@@ -5,6 +5,7 @@ package builder
 import (
 	"github.com/hashicorp/hcl/v2/hcldec"
 	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/awscommon"
+	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/nixcache"
 	"github.com/zclconf/go-cty/cty"
 )
 
@@ -42,6 +43,7 @@ type FlatConfig struct {
 	DownloadConnections       *int                            `mapstructure:"download_connections" required:"false" cty:"download_connections" hcl:"download_connections"`
 	BuildTimeout              *string                         `mapstructure:"build_timeout" required:"false" cty:"build_timeout" hcl:"build_timeout"`
 	RemoteDirectory           *string                         `mapstructure:"remote_directory" required:"false" cty:"remote_directory" hcl:"remote_directory"`
+	Cache                     *nixcache.FlatConfig            `mapstructure:"cache" required:"false" cty:"cache" hcl:"cache"`
 	Type                      *string                         `mapstructure:"communicator" cty:"communicator" hcl:"communicator"`
 	PauseBeforeConnect        *string                         `mapstructure:"pause_before_connecting" cty:"pause_before_connecting" hcl:"pause_before_connecting"`
 	SSHHost                   *string                         `mapstructure:"ssh_host" cty:"ssh_host" hcl:"ssh_host"`
@@ -157,6 +159,7 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 		"download_connections":         &hcldec.AttrSpec{Name: "download_connections", Type: cty.Number, Required: false},
 		"build_timeout":                &hcldec.AttrSpec{Name: "build_timeout", Type: cty.String, Required: false},
 		"remote_directory":             &hcldec.AttrSpec{Name: "remote_directory", Type: cty.String, Required: false},
+		"cache":                        &hcldec.BlockSpec{TypeName: "cache", Nested: hcldec.ObjectSpec((*nixcache.FlatConfig)(nil).HCL2Spec())},
 		"communicator":                 &hcldec.AttrSpec{Name: "communicator", Type: cty.String, Required: false},
 		"pause_before_connecting":      &hcldec.AttrSpec{Name: "pause_before_connecting", Type: cty.String, Required: false},
 		"ssh_host":                     &hcldec.AttrSpec{Name: "ssh_host", Type: cty.String, Required: false},

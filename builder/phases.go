@@ -24,6 +24,8 @@ const (
 	phaseNixSetup  = "nix setup"
 	phaseBuild     = "build"
 	phaseDownload  = "download"
+	phaseCachePull = "cache pull"
+	phaseCachePush = "cache push"
 	phaseProvision = "provision"
 	phaseCleanup   = "cleanup"
 )
@@ -35,6 +37,10 @@ func payloadPhase(p string) string {
 		return phaseNixSetup
 	case payload.PhaseBuild, payload.PhaseNixpkgs:
 		return phaseBuild
+	case payload.PhaseCachePull:
+		return phaseCachePull
+	case payload.PhaseCachePush:
+		return phaseCachePush
 	default:
 		return phaseDownload
 	}

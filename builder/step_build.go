@@ -47,11 +47,18 @@ func (s *stepBuild) Run(ctx context.Context, state multistep.StateBag) multistep
 		"build_id":          getString(state, stateBuildID),
 	}
 	started := time.Now()
-	res, err := runPayload(buildCtx, e.ui, comm, &cfg.Config, payload.RunOptions{
+	opts := payload.RunOptions{
 		ManifestExtra: extra,
 		Phase:         func(p string) { clockOf(state).enter(payloadPhase(p)) },
 		SSH:           downloadTarget(cfg, state),
-	})
+	}
+	if cfg.Cache != nil {
+		// The cache uses the build's credentials and region.
+		if ac, err := cfg.AccessConfig.AWSConfig(buildCtx); err == nil {
+			opts.AWS = &ac
+		}
+	}
+	res, err := runPayload(buildCtx, e.ui, comm, &cfg.Config, opts)
 	if ierr := interruption(state); ierr != nil {
 		return halt(state, ierr)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/remotecmd"
@@ -38,7 +39,11 @@ func (r *run) build(ctx context.Context) error {
 	buildCtx, cancel := context.WithTimeout(ctx, cfg.BuildTimeoutDuration()+5*time.Minute)
 	defer cancel()
 	tail := newLogTail(r.ui, "nix: ", logLines)
-	st, err := remotecmd.Run(buildCtx, r.comm, remoteBuildCommand(cfg), tail.Writer(0), tail.Writer(1))
+	stdout := tail.Writer(0)
+	if r.cache != nil {
+		stdout = io.MultiWriter(stdout, r.cache)
+	}
+	st, err := remotecmd.Run(buildCtx, r.comm, remoteBuildCommand(cfg), stdout, tail.Writer(1))
 	tail.Flush()
 	if err != nil {
 		if buildCtx.Err() != nil {

@@ -12,6 +12,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/nixcache"
 )
 
 // DefaultNixpkgs is the nixpkgs channel used when `nixpkgs` is not set: the
@@ -109,12 +111,18 @@ type Config struct {
 	// directory per build from `mktemp -d` in the host's `$TMPDIR` or `/tmp`,
 	// a path nobody can prepare in advance.
 	RemoteDirectory string `mapstructure:"remote_directory" required:"false"`
+	// A Nix binary cache in an S3 bucket of your own: the build substitutes
+	// what an earlier build put there and uploads what it built. See
+	// docs/guides/binary-cache.md and the `cache` block below.
+	Cache *nixcache.Config `mapstructure:"cache" required:"false"`
 
 	buildTimeout  time.Duration
 	force         bool
 	hostnameSet   bool
 	sshKeySources []string
 	warnings      []string
+	// extraArgs are arguments of this run's nix build (the cache's).
+	extraArgs []string
 }
 
 var (
@@ -137,6 +145,9 @@ func (c *Config) Prepare(buildName string, force bool) []error {
 	c.prepareHost(add)
 	c.prepareOutput(add, buildName)
 	c.prepareDownload(add)
+	if c.Cache != nil {
+		add(c.Cache.Prepare()...)
+	}
 	return errs
 }
 

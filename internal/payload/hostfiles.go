@@ -1,6 +1,10 @@
 package payload
 
-import "embed"
+import (
+	"embed"
+
+	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/nixcache"
+)
 
 // hostFiles are the scripts and Nix files uploaded to the build host.
 //
@@ -27,4 +31,5 @@ const (
 
 // remoteEntries are every name the plugin creates in remote_directory; only
 // these are removed, never the directory's other contents.
-var remoteEntries = []string{remoteScript, remoteNixOS, remoteFlake, remoteResult, remotePID}
+var remoteEntries = []string{remoteScript, remoteNixOS, remoteFlake, remoteResult, remotePID,
+	nixcache.RemoteScript, nixcache.RemoteNAR, nixcache.RemoteNAR + ".part"}

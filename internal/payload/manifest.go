@@ -81,6 +81,9 @@ func (r *run) manifest(res *Result, final, remoteSum string, zst bool) ([]byte, 
 		return nil, fmt.Errorf("nixos-sd: hashing the configuration for the manifest: %w", err)
 	}
 	m["config_sha256"] = sum
+	if c := r.cacheManifest(); c != nil {
+		m["cache"] = c
+	}
 	m["nixpkgs_revision"] = res.Nixpkgs.Revision
 	m["nixpkgs_version"] = res.Nixpkgs.Version
 	m["nixpkgs_source"] = res.Nixpkgs.Source

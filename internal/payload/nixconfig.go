@@ -94,6 +94,7 @@ func nixArgs(cfg *Config) []string {
 	for _, k := range keys {
 		args = append(args, "--option", k, cfg.NixOptions[k])
 	}
+	args = append(args, cfg.extraArgs...)
 	if cfg.Flake != "" {
 		return append(args, flakeTarget(cfg))
 	}

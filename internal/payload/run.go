@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
 
 	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/remotecmd"
@@ -23,6 +24,9 @@ type RunOptions struct {
 	// SSH, when set, lets the download open more connections to the host
 	// (see download_connections); nil keeps it on comm's connection.
 	SSH *SSHTarget
+	// AWS is the AWS configuration (credentials, region) the binary cache
+	// uses; nil loads the SDK's default chain.
+	AWS *aws.Config
 }
 
 // Result describes the image Run wrote.
@@ -44,6 +48,9 @@ type Result struct {
 	RemoteImage string
 	// Nixpkgs is the nixpkgs the build used.
 	Nixpkgs Nixpkgs
+	// Cache is what the build took from and gave to the binary cache; nil
+	// without a cache block.
+	Cache *CacheReport
 }
 
 // Run builds the NixOS SD image on the host behind comm, downloads it into
@@ -83,6 +90,8 @@ type run struct {
 	link *linkPlan
 	// workDir is the private working directory the run created on the host.
 	workDir string
+	// cache is the binary cache's part of the run; nil without one.
+	cache *cacheRun
 }
 
 // run goes through the phases in order; each phase's file holds its code.
@@ -109,7 +118,10 @@ func (r *run) run(ctx context.Context) (res *Result, err error) {
 	if err := r.ensureNix(ctx); err != nil {
 		return nil, err
 	}
-	if err := r.build(ctx); err != nil {
+	r.startCache(ctx)
+	err = r.build(ctx)
+	r.stopPull()
+	if err != nil {
 		return nil, err
 	}
 	r.nixpkgs = r.resolveNixpkgs(ctx)
@@ -133,6 +145,11 @@ func (r *run) run(ctx context.Context) (res *Result, err error) {
 	}
 	if res.ImagePath, err = r.placeImage(names); err != nil {
 		return nil, err
+	}
+	r.pushCache(ctx)
+	if r.cache != nil {
+		rep := r.cache.report
+		res.Cache = &rep
 	}
 	res.Timings = r.timer.snapshot()
 	res.Timings["total"] = time.Since(r.started)

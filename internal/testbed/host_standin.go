@@ -30,6 +30,11 @@ type StandInOptions struct {
 	// Uncompressed makes the stand-in leave the image as .img; by default it
 	// is zstd-compressed to .img.zst, as NixOS's sdImage.compressImage does.
 	Uncompressed bool
+	// BuildInputs makes the stand-in realise the image derivation's inputs
+	// with the host's real Nix before it fakes the image: the stand-in
+	// nixpkgs' probe, a small input-addressed derivation that takes a few
+	// seconds, which a binary cache can then hold.
+	BuildInputs bool
 }
 
 const defaultImageMiB = 64
@@ -54,7 +59,11 @@ func (o StandInOptions) conf() string {
 	if o.Uncompressed {
 		compress = 0
 	}
-	return fmt.Sprintf("IMAGE_MIB=%d\nCOMPRESS=%d\n", o.imageMiB(), compress)
+	inputs := 0
+	if o.BuildInputs {
+		inputs = 1
+	}
+	return fmt.Sprintf("IMAGE_MIB=%d\nCOMPRESS=%d\nBUILD_INPUTS=%d\n", o.imageMiB(), compress, inputs)
 }
 
 // installStandIns writes the stand-ins into a host's bin and sbin.

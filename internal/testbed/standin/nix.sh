@@ -38,10 +38,17 @@
 # argument names an existing file or directory (also in the forms name=path
 # and path#attr) whose path or contents contain the text STANDIN_FAIL.
 #
-# Settings come from $STATE/standin.conf (IMAGE_MIB=64, COMPRESS=1, and
+# Settings come from $STATE/standin.conf (IMAGE_MIB=64, COMPRESS=1,
 # CACHED_BUILD_SECONDS=0: how long a build whose result exists still takes,
 # for benchmarks whose runs reuse one image but must see a build as long as a
-# real one, during which the download's connections open). STATE is
+# real one, during which the download's connections open; and BUILD_INPUTS=0:
+# with 1, the real Nix realises the image derivation's inputs (the stand-in
+# nixpkgs' probe, a real derivation that sleeps 3 s) with the command line's
+# --option settings, so that substituters, binary caches and signatures work
+# as in a real build; the host has no network, so `substituters` starts
+# empty, and the probe's builder is the host's /bin/sh, outside the sandbox).
+# With --json, `nix build` prints the real image derivation and the fake
+# output as real Nix does. STATE is
 # /var/lib/nixos-sd-standin unless NIXOS_SD_STANDIN_STATE says otherwise; the
 # real Nix is NIXOS_SD_STANDIN_REAL_NIX, else /usr/bin/nix.real (the unit
 # tests of the realisation set both; on a host sudo resets the environment).
@@ -81,12 +88,14 @@ done
 IMAGE_MIB=64
 COMPRESS=1
 CACHED_BUILD_SECONDS=0
+BUILD_INPUTS=0
 if [ -r "$state/standin.conf" ]; then
 	while IFS='=' read -r key value; do
 		case "$key" in
 		IMAGE_MIB) IMAGE_MIB=$value ;;
 		COMPRESS) COMPRESS=$value ;;
 		CACHED_BUILD_SECONDS) CACHED_BUILD_SECONDS=$value ;;
+		BUILD_INPUTS) BUILD_INPUTS=$value ;;
 		esac
 	done <"$state/standin.conf"
 fi
@@ -113,6 +122,8 @@ input_opts=" --include -I --file -f --expr --attr -A --system --arg --argstr --o
 
 out_link="result"
 build_dir_opt=""
+json=0
+options=()
 no_link=0
 print_out_paths=0
 print_logs=0
@@ -131,11 +142,10 @@ while [ "$i" -le "$#" ]; do
 	--no-link | --no-out-link) no_link=1 ;;
 	--option)
 		if [ "$((i + 2))" -le "$#" ]; then
-			k=$((i + 1))
-			if [ "${!k}" = build-dir ]; then
-				k=$((i + 2))
-				build_dir_opt=${!k}
-			fi
+			j=$((i + 1))
+			k=$((i + 2))
+			options+=(--option "${!j}" "${!k}")
+			[ "${!j}" != build-dir ] || build_dir_opt=${!k}
 		fi
 		i=$((i + 2))
 		;;
@@ -145,6 +155,7 @@ while [ "$i" -le "$#" ]; do
 		;;
 	--print-out-paths) print_out_paths=1 ;;
 	-L | --print-build-logs) print_logs=1 ;;
+	--json) json=1 ;;
 	--extra-*)
 		# Any nix.conf setting may be passed as --extra-NAME VALUE.
 		i=$((i + 1))
@@ -347,21 +358,37 @@ for ((k = 0; k < ${#validate[@]}; k++)); do
 		break
 	fi
 done
+dry=(--dry-run --option substituters '')
+# nix build --dry-run --json names the derivation.
+[ "$prog" != nix ] || dry+=(--json)
 if [ "$dd" -ge 0 ]; then
-	validate=("${validate[@]:0:dd}" --dry-run --option substituters '' "${validate[@]:dd}")
+	validate=("${validate[@]:0:dd}" "${dry[@]}" "${validate[@]:dd}")
 else
-	validate+=(--dry-run --option substituters '')
+	validate+=("${dry[@]}")
 fi
 vlog=$(mktemp /tmp/nixos-sd-standin-eval.XXXXXX)
-tmp_flakes+=("$vlog")
+vout=$(mktemp /tmp/nixos-sd-standin-eval.XXXXXX)
+tmp_flakes+=("$vlog" "$vout")
 vstatus=0
-(exec -a "$prog" "$real_nix" "${validate[@]}") >/dev/null 2>"$vlog" </dev/null || vstatus=$?
+(exec -a "$prog" "$real_nix" "${validate[@]}") >"$vout" 2>"$vlog" </dev/null || vstatus=$?
 if [ "$vstatus" -ne 0 ]; then
 	cat "$vlog" >&2
 	exit "$vstatus"
 fi
 # Its warnings, but for those about the stand-in's own flake and lock files.
 grep -E '^warning:' "$vlog" | grep -vE 'nixos-sd-standin|lock file' >&2 || true
+
+real_drv=$(sed -n 's/.*"drvPath":"\([^"]*\.drv\)".*/\1/p' "$vout" | head -n 1)
+
+# ---- the inputs, built by the real Nix ---------------------------------------
+
+if [ "$BUILD_INPUTS" = 1 ] && [ -n "$real_drv" ]; then
+	mapfile -t input_drvs < <(exec -a nix-store "$real_nix" --query --references "$real_drv" | grep '\.drv$' || true)
+	if [ "${#input_drvs[@]}" -gt 0 ]; then
+		(exec -a nix-store "$real_nix" --realise --no-gc-warning --option substituters '' \
+			--option sandbox false "${options[@]}" "${input_drvs[@]}") >&2 </dev/null || exit $?
+	fi
+fi
 
 # ---- STANDIN_FAIL ---------------------------------------------------------
 
@@ -676,6 +703,9 @@ fi
 
 if [ "$no_link" -eq 0 ]; then
 	ln -sfn "$out" "$out_link" || die "stand-in nix: could not create the out link $out_link"
+fi
+if [ "$json" -eq 1 ]; then
+	printf '[{"drvPath":"%s","outputs":{"out":"%s"}}]\n' "$real_drv" "$out"
 fi
 if [ "$print_out_paths" -eq 1 ]; then
 	printf '%s\n' "$out"

@@ -26,12 +26,26 @@ let
     in
     [ (if file != null then toString file else "<inline>") ] ++ builtins.concatMap load (r.imports or [ ]);
   loaded = builtins.concatMap load modules;
+  # A real build step for the test bed's binary cache: input-addressed, no
+  # nixpkgs (the host's /bin/sh), a few seconds long. The stand-in nix builds
+  # it with the real Nix when standin.conf says BUILD_INPUTS=1. Pure
+  # evaluation (flakes) has no currentSystem.
+  probe = derivation {
+    name = "nixos-sd-testbed-probe";
+    system = builtins.currentSystem or "x86_64-linux";
+    builder = "/bin/sh";
+    args = [
+      "-c"
+      "echo building the nixos-sd test bed probe; /bin/sleep 3; echo probe > $out"
+    ];
+  };
   sdImage = derivation {
     name = "nixos-image-sd-card-26.05.20260601.0000000-aarch64-linux.img";
     system = "aarch64-linux";
     builder = "/bin/sh";
     args = [ "-c" "echo the nixos-sd test bed realises this image outside Nix; exit 1" ];
     modules = builtins.toJSON loaded;
+    inherit probe;
   };
 in
 # The image is built with pkgs, so evaluating it runs nixpkgs' version check.
