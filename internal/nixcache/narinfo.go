@@ -1,3 +1,8 @@
+// Package nixcache is the binary cache in the user's own S3 bucket (the
+// `cache` block): the plugin serves it to the instance's Nix through an SSH
+// remote forward (pull) and uploads what a build made on the instance
+// (push). Neither the AWS credentials nor the signing key leave this
+// machine: the instance gets presigned URLs, the plugin signs narinfos.
 package nixcache
 
 import (
@@ -40,13 +45,13 @@ func nix32(h []byte) string {
 // parseNix32 decodes Nix's base 32 into size bytes.
 func parseNix32(s string, size int) ([]byte, error) {
 	if len(s) != (size*8-1)/5+1 {
-		return nil, fmt.Errorf("%q is not a base-32 hash of %d bytes", s, size)
+		return nil, fmt.Errorf("its hash %q is not a Nix base-32 hash of %d bytes", s, size)
 	}
 	h := make([]byte, size)
 	for i := 0; i < len(s); i++ {
 		d := strings.IndexByte(nix32Chars, s[len(s)-1-i])
 		if d < 0 {
-			return nil, fmt.Errorf("%q is not a base-32 hash", s)
+			return nil, fmt.Errorf("its hash %q is not a Nix base-32 hash", s)
 		}
 		bit := uint(i * 5)
 		j, k := bit/8, bit%8
@@ -54,7 +59,7 @@ func parseNix32(s string, size int) ([]byte, error) {
 		if int(j) < size-1 {
 			h[j+1] |= byte(d >> (8 - k))
 		} else if d>>(8-k) != 0 {
-			return nil, fmt.Errorf("%q is not a base-32 hash of %d bytes", s, size)
+			return nil, fmt.Errorf("its hash %q is not a Nix base-32 hash of %d bytes", s, size)
 		}
 	}
 	return h, nil
@@ -74,10 +79,10 @@ func SHA256Hash(s string) (string, error) {
 	case strings.HasPrefix(s, "sha256:"):
 		raw, err = parseNix32(s[len("sha256:"):], sha256.Size)
 	default:
-		err = errors.New("not a SHA-256")
+		err = errors.New("its hash is not a SHA-256")
 	}
 	if err != nil || len(raw) != sha256.Size {
-		return "", fmt.Errorf("%q is not a SHA-256 hash as Nix writes one", s)
+		return "", fmt.Errorf("its NAR hash %q is not a SHA-256 as Nix writes one", s)
 	}
 	return "sha256:" + nix32(raw), nil
 }

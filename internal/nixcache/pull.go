@@ -66,7 +66,7 @@ func (b *bucket) check(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if _, err := b.get(ctx, "nix-cache-info"); err != nil && !errors.Is(err, errNotFound) {
-		return fmt.Errorf("the cache's bucket %s cannot be read: %w", b.cfg.URL(), err)
+		return fmt.Errorf("the cache's bucket %s cannot be read: %w; check cache.s3_bucket, cache.region, cache.endpoint and the credentials' S3 permissions (docs/iam-policy-cache.json)", b.cfg.URL(), err)
 	}
 	return nil
 }

@@ -66,19 +66,19 @@ func parsePathInfos(out []byte) ([]pathInfo, error) {
 		if err := dec.Decode(&raw); err == io.EOF {
 			return infos, nil
 		} else if err != nil {
-			return nil, fmt.Errorf("reading nix path-info's JSON: %w", err)
+			return nil, fmt.Errorf("the host's nix path-info printed JSON that cannot be read (%w); check the host's Nix version", err)
 		}
 		if t := bytes.TrimSpace(raw); len(t) > 0 && t[0] == '[' {
 			var list []pathInfo
 			if err := json.Unmarshal(raw, &list); err != nil {
-				return nil, fmt.Errorf("reading nix path-info's JSON: %w", err)
+				return nil, fmt.Errorf("the host's nix path-info printed JSON that cannot be read (%w); check the host's Nix version", err)
 			}
 			infos = append(infos, list...)
 			continue
 		}
 		var m map[string]*pathInfo
 		if err := json.Unmarshal(raw, &m); err != nil {
-			return nil, fmt.Errorf("reading nix path-info's JSON: %w", err)
+			return nil, fmt.Errorf("the host's nix path-info printed JSON that cannot be read (%w); check the host's Nix version", err)
 		}
 		for p, pi := range m {
 			if pi == nil {

@@ -124,7 +124,7 @@ func (r *run) startCache(ctx context.Context) {
 	p, err := nixcache.StartPull(ctx, cc, r.opts.AWS, ln, r.cacheWarn)
 	if err != nil {
 		ln.Close()
-		r.cacheWarn(fmt.Sprintf("cache: %v; the build runs without the cache. Check cache.s3_bucket, cache.region and the credentials' S3 permissions (docs/iam-policy-cache.json)", err))
+		r.cacheWarn(fmt.Sprintf("cache: %v; the build runs without the cache", err))
 		return
 	}
 	r.cache.pull = p
