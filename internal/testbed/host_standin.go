@@ -59,11 +59,11 @@ func (o StandInOptions) conf() string {
 	if o.Uncompressed {
 		compress = 0
 	}
-	inputs := 0
+	conf := fmt.Sprintf("IMAGE_MIB=%d\nCOMPRESS=%d\n", o.imageMiB(), compress)
 	if o.BuildInputs {
-		inputs = 1
+		conf += "BUILD_INPUTS=1\n"
 	}
-	return fmt.Sprintf("IMAGE_MIB=%d\nCOMPRESS=%d\nBUILD_INPUTS=%d\n", o.imageMiB(), compress, inputs)
+	return conf
 }
 
 // installStandIns writes the stand-ins into a host's bin and sbin.

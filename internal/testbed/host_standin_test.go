@@ -278,7 +278,7 @@ func TestStandInNixBuildsAnSDImage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(real) != 6 || real[0] != "--version" || !strings.HasSuffix(real[1], " --dry-run --option substituters ") ||
+	if len(real) != 6 || real[0] != "--version" || !strings.HasSuffix(real[1], " --dry-run --option substituters  --json") ||
 		!strings.Contains(real[1], "nixpkgs="+e.bin+"/nixpkgs ") || real[5] != "store ls" {
 		t.Errorf("the real nix's calls: %q", real)
 	}

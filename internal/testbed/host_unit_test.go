@@ -158,6 +158,9 @@ func TestStandInOptions(t *testing.T) {
 	if got := (StandInOptions{ImageMiB: 128, Uncompressed: true}).conf(); got != "IMAGE_MIB=128\nCOMPRESS=0\n" {
 		t.Errorf("conf %q", got)
 	}
+	if got := (StandInOptions{BuildInputs: true}).conf(); got != "IMAGE_MIB=64\nCOMPRESS=1\nBUILD_INPUTS=1\n" {
+		t.Errorf("conf %q", got)
+	}
 	if err := (StandInOptions{ImageMiB: 40}).validate(); err == nil {
 		t.Error("a 40 MiB image accepted")
 	}
