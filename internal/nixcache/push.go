@@ -24,11 +24,8 @@ import (
 var hostFiles embed.FS
 
 // RemoteScript is the name of the push's script in the build's remote
-// directory; RemoteNAR the NAR being uploaded.
-const (
-	RemoteScript = "cache.sh"
-	RemoteNAR    = "cache.nar"
-)
+// directory.
+const RemoteScript = "cache.sh"
 
 // partSize is the size of a multipart upload's parts; a NAR larger than
 // one part is uploaded in parts (S3 takes at most 5 GiB in one PUT).
@@ -167,7 +164,7 @@ func (p *Pusher) Push(ctx context.Context, target string) (PushStats, error) {
 	if err := p.Comm.Upload(script, bytes.NewReader(data), nil); err != nil {
 		return st, fmt.Errorf("uploading %s to the host: %w", RemoteScript, err)
 	}
-	defer remotecmd.Output(context.WithoutCancel(ctx), p.Comm, remotecmd.Join([]string{"rm", "-f", "--", script, path.Join(p.Dir, RemoteNAR), path.Join(p.Dir, RemoteNAR) + ".part"}))
+	defer remotecmd.Output(context.WithoutCancel(ctx), p.Comm, remotecmd.Join([]string{"rm", "-f", "--", script}))
 	out, err := p.remote(ctx, "", "paths", target)
 	if err != nil {
 		return st, fmt.Errorf("listing the store paths the build made: %w", err)
@@ -233,15 +230,19 @@ func (p *Pusher) pushOne(ctx context.Context, b *bucket, pi pathInfo) (*NarInfo,
 	if err != nil {
 		return nil, 0, err
 	}
-	file := path.Join(p.Dir, RemoteNAR)
-	out, err := p.remote(ctx, "", "nar", pi.Path, file)
+	out, err := p.remote(ctx, "", "nar", pi.Path)
+	f := strings.Fields(out)
+	if len(f) > 0 && strings.HasPrefix(f[0], "/") {
+		defer remotecmd.Output(context.WithoutCancel(ctx), p.Comm, remotecmd.Join([]string{"rm", "-f", "--", f[0], f[0] + ".part"}))
+	}
 	if err != nil {
 		return nil, 0, fmt.Errorf("making its NAR on the instance: %w", err)
 	}
-	f := strings.Fields(out)
-	if len(f) != 3 {
+	if len(f) != 4 {
 		return nil, 0, fmt.Errorf("cache.sh nar answered %q", out)
 	}
+	file := f[0]
+	f = f[1:]
 	sum, err := hex.DecodeString(f[1])
 	size, serr := strconv.ParseInt(f[2], 10, 64)
 	if err != nil || serr != nil || len(sum) != 32 {

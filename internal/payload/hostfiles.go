@@ -32,4 +32,4 @@ const (
 // remoteEntries are every name the plugin creates in remote_directory; only
 // these are removed, never the directory's other contents.
 var remoteEntries = []string{remoteScript, remoteNixOS, remoteFlake, remoteResult, remotePID,
-	nixcache.RemoteScript, nixcache.RemoteNAR, nixcache.RemoteNAR + ".part"}
+	nixcache.RemoteScript}

@@ -10,9 +10,10 @@
 #       dependencies included), without .drv files. TARGET is a .drv or a
 #       built store path (its deriver is used when it is known).
 #
-#   bash cache.sh nar STORE_PATH FILE
-#       Writes the path's NAR to FILE, compressed with zstd (else xz, else
-#       not at all), and prints "COMPRESSION SHA256_HEX SIZE" of FILE.
+#   bash cache.sh nar STORE_PATH
+#       Writes the path's NAR to a new file in /var/tmp (on disk; /tmp may
+#       be a small tmpfs), compressed with zstd (else xz, else not at all),
+#       and prints "FILE COMPRESSION SHA256_HEX SIZE".
 #
 #   bash cache.sh put FILE [OFFSET LENGTH]
 #       PUTs FILE (or LENGTH bytes of it from OFFSET) to the URL read from
@@ -51,7 +52,8 @@ paths() {
 }
 
 nar() {
-	local path=$1 file=$2 comp
+	local path=$1 file comp
+	file=$(mktemp /var/tmp/nixos-sd-nar.XXXXXXXXXX 2>/dev/null || mktemp "${TMPDIR:-/tmp}/nixos-sd-nar.XXXXXXXXXX")
 	if command -v zstd >/dev/null 2>&1; then
 		comp=zstd
 		nix-store --dump "$path" | zstd -T0 -q -c >"$file"
@@ -62,7 +64,7 @@ nar() {
 		comp=none
 		nix-store --dump "$path" >"$file"
 	fi
-	printf '%s %s %s\n' "$comp" "$(sha256sum <"$file" | cut -d' ' -f1)" "$(stat -c %s "$file")"
+	printf '%s %s %s %s\n' "$file" "$comp" "$(sha256sum <"$file" | cut -d' ' -f1)" "$(stat -c %s "$file")"
 }
 
 put() {
@@ -92,8 +94,8 @@ as-nix)
 	as_nix "$@"
 	;;
 nar)
-	[ "$#" -eq 3 ] || die "usage: cache.sh nar STORE_PATH FILE"
-	nar "$2" "$3"
+	[ "$#" -eq 2 ] || die "usage: cache.sh nar STORE_PATH"
+	nar "$2"
 	;;
 put)
 	[ "$#" -eq 2 ] || [ "$#" -eq 4 ] || die "usage: cache.sh put FILE [OFFSET LENGTH]"
@@ -101,6 +103,6 @@ put)
 	put "$@"
 	;;
 *)
-	die "usage: cache.sh paths TARGET | nar STORE_PATH FILE | put FILE [OFFSET LENGTH]"
+	die "usage: cache.sh paths TARGET | nar STORE_PATH | put FILE [OFFSET LENGTH]"
 	;;
 esac
