@@ -75,6 +75,13 @@ type Config struct {
 	// The size of the root volume in GiB (gp3, encrypted, deleted with the
 	// instance). Defaults to 30, room for the Nix store of an SD image build.
 	VolumeSize int32 `mapstructure:"volume_size" required:"false"`
+	// The KMS key that encrypts the root volume: a key id, `alias/name`, or
+	// a key or alias ARN of the build's region. Empty (the default) uses the
+	// account's default EBS key (`aws/ebs`, or the customer-managed key set
+	// with `aws ec2 modify-ebs-default-kms-key-id`). A customer-managed key
+	// must let the credentials use it for EBS: see the `NixosSdEbsKms`
+	// statement of `docs/iam-policy.json`.
+	VolumeKMSKeyID string `mapstructure:"volume_kms_key_id" required:"false"`
 	// Tags for every resource the build creates. The plugin adds `Name`
 	// (unless set here), `nixos-sd:build-id` and `nixos-sd:expires`. EC2's
 	// limits apply with those counted: at most 50 tags on the instance (tags
@@ -286,6 +293,11 @@ func (c *Config) prepareLaunch(add func(...error)) {
 		c.VolumeSize = 30
 	} else if c.VolumeSize < 8 || c.VolumeSize > 16384 {
 		add(fmt.Errorf("volume_size: %d GiB is out of range; use 8 to 16384 (30 is plenty for an SD image)", c.VolumeSize))
+	}
+	if c.VolumeKMSKeyID != "" {
+		if err := awscommon.CheckKMSKeyID(c.VolumeKMSKeyID, c.Region); err != nil {
+			add(fmt.Errorf("volume_kms_key_id: %w", err))
+		}
 	}
 	add(checkTags(c.Tags, c.RunTags)...)
 }

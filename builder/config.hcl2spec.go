@@ -103,6 +103,7 @@ type FlatConfig struct {
 	SpotAllocationStrategy    *string                         `mapstructure:"spot_allocation_strategy" required:"false" cty:"spot_allocation_strategy" hcl:"spot_allocation_strategy"`
 	OnDemandFallback          *bool                           `mapstructure:"on_demand_fallback" required:"false" cty:"on_demand_fallback" hcl:"on_demand_fallback"`
 	VolumeSize                *int32                          `mapstructure:"volume_size" required:"false" cty:"volume_size" hcl:"volume_size"`
+	VolumeKMSKeyID            *string                         `mapstructure:"volume_kms_key_id" required:"false" cty:"volume_kms_key_id" hcl:"volume_kms_key_id"`
 	Tags                      map[string]string               `mapstructure:"tags" required:"false" cty:"tags" hcl:"tags"`
 	RunTags                   map[string]string               `mapstructure:"run_tags" required:"false" cty:"run_tags" hcl:"run_tags"`
 	SSHSourceCIDRs            []string                        `mapstructure:"ssh_source_cidrs" required:"false" cty:"ssh_source_cidrs" hcl:"ssh_source_cidrs"`
@@ -219,6 +220,7 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 		"spot_allocation_strategy":     &hcldec.AttrSpec{Name: "spot_allocation_strategy", Type: cty.String, Required: false},
 		"on_demand_fallback":           &hcldec.AttrSpec{Name: "on_demand_fallback", Type: cty.Bool, Required: false},
 		"volume_size":                  &hcldec.AttrSpec{Name: "volume_size", Type: cty.Number, Required: false},
+		"volume_kms_key_id":            &hcldec.AttrSpec{Name: "volume_kms_key_id", Type: cty.String, Required: false},
 		"tags":                         &hcldec.AttrSpec{Name: "tags", Type: cty.Map(cty.String), Required: false},
 		"run_tags":                     &hcldec.AttrSpec{Name: "run_tags", Type: cty.Map(cty.String), Required: false},
 		"ssh_source_cidrs":             &hcldec.AttrSpec{Name: "ssh_source_cidrs", Type: cty.List(cty.String), Required: false},

@@ -74,9 +74,15 @@
 // # Interruptions
 //
 // stepInterruption starts a watcher that polls the instance and its spot
-// request every 3 × poll_interval and cancels the later steps' context with an
-// *ErrInterrupted when EC2 takes the instance away, so the build stops at
-// once instead of waiting on a dead SSH connection. A dropped SSH connection
+// request every 3 × poll_interval and cancels the later steps' context when
+// the instance ends, so the build stops at once instead of waiting on a dead
+// SSH connection. Why it ended decides what follows (instance_end.go): a
+// spot instance EC2 took back (StateReason Server.SpotInstanceTermination or
+// Server.SpotInstanceShutdown, or an interruption status of its spot
+// request) is an *ErrInterrupted, retried within spot_retries; any other
+// reason (a KMS key EBS cannot use, a volume limit, the instance powering
+// itself off, someone terminating it) is an *ErrInstanceEnded that ends the
+// build with what to do. An on-demand instance is never interrupted. A dropped SSH connection
 // is often the first sign of a reclaimed instance, seconds before the
 // watcher's next poll: a failed build step therefore looks at the instance
 // once more (interruptionAfterFailure) before blaming SSH.

@@ -47,6 +47,9 @@ type fakeEC2 struct {
 	publicIP      string
 	instanceSpotR string
 	spotLifecycle bool // instances say they are spot
+	// stateReason is the StateReason code of an instance that stopped or
+	// terminated.
+	stateReason string
 	// tagged answers a DescribeInstances by tag filter (no ids): the live
 	// instances carrying the build id, from the n-th such call on.
 	tagged      []string
@@ -425,6 +428,9 @@ func (f *fakeEC2) DescribeInstances(_ context.Context, in *ec2.DescribeInstances
 		}
 		if f.instanceSpotR != "" {
 			inst.SpotInstanceRequestId = aws.String(f.instanceSpotR)
+		}
+		if f.stateReason != "" && st != types.InstanceStateNameRunning && st != types.InstanceStateNamePending {
+			inst.StateReason = &types.StateReason{Code: aws.String(f.stateReason), Message: aws.String(f.stateReason + ": injected")}
 		}
 		if f.spotLifecycle || f.instanceSpotR != "" {
 			inst.InstanceLifecycle = types.InstanceLifecycleTypeSpot

@@ -71,6 +71,7 @@ func TestBuildRunsPayloadAndSetsGeneratedData(t *testing.T) {
 
 func TestBuildInterrupted(t *testing.T) {
 	f := newFakeEC2()
+	f.spotLifecycle, f.stateReason = true, reasonSpotTermination
 	f.instanceState = func(n int, id string) types.InstanceStateName {
 		if n >= 2 {
 			return types.InstanceStateNameTerminated
@@ -118,6 +119,7 @@ func TestBuildFailure(t *testing.T) {
 // the spot instance was interrupted, not that SSH failed.
 func TestBuildConnectionLostToInterruption(t *testing.T) {
 	f := newFakeEC2()
+	f.spotLifecycle, f.stateReason = true, reasonSpotTermination
 	f.instanceState = func(int, string) types.InstanceStateName { return types.InstanceStateNameTerminated }
 	stubPayload(t, func(context.Context, *payload.Config, payload.RunOptions) (*payload.Result, error) {
 		return nil, errors.New("the SSH connection dropped while the command ran")

@@ -187,7 +187,7 @@ func (s *stepFleet) Cleanup(state multistep.StateBag) {
 	defer cancel()
 	if requested {
 		lost, _ := state.Get(stateFleetPending).(bool)
-		moreIDs, moreFleets, err := findByBuildID(ctx, e, getString(state, stateBuildID), ids, fleets, lost)
+		moreIDs, err := findByBuildID(ctx, e, getString(state, stateBuildID), ids, lost)
 		if err != nil {
 			e.ui.Error(fmt.Sprintf("Could not look for instances launched by this build (tag %s=%s): %v. Check with: %s", BuildIDTag, getString(state, stateBuildID), err, describeByTagCommand(e.cfg.Region, getString(state, stateBuildID))))
 		}
@@ -195,10 +195,6 @@ func (s *stepFleet) Cleanup(state multistep.StateBag) {
 			e.ui.Say(fmt.Sprintf("Found instance %s, launched by a request whose answer never arrived (tag %s)", strings.Join(moreIDs, ", "), BuildIDTag))
 			ids = append(ids, moreIDs...)
 			state.Put(stateInstanceIDs, ids)
-		}
-		if len(moreFleets) > 0 {
-			fleets = append(fleets, moreFleets...)
-			state.Put(stateFleetIDs, fleets)
 		}
 		if err == nil {
 			state.Remove(stateFleetRequested)

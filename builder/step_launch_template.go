@@ -115,6 +115,9 @@ func launchTemplateData(ctx context.Context, e stepEnv, state multistep.StateBag
 			{ResourceType: types.ResourceTypeVolume, Tags: runTags},
 		},
 	}
+	if cfg.VolumeKMSKeyID != "" {
+		data.BlockDeviceMappings[0].Ebs.KmsKeyId = aws.String(cfg.VolumeKMSKeyID)
+	}
 	groupID := getString(state, stateSecurityGroupID)
 	if cfg.SubnetID != "" {
 		// A chosen subnet may not give public addresses by default: ask for

@@ -557,8 +557,8 @@ func TestBuilderSpotInterruption(t *testing.T) {
 	h := slowBuildHost(t, tb, p)
 
 	// EC2 reclaims the instance (straight to moto: not the plugin's call).
-	if _, err := tb.MotoClient(bldRegion).TerminateInstances(motoCtx(t), &ec2.TerminateInstancesInput{InstanceIds: []string{h.ID}}); err != nil {
-		t.Fatalf("terminating %s in moto: %v", h.ID, err)
+	if err := tb.Interrupt(motoCtx(t), bldRegion, h.ID); err != nil {
+		t.Fatalf("interrupting %s in moto: %v", h.ID, err)
 	}
 	out, code, ended := p.wait(60 * time.Second)
 	if !ended {

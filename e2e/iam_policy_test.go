@@ -34,6 +34,15 @@ var impliedActions = map[string]string{
 	"ec2:CreateTags": "tags given at creation are authorized as ec2:CreateTags",
 	// The first spot request of an account creates AWSServiceRoleForEC2Spot.
 	"iam:CreateServiceLinkedRole": "the first spot request creates the service-linked role AWSServiceRoleForEC2Spot",
+	// "Amazon EBS encryption" (EBS user guide, "How EBS encryption works"):
+	// EBS uses a customer-managed key on the caller's behalf when it creates
+	// the encrypted volume an instance launches with.
+	"kms:CreateGrant":                     "EBS creates a grant on the volume's customer-managed KMS key for the launch",
+	"kms:Decrypt":                         "EBS decrypts the volume's data key with the customer-managed KMS key",
+	"kms:DescribeKey":                     "EBS checks the customer-managed KMS key before it uses it",
+	"kms:GenerateDataKeyWithoutPlaintext": "EBS makes the volume's data key under the customer-managed KMS key",
+	"kms:ReEncryptFrom":                   "EBS re-encrypts the snapshot's data key under the volume's key",
+	"kms:ReEncryptTo":                     "EBS re-encrypts the snapshot's data key under the volume's key",
 }
 
 var called = struct {

@@ -112,6 +112,9 @@ func Start(ctx context.Context, opts Options) (tb *Testbed, err error) {
 	}
 	for _, r := range opts.Regions {
 		tb.direct[r] = newEC2Client(r, tb.moto.url)
+		if err = createKMSKeys(ctx, tb.moto.url, r); err != nil {
+			return tb, fmt.Errorf("testbed: KMS keys in %s: %w", r, err)
+		}
 	}
 	tb.pool, err = NewHostPool(HostPoolOptions{
 		WorkDir:      filepath.Join(tb.workDir, "hosts"),
@@ -260,6 +263,20 @@ func (tb *Testbed) Proxy() *Proxy { return tb.proxy }
 
 // Hosts is the host pool; a host's id is its instance's id.
 func (tb *Testbed) Hosts() *HostPool { return tb.pool }
+
+// EndInstance stops or terminates an instance as EC2 would for the given
+// state reason code (for example Client.VolumeLimitExceeded), straight in
+// moto; spotStatus, when set, becomes its spot request's status.
+func (tb *Testbed) EndInstance(ctx context.Context, region, id, code string, stop bool, spotStatus string) error {
+	return endInstance(ctx, tb.moto.url, region, id, code, stop, spotStatus)
+}
+
+// Interrupt takes a spot instance back as EC2 does: terminated with state
+// reason Server.SpotInstanceTermination, its spot request closed with status
+// instance-terminated-no-capacity.
+func (tb *Testbed) Interrupt(ctx context.Context, region, id string) error {
+	return tb.EndInstance(ctx, region, id, "Server.SpotInstanceTermination", false, "instance-terminated-no-capacity")
+}
 
 // WatcherErrors lists what went wrong turning instances into hosts.
 func (tb *Testbed) WatcherErrors() []string { return tb.watch.errors() }

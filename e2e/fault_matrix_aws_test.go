@@ -1,0 +1,109 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+
+	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/testbed"
+)
+
+// Rows of the fault matrix where the test bed behaves as AWS does and moto
+// alone does not: why an instance ended (its state reason), encrypted
+// volumes, and the other AWS behaviours of docs/reliability.md's
+// "AWS as it is" section.
+
+// endInstance ends the build's instance, once its host is up, the way EC2
+// does for state reason code (stop: stopped instead of terminated).
+func endInstance(code string, stop bool, spotStatus string) func(*testing.T, *testbed.Testbed, *bgPacker) {
+	return func(t *testing.T, tb *testbed.Testbed, p *bgPacker) {
+		h := firstHost(t, tb, p)
+		if err := tb.EndInstance(motoCtx(t), bldRegion, h.ID, code, stop, spotStatus); err != nil {
+			t.Fatalf("ending %s with %s: %v", h.ID, code, err)
+		}
+	}
+}
+
+// poweroffNix is a nix that powers the instance off (the stand-in records
+// it; the test bed's watcher then ends the instance as EC2 does).
+const poweroffNix = `#!/bin/bash
+if [ "${1:-}" = --version ]; then echo "nix (Nix) 2.28.3"; exit 0; fi
+poweroff
+sleep 600 &
+wait
+`
+
+// notRetried checks the build did not start again on a new instance.
+func notRetried(t *testing.T, _ *testbed.Testbed, out string) {
+	t.Helper()
+	if strings.Contains(out, "Starting the build again") || strings.Contains(out, "interrupted by EC2") {
+		t.Errorf("the build took the instance's end for a spot interruption:\n%s", out)
+	}
+}
+
+func awsScenarios() []scenario {
+	return []scenario{
+		// --- Why the instance ended: one row per state reason. ---
+		{name: "spot stopped by EC2 (Server.SpotInstanceShutdown)", during: func(t *testing.T, tb *testbed.Testbed, p *bgPacker) {
+			h := slowBuildHost(t, tb, p)
+			if err := tb.EndInstance(motoCtx(t), bldRegion, h.ID, "Server.SpotInstanceShutdown", true, "instance-stopped-no-capacity"); err != nil {
+				t.Fatal(err)
+			}
+		}, want: retried, output: []string{"was interrupted by EC2"}, check: func(t *testing.T, _ *testbed.Testbed, out string) {
+			// The watcher sees the stopped instance's reason, or the request's
+			// status first when it looked at the instance just before.
+			if !strings.Contains(out, "Server.SpotInstanceShutdown") && !strings.Contains(out, "instance-stopped-no-capacity") {
+				t.Errorf("the interruption names neither the state reason nor the request's status:\n%s", out)
+			}
+		}},
+		{name: "KMS key unusable at launch (Client.InternalError)", extra: "  volume_kms_key_id = \"" + testbed.DisabledKeyAlias + "\"\n",
+			want: failedSayingSo, output: []string{"Client.InternalError", "KMS key", "volume_kms_key_id \"" + testbed.DisabledKeyAlias + "\"", "kms:CreateGrant", "NixosSdEbsKms"},
+			check: notRetried},
+		{name: "volume limit at launch (Client.VolumeLimitExceeded)", during: endInstance("Client.VolumeLimitExceeded", false, ""),
+			want: failedSayingSo, output: []string{"Client.VolumeLimitExceeded", "EBS volume or storage limit", "volume_size (30 GiB)"}, check: notRetried},
+		{name: "no capacity at launch (Server.InsufficientInstanceCapacity)", during: endInstance("Server.InsufficientInstanceCapacity", false, ""),
+			want: failedSayingSo, output: []string{"Server.InsufficientInstanceCapacity", "ran out of capacity", "add instance_types"}, check: notRetried},
+		{name: "instance powered itself off (Client.InstanceInitiatedShutdown)", during: func(t *testing.T, tb *testbed.Testbed, p *bgPacker) {
+			h := firstHost(t, tb, p)
+			if err := os.WriteFile(filepath.Join(h.Dir, "bin", "nix"), []byte(poweroffNix), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}, want: failedSayingSo, output: []string{"Client.InstanceInitiatedShutdown", "powered itself off", "instance_max_lifetime", "orphan_timeout"}, check: notRetried},
+		{name: "someone terminated the instance (Client.UserInitiatedShutdown)", during: func(t *testing.T, tb *testbed.Testbed, p *bgPacker) {
+			h := slowBuildHost(t, tb, p)
+			if _, err := tb.MotoClient(bldRegion).TerminateInstances(motoCtx(t), &ec2.TerminateInstancesInput{InstanceIds: []string{h.ID}}); err != nil {
+				t.Fatal(err)
+			}
+		}, want: failedSayingSo, output: []string{"Client.UserInitiatedShutdown", "terminated it through the EC2 API", "CloudTrail"}, check: notRetried},
+		{name: "on-demand instance terminated is not an interruption", extra: "  on_demand_fallback = true\n",
+			rules: []testbed.Rule{{Action: "CreateFleet", Nth: 1, PoolErrors: []testbed.PoolError{poolErr("", "MaxSpotInstanceCountExceeded")}}},
+			during: func(t *testing.T, tb *testbed.Testbed, p *bgPacker) {
+				h := slowBuildHost(t, tb, p)
+				if err := tb.EndInstance(motoCtx(t), bldRegion, h.ID, "Server.ScheduledStop", true, ""); err != nil {
+					t.Fatal(err)
+				}
+			}, want: failedSayingSo, output: []string{"Launched on-demand instance", "on-demand instance i-", "is stopped", "Server.ScheduledStop"}, check: notRetried},
+		{name: "volume encrypted with volume_kms_key_id", extra: "  volume_kms_key_id = \"" + testbed.EBSKeyAlias + "\"\n",
+			want: succeeded, check: func(t *testing.T, tb *testbed.Testbed, _ string) {
+				c := onlyPluginCall(t, tb, "CreateLaunchTemplate")
+				if got := c.Params["LaunchTemplateData.BlockDeviceMapping.1.Ebs.KmsKeyId"]; got != testbed.EBSKeyAlias {
+					t.Errorf("the launch template's volume names KMS key %q, want %q", got, testbed.EBSKeyAlias)
+				}
+			}},
+	}
+}
+
+// onlyPluginCall is the plugin's one call of action.
+func onlyPluginCall(t *testing.T, tb *testbed.Testbed, action string) testbed.Call {
+	t.Helper()
+	calls := pluginCalls(tb, action)
+	if len(calls) != 1 {
+		t.Fatalf("%d %s calls by the plugin, want 1", len(calls), action)
+	}
+	return calls[0]
+}
