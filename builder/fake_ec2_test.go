@@ -43,6 +43,7 @@ type fakeEC2 struct {
 	describeN     int
 	spotRequests  []types.SpotInstanceRequest
 	deleteSGErrs  []error // returned in turn by DeleteSecurityGroup
+	createSGErr   error   // returned by CreateSecurityGroup
 	spotStatus    string
 	publicIP      string
 	instanceSpotR string
@@ -297,6 +298,9 @@ func (f *fakeEC2) DescribeSpotPriceHistory(_ context.Context, in *ec2.DescribeSp
 
 func (f *fakeEC2) CreateSecurityGroup(_ context.Context, in *ec2.CreateSecurityGroupInput, _ ...func(*ec2.Options)) (*ec2.CreateSecurityGroupOutput, error) {
 	f.record("CreateSecurityGroup", in)
+	if f.createSGErr != nil {
+		return nil, f.createSGErr
+	}
 	return &ec2.CreateSecurityGroupOutput{GroupId: aws.String("sg-0123456789abcdef0")}, nil
 }
 

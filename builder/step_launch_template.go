@@ -42,6 +42,9 @@ func (s *stepLaunchTemplate) Run(ctx context.Context, state multistep.StateBag) 
 	// The security group was created a moment ago: NotFound means not
 	// visible yet.
 	out, err := e.ec2.CreateLaunchTemplate(ctx, &ec2.CreateLaunchTemplateInput{
+		// The SDK's retry of a request whose answer was lost gets the
+		// template the first one made, not InvalidLaunchTemplateName.AlreadyExists.
+		ClientToken:        aws.String(buildID + "-lt"),
 		LaunchTemplateName: aws.String(name),
 		LaunchTemplateData: data,
 		VersionDescription: aws.String("packer-nixos-sd build " + buildID),

@@ -8,7 +8,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
 	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/testbed"
 )
@@ -47,10 +49,10 @@ func notRetried(t *testing.T, _ *testbed.Testbed, out string) {
 }
 
 func awsScenarios() []scenario {
-	return []scenario{
+	return append([]scenario{
 		// --- Why the instance ended: one row per state reason. ---
 		{name: "spot stopped by EC2 (Server.SpotInstanceShutdown)", during: func(t *testing.T, tb *testbed.Testbed, p *bgPacker) {
-			h := slowBuildHost(t, tb, p)
+			h := firstHost(t, tb, p)
 			if err := tb.EndInstance(motoCtx(t), bldRegion, h.ID, "Server.SpotInstanceShutdown", true, "instance-stopped-no-capacity"); err != nil {
 				t.Fatal(err)
 			}
@@ -75,7 +77,7 @@ func awsScenarios() []scenario {
 			}
 		}, want: failedSayingSo, output: []string{"Client.InstanceInitiatedShutdown", "powered itself off", "instance_max_lifetime", "orphan_timeout"}, check: notRetried},
 		{name: "someone terminated the instance (Client.UserInitiatedShutdown)", during: func(t *testing.T, tb *testbed.Testbed, p *bgPacker) {
-			h := slowBuildHost(t, tb, p)
+			h := firstHost(t, tb, p)
 			if _, err := tb.MotoClient(bldRegion).TerminateInstances(motoCtx(t), &ec2.TerminateInstancesInput{InstanceIds: []string{h.ID}}); err != nil {
 				t.Fatal(err)
 			}
@@ -83,7 +85,7 @@ func awsScenarios() []scenario {
 		{name: "on-demand instance terminated is not an interruption", extra: "  on_demand_fallback = true\n",
 			rules: []testbed.Rule{{Action: "CreateFleet", Nth: 1, PoolErrors: []testbed.PoolError{poolErr("", "MaxSpotInstanceCountExceeded")}}},
 			during: func(t *testing.T, tb *testbed.Testbed, p *bgPacker) {
-				h := slowBuildHost(t, tb, p)
+				h := firstHost(t, tb, p)
 				if err := tb.EndInstance(motoCtx(t), bldRegion, h.ID, "Server.ScheduledStop", true, ""); err != nil {
 					t.Fatal(err)
 				}
@@ -95,7 +97,7 @@ func awsScenarios() []scenario {
 					t.Errorf("the launch template's volume names KMS key %q, want %q", got, testbed.EBSKeyAlias)
 				}
 			}},
-	}
+	}, lostAnswerRows()...)
 }
 
 // onlyPluginCall is the plugin's one call of action.
@@ -106,4 +108,58 @@ func onlyPluginCall(t *testing.T, tb *testbed.Testbed, action string) testbed.Ca
 		t.Fatalf("%d %s calls by the plugin, want 1", len(calls), action)
 	}
 	return calls[0]
+}
+
+// onlyOneInstance checks the build's CreateFleet requests launched exactly
+// one instance in EC2, and that it is terminated: a retry with the lost
+// request's client token got the first answer (the test bed honours client
+// tokens as EC2 does) instead of a second instance.
+func onlyOneInstance(t *testing.T, tb *testbed.Testbed, calls []testbed.Call) {
+	t.Helper()
+	if len(calls) == 0 {
+		t.Fatal("no CreateFleet call")
+	}
+	if last := calls[len(calls)-1]; len(calls) > 1 && !last.Repeated {
+		t.Errorf("the retried CreateFleet reached moto; EC2 answers a repeated client token with the first answer")
+	}
+	// The client token is "<build id>-r<round>-a<attempt>".
+	token := calls[0].Params["ClientToken"]
+	buildID := token[:strings.LastIndex(token[:strings.LastIndex(token, "-")], "-")]
+	out, err := tb.MotoClient(bldRegion).DescribeInstances(motoCtx(t), &ec2.DescribeInstancesInput{Filters: []types.Filter{
+		{Name: aws.String("tag:" + buildIDTag), Values: []string{buildID}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, r := range out.Reservations {
+		for _, i := range r.Instances {
+			ids = append(ids, aws.ToString(i.InstanceId))
+			if i.State == nil || i.State.Name != types.InstanceStateNameTerminated {
+				t.Errorf("instance %s is %v, want terminated", aws.ToString(i.InstanceId), i.State)
+			}
+		}
+	}
+	if len(ids) != 1 {
+		t.Errorf("the build launched %d instances (%v), want exactly 1", len(ids), ids)
+	}
+}
+
+// lostAnswerRows: requests whose answer never arrives, retried by the SDK.
+func lostAnswerRows() []scenario {
+	return []scenario{
+		{name: "CreateLaunchTemplate answer lost", rules: []testbed.Rule{{Action: "CreateLaunchTemplate", Nth: 1, DropAnswer: true}},
+			want: succeeded, check: func(t *testing.T, tb *testbed.Testbed, _ string) {
+				calls := pluginCalls(tb, "CreateLaunchTemplate")
+				if len(calls) != 2 || calls[0].Params["ClientToken"] == "" || calls[1].Params["ClientToken"] != calls[0].Params["ClientToken"] || !calls[1].Repeated {
+					t.Errorf("want the SDK's retry with the same client token answered with the first template; got %+v", calls)
+				}
+			}},
+		{name: "CreateSecurityGroup answer lost", rules: []testbed.Rule{{Action: "CreateSecurityGroup", Nth: 1, DropAnswer: true}},
+			want: succeeded, check: func(t *testing.T, tb *testbed.Testbed, _ string) {
+				calls := pluginCalls(tb, "CreateSecurityGroup")
+				if len(calls) != 2 || calls[1].ErrorCode != "InvalidGroup.Duplicate" {
+					t.Errorf("want the SDK's retry answered InvalidGroup.Duplicate (the API has no client token); got %+v", calls)
+				}
+			}},
+	}
 }

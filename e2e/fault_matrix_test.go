@@ -563,6 +563,7 @@ func faultMatrix() []scenario {
 				if len(calls) != 2 || calls[0].Params["ClientToken"] != calls[1].Params["ClientToken"] {
 					t.Errorf("want the SDK's retry of the lost request with the same client token; got %d CreateFleet calls", len(calls))
 				}
+				onlyOneInstance(t, tb, calls)
 			}},
 
 		// --- SSH, the remote build, the download. ---
