@@ -84,8 +84,8 @@ type Call struct {
 	// Repeated: the call repeated an earlier call's client token and got its
 	// answer; moto never saw it (proxy_tokens.go).
 	Repeated bool
-	Dropped   bool
-	Duration  time.Duration
+	Dropped  bool
+	Duration time.Duration
 }
 
 // Mutating says whether the call is anything but Describe*/Get*.
