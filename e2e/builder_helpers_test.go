@@ -49,7 +49,7 @@ const bldPluginBlock = `packer {
 
 // bldConnection is the source attributes that reach the next test bed host:
 // ssh_host (and ssh_port unless 22) and public_ip_url.
-func bldConnection(t *testing.T, tb *testbed.Testbed) string {
+func bldConnection(t testing.TB, tb *testbed.Testbed) string {
 	t.Helper()
 	host, port := tb.NextSSHEndpoint()
 	if host == "" {
@@ -65,7 +65,7 @@ func bldConnection(t *testing.T, tb *testbed.Testbed) string {
 // bldTemplate is a template with one nixos-sd source called name in
 // bldRegion reaching the next test bed host, with extra attributes, and a
 // build of it.
-func bldTemplate(t *testing.T, tb *testbed.Testbed, name, extra string) string {
+func bldTemplate(t testing.TB, tb *testbed.Testbed, name, extra string) string {
 	t.Helper()
 	return fmt.Sprintf(`%s
 source "nixos-sd" %q {
@@ -95,7 +95,7 @@ var buildReport = regexp.MustCompile(`(?m)^==> nixos-sd\.\S+: Phases:\n(.*: +\S.
 
 // checkBuildReport checks that a build the builder ran (its output names the
 // build) shows one line per phase and ends with the phase and cost report.
-func checkBuildReport(t *testing.T, out string) {
+func checkBuildReport(t testing.TB, out string) {
 	t.Helper()
 	if !strings.Contains(out, "==> nixos-sd.") {
 		return // packer rejected the template before the builder ran
@@ -366,7 +366,7 @@ func motoCtx(t *testing.T) context.Context {
 }
 
 // readManifest reads the manifest beside an image.
-func readManifest(t *testing.T, image string) map[string]any {
+func readManifest(t testing.TB, image string) map[string]any {
 	t.Helper()
 	b, err := os.ReadFile(image + ".json")
 	if err != nil {

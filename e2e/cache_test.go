@@ -36,7 +36,7 @@ const (
 
 // cacheKey writes a Nix secret key file and returns its path and the
 // key's text (which must never reach an instance).
-func cacheKey(t *testing.T, dir, name string) (string, string) {
+func cacheKey(t testing.TB, dir, name string) (string, string) {
 	t.Helper()
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
@@ -71,8 +71,7 @@ func cacheBlock(tb *testbed.Testbed, keyFile, extra string) string {
 var phaseLine = regexp.MustCompile(`(?m):\s+(build|cache pull|cache push)\s+([0-9.]+(?:ms|s|m)[0-9.]*s?)\s*$`)
 
 // phaseTimes reads the phase table of a build's output.
-func phaseTimes(t *testing.T, out string) map[string]time.Duration {
-	t.Helper()
+func phaseTimes(out string) map[string]time.Duration {
 	m := map[string]time.Duration{}
 	for _, g := range phaseLine.FindAllStringSubmatch(out, -1) {
 		d, err := time.ParseDuration(g[2])
@@ -83,14 +82,11 @@ func phaseTimes(t *testing.T, out string) map[string]time.Duration {
 	return m
 }
 
-// TestCache: the first build compiles the probe and pushes it; a second
-// build on a new instance substitutes it without running its builder; the
-// provisioner does too, leaving neither the AWS secret nor the signing key
-// on its host; with a key the cache's signatures do not verify with, the
-// build refuses the cached path and compiles it, saying why; with the
-// bucket unreachable, the build completes with a warning.
-func TestCache(t *testing.T) {
-	tb := startTestbed(t, testbed.Options{StandIn: testbed.StandInOptions{BuildInputs: true}})
+// cacheTestbed starts a test bed whose stand-in builds the probe, with the
+// cache's bucket, a signing key and credentials of their own.
+func cacheTestbed(t testing.TB) (tb *testbed.Testbed, env []string, keyFile, keyText, secret string) {
+	t.Helper()
+	tb = startTestbed(t, testbed.Options{StandIn: testbed.StandInOptions{BuildInputs: true}})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	s3c := tb.S3Client(ctx)
@@ -101,11 +97,20 @@ func TestCache(t *testing.T) {
 		t.Fatalf("creating the bucket: %v", err)
 	}
 	keys := t.TempDir()
-	keyFile, keyText := cacheKey(t, keys, "e2e-cache-1")
-	wrongKey, _ := cacheKey(t, keys, "e2e-cache-1-wrong")
-	secret := base64.RawURLEncoding.EncodeToString([]byte(fmt.Sprintf("secret-%d-nixos-sd-cache", time.Now().UnixNano())))
-	env := cacheEnv(tb, secret)
+	keyFile, keyText = cacheKey(t, keys, "e2e-cache-1")
+	secret = base64.RawURLEncoding.EncodeToString([]byte(fmt.Sprintf("secret-%d-nixos-sd-cache", time.Now().UnixNano())))
+	env = cacheEnv(tb, secret)
+	return tb, env, keyFile, keyText, secret
+}
 
+// cacheFirstAndSecond runs two builder builds with the cache: the first
+// compiles the probe and pushes it, the second, on a new instance,
+// substitutes it without running its builder.
+func cacheFirstAndSecond(t testing.TB, tb *testbed.Testbed, env []string, keyFile string) (out1, out2 string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	s3c := tb.S3Client(ctx)
 	// 1. The builder: the first build compiles the probe and pushes it.
 	dir1 := t.TempDir()
 	writeTemplate(t, dir1, "build.pkr.hcl", bldTemplate(t, tb, "first", cacheBlock(tb, keyFile, "")))
@@ -137,7 +142,7 @@ func TestCache(t *testing.T) {
 	// 2. A second build on a new instance substitutes the probe.
 	dir2 := t.TempDir()
 	writeTemplate(t, dir2, "build.pkr.hcl", bldTemplate(t, tb, "second", cacheBlock(tb, keyFile, "")))
-	out2, code := packerRun(t, dir2, env, "build", "-color=false", ".")
+	out2, code = packerRun(t, dir2, env, "build", "-color=false", ".")
 	checkBuildReport(t, out2)
 	if code != 0 {
 		t.Fatalf("the second build exited %d:\n%s", code, out2)
@@ -145,7 +150,21 @@ func TestCache(t *testing.T) {
 	if strings.Contains(out2, probeBuilt) || !strings.Contains(out2, "cache: 1 store paths (") {
 		t.Fatalf("the second build did not substitute the probe from the cache:\n%s", out2)
 	}
-	p1, p2 := phaseTimes(t, out1), phaseTimes(t, out2)
+	return out1, out2
+}
+
+// TestCache: the first build compiles the probe and pushes it; a second
+// build on a new instance substitutes it without running its builder; the
+// provisioner does too, leaving neither the AWS secret nor the signing key
+// on its host; with a key the cache's signatures do not verify with, the
+// build refuses the cached path and compiles it, saying why; with the
+// bucket unreachable, the build completes with a warning.
+func TestCache(t *testing.T) {
+	tb, env, keyFile, keyText, secret := cacheTestbed(t)
+	keys := filepath.Dir(keyFile)
+	wrongKey, _ := cacheKey(t, keys, "e2e-cache-1-wrong")
+	out1, out2 := cacheFirstAndSecond(t, tb, env, keyFile)
+	p1, p2 := phaseTimes(out1), phaseTimes(out2)
 	t.Logf("build phase: first %s, second %s; cache push added %s to the first, cache pull %s to the second",
 		p1["build"], p2["build"], p1["cache push"], p2["cache pull"])
 	if p1["cache push"] == 0 || p2["cache pull"] == 0 {
@@ -164,12 +183,11 @@ func TestCache(t *testing.T) {
 
 	// 4. A wrong key: the cached probe is refused and built, and the build
 	// says why. The host forgets the probe it substituted first.
-	h2 := h
 	if out, err := h.ssh("sudo -n nix-store --delete --ignore-liveness /nix/store/*-nixos-sd-testbed-probe"); err != nil {
 		t.Fatalf("deleting the probe on the host: %v\n%s", err, out)
 	}
 	dir4 := t.TempDir()
-	writeTemplate(t, dir4, "build.pkr.hcl", h2.template(cacheBlock(tb, wrongKey, "    push = false\n")))
+	writeTemplate(t, dir4, "build.pkr.hcl", h.template(cacheBlock(tb, wrongKey, "    push = false\n")))
 	out4, code := packerRun(t, dir4, env, "build", "-color=false", ".")
 	if code != 0 || !strings.Contains(out4, probeBuilt) || !regexp.MustCompile(`cache: refusing /nix/store/\S+-nixos-sd-testbed-probe from s3://`+cacheBucket+`: its signatures \(e2e-cache-1\) do not verify with the trusted keys \(e2e-cache-1-wrong\)`).MatchString(out4) {
 		t.Fatalf("with a wrong key the build (exit %d) did not refuse the cached probe, build it and say why:\n%s", code, out4)
@@ -179,7 +197,7 @@ func TestCache(t *testing.T) {
 	dir5 := t.TempDir()
 	closed := strings.TrimSuffix(tb.S3Endpoint(), tb.S3Endpoint()[strings.LastIndex(tb.S3Endpoint(), ":"):]) + ":9"
 	block := strings.Replace(cacheBlock(tb, keyFile, ""), tb.S3Endpoint(), closed, 1)
-	writeTemplate(t, dir5, "build.pkr.hcl", h2.template(block))
+	writeTemplate(t, dir5, "build.pkr.hcl", h.template(block))
 	out5, code := packerRun(t, dir5, env, "build", "-color=false", ".")
 	if code != 0 || !strings.Contains(out5, "the build runs without the cache") || !strings.Contains(out5, "cache: pushing to s3://"+cacheBucket+" failed") {
 		t.Fatalf("with the bucket unreachable the build (exit %d) did not complete with warnings:\n%s", code, out5)
@@ -271,4 +289,19 @@ func (p *provHost) ssh(command string) (string, error) {
 	out, err := exec.Command("ssh", "-i", p.keyFile, "-p", fmt.Sprint(p.host.Port), "-o", "BatchMode=yes",
 		"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "admin@"+p.host.Addr, command).CombinedOutput()
 	return string(out), err
+}
+
+// BenchmarkCache (make bench-e2e): the build phase of a build whose probe
+// (a real derivation that sleeps 3 s) comes from the cache against the
+// build that compiled it, and the time the push and the pull add.
+func BenchmarkCache(b *testing.B) {
+	for range b.N {
+		tb, env, keyFile, _, _ := cacheTestbed(b)
+		out1, out2 := cacheFirstAndSecond(b, tb, env, keyFile)
+		p1, p2 := phaseTimes(out1), phaseTimes(out2)
+		b.ReportMetric(p1["build"].Seconds(), "build-first-s")
+		b.ReportMetric(p2["build"].Seconds(), "build-second-s")
+		b.ReportMetric(p1["cache push"].Seconds(), "push-s")
+		b.ReportMetric(p2["cache pull"].Seconds(), "pull-setup-s")
+	}
 }

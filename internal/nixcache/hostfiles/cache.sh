@@ -72,7 +72,7 @@ put() {
 	command -v curl >/dev/null 2>&1 || die "curl is not installed on the host; install it (apt-get install curl) to push to the cache"
 	if [ "$#" -ge 3 ]; then
 		part="$file.part"
-		tail -c "+$(($2 + 1))" "$file" | head -c "$3" >"$part"
+		dd if="$file" of="$part" bs=1M iflag=skip_bytes,count_bytes skip="$2" count="$3" status=none
 		file=$part
 	fi
 	local url headers status=0
