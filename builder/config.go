@@ -39,7 +39,8 @@ type Config struct {
 
 	// The AMI to boot. Defaults to the newest official Debian AMI of
 	// `debian_release` for arm64, looked up as the `nixos-sd-debian-ami` data
-	// source does.
+	// source does. Required in the China and GovCloud regions, where the
+	// plugin knows no Debian account.
 	SourceAMI string `mapstructure:"source_ami" required:"false"`
 	// The Debian release whose newest official AMI is used when `source_ami`
 	// is not set: a codename or number such as `trixie` or `13`. Defaults to
@@ -230,6 +231,11 @@ func (c *Config) prepareSource(add func(...error)) {
 		add(fmt.Errorf("debian_release: %w", err))
 	} else {
 		c.release = r
+	}
+	if part := awscommon.Partition(c.Region); c.SourceAMI == "" && c.Region != "" {
+		if _, ok := debianami.OwnerIn(part); !ok {
+			add(debianami.NoOwnerError("source_ami", c.Region, part))
+		}
 	}
 }
 

@@ -10,6 +10,7 @@ const (
 	stateUI               = "ui"
 	stateHook             = "hook"
 	stateEC2              = "ec2"
+	stateCallerAccount    = "caller_account" // func(context.Context) (string, error): STS in the partition's home region
 	stateBuildID          = "build_id"
 	stateExpires          = "expires"            // string: the ExpiresTag value of this build's resources
 	stateInstanceTypes    = "instance_types"     // []string: the types preflight found offered

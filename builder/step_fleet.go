@@ -90,6 +90,9 @@ func requestInstance(ctx context.Context, e stepEnv, state multistep.StateBag, l
 			}
 			switch r.kind() {
 			case kindOther:
+				if r.requestWide {
+					return fmt.Errorf("EC2 refused the launch request itself, alike in every pool (%v): the launch options are wrong, not the instance types; check volume_size against the source AMI's snapshot, source_ami, volume_kms_key_id and subnet_id", r)
+				}
 				return fmt.Errorf("EC2 refused to launch the instance: %v; check instance_types, source_ami and the account's EC2 limits", r)
 			case kindQuota:
 				e.ui.Error(fmt.Sprintf("EC2 refused the %s request for a quota (%v): %s", lifecycle, r, quotaAdvice(e.cfg.Region, lifecycle, poolTypes(pools), maxVCPUs(state, pools))))

@@ -100,6 +100,14 @@ func awsScenarios() []scenario {
 	}, lostAnswerRows()...)
 }
 
+// noCalls checks the build made no AWS call at all (refused at validation).
+func noCalls(t *testing.T, tb *testbed.Testbed, _ string) {
+	t.Helper()
+	if n := len(tb.Proxy().Calls()); n != 0 {
+		t.Errorf("%d AWS calls; the configuration should be refused before any", n)
+	}
+}
+
 // onlyPluginCall is the plugin's one call of action.
 func onlyPluginCall(t *testing.T, tb *testbed.Testbed, action string) testbed.Call {
 	t.Helper()
@@ -144,9 +152,34 @@ func onlyOneInstance(t *testing.T, tb *testbed.Testbed, calls []testbed.Call) {
 	}
 }
 
-// lostAnswerRows: requests whose answer never arrives, retried by the SDK.
+// lostAnswerRows: requests whose answer never arrives, retried by the SDK;
+// regions and partitions; request-wide errors.
 func lostAnswerRows() []scenario {
 	return []scenario{
+		{name: "region not enabled for the account (opt-in)", region: "ap-east-1",
+			want: failedSayingSo, output: []string{`region: "ap-east-1" is not enabled for account`, "AuthFailure", "STS in us-east-1", "aws account enable-region --region-name ap-east-1"},
+			check: func(t *testing.T, tb *testbed.Testbed, out string) {
+				noCreates(t, tb, out)
+				if n := len(pluginCalls(tb, "GetCallerIdentity")); n != 1 {
+					t.Errorf("%d GetCallerIdentity calls, want 1 (STS tells a region not enabled from wrong credentials)", n)
+				}
+			}},
+		{name: "China region without source_ami", region: "cn-north-1",
+			want: failedSayingSo, output: []string{"source_ami: required in region cn-north-1", "partition aws-cn"}, check: noCalls},
+		{name: "GovCloud region without source_ami", region: "us-gov-west-1",
+			want: failedSayingSo, output: []string{"source_ami: required in region us-gov-west-1", "partition aws-us-gov"}, check: noCalls},
+		{name: "the same invalid parameter in every pool: the request is wrong",
+			rules: []testbed.Rule{{Action: "CreateFleet", PoolErrors: []testbed.PoolError{{ErrorCode: "InvalidParameterValue",
+				Message: "Volume of size 4GB is smaller than snapshot 'snap-0123456789abcdef0', expect size >= 8GB"}}}},
+			want: failedSayingSo, output: []string{"EC2 refused the launch request itself, alike in every pool", "smaller than snapshot", "check volume_size"},
+			check: func(t *testing.T, tb *testbed.Testbed, out string) {
+				if n := len(pluginCalls(tb, "CreateFleet")); n != 1 {
+					t.Errorf("%d CreateFleet calls, want 1: leaving pools out cannot mend the request", n)
+				}
+				if strings.Contains(out, "Leaving out") || strings.Contains(out, "in any pool") {
+					t.Errorf("the request's error was blamed on the pools:\n%s", out)
+				}
+			}},
 		{name: "CreateLaunchTemplate answer lost", rules: []testbed.Rule{{Action: "CreateLaunchTemplate", Nth: 1, DropAnswer: true}},
 			want: succeeded, check: func(t *testing.T, tb *testbed.Testbed, _ string) {
 				calls := pluginCalls(tb, "CreateLaunchTemplate")

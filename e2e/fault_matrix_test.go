@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -55,6 +56,8 @@ type scenario struct {
 	check func(t *testing.T, tb *testbed.Testbed, out string)
 	// after runs before the leak check (a later build, the user's removal).
 	after func(t *testing.T, tb *testbed.Testbed, dir, out string)
+	// region is the source's region; empty = bldRegion.
+	region string
 }
 
 // mxTypes are the instance types of every matrix build: two types in the
@@ -102,7 +105,11 @@ func runScenario(t *testing.T, tb *testbed.Testbed, sc scenario) {
 	for f, content := range sc.files {
 		writeTemplate(t, dir, f, content)
 	}
-	writeTemplate(t, dir, "build.pkr.hcl", netTemplate(tb, name, mxTypes+sc.extra))
+	tmpl := netTemplate(tb, name, mxTypes+sc.extra)
+	if sc.region != "" {
+		tmpl = strings.Replace(tmpl, fmt.Sprintf("region        = %q", bldRegion), fmt.Sprintf("region        = %q", sc.region), 1)
+	}
+	writeTemplate(t, dir, "build.pkr.hcl", tmpl)
 	var out string
 	var code int
 	if sc.during == nil {
@@ -434,7 +441,7 @@ func faultMatrix() []scenario {
 	}
 	return append([]scenario{
 		// --- An error from each EC2 call the builder makes. ---
-		{name: "DescribeRegions refused", rules: []testbed.Rule{failAlways("DescribeRegions", "AuthFailure")},
+		{name: "DescribeRegions refused", rules: []testbed.Rule{failAlways("DescribeRegions", "AuthFailure"), failAlways("GetCallerIdentity", "InvalidClientTokenId")},
 			want: failedSayingSo, output: []string{"AWS rejected the credentials", "check your credentials or profile"}, check: noCreates},
 		{name: "DescribeInstanceTypes refused", rules: []testbed.Rule{failAlways("DescribeInstanceTypes", "UnauthorizedOperation")},
 			want: failedSayingSo, output: []string{"instance_types: DescribeInstanceTypes failed", "UnauthorizedOperation"}, check: noCreates},

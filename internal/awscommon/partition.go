@@ -1,9 +1,13 @@
 package awscommon
 
 import (
+	"context"
 	"fmt"
 	"regexp"
 	"strings"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
 )
 
 // Partition is the AWS partition a region belongs to: "aws-cn" for the
@@ -68,4 +72,22 @@ func CheckKMSKeyID(ref, region string) error {
 		return fmt.Errorf("%q is a key of region %s, but the volume is in %s; use a key of the volume's own region (for a multi-Region key, its replica in %s)", ref, m[2], region, region)
 	}
 	return nil
+}
+
+// CallerAccount asks STS in the home region of the region's partition whose
+// credentials these are. It answers for valid credentials even when the
+// region itself is not enabled for the account (EC2 there answers
+// AuthFailure, as it does for wrong credentials). GetCallerIdentity needs
+// no IAM permission.
+func (c *AccessConfig) CallerAccount(ctx context.Context) (string, error) {
+	cfg, err := c.AWSConfig(ctx)
+	if err != nil {
+		return "", err
+	}
+	home := PartitionHomeRegion(Partition(c.Region))
+	out, err := sts.NewFromConfig(cfg, func(o *sts.Options) { o.Region = home }).GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{})
+	if err != nil {
+		return "", err
+	}
+	return aws.ToString(out.Account), nil
 }

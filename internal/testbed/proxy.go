@@ -258,6 +258,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeEC2Error(w, http.StatusBadRequest, "InvalidAction", "The action "+call.Action+" is not valid for this web service.", p.requestID())
 		return
 	}
+	if p.serveNotEnabledRegion(w, call, start) {
+		return
+	}
 	if code, msg, ok := p.notYetVisible(call); ok {
 		idx := p.record(call)
 		p.logf("fault proxy: %s #%d (%s): %s (not visible yet)", call.Action, idx+1, call.Region, code)

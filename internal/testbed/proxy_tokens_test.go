@@ -1,6 +1,8 @@
 package testbed
 
 import (
+	"io"
+	"net/http"
 	"net/url"
 	"strings"
 	"sync/atomic"
@@ -35,5 +37,31 @@ func TestProxyClientTokens(t *testing.T) {
 	post(t, p, url.Values{"Action": {"CreateFleet"}, "Type": {"instant"}})
 	if n := atomic.LoadInt32(hits); n != 5 {
 		t.Errorf("moto saw %d calls, want 5 (no token, or an action without one, always passes)", n)
+	}
+}
+
+// TestProxyNotEnabledRegion: EC2 calls to an opt-in region the account has
+// not enabled get AuthFailure (401) and never reach moto; STS calls pass.
+func TestProxyNotEnabledRegion(t *testing.T) {
+	p, hits := proxyForTest(t)
+	for _, c := range []struct {
+		scope string
+		want  int
+	}{{"ap-east-1/ec2", 401}, {"us-east-1/sts", 200}, {"eu-west-1/ec2", 200}} {
+		req, _ := http.NewRequest(http.MethodPost, p.URL(), strings.NewReader("Action=DescribeRegions&Version=2016-11-15"))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Authorization", "AWS4-HMAC-SHA256 Credential=testing/20261125/"+c.scope+"/aws4_request, SignedHeaders=host, Signature=0")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != c.want || (c.want == 401 && !strings.Contains(string(body), "<Code>AuthFailure</Code>")) {
+			t.Errorf("%s: %d %s, want %d", c.scope, resp.StatusCode, body, c.want)
+		}
+	}
+	if n := atomic.LoadInt32(hits); n != 2 {
+		t.Errorf("moto saw %d calls, want 2", n)
 	}
 }
