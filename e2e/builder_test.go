@@ -18,6 +18,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"gopkg.in/yaml.v3"
 
+	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/payload"
 	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/testbed"
 )
 
@@ -289,6 +290,47 @@ func checkBuildIDTags(t *testing.T, tb *testbed.Testbed) {
 	}
 }
 
+// demoMaxLines is the most a build of the example may print before its phase
+// table and cost report (make demo runs the example).
+const demoMaxLines = 60
+
+// checkQuietOutput: the build's output up to the phase table is at most
+// demoMaxLines lines, holds no package-manager noise, names the build log,
+// and the log in out holds everything the instance printed: apt-get's and
+// Nix's output.
+func checkQuietOutput(t *testing.T, output, out string) {
+	t.Helper()
+	before, _, found := strings.Cut(output, "Phases:")
+	if !found {
+		t.Fatalf("the output has no phase table:\n%s", output)
+	}
+	lines := strings.Split(strings.TrimRight(before, "\n "), "\n")
+	if len(lines) > demoMaxLines {
+		t.Errorf("the build printed %d lines before its phase table, want at most %d:\n%s", len(lines), demoMaxLines, before)
+	}
+	logFile := filepath.Join(out, payload.BuildLogName)
+	for _, noise := range []string{"Unpacking ", "Setting up ", "Get:", "Reading package lists"} {
+		if strings.Contains(before, noise) {
+			t.Errorf("the output shows apt-get's %q lines; they belong in %s", noise, logFile)
+		}
+	}
+	for _, want := range []string{"Everything the build host prints goes to " + filepath.Join(filepath.Base(out), payload.BuildLogName), "installed from Debian's packages in ", "nix: building "} {
+		if !strings.Contains(before, want) {
+			t.Errorf("the output lacks %q:\n%s", want, before)
+		}
+	}
+	log, err := os.ReadFile(logFile)
+	if err != nil {
+		t.Fatalf("the build log: %v", err)
+	}
+	for _, want := range []string{"==> ", "build.sh ensure-nix", "Setting up nix-bin", "nixos-sd: installed ", "building '/nix/store/"} {
+		if !strings.Contains(string(log), want) {
+			t.Errorf("the build log lacks %q:\n%s", want, log)
+		}
+	}
+	t.Logf("the build printed %d lines before its phase table; the log holds %d", len(lines), strings.Count(string(log), "\n"))
+}
+
 // TestBuilderExample: the checked-in example builds in a chosen region and
 // zone; the fleet is offered only that zone's subnets, and the manifest
 // post-processor lists the image.
@@ -309,6 +351,13 @@ func TestBuilderExample(t *testing.T) {
 	}
 	image := filepath.Join(dir, "output-rpi", bldImageName)
 	checkBuiltImage(t, image)
+	checkQuietOutput(t, out, filepath.Join(dir, "output-rpi"))
+
+	// The template's hostname reaches the nixos_config through the plugin's
+	// module, which the manifest shows.
+	if m := readManifest(t, image); !strings.Contains(fmt.Sprint(m["plugin_module"]), `networking.hostName = lib.mkForce "rpi";`) || m["hostname"] != "rpi" {
+		t.Errorf("the manifest's plugin_module %q (hostname %v) does not set the template's hostname", m["plugin_module"], m["hostname"])
+	}
 
 	// The fleet names only subnets of eu-west-1b.
 	fleet := onlyCall(t, tb, "CreateFleet")
@@ -574,9 +623,7 @@ func TestBuilderSpotInterruption(t *testing.T) {
 			t.Errorf("packer's output lacks %q:\n%s", want, out)
 		}
 	}
-	if got := dirEntries(t, filepath.Join(dir, "output-spot")); len(got) != 0 {
-		t.Errorf("an interrupted build left %q in the output directory", got)
-	}
+	leftOnlyBuildLog(t, filepath.Join(dir, "output-spot"), "an interrupted build")
 }
 
 // TestBuilderCtrlC: Ctrl-C while nix builds stops Packer, which terminates
@@ -628,9 +675,7 @@ func TestBuilderCtrlC(t *testing.T) {
 	if !terminated {
 		t.Errorf("no successful TerminateInstances call for %s:\n%s", h.ID, tb.Proxy().Summary())
 	}
-	if got := dirEntries(t, filepath.Join(dir, "output-ctrlc")); len(got) != 0 {
-		t.Errorf("an interrupted build left %q in the output directory", got)
-	}
+	leftOnlyBuildLog(t, filepath.Join(dir, "output-ctrlc"), "an interrupted build")
 }
 
 // TestBuilderNoCapacity: when no spot pool has capacity the build fails and

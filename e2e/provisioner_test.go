@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/payload"
 	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/testbed"
 )
 
@@ -222,6 +223,15 @@ func checkSDImage(t *testing.T, path string, want []byte) {
 	}
 }
 
+// leftOnlyBuildLog: after the failure what names, the output directory is
+// gone or holds only the build log, which the next build may reuse.
+func leftOnlyBuildLog(t *testing.T, dir, what string) {
+	t.Helper()
+	if got := dirEntries(t, dir); len(got) > 1 || len(got) == 1 && got[0] != payload.BuildLogName {
+		t.Errorf("%s left %q in the output directory; want at most %s", what, got, payload.BuildLogName)
+	}
+}
+
 // dirEntries lists a directory's names, nil when it does not exist.
 func dirEntries(t *testing.T, dir string) []string {
 	t.Helper()
@@ -244,6 +254,7 @@ func TestProvisionerDefaultConfiguration(t *testing.T) {
 	dir := t.TempDir()
 	writeTemplate(t, dir, "build.pkr.hcl", p.template(fmt.Sprintf(`    output_directory    = "out"
     hostname            = "kitchen-pi"
+    full_output         = true
     ssh_authorized_keys = [%q]`, p.pubKey)))
 	out, code := packerBuild(t, dir)
 	if code != 0 {
@@ -251,11 +262,11 @@ func TestProvisionerDefaultConfiguration(t *testing.T) {
 	}
 	final := filepath.Join(dir, "out", standInImage)
 	checkSDImage(t, final, p.builtImage(t))
-	if got := dirEntries(t, filepath.Join(dir, "out")); strings.Join(got, " ") != standInImage+" "+standInImage+".json "+standInImage+".sha256" {
+	if got := dirEntries(t, filepath.Join(dir, "out")); strings.Join(got, " ") != standInImage+" "+standInImage+".json "+standInImage+".sha256 nixos-sd-build.log" {
 		t.Errorf("output directory holds %q", got)
 	}
 	for _, want := range []string{
-		"nix: these 2 derivations will be built:", // the build log, line by line
+		"nix: these 2 derivations will be built:", // full_output: every line
 		"nix: nixos-sd-image> Running phase: buildPhase",
 		"SHA-256 verified",
 		"nixos-sd wrote:",
@@ -374,15 +385,13 @@ func TestProvisionerNixTooOld(t *testing.T) {
 		t.Fatalf("packer build succeeded with Nix 2.8:\n%s", out)
 	}
 	flat := normalizeSpace(out)
-	for _, want := range []string{"installed nix (Nix) 2.8.0", "This version of Nixpkgs requires Nix >= 2.18.0",
+	for _, want := range []string{"nix (Nix) 2.8.0 installed from Debian's packages in ", "This version of Nixpkgs requires Nix >= 2.18.0",
 		"this host's Nix (nix (Nix) 2.8.0) is older than the requested nixpkgs needs (Nix >= 2.18.0)", "Debian 13 AMI"} {
 		if !strings.Contains(flat, want) {
 			t.Errorf("packer's output lacks %q:\n%s", want, out)
 		}
 	}
-	if got := dirEntries(t, filepath.Join(dir, "out")); len(got) != 0 {
-		t.Errorf("a failed build left %q in the output directory", got)
-	}
+	leftOnlyBuildLog(t, filepath.Join(dir, "out"), "a failed build")
 }
 
 // TestProvisionerUnknownNixSetting: the host's real Nix only warns about a
@@ -421,9 +430,7 @@ func TestProvisionerBuildFailure(t *testing.T) {
 			t.Errorf("packer's output lacks %q:\n%s", want, out)
 		}
 	}
-	if got := dirEntries(t, filepath.Join(dir, "out")); len(got) != 0 {
-		t.Errorf("a failed build left %q in the output directory", got)
-	}
+	leftOnlyBuildLog(t, filepath.Join(dir, "out"), "a failed build")
 	if left := p.remoteDirs(); len(left) != 0 {
 		t.Errorf("the remote directory was left on the host after the failure: %q", left)
 	}
@@ -464,9 +471,7 @@ func TestProvisionerCorruptedDownload(t *testing.T) {
 			t.Errorf("packer's output lacks %q:\n%s", want, out)
 		}
 	}
-	if got := dirEntries(t, filepath.Join(dir, "out")); len(got) != 0 {
-		t.Errorf("a corrupted download left %q in the output directory", got)
-	}
+	leftOnlyBuildLog(t, filepath.Join(dir, "out"), "a corrupted download")
 }
 
 // slowNix replaces the host's stand-in nix with one whose build never ends
@@ -521,9 +526,7 @@ func TestProvisionerBuildTimeout(t *testing.T) {
 	if !waitForFile(t, stopped, 10*time.Second) {
 		t.Errorf("the remote nix was not stopped")
 	}
-	if got := dirEntries(t, filepath.Join(dir, "out")); len(got) != 0 {
-		t.Errorf("a timed-out build left %q in the output directory", got)
-	}
+	leftOnlyBuildLog(t, filepath.Join(dir, "out"), "a timed-out build")
 	if left := p.remoteDirs(); len(left) != 0 {
 		t.Errorf("the remote directory was left on the host: %q", left)
 	}
@@ -572,7 +575,5 @@ func TestProvisionerInterrupt(t *testing.T) {
 	if !waitForFile(t, stopped, 15*time.Second) {
 		t.Errorf("the remote nix was not stopped after the interrupt:\n%s", out.String())
 	}
-	if got := dirEntries(t, filepath.Join(dir, "out")); len(got) != 0 {
-		t.Errorf("an interrupted build left %q in the output directory", got)
-	}
+	leftOnlyBuildLog(t, filepath.Join(dir, "out"), "an interrupted build")
 }

@@ -1,6 +1,8 @@
 package provisioner
 
 import (
+	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/payload"
+
 	"bytes"
 	"context"
 	"errors"
@@ -160,7 +162,9 @@ func TestProvisionReportsBuildFailure(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "nixos-sd build failed") || !strings.Contains(err.Error(), "error: attribute sdImage missing") {
 		t.Fatalf("want the build failure with nix's message, got %v", err)
 	}
-	if _, err := os.Stat(filepath.Join(dir, "out")); !os.IsNotExist(err) {
-		t.Fatalf("a failed build left the output directory: %v", err)
+	// A failed build leaves only its log, which the error names.
+	entries, _ := os.ReadDir(filepath.Join(dir, "out"))
+	if len(entries) != 1 || entries[0].Name() != payload.BuildLogName || !strings.Contains(err.Error(), payload.BuildLogName) {
+		t.Fatalf("a failed build left %v in the output directory (want only %s, named in the error %q)", entries, payload.BuildLogName, err)
 	}
 }

@@ -17,7 +17,8 @@ const logLines = 30
 func (r *run) ensureNix(ctx context.Context) error {
 	defer r.timer.track(PhaseInstallNix)()
 	r.ui.Say("Checking for Nix on the host (installing Debian's nix-bin when it is missing)")
-	tail := newLogTail(r.ui, "host: ", logLines)
+	r.log.section("build.sh ensure-nix")
+	tail := newLogTail(r.ui, "host: ", logLines).into(r.log, newSummary(r.cfg.FullOutput))
 	st, err := remotecmd.Run(ctx, r.comm, ensureNixCommand(r.cfg), tail.Writer(0), tail.Writer(1))
 	tail.Flush()
 	if err != nil {
@@ -38,7 +39,8 @@ func (r *run) build(ctx context.Context) error {
 	// for a host that stopped answering.
 	buildCtx, cancel := context.WithTimeout(ctx, cfg.BuildTimeoutDuration()+5*time.Minute)
 	defer cancel()
-	tail := newLogTail(r.ui, "nix: ", logLines)
+	r.log.section("build.sh build: " + buildCommand(cfg))
+	tail := newLogTail(r.ui, "nix: ", logLines).into(r.log, newSummary(cfg.FullOutput))
 	stdout := tail.Writer(0)
 	if r.cache != nil {
 		stdout = io.MultiWriter(stdout, r.cache)
@@ -64,7 +66,7 @@ func (r *run) build(ctx context.Context) error {
 	case 4:
 		return phaseErr(PhaseBuild, errors.New("Nix needs root on this host and passwordless sudo is not available; allow it or run a nix-daemon"), tail.Tail())
 	default:
-		return phaseErr(PhaseBuild, fmt.Errorf("nix build exited with status %d; see nix's output above (the last lines follow)", st), tail.Tail())
+		return phaseErr(PhaseBuild, fmt.Errorf("nix build exited with status %d; see the errors above and the last lines of its output below", st), tail.Tail())
 	}
 }
 

@@ -147,6 +147,18 @@ func nixString(s string) string {
 	return `"` + r.Replace(s) + `"`
 }
 
+// moduleSummary says what pluginModule sets.
+func moduleSummary(cfg *Config) string {
+	var parts []string
+	if cfg.hostnameSet {
+		parts = append(parts, "hostname "+cfg.Hostname)
+	}
+	if n := len(cfg.SSHAuthorizedKeys); n > 0 {
+		parts = append(parts, fmt.Sprintf("%d SSH key(s) for root", n))
+	}
+	return strings.Join(parts, ", ")
+}
+
 // pluginModuleFile is nixos/plugin.nix of a nixos_config build.
 func pluginModuleFile(cfg *Config) string {
 	if m := pluginModule(cfg); m != "" {

@@ -75,13 +75,22 @@ type Config struct {
 	// name the NixOS build gives it (for example
 	// `nixos-image-sd-card-26.05.20260601.abcdef0-aarch64-linux.img`).
 	ImageName string `mapstructure:"image_name" required:"false"`
-	// The local directory the image, its `.sha256` and its manifest are written
-	// to. Defaults to `output-<build name>`. It must not exist unless Packer runs
-	// with `-force`, which empties it first.
+	// The local directory the image, its `.sha256`, its manifest and the build
+	// log are written to. Defaults to `output-<build name>`. It must not exist
+	// unless Packer runs with `-force`, which empties it first, or it holds
+	// only the build log a failed build left.
 	OutputDirectory string `mapstructure:"output_directory" required:"false"`
 	// Decompress the downloaded `.img.zst` into a plain, sparse `.img`.
 	// Defaults to true; set false to keep the compressed file.
 	Decompress *bool `mapstructure:"decompress" required:"false"`
+	// Show everything the build host prints (apt-get's output, every line
+	// of Nix's and of the builders') instead of a summary: the script's own
+	// lines, one line per package-manager step, Nix's plan, one `building
+	// NAME` per derivation, warnings and errors. The build log
+	// (`nixos-sd-build.log` beside the image, `build_log` in the manifest)
+	// holds everything either way, and `PACKER_LOG=1` shows it too. Defaults
+	// to false.
+	FullOutput bool `mapstructure:"full_output" required:"false"`
 	// Keep the uploaded configuration and the build result on the remote host
 	// after the download, for debugging. Defaults to false.
 	KeepRemoteFiles bool `mapstructure:"keep_remote_files" required:"false"`
@@ -256,7 +265,7 @@ func (c *Config) prepareOutput(add func(...error), buildName string) {
 		c.OutputDirectory = "output-" + name
 	}
 	if !c.force {
-		if _, err := os.Stat(c.OutputDirectory); err == nil {
+		if _, err := os.Stat(c.OutputDirectory); err == nil && !onlyBuildLog(c.OutputDirectory) {
 			add(fmt.Errorf("output_directory: %q already exists; remove it, choose another output_directory, or run packer with -force", c.OutputDirectory))
 		}
 	}

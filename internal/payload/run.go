@@ -51,6 +51,8 @@ type Result struct {
 	// Cache is what the build took from and gave to the binary cache; nil
 	// without a cache block.
 	Cache *CacheReport
+	// BuildLog is the file holding everything the build host printed.
+	BuildLog string
 }
 
 // Run builds the NixOS SD image on the host behind comm, downloads it into
@@ -92,6 +94,8 @@ type run struct {
 	workDir string
 	// cache is the binary cache's part of the run; nil without one.
 	cache *cacheRun
+	// log holds everything the host printed (output_directory/nixos-sd-build.log).
+	log *buildLog
 }
 
 // run goes through the phases in order; each phase's file holds its code.
@@ -99,11 +103,20 @@ func (r *run) run(ctx context.Context) (res *Result, err error) {
 	defer func() {
 		if err != nil {
 			r.removePartials()
+			var pe *PhaseError
+			if errors.As(err, &pe) && len(pe.Log) > 0 {
+				pe.LogFile = r.log.Path()
+			}
 		}
 	}()
 	if err := r.prepareOutput(); err != nil {
 		return nil, err
 	}
+	if r.log, err = openBuildLog(r.cfg.OutputDirectory); err != nil {
+		return nil, err
+	}
+	defer r.log.close()
+	r.ui.Say(fmt.Sprintf("Everything the build host prints goes to %s", r.log.Path()))
 	if err := r.makeWorkDir(ctx); err != nil {
 		return nil, phaseErr(PhaseUpload, err, nil)
 	}
@@ -139,7 +152,7 @@ func (r *run) run(ctx context.Context) (res *Result, err error) {
 	if err := r.verify(dl); err != nil {
 		return nil, err
 	}
-	res = &Result{RemoteImage: image, Compressed: names.zst && !names.decompress, Nixpkgs: r.nixpkgs}
+	res = &Result{RemoteImage: image, Compressed: names.zst && !names.decompress, Nixpkgs: r.nixpkgs, BuildLog: r.log.Path()}
 	if res.Size, res.SHA256, err = r.checkImage(dl, names, info); err != nil {
 		return nil, err
 	}

@@ -5,10 +5,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -145,17 +145,17 @@ func sha256Of(t *testing.T, path string) string {
 	return hex.EncodeToString(s[:])
 }
 
-// noPartials fails when the output directory holds any .partial file, or
-// anything at all when want is empty.
+// outputHolds fails unless the output directory holds exactly want and the
+// build log, which every run that started writes (a failed run leaves only
+// the log).
 func (e *runEnv) outputHolds(want ...string) {
 	e.t.Helper()
 	entries, err := os.ReadDir(e.out)
-	if errors.Is(err, os.ErrNotExist) && len(want) == 0 {
-		return
-	}
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	want = append(want, BuildLogName)
+	slices.Sort(want)
 	var got []string
 	for _, en := range entries {
 		got = append(got, en.Name())
@@ -219,19 +219,32 @@ func TestRunDefaultConfigurationDecompressesSparse(t *testing.T) {
 	if tm, ok := m["timings_seconds"].(map[string]any); !ok || tm["build"] == nil || tm["download"] == nil || tm["total"] == nil {
 		t.Errorf("manifest timings: %v", m["timings_seconds"])
 	}
-	if want := []string{final, final + ".sha256", final + ".json"}; strings.Join(res.Files, ",") != strings.Join(want, ",") {
+	if want := []string{final, final + ".sha256", final + ".json", filepath.Join(e.out, BuildLogName)}; strings.Join(res.Files, ",") != strings.Join(want, ",") {
 		t.Errorf("Files = %q", res.Files)
 	}
-	// The remote directory is gone, the build log was shown line by line,
-	// and the progress bar saw the whole file.
+	// The remote directory is gone, the output summarised the build (the
+	// builders' lines only in the build log, which the manifest names), and
+	// the progress bar saw the whole file.
 	if _, err := os.Stat(e.remote); !os.IsNotExist(err) {
 		t.Errorf("the remote directory is still there: %v", err)
 	}
 	all := e.ui.all()
-	for _, want := range []string{"nix: building '/nix/store/0000-nixos-sd-image.drv'...", "nix: nixos-sd-image> Running phase: buildPhase", "SHA-256 verified"} {
+	for _, want := range []string{"nix: building nixos-sd-image\n", "SHA-256 verified", "Everything the build host prints goes to " + filepath.Join(e.out, BuildLogName)} {
 		if !strings.Contains(all, want) {
 			t.Errorf("the output lacks %q:\n%s", want, all)
 		}
+	}
+	if strings.Contains(all, "Running phase") {
+		t.Errorf("the output shows the builder's lines:\n%s", all)
+	}
+	log, _ := os.ReadFile(filepath.Join(e.out, BuildLogName))
+	for _, want := range []string{"building '/nix/store/0000-nixos-sd-image.drv'...", "nixos-sd-image> Running phase: buildPhase", "build.sh ensure-nix", "nixos-sd: Nix is already installed"} {
+		if !strings.Contains(string(log), want) {
+			t.Errorf("the build log lacks %q:\n%s", want, log)
+		}
+	}
+	if m["build_log"] != BuildLogName {
+		t.Errorf("manifest build_log = %v, want %s", m["build_log"], BuildLogName)
 	}
 	zst, _ := os.Stat(remoteImage)
 	if got := e.ui.tracked.Load(); got != zst.Size() || e.ui.bars.Load() != 1 {

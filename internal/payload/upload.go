@@ -63,7 +63,7 @@ func (r *run) upload(ctx context.Context) error {
 			return err
 		}
 		if m := pluginModule(cfg); m != "" {
-			r.ui.Say("Adding the template's hostname and ssh_authorized_keys to nixos_config as a module (the manifest's plugin_module)")
+			r.ui.Say("Adding to nixos_config, as a module the manifest shows (plugin_module): " + moduleSummary(cfg))
 		}
 		st, err := os.Stat(cfg.NixOSConfig)
 		if err != nil {
