@@ -116,7 +116,7 @@ func checkPhaseReport(t *testing.T, out string, launched bool) {
 	if table < 0 || cost < table {
 		t.Fatalf("the output does not end with the phase table and the cost report:\n%s", out)
 	}
-	if launched && !regexp.MustCompile(`Cost \(estimate\):\n\s+instance\s+\S+ \S+ in \S+ \(i-[0-9a-f]+\)\n\s+price\s+\$[0-9.]+/hour \(.+\)\n\s+time\s+\S+ .*\n\s+volume\s+\d+ GiB gp3 .*\n\s+total\s+(\$[0-9]+\.[0-9]{4}|less than \$0\.0001)`).MatchString(out[cost:]) {
+	if launched && !regexp.MustCompile(`Cost \(estimate\):\n\s+instance\s+\S+ \S+ in \S+ \(i-[0-9a-f]+\)\n\s+price\s+\$[0-9.]+/hour \(.+\)\n\s+time\s+\S+ .*\n\s+volume\s+\d+ GiB gp3 .*(\n\s+address\s+public IPv4 .*)?\n\s+total\s+(\$[0-9]+\.[0-9]{4}|less than \$0\.0001)`).MatchString(out[cost:]) {
 		t.Errorf("the cost report is incomplete:\n%s", out[cost:])
 	}
 }
