@@ -30,7 +30,7 @@ type costReport struct {
 	// PublicIPv4PerHour is the price of the instance's public IPv4 address;
 	// 0 when it had none (a subnet_id without one, reached privately).
 	PublicIPv4PerHour float64 `json:"public_ipv4_per_hour_usd,omitempty"`
-	EstimatedUSD    float64 `json:"estimated_cost_usd"`
+	EstimatedUSD      float64 `json:"estimated_cost_usd"`
 	// Launched is false when no instance was launched: nothing was spent.
 	Launched bool `json:"launched"`
 	// Interrupted are the instances EC2 interrupted before this one
