@@ -48,9 +48,10 @@ func TestDocsDefaults(t *testing.T) {
 		}
 		return string(b)
 	}
-	costs := read("../docs/guides/costs-and-cleanup.md")
+	costs := read("../docs/guides/costs-and-cleanup.md") + read("../docs/builders/nixos-sd.mdx")
 	for _, want := range []string{
 		"`instance_max_lifetime` (" + shortDuration(c.InstanceMaxLifetimeDuration()) + ", or `build_timeout` plus 15m when that is longer)",
+		"`instance_max_lifetime` (by default\n  " + shortDuration(c.InstanceMaxLifetimeDuration()) + ", or `build_timeout` plus 15m when that is longer)",
 		"`orphan_timeout` (" + shortDuration(c.OrphanTimeoutDuration()) + ")",
 	} {
 		if !strings.Contains(costs, want) {
