@@ -291,7 +291,10 @@ func TestProvisionerDefaultConfiguration(t *testing.T) {
 }
 
 func TestProvisionerUserConfiguration(t *testing.T) {
-	p := startProvHost(t, testbed.HostPoolOptions{})
+	// An x86_64 host whose Nix builds aarch64-linux through extra-platforms:
+	// its builtins.currentSystem is x86_64-linux, so only the platform the
+	// plugin pins makes the image aarch64-linux.
+	p := startProvHost(t, testbed.HostPoolOptions{StandIn: testbed.StandInOptions{Arch: "x86_64-binfmt"}})
 	dir := t.TempDir()
 	// As the original project's config/sd-image.nix: nixpkgs' installer SD
 	// card image, whose module tree the stand-in nixpkgs has.
@@ -325,6 +328,15 @@ func TestProvisionerUserConfiguration(t *testing.T) {
 	entry, _ := os.ReadFile(filepath.Join(kept, "nixos/default.nix"))
 	if !strings.Contains(string(entry), "sd-image-aarch64.nix") || !strings.Contains(string(entry), "./config/configuration.nix") {
 		t.Errorf("the uploaded entry does not wrap the configuration:\n%s", entry)
+	}
+	if !strings.Contains(out, "this host is x86_64; its Nix builds aarch64-linux through extra-platforms") {
+		t.Errorf("the build did not say it runs on an x86_64 host through extra-platforms:\n%s", out)
+	}
+	// The evaluated configuration's platform, read back from the image
+	// derivation Nix evaluated (its name ends in the platform).
+	drvs, _ := os.ReadFile(filepath.Join(p.host.Dir, "state", "standin-drvs.log"))
+	if !strings.Contains(string(drvs), "-aarch64-linux.img.drv") || strings.Contains(string(drvs), "x86_64-linux.img.drv") {
+		t.Errorf("the evaluated image is not aarch64-linux:\n%s", drvs)
 	}
 	calls := p.standInCalls(t)
 	if !strings.Contains(calls, "nixpkgs=channel:nixos-25.11") {
@@ -576,4 +588,38 @@ func TestProvisionerInterrupt(t *testing.T) {
 		t.Errorf("the remote nix was not stopped after the interrupt:\n%s", out.String())
 	}
 	leftOnlyBuildLog(t, filepath.Join(dir, "out"), "an interrupted build")
+}
+
+// TestProvisionerRefusesX86Host: on an x86_64 host (another builder's
+// default instance type) the build stops before Nix is installed, saying what
+// it found and what to do, and leaves nothing on the host.
+func TestProvisionerRefusesX86Host(t *testing.T) {
+	p := startProvHost(t, testbed.HostPoolOptions{StandIn: testbed.StandInOptions{Arch: "x86_64"}})
+	dir := t.TempDir()
+	writeTemplate(t, dir, "build.pkr.hcl", p.template(`    output_directory = "out"`))
+	out, code := packerBuild(t, dir)
+	if code == 0 {
+		t.Fatalf("packer build succeeded on an x86_64 host:\n%s", out)
+	}
+	for _, want := range []string{"this host is x86_64 (uname -m), not AArch64", "arm64 instance type", "Nothing was installed",
+		"the host cannot build the aarch64-linux image"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("packer's output lacks %q:\n%s", want, out)
+		}
+	}
+	for _, f := range []string{"upper/usr/bin/nix.real", "upper/var/lib/dpkg/info/nix-bin.list"} {
+		if _, err := os.Stat(filepath.Join(p.host.Dir, f)); err == nil {
+			t.Errorf("Nix was installed on the host: %s exists", f)
+		}
+	}
+	if calls := p.standInCalls(t); calls != "" {
+		t.Errorf("nix ran on the host:\n%s", calls)
+	}
+	if left := p.remoteDirs(); len(left) != 0 {
+		t.Errorf("the remote directory was left on the host: %q", left)
+	}
+	// Only the build's log stays in the output directory.
+	if got := dirEntries(t, filepath.Join(dir, "out")); len(got) > 1 || (len(got) == 1 && got[0] != "nixos-sd-build.log") {
+		t.Errorf("the output directory holds %q, want only the build log", got)
+	}
 }

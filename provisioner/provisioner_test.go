@@ -68,6 +68,8 @@ func (c *bashComm) DownloadDir(string, string, []string) error {
 // partition, zstd-compressed) as the build result.
 const fakeNix = `#!/bin/bash
 [ "$1" = --version ] && { echo "nix (Nix) 2.28.3"; exit 0; }
+# An AArch64 Nix (build.sh checks the host's architecture).
+case "$*" in *"config show"*) echo "system = aarch64-linux"; exit 0 ;; esac
 # The nixpkgs revision lookup after the build (payload's nixpkgs.go).
 [ "$1" = eval ] && { echo '{"revision":"5e0ca22929f3342b19569b21b2f3462f053e497b","version":"26.05.20260601.5e0ca22"}'; exit 0; }
 echo "building '/nix/store/0000-sd-image.drv'..." >&2
@@ -103,6 +105,7 @@ func TestProvisionWritesAndListsFiles(t *testing.T) {
 	bin := filepath.Join(dir, "bin")
 	os.MkdirAll(bin, 0o755)
 	os.WriteFile(filepath.Join(bin, "nix"), []byte(fakeNix), 0o755)
+	os.WriteFile(filepath.Join(bin, "uname"), []byte("#!/bin/sh\necho aarch64\n"), 0o755)
 	os.WriteFile(filepath.Join(bin, "sudo"), []byte("#!/bin/bash\nwhile [ \"${1#-}\" != \"$1\" ]; do shift; done\nexec \"$@\"\n"), 0o755)
 	out := filepath.Join(dir, "out")
 	var p Provisioner
@@ -152,7 +155,8 @@ func TestProvisionReportsBuildFailure(t *testing.T) {
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "bin")
 	os.MkdirAll(bin, 0o755)
-	os.WriteFile(filepath.Join(bin, "nix"), []byte("#!/bin/bash\n[ \"$1\" = --version ] && exit 0\necho 'error: attribute sdImage missing' >&2\nexit 1\n"), 0o755)
+	os.WriteFile(filepath.Join(bin, "nix"), []byte("#!/bin/bash\n[ \"$1\" = --version ] && exit 0\ncase \"$*\" in *\"config show\"*) echo 'system = aarch64-linux'; exit 0 ;; esac\necho 'error: attribute sdImage missing' >&2\nexit 1\n"), 0o755)
+	os.WriteFile(filepath.Join(bin, "uname"), []byte("#!/bin/sh\necho aarch64\n"), 0o755)
 	os.WriteFile(filepath.Join(bin, "sudo"), []byte("#!/bin/bash\nwhile [ \"${1#-}\" != \"$1\" ]; do shift; done\nexec \"$@\"\n"), 0o755)
 	var p Provisioner
 	if err := p.Prepare(map[string]interface{}{"output_directory": filepath.Join(dir, "out"), "remote_directory": filepath.Join(dir, "remote")}); err != nil {

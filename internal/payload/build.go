@@ -24,6 +24,9 @@ func (r *run) ensureNix(ctx context.Context) error {
 	if err != nil {
 		return phaseErr(PhaseInstallNix, err, tail.Tail())
 	}
+	if st == 5 {
+		return phaseErr(PhaseInstallNix, errors.New("the host cannot build the aarch64-linux image (its architecture is in the host's message above); run the build on an AArch64 host, nothing was installed"), tail.Tail())
+	}
 	if st != 0 {
 		return phaseErr(PhaseInstallNix, fmt.Errorf("Nix could not be made available on the host (exit status %d). Use a Debian 13 AMI or a host with Nix preinstalled", st), tail.Tail())
 	}

@@ -42,6 +42,8 @@ func newScriptEnv(t *testing.T) *scriptEnv {
 		}
 		os.Symlink(p, filepath.Join(e.bin, tool))
 	}
+	// The host is AArch64, as the instances are.
+	e.fake("uname", `echo aarch64`)
 	// sudo runs its command directly: the tests need no root.
 	e.fake("sudo", `while [ "${1#-}" != "$1" ]; do shift; done; echo "sudo $*" >>`+e.log+`; exec "$@"`)
 	return e
@@ -50,9 +52,9 @@ func newScriptEnv(t *testing.T) *scriptEnv {
 func (e *scriptEnv) fake(name, body string) {
 	e.t.Helper()
 	// A fake nix that does not answer `nix config show` itself knows no
-	// settings.
+	// settings but its system.
 	if name == "nix" && !strings.Contains(body, "config show") {
-		body = `case "$*" in *"config show"*) exit 0 ;; esac` + "\n" + body
+		body = `case "$*" in *"config show"*) echo "system = aarch64-linux"; exit 0 ;; esac` + "\n" + body
 	}
 	if err := os.WriteFile(filepath.Join(e.bin, name), []byte("#!/bin/bash\n"+body+"\n"), 0o755); err != nil {
 		e.t.Fatal(err)
@@ -120,7 +122,7 @@ func TestBuildScriptInstallsNixBin(t *testing.T) {
 	e := newScriptEnv(t)
 	nix := filepath.Join(e.bin, "nix")
 	e.fake("apt-get", `echo "apt-get $*" >>`+e.log+`
-if [[ " $* " == *" install "* ]]; then printf '#!/bin/bash\necho "nix (Nix) 2.26.3"\n' >`+nix+`; chmod +x `+nix+`; fi`)
+if [[ " $* " == *" install "* ]]; then printf '#!/bin/bash\ncase "$*" in *"config show"*) echo "system = aarch64-linux"; exit 0 ;; esac\necho "nix (Nix) 2.26.3"\n' >`+nix+`; chmod +x `+nix+`; fi`)
 	e.fake("apt-cache", `exit 0`)
 	out, code := e.run(context.Background(), "ensure-nix")
 	if code != 0 || !strings.Contains(out, "installed nix (Nix) 2.26.3") {
@@ -398,5 +400,40 @@ esac`)
 	out, code := e.run(context.Background(), "build", t.TempDir(), "60", "nix", "build", "--option", "accept-flake-config", "true", "x")
 	if code != 0 {
 		t.Errorf("a flake setting refused: exit %d:\n%s", code, out)
+	}
+}
+
+// The image is aarch64-linux: on another host build.sh stops before it
+// installs anything, saying what it found and what to do; a Nix that builds
+// aarch64-linux through extra-platforms is used.
+func TestBuildScriptChecksTheHostArchitecture(t *testing.T) {
+	e := newScriptEnv(t)
+	e.fake("uname", `echo x86_64`)
+	e.fake("apt-get", `echo "apt-get $*" >>`+e.log)
+	e.fake("apt-cache", `exit 0`)
+	out, code := e.run(context.Background(), "ensure-nix")
+	for _, want := range []string{"this host is x86_64 (uname -m), not AArch64", "arm64 instance type", "extra-platforms", "Nothing was installed"} {
+		if code != 5 || !strings.Contains(out, want) {
+			t.Errorf("exit %d, want 5 and %q:\n%s", code, want, out)
+		}
+	}
+	if strings.Contains(e.calls(), "apt-get") {
+		t.Errorf("apt-get ran on an x86_64 host: %s", e.calls())
+	}
+	// Nix installed, building for x86_64-linux only: refused; with
+	// aarch64-linux among its extra-platforms: used.
+	e.fake("nix", `case "$*" in *"config show"*) echo "system = x86_64-linux"; exit 0 ;; esac; echo "nix (Nix) 2.26.3"`)
+	if out, code := e.run(context.Background(), "ensure-nix"); code != 5 {
+		t.Errorf("x86_64 Nix without extra-platforms: exit %d, want 5:\n%s", code, out)
+	}
+	e.fake("nix", `case "$*" in *"config show"*) printf '%s\n' "extra-platforms = aarch64-linux i686-linux" "system = x86_64-linux"; exit 0 ;; esac; echo "nix (Nix) 2.26.3"`)
+	if out, code := e.run(context.Background(), "ensure-nix"); code != 0 || !strings.Contains(out, "builds aarch64-linux through extra-platforms") {
+		t.Errorf("x86_64 Nix with aarch64-linux in extra-platforms: exit %d, want 0:\n%s", code, out)
+	}
+	// An AArch64 host whose Nix builds for another system is refused too.
+	e.fake("uname", `echo aarch64`)
+	e.fake("nix", `case "$*" in *"config show"*) echo "system = armv7l-linux"; exit 0 ;; esac; echo "nix (Nix) 2.26.3"`)
+	if out, code := e.run(context.Background(), "ensure-nix"); code != 5 || !strings.Contains(out, "builds for armv7l-linux, not aarch64-linux") {
+		t.Errorf("aarch64 host, armv7l Nix: exit %d, want 5:\n%s", code, out)
 	}
 }

@@ -83,9 +83,9 @@ func TestNixConfigurationsEvaluate(t *testing.T) {
 	c := prepared(t, func(c *Config) { c.Hostname = "pi-kitchen"; c.SSHAuthorizedKeys = []string{key} })
 	js, _ := settingsJSON(c)
 	os.WriteFile(filepath.Join(builtIn, "settings.json"), js, 0o644)
-	got := eval(`let m = import ` + builtIn + ` { }; in { host = m.networking.hostName; root = m.users.users.root.openssh.authorizedKeys.keys; nixos = m.users.users.nixos.openssh.authorizedKeys.keys; normal = m.users.users.nixos.isNormalUser; ssh = m.services.openssh.enable; compress = m.sdImage.compressImage; state = m.system.stateVersion; imports = map toString m.imports; }`)
+	got := eval(`let m = import ` + builtIn + ` { }; in { host = m.networking.hostName; root = m.users.users.root.openssh.authorizedKeys.keys; nixos = m.users.users.nixos.openssh.authorizedKeys.keys; normal = m.users.users.nixos.isNormalUser; ssh = m.services.openssh.enable; compress = m.sdImage.compressImage; state = m.system.stateVersion; imports = map toString m.imports; platform = m.nixpkgs.hostPlatform; }`)
 	keyJSON, _ := json.Marshal(key)
-	want := `{"compress":true,"host":"pi-kitchen","imports":["` + module + `"],"nixos":[` + string(keyJSON) + `],"normal":true,"root":[` + string(keyJSON) + `],"ssh":true,"state":"26.05"}`
+	want := `{"compress":true,"host":"pi-kitchen","imports":["` + module + `"],"nixos":[` + string(keyJSON) + `],"normal":true,"platform":"aarch64-linux","root":[` + string(keyJSON) + `],"ssh":true,"state":"26.05"}`
 	if got != want {
 		t.Fatalf("built-in configuration evaluates to\n%s\nwant\n%s", got, want)
 	}
@@ -99,7 +99,11 @@ func TestNixConfigurationsEvaluate(t *testing.T) {
 	cfgFile := filepath.Join(user, "config", "configuration.nix")
 	bare := prepared(t, func(c *Config) { c.NixOSConfig = cfgFile })
 	os.WriteFile(filepath.Join(user, "plugin.nix"), []byte(pluginModuleFile(bare)), 0o644)
-	got = eval(`map toString (import ` + user + ` { }).imports`)
+	// It pins the platform, as a default a configuration may set too.
+	if got := eval(`(import ` + user + ` { lib.mkDefault = v: { _type = "override"; priority = 1000; content = v; }; }).nixpkgs.hostPlatform`); got != `{"_type":"override","content":"aarch64-linux","priority":1000}` {
+		t.Fatalf("entry.nix's nixpkgs.hostPlatform is %s, want aarch64-linux as a default", got)
+	}
+	got = eval(`map toString (import ` + user + ` { lib = { }; }).imports`)
 	want = `["` + module + `","` + cfgFile + `","` + filepath.Join(user, "plugin.nix") + `"]`
 	if got != want {
 		t.Fatalf("entry.nix imports %s, want %s", got, want)

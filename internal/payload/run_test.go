@@ -36,8 +36,8 @@ const fakeRevision = "5e0ca22929f3342b19569b21b2f3462f053e497b"
 
 var fakeNix = `#!/bin/bash
 if [ "$1" = --version ]; then echo "nix (Nix) 2.28.3"; exit 0; fi
-# Its settings: none that build.sh looks for.
-case "$*" in *"config show"*) exit 0 ;; esac
+# Its settings: an AArch64 Nix.
+case "$*" in *"config show"*) printf '%s\n' "max-jobs = 1" "system = aarch64-linux"; exit 0 ;; esac
 # What the build used: nix eval of lib.version and .git-revision, or the
 # flake's lock (nixpkgs.go).
 if [ "$1" = eval ]; then
@@ -89,6 +89,7 @@ func newRunEnv(t *testing.T, env ...string) *runEnv {
 	os.MkdirAll(filepath.Join(e.store, "sd-image"), 0o755)
 	os.MkdirAll(bin, 0o755)
 	os.WriteFile(filepath.Join(bin, "nix"), []byte(fakeNix), 0o755)
+	os.WriteFile(filepath.Join(bin, "uname"), []byte("#!/bin/sh\necho aarch64\n"), 0o755)
 	os.WriteFile(filepath.Join(bin, "sudo"), []byte("#!/bin/bash\nwhile [ \"${1#-}\" != \"$1\" ]; do shift; done\nexec \"$@\"\n"), 0o755)
 	e.comm = &localComm{Env: append([]string{
 		"PATH=" + bin + ":" + os.Getenv("PATH"),

@@ -1,9 +1,12 @@
 package testbed
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"time"
 )
@@ -88,5 +91,18 @@ func (h *Host) holdDpkgLock(d time.Duration) error {
 		}
 	}
 	time.AfterFunc(d, release)
+	return nil
+}
+
+// preinstallNix installs Debian's Nix on the host as root (for
+// StandInOptions.Arch "x86_64-binfmt": a host whose Nix was set up to build
+// aarch64-linux through binfmt, as nobody gets from the plugin itself).
+func (h *Host) preinstallNix(ctx context.Context) error {
+	cmd := exec.CommandContext(ctx, "nsenter", "-t", strconv.Itoa(h.cmd.Process.Pid), "-n", "-m", "-r", "-w",
+		"/bin/sh", "-c", "apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o DPkg::Lock::Timeout=60 nix-bin nix-setup-systemd")
+	cmd.Env = []string{"PATH=" + cloudInitPath, "LANG=C.UTF-8", "HOME=/root"}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("installing Nix on the x86_64-binfmt host: %w\n%s", err, out)
+	}
 	return nil
 }

@@ -37,7 +37,7 @@ func safeName(id string) string {
 //	bin/    -> /usr/local/lib/nixos-sd-standin (the stand-in nix, the
 //	           after-dpkg hook, the stand-in nixpkgs)
 //	sbin/   -> /usr/local/sbin (shutdown, poweroff, halt, reboot)
-//	localbin/ -> /usr/local/bin (empty, as on Debian; tests put tools there
+//	localbin/ -> /usr/local/bin (the stand-in uname; tests put tools there
 //	           that shadow the system's)
 //	state/  -> /var/lib/nixos-sd-standin (standin.conf, logs, store/, sshd/)
 //	tmp/    -> /tmp (a link to tmpfs/tmp, a small tmpfs: host_boot.go)
@@ -75,7 +75,7 @@ func (p *HostPool) populateDir(ctx context.Context, h *Host, root debianRoot, ke
 	if err := chownTree(d("home"), root.AdminUID, root.AdminGID); err != nil {
 		return err
 	}
-	if err := installStandIns(d("bin"), d("sbin")); err != nil {
+	if err := installStandInsWithUname(d("bin"), d("sbin"), d("localbin")); err != nil {
 		return err
 	}
 	if err := os.WriteFile(d("state/standin.conf"), []byte(p.opts.StandIn.conf()), 0o644); err != nil {

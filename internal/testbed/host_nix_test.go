@@ -35,6 +35,11 @@ EOF`)
 		t.Errorf("a build with nix-bin alone: %v, %q; want the missing build users", err, stderr)
 	}
 	mustRun(t, c, "sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y -q nix-setup-systemd >/dev/null")
+	// The host presents itself as an AArch64 instance does (uname.sh; Nix's
+	// system through the stand-in nix).
+	if got := strings.Fields(mustRun(t, c, "uname -m; sudo -n uname -m; nix --extra-experimental-features nix-command config show system; sudo -n nix-instantiate --eval -E builtins.currentSystem")); strings.Join(got, " ") != `aarch64 aarch64 aarch64-linux "aarch64-linux"` {
+		t.Errorf("the host's architecture: %q", got)
+	}
 	for _, tc := range []struct {
 		name, args string
 		ok         bool

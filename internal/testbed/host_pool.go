@@ -369,6 +369,11 @@ func (p *HostPool) create(ctx context.Context, id string, slot *hostSlot, keys [
 	if err := h.checkMounts(); err != nil {
 		return nil, err
 	}
+	if p.opts.StandIn.Arch == "x86_64-binfmt" {
+		if err := h.preinstallNix(ctx); err != nil {
+			return nil, err
+		}
+	}
 	if err := h.holdDpkgLock(dpkgLockHold); err != nil {
 		return nil, err
 	}

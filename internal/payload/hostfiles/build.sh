@@ -22,7 +22,7 @@
 #       the SSH session that started it ends.
 #
 # Exit status: 0 success; 3 Nix could not be installed; 4 no usable root
-# access; 124 the build ran longer than its timeout; anything else is the
+# access; 5 the host cannot build for aarch64-linux; 124 the build ran longer than its timeout; anything else is the
 # build's own failure.
 set -euo pipefail
 
@@ -68,12 +68,45 @@ as_root() {
 # apt_lock_timeout is how long apt waits for the dpkg lock, in seconds.
 apt_lock_timeout=600
 
+# nix_builds_aarch64 reports whether the Nix at $1 builds aarch64-linux: its
+# system, or its extra-platforms (binfmt emulation).
+nix_builds_aarch64() {
+	local s
+	s=$(nix_settings "$1") || return 1
+	case " $(printf '%s\n' "$s" | sed -n 's/^system = //p') $(printf '%s\n' "$s" | sed -n 's/^extra-platforms = //p') " in
+	*" aarch64-linux "*) return 0 ;;
+	esac
+	return 1
+}
+
+# check_arch stops on a host that cannot build the AArch64 image, before
+# anything is installed: what uname -m says, then what an installed Nix
+# builds for.
+check_arch() {
+	local nix_bin=${1:-} machine
+	machine=$(uname -m)
+	case "$machine" in
+	aarch64 | arm64)
+		[ -n "$nix_bin" ] || return 0
+		nix_builds_aarch64 "$nix_bin" && return 0
+		die 5 "this host is $machine, but its Nix ($("$nix_bin" --version 2>/dev/null || echo "$nix_bin")) builds for $(nix_settings "$nix_bin" | sed -n 's/^system = //p'), not aarch64-linux. Use a host whose Nix builds aarch64-linux (Debian's nix-bin on an arm64 AMI does)."
+		;;
+	esac
+	if [ -n "$nix_bin" ] && nix_builds_aarch64 "$nix_bin"; then
+		say "this host is $machine; its Nix builds aarch64-linux through extra-platforms (binfmt emulation): the build will be slow"
+		return 0
+	fi
+	die 5 "this host is $machine (uname -m), not AArch64: the SD image is aarch64-linux, and Nix here could neither build nor run its packages (only the ones a cache has). Run the build on an AArch64 host: give the builder that runs this provisioner an arm64 instance type and AMI (for amazon-ebs a Graviton type such as m7g.large with an arm64 Debian 13 AMI), or use the nixos-sd builder. A host whose Nix builds aarch64-linux through extra-platforms and binfmt (qemu-user-static) is used as it is. Nothing was installed."
+}
+
 ensure_nix() {
 	local nix_bin
 	if nix_bin=$(find_nix); then
 		say "Nix is already installed: $("$nix_bin" --version 2>/dev/null || echo "$nix_bin")"
+		check_arch "$nix_bin"
 		return 0
 	fi
+	check_arch
 	if ! command -v apt-get >/dev/null 2>&1; then
 		die 3 "Nix could not be installed: this host has no apt-get (it is not Debian or Ubuntu). Use a Debian 13 AMI or a host with Nix preinstalled."
 	fi
@@ -103,6 +136,7 @@ ensure_nix() {
 		die 3 "Nix could not be installed: nix-bin was installed but no nix command was found afterwards. Use a Debian 13 AMI or preinstall Nix."
 	fi
 	say "installed $("$nix_bin" --version 2>/dev/null || echo "$nix_bin")"
+	check_arch "$nix_bin"
 }
 
 # needs_root reports whether Nix must run as root here: this user cannot write

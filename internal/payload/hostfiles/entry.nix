@@ -3,7 +3,7 @@
 # plugin's module (./plugin.nix: the template's hostname and
 # ssh_authorized_keys, or nothing). The plugin uploads this file as
 # default.nix of the directory nixos-config names.
-{ ... }:
+{ lib, ... }:
 
 {
   imports = [
@@ -11,4 +11,8 @@
     ./config/configuration.nix
     ./plugin.nix
   ];
+
+  # The image is for AArch64 boards whatever host evaluates it: never
+  # builtins.currentSystem (a configuration of the user's may say it too).
+  nixpkgs.hostPlatform = lib.mkDefault "aarch64-linux";
 }

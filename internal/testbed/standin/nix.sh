@@ -74,6 +74,21 @@ die() {
 	exit 1
 }
 
+# The host's architecture (ARCH in standin.conf, see uname.sh): an AArch64
+# host's Nix builds for aarch64-linux (its system, and so
+# builtins.currentSystem); an x86_64 host's for x86_64-linux, with
+# aarch64-linux among its extra-platforms when binfmt emulation is there.
+arch=aarch64
+if [ -r "$state/standin.conf" ]; then
+	arch=$(sed -n 's/^ARCH=//p' "$state/standin.conf")
+fi
+case "${arch:-aarch64}" in
+aarch64) export NIX_CONFIG="system = aarch64-linux${NIX_CONFIG:+
+$NIX_CONFIG}" ;;
+x86_64-binfmt) export NIX_CONFIG="extra-platforms = aarch64-linux${NIX_CONFIG:+
+$NIX_CONFIG}" ;;
+esac
+
 # Everything but a build is the real Nix's.
 case "$prog" in
 nix | nix-build) ;;
@@ -375,6 +390,9 @@ if [ "$vstatus" -ne 0 ]; then
 	cat "$vlog" >&2
 	exit "$vstatus"
 fi
+# The derivations it would build, for tests to read back what was
+# evaluated (the image's name carries its platform).
+grep -E '^ +/nix/store/.*\.drv$' "$vlog" | sed 's/^ *//' >>"$state/standin-drvs.log" 2>/dev/null || true
 # Its warnings, but for those about the stand-in's own flake and lock files.
 grep -E '^warning:' "$vlog" | grep -vE 'nixos-sd-standin|lock file' >&2 || true
 
