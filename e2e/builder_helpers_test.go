@@ -332,27 +332,35 @@ func (p *bgPacker) waitFor(within time.Duration, cond func() bool) bool {
 	return false
 }
 
-// bldSlowNix replaces a host's stand-in nix with one whose build never ends
-// by itself; it touches state/slow-nix-started when the build starts.
+// bldSlowNix takes the place of a host's stand-in nix: every command but a
+// build goes to the stand-in (saved as nix.real), and a build never ends by
+// itself; it touches state/slow-nix-started when it starts.
 const bldSlowNix = `#!/bin/bash
-if [ "${1:-}" = --version ]; then echo "nix (Nix) 2.28.3"; exit 0; fi
+case " $* " in
+*" build "*) ;;
+*) NIXOS_SD_STANDIN_PROG=nix exec "$(dirname "$(readlink -f "$0")")/nix.real" "$@" ;;
+esac
 echo "building '/nix/store/0000-slow-sd-image.drv'..." >&2
 touch /var/lib/nixos-sd-standin/slow-nix-started
 sleep 600 &
 wait
 `
 
-// slowBuildHost waits for the build's host to come up, makes its nix slow and
-// waits until the build runs there. It returns the host (its instance id is
-// h.ID) or fails the test.
+// slowBuildHost waits for the build's host to come up, makes its nix builds
+// slow and waits until the build runs there. It returns the host (its
+// instance id is h.ID) or fails the test.
 func slowBuildHost(t *testing.T, tb *testbed.Testbed, p *bgPacker) *testbed.Host {
 	t.Helper()
 	h := firstHost(t, tb, p)
-	if err := os.WriteFile(filepath.Join(h.Dir, "bin", "nix"), []byte(bldSlowNix), 0o755); err != nil {
+	nix := filepath.Join(h.Dir, "bin", "nix")
+	if err := os.Rename(nix, nix+".real"); err != nil {
+		t.Fatalf("keeping the stand-in nix: %v", err)
+	}
+	if err := os.WriteFile(nix, []byte(bldSlowNix), 0o755); err != nil {
 		t.Fatalf("installing the slow nix: %v", err)
 	}
 	started := filepath.Join(h.Dir, "state", "slow-nix-started")
-	if !p.waitFor(2*time.Minute, func() bool { _, err := os.Stat(started); return err == nil }) {
+	if !p.waitFor(3*time.Minute, func() bool { _, err := os.Stat(started); return err == nil }) {
 		t.Fatalf("the build never started nix on host %s", h.ID)
 	}
 	return h

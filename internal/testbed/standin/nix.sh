@@ -55,7 +55,9 @@
 set -euo pipefail
 umask 022
 
-prog=$(basename "$0")
+# NIXOS_SD_STANDIN_PROG: the name this call stands for, when a test wraps it.
+prog=${NIXOS_SD_STANDIN_PROG:-$(basename "$0")}
+unset NIXOS_SD_STANDIN_PROG
 state=${NIXOS_SD_STANDIN_STATE:-/var/lib/nixos-sd-standin}
 real_nix=${NIXOS_SD_STANDIN_REAL_NIX:-/usr/bin/nix.real}
 standin_dir=$(dirname "$(readlink -f "$0")")
