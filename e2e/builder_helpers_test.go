@@ -332,19 +332,34 @@ func (p *bgPacker) waitFor(within time.Duration, cond func() bool) bool {
 	return false
 }
 
-// bldSlowNix takes the place of a host's stand-in nix: every command but a
+// slowNix takes the place of a host's stand-in nix: every command but a
 // build goes to the stand-in (saved as nix.real), and a build never ends by
-// itself; it touches state/slow-nix-started when it starts.
-const bldSlowNix = `#!/bin/bash
+// itself; it records starting and being stopped in the host's state dir.
+const slowNix = `#!/bin/bash
 case " $* " in
 *" build "*) ;;
 *) NIXOS_SD_STANDIN_PROG=nix exec "$(dirname "$(readlink -f "$0")")/nix.real" "$@" ;;
 esac
+trap 'echo stopped >/var/lib/nixos-sd-standin/slow-nix-term; exit 143' TERM
 echo "building '/nix/store/0000-slow-sd-image.drv'..." >&2
 touch /var/lib/nixos-sd-standin/slow-nix-started
 sleep 600 &
 wait
 `
+
+// useSlowNix makes the builds of the host in hostDir slow (slowNix) and
+// returns the paths of its started and stopped markers.
+func useSlowNix(t *testing.T, hostDir string) (started, stopped string) {
+	t.Helper()
+	nix := filepath.Join(hostDir, "bin", "nix")
+	if err := os.Rename(nix, nix+".real"); err != nil {
+		t.Fatalf("keeping the stand-in nix: %v", err)
+	}
+	if err := os.WriteFile(nix, []byte(slowNix), 0o755); err != nil {
+		t.Fatalf("installing the slow nix: %v", err)
+	}
+	return filepath.Join(hostDir, "state", "slow-nix-started"), filepath.Join(hostDir, "state", "slow-nix-term")
+}
 
 // slowBuildHost waits for the build's host to come up, makes its nix builds
 // slow and waits until the build runs there. It returns the host (its
@@ -352,14 +367,7 @@ wait
 func slowBuildHost(t *testing.T, tb *testbed.Testbed, p *bgPacker) *testbed.Host {
 	t.Helper()
 	h := firstHost(t, tb, p)
-	nix := filepath.Join(h.Dir, "bin", "nix")
-	if err := os.Rename(nix, nix+".real"); err != nil {
-		t.Fatalf("keeping the stand-in nix: %v", err)
-	}
-	if err := os.WriteFile(nix, []byte(bldSlowNix), 0o755); err != nil {
-		t.Fatalf("installing the slow nix: %v", err)
-	}
-	started := filepath.Join(h.Dir, "state", "slow-nix-started")
+	started, _ := useSlowNix(t, h.Dir)
 	if !p.waitFor(3*time.Minute, func() bool { _, err := os.Stat(started); return err == nil }) {
 		t.Fatalf("the build never started nix on host %s", h.ID)
 	}

@@ -486,23 +486,9 @@ func TestProvisionerCorruptedDownload(t *testing.T) {
 	leftOnlyBuildLog(t, filepath.Join(dir, "out"), "a corrupted download")
 }
 
-// slowNix replaces the host's stand-in nix with one whose build never ends
-// by itself; it records starting and being stopped in the host's state dir.
-const slowNix = `#!/bin/bash
-if [ "${1:-}" = --version ]; then echo "nix (Nix) 2.28.3"; exit 0; fi
-trap 'echo stopped >/var/lib/nixos-sd-standin/slow-nix-term; exit 143' TERM
-echo "building '/nix/store/0000-slow.drv'..." >&2
-touch /var/lib/nixos-sd-standin/slow-nix-started
-sleep 600 &
-wait
-`
-
 func installSlowNix(t *testing.T, p *provHost) (started, stopped string) {
 	t.Helper()
-	if err := os.WriteFile(filepath.Join(p.host.Dir, "bin", "nix"), []byte(slowNix), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return filepath.Join(p.host.Dir, "state", "slow-nix-started"), filepath.Join(p.host.Dir, "state", "slow-nix-term")
+	return useSlowNix(t, p.host.Dir)
 }
 
 func waitForFile(t *testing.T, path string, within time.Duration) bool {
