@@ -46,11 +46,17 @@
 // # Spot interruptions retried
 //
 // stepAttempts runs the launch sub-pipeline (fleet to provisioners) as one
-// attempt with the plugin SDK's retry; when EC2 interrupts the spot
-// instance, it runs the attempt's cleanups (terminate, delete the fleet) and
-// starts again with fresh steps, up to spot_retries times. Other failures
-// are not retried, and their cleanup is left to Packer's runner, so
-// -on-error=abort keeps them.
+// attempt with the plugin SDK's retry, under the runner the SDK gives the
+// outer pipeline: -debug pauses after each sub-step, -on-error applies to
+// them, and commonsteps.StepProvision is one of them, unwrapped, so
+// -on-error=run-cleanup-provisioner finds it. Steps are never wrapped: each
+// enters its phase itself (phases.go). An interruption is kept apart from
+// the build's error (stateInterrupted), and the attempt's state
+// (attemptState) hides the runner's halt mark while it lasts: the SDK's
+// -on-error wrappers then run the attempt's cleanups (terminate, delete the
+// fleet) in every mode, and the attempt starts again with fresh steps, up
+// to spot_retries times. Other failures are not retried; -on-error decides
+// their cleanup, so -on-error=abort keeps them.
 //
 // # Leftovers
 //

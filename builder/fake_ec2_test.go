@@ -1,6 +1,7 @@
 package builder
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -471,6 +472,18 @@ func (w *lockedWriter) Write(p []byte) (int, error) {
 	return w.u.out.Write(p)
 }
 
+// answer makes Ask (-on-error=ask, -debug) read these lines, as from a
+// terminal.
+func (u *testUI) answer(lines string) {
+	u.Ui.(*packersdk.BasicUi).TTY = &scriptedTTY{r: bufio.NewReader(strings.NewReader(lines))}
+}
+
+// scriptedTTY is a terminal the user types lines into.
+type scriptedTTY struct{ r *bufio.Reader }
+
+func (t *scriptedTTY) ReadString() (string, error) { return t.r.ReadString('\n') }
+func (t *scriptedTTY) Close() error                { return nil }
+
 func (u *testUI) String() string {
 	u.mu.Lock()
 	defer u.mu.Unlock()
@@ -509,6 +522,9 @@ func testState(cfg *Config, client awscommon.EC2API) (*multistep.BasicStateBag, 
 
 func stateErr(state multistep.StateBag) error {
 	if e, ok := state.GetOk("error"); ok {
+		return e.(error)
+	}
+	if e, ok := state.GetOk(stateInterrupted); ok {
 		return e.(error)
 	}
 	return nil

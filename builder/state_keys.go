@@ -37,6 +37,7 @@ const (
 	stateLifecycle        = "lifecycle"          // string: spot or on-demand
 	stateHost             = "instance_host"      // string: the address SSH connects to
 	stateWatcher          = "interruption_watcher"
+	stateInterrupted      = "interrupted"          // *ErrInterrupted: what ended the current attempt
 	stateTimings          = "timings"              // map[string]time.Duration
 	statePhases           = "phases"               // *phaseClock
 	stateLaunchedAt       = "instance_launched_at" // time.Time

@@ -35,6 +35,7 @@ func capacityWait(cfg *Config) time.Duration { return 15 * cfg.PollIntervalDurat
 type stepFleet struct{}
 
 func (s *stepFleet) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
+	clockOf(state).enter(phaseLaunch)
 	e, err := env(state)
 	if err != nil {
 		return halt(state, err)
@@ -176,6 +177,7 @@ func maxVCPUs(state multistep.StateBag, pools []pool) int32 {
 }
 
 func (s *stepFleet) Cleanup(state multistep.StateBag) {
+	clockOf(state).enter(phaseCleanup)
 	e, err := env(state)
 	if err != nil {
 		return

@@ -71,6 +71,7 @@ type stepInterruption struct {
 func watchInterval(cfg *Config) time.Duration { return 3 * cfg.PollIntervalDuration() }
 
 func (s *stepInterruption) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
+	clockOf(state).enter(phaseLaunch)
 	e, err := env(state)
 	if err != nil {
 		return halt(state, err)
@@ -176,6 +177,7 @@ func spotRequestStatus(ctx context.Context, e stepEnv, inst types.Instance, requ
 }
 
 func (s *stepInterruption) Cleanup(state multistep.StateBag) {
+	clockOf(state).enter(phaseCleanup)
 	if s.watcher != nil {
 		s.watcher.stop()
 	}

@@ -28,6 +28,7 @@ import (
 type stepLaunchTemplate struct{}
 
 func (s *stepLaunchTemplate) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
+	clockOf(state).enter(phaseLaunch)
 	e, err := env(state)
 	if err != nil {
 		return halt(state, err)
@@ -61,6 +62,7 @@ func (s *stepLaunchTemplate) Run(ctx context.Context, state multistep.StateBag) 
 }
 
 func (s *stepLaunchTemplate) Cleanup(state multistep.StateBag) {
+	clockOf(state).enter(phaseCleanup)
 	cleanupResource(state, stateLaunchTemplate, "launch template", deleteLaunchTemplate)
 }
 

@@ -26,6 +26,7 @@ type stepLeftovers struct {
 }
 
 func (s *stepLeftovers) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
+	clockOf(state).enter(phasePreflight)
 	e, err := env(state)
 	if err != nil {
 		return halt(state, err)
@@ -76,7 +77,7 @@ func (s *stepLeftovers) Run(ctx context.Context, state multistep.StateBag) multi
 	return multistep.ActionContinue
 }
 
-func (s *stepLeftovers) Cleanup(multistep.StateBag) {}
+func (s *stepLeftovers) Cleanup(state multistep.StateBag) { clockOf(state).enter(phaseCleanup) }
 
 // findLeftovers lists the resources carrying a build id other than this
 // build's and an expiry before now, in removal order.

@@ -24,6 +24,7 @@ import (
 type stepPreflight struct{}
 
 func (s *stepPreflight) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
+	clockOf(state).enter(phasePreflight)
 	e, err := env(state)
 	if err != nil {
 		return halt(state, err)
@@ -311,7 +312,7 @@ func checkNetwork(ctx context.Context, e stepEnv) error {
 	return nil
 }
 
-func (s *stepPreflight) Cleanup(multistep.StateBag) {}
+func (s *stepPreflight) Cleanup(state multistep.StateBag) { clockOf(state).enter(phaseCleanup) }
 
 // joinQuoted is the list as "a", "b", "c".
 func joinQuoted(list []string) string {

@@ -31,6 +31,7 @@ type stepSecurityGroup struct {
 }
 
 func (s *stepSecurityGroup) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
+	clockOf(state).enter(phaseLaunch)
 	e, err := env(state)
 	if err != nil {
 		return halt(state, err)
@@ -194,6 +195,7 @@ func (s *stepSecurityGroup) publicIP(ctx context.Context, url string) (string, e
 }
 
 func (s *stepSecurityGroup) Cleanup(state multistep.StateBag) {
+	clockOf(state).enter(phaseCleanup)
 	cleanupResource(state, stateSecurityGroupID, "security group", deleteSecurityGroup)
 }
 

@@ -18,6 +18,7 @@ import (
 type stepWaitInstance struct{}
 
 func (s *stepWaitInstance) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
+	clockOf(state).enter(phaseBoot)
 	e, err := env(state)
 	if err != nil {
 		return halt(state, err)
@@ -52,7 +53,7 @@ func (s *stepWaitInstance) Run(ctx context.Context, state multistep.StateBag) mu
 	return multistep.ActionContinue
 }
 
-func (s *stepWaitInstance) Cleanup(multistep.StateBag) {}
+func (s *stepWaitInstance) Cleanup(state multistep.StateBag) { clockOf(state).enter(phaseCleanup) }
 
 // waitRunning waits until the instance runs, polling fast at first (250 ms
 // doubling up to poll_interval), for at most state_timeout. An instance

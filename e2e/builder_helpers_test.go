@@ -245,6 +245,7 @@ type bgPacker struct {
 	out  *lockedBuffer
 	done chan struct{}
 	err  error
+	keys io.WriteCloser // the terminal's keyboard (startPackerOnTerminal)
 }
 
 // startPacker starts `packer build -color=false <extra> .` in dir against
