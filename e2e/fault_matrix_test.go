@@ -136,6 +136,8 @@ func runScenario(t *testing.T, tb *testbed.Testbed, sc scenario) {
 		if !ended {
 			t.Fatalf("packer still ran 4 minutes into the scenario:\n%s", out)
 		}
+		// A terminal ends its lines with a carriage return too.
+		out = strings.ReplaceAll(out, "\r\n", "\n")
 		checkBuildReport(t, out)
 	}
 	flat := normalizeSpace(out)
