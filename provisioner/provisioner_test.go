@@ -74,7 +74,8 @@ case "$*" in *"config show"*) echo "system = aarch64-linux"; exit 0 ;; esac
 [ "$1" = eval ] && { echo '{"revision":"5e0ca22929f3342b19569b21b2f3462f053e497b","version":"26.05.20260601.5e0ca22"}'; exit 0; }
 echo "building '/nix/store/0000-sd-image.drv'..." >&2
 out=; while [ $# -gt 0 ]; do [ "$1" = --out-link ] && out=$2; shift; done
-store=$(dirname "$out")/store; mkdir -p "$store/sd-image"
+# The result lives in the test's HOME (a temporary folder), never in the source tree.
+store=${HOME:?}/fake-nix-store; mkdir -p "$store/sd-image"
 img=$store/sd-image/test.img
 truncate -s 4M "$img"
 printf 'label: dos\nstart=2048, size=2048, type=c\nstart=4096, type=83\n' | /usr/sbin/sfdisk -q --no-reread --no-tell-kernel "$img" >/dev/null
