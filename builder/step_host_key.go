@@ -20,7 +20,6 @@ type stepHostKey struct {
 }
 
 func (s *stepHostKey) Run(_ context.Context, state multistep.StateBag) multistep.StepAction {
-	clockOf(state).enter(phasePreflight)
 	e, err := env(state)
 	if err != nil {
 		return halt(state, err)
@@ -39,7 +38,6 @@ func (s *stepHostKey) Run(_ context.Context, state multistep.StateBag) multistep
 }
 
 func (s *stepHostKey) Cleanup(state multistep.StateBag) {
-	clockOf(state).enter(phaseCleanup)
 	if s.knownHostsPath == "" {
 		return
 	}

@@ -26,7 +26,6 @@ type pool struct {
 }
 
 func (s *stepNetwork) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
-	clockOf(state).enter(phasePreflight)
 	e, err := env(state)
 	if err != nil {
 		return halt(state, err)
@@ -52,7 +51,7 @@ func (s *stepNetwork) Run(ctx context.Context, state multistep.StateBag) multist
 	return multistep.ActionContinue
 }
 
-func (s *stepNetwork) Cleanup(state multistep.StateBag) { clockOf(state).enter(phaseCleanup) }
+func (s *stepNetwork) Cleanup(multistep.StateBag) {}
 
 // resolveVPC finds the VPC to work in: the subnet's, vpc_id, or the region's
 // default VPC, and whether it is the default one.

@@ -64,7 +64,6 @@ type stepWatchdog struct {
 }
 
 func (s *stepWatchdog) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
-	clockOf(state).enter(phaseBoot)
 	e, err := env(state)
 	if err != nil {
 		return halt(state, err)
@@ -116,8 +115,7 @@ func (s *stepWatchdog) Run(ctx context.Context, state multistep.StateBag) multis
 	return multistep.ActionContinue
 }
 
-func (s *stepWatchdog) Cleanup(state multistep.StateBag) {
-	clockOf(state).enter(phaseCleanup)
+func (s *stepWatchdog) Cleanup(multistep.StateBag) {
 	if s.cancel != nil {
 		s.cancel()
 		s.done.Wait()

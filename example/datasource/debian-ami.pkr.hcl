@@ -16,17 +16,15 @@ variable "region" {
   default = "us-east-2"
 }
 
-# Debian 13 (trixie): its nix-bin (Nix 2.26) is new enough for current
-# nixpkgs; Debian 12's (Nix 2.8) is not.
-data "nixos-sd-debian-ami" "trixie" {
+data "nixos-sd-debian-ami" "bookworm" {
   region       = var.region
-  release      = "trixie"
+  release      = "bookworm"
   architecture = "arm64"
 }
 
 source "nixos-sd" "rpi" {
   region     = var.region
-  source_ami = data.nixos-sd-debian-ami.trixie.id
+  source_ami = data.nixos-sd-debian-ami.bookworm.id
 }
 
 build {

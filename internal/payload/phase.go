@@ -27,8 +27,6 @@ type PhaseError struct {
 	Err   error
 	// Log is the last lines the remote command printed, if any.
 	Log []string
-	// LogFile is the file holding everything the host printed, if any.
-	LogFile string
 }
 
 func (e *PhaseError) Error() string {
@@ -41,9 +39,6 @@ func (e *PhaseError) Error() string {
 			b.WriteString(l)
 			b.WriteByte('\n')
 		}
-	}
-	if e.LogFile != "" {
-		fmt.Fprintf(&b, "everything the build host printed is in %s\n", e.LogFile)
 	}
 	return strings.TrimRight(b.String(), "\n")
 }

@@ -46,7 +46,8 @@ func (r *run) upload(ctx context.Context) error {
 	}
 	switch {
 	case cfg.Flake != "":
-		dir, local := LocalFlakeDir(cfg.Flake)
+		ref, _, _ := strings.Cut(cfg.Flake, "#")
+		dir, local := LocalFlakeDir(ref)
 		if !local {
 			return nil
 		}
@@ -58,12 +59,6 @@ func (r *run) upload(ctx context.Context) error {
 		}
 		if err := r.uploadEmbedded(ctx, "entry.nix", path.Join(rd, remoteDefault)); err != nil {
 			return err
-		}
-		if err := r.uploadBytes(ctx, "plugin.nix", []byte(pluginModuleFile(cfg)), path.Join(rd, remotePlugin)); err != nil {
-			return err
-		}
-		if m := pluginModule(cfg); m != "" {
-			r.ui.Say("Adding to nixos_config, as a module the manifest shows (plugin_module): " + moduleSummary(cfg))
 		}
 		st, err := os.Stat(cfg.NixOSConfig)
 		if err != nil {
