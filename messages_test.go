@@ -21,7 +21,7 @@ import (
 // lists it (NIXOS_SD_UPDATE_TROUBLESHOOTING=1 rewrites the list).
 
 // messageDirs are the plugin's sources (tests and the test bed excluded).
-var messageDirs = []string{"builder", "datasource", "provisioner", "internal/awscommon", "internal/debianami", "internal/payload", "internal/remotecmd"}
+var messageDirs = []string{"builder", "datasource", "provisioner", "internal/awscommon", "internal/debianami", "internal/nixcache", "internal/payload", "internal/remotecmd"}
 
 // message is one user-facing message as written in the source.
 type message struct {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"time"
 
@@ -45,43 +46,45 @@ func (b *Builder) Prepare(raws ...interface{}) ([]string, []string, error) {
 var GeneratedDataKeys = []string{"InstanceType", "AvailabilityZone", "SourceAMI", "SpotPrice", "InstanceID", "ImagePath", "ImageSHA256", "NixpkgsRevision", "Timings",
 	"Phases", "Lifecycle", "PricePerHour", "InstanceSeconds", "VolumeSize", "EstimatedCost"}
 
-// steps is the build pipeline, in order, grouped by the phases the output
-// shows; each comment says what the step creates / removes. Cleanup runs in
-// reverse for every step that ran (see doc.go), as the cleanup phase.
+// steps is the build pipeline, in order, by the phases the output shows
+// (each step enters its own); each comment says what the step creates /
+// removes. Cleanup runs in reverse for every step that ran (see doc.go), as
+// the cleanup phase.
 func (b *Builder) steps() []multistep.Step {
-	var steps []multistep.Step
-	steps = append(steps, inPhase(phasePreflight,
+	return []multistep.Step{
+		// preflight
 		&stepPreflight{}, // Describe* checks of the configuration; creates nothing
 		&stepLeftovers{}, // lists (cleanup_leftovers: removes) expired resources of earlier builds
 		&stepSourceAMI{}, // finds the AMI; creates nothing
 		&stepSSHKey{},    // temporary SSH key in memory; removes the -debug key file
 		&stepHostKey{},   // the instance's host key in memory; removes the -debug known_hosts file
 		&stepNetwork{},   // VPC, subnets and zone offerings; creates nothing
-	)...)
-	steps = append(steps, inPhase(phaseLaunch,
+		// launch
 		&stepSecurityGroup{},  // creates / deletes the security group
 		&stepLaunchTemplate{}, // creates / deletes the launch template
-	)...)
-	// One attempt of the launch: run again on a new instance when EC2
-	// interrupts the spot instance (spot_retries).
-	return append(steps, &stepAttempts{newSteps: func() []multistep.Step {
-		var sub []multistep.Step
-		sub = append(sub, inPhase(phaseLaunch,
-			&stepFleet{},        // creates the fleet and instance / terminates it, deletes the fleet, cancels spot requests
-			&stepInterruption{}, // starts / stops the spot interruption watcher
-		)...)
-		sub = append(sub, inPhase(phaseBoot,
-			&stepWaitInstance{},    // waits for the instance to run; picks the SSH address
-			connectStep(&b.config), // Packer's communicator.StepConnect: opens / closes SSH
-			&stepWatchdog{},        // arms the instance's watchdog / stops the heartbeat
-		)...)
-		sub = append(sub, inPhase(phaseNixSetup,
-			&stepBuild{}, // builds and downloads the image (phases nix setup, build, download)
-		)...)
-		// Provisioners of the build block run on the instance after the
-		// image is home (build.ImagePath is set by then).
-		return append(sub, inPhase(phaseProvision, &commonsteps.StepProvision{})...)
-	}})
+		// One attempt of the launch, under Packer's runner: run again on a
+		// new instance when EC2 interrupts the spot instance (spot_retries).
+		&stepAttempts{newSteps: b.attemptSteps},
+	}
+}
+
+// attemptSteps are the steps of one launch attempt, made afresh for each.
+func (b *Builder) attemptSteps() []multistep.Step {
+	return []multistep.Step{
+		// launch
+		&stepFleet{},        // creates the fleet and instance / terminates it, deletes the fleet
+		&stepInterruption{}, // starts / stops the spot interruption watcher
+		// boot
+		&stepWaitInstance{},    // waits for the instance to run; picks the SSH address
+		connectStep(&b.config), // Packer's communicator.StepConnect: opens / closes SSH
+		&stepWatchdog{},        // arms the instance's watchdog / stops the heartbeat
+		// nix setup, build, download
+		&stepBuild{}, // builds and downloads the image
+		// provision: the build block's provisioners, on the instance, once
+		// the image is home (build.ImagePath is set); unwrapped, so that
+		// -on-error=run-cleanup-provisioner finds it.
+		&commonsteps.StepProvision{},
+	}
 }
 
 // Run runs the build pipeline.
@@ -99,14 +102,15 @@ func (b *Builder) Run(ctx context.Context, ui packersdk.Ui, hook packersdk.Hook)
 	state := new(multistep.BasicStateBag)
 	state.Put(stateConfig, &b.config)
 	state.Put(stateUI, ui)
-	state.Put(stateHook, hook)
+	clock := newPhaseClock(ui)
+	state.Put(stateHook, &phaseHook{Hook: hook, clock: clock})
 	state.Put(stateEC2, client)
+	state.Put(stateCallerAccount, b.config.AccessConfig.CallerAccount)
 	state.Put(stateBuildID, buildID)
 	state.Put(stateExpires, expiry(&b.config, time.Now()))
-	clock := newPhaseClock(ui)
 	state.Put(statePhases, clock)
 
-	runner := commonsteps.NewRunner(b.steps(), b.config.PackerConfig, ui)
+	runner := commonsteps.NewRunnerWithPauseFn(b.steps(), b.config.PackerConfig, ui, state)
 	runner.Run(ctx, state)
 	clock.finish()
 	b.reportKept(ui, state)
@@ -141,7 +145,27 @@ func (b *Builder) Run(ctx context.Context, ui packersdk.Ui, hook packersdk.Hook)
 	if err := payload.UpdateManifest(res.ImagePath+".json", manifestReport(clock.phases(), cost)); err != nil {
 		ui.Error(fmt.Sprintf("The image is fine, but its manifest lacks the phases and the cost: %v", err))
 	}
-	return &Artifact{ImagePath: res.ImagePath, SHA256: res.SHA256, Paths: files, Generated: gd}, nil
+	return &Artifact{
+		ImagePath:     res.ImagePath,
+		SHA256:        res.SHA256,
+		Paths:         files,
+		Generated:     gd,
+		Region:        b.config.Region,
+		SourceAMI:     getString(state, stateSourceAMI),
+		Configuration: configurationLabel(&b.config.Config),
+	}, nil
+}
+
+// configurationLabel names what was built, for HCP Packer: the flake
+// reference, the nixos_config file or folder's name, or "built-in".
+func configurationLabel(c *payload.Config) string {
+	switch {
+	case c.Flake != "":
+		return c.Flake
+	case c.NixOSConfig != "":
+		return filepath.Base(c.NixOSConfig)
+	}
+	return "built-in"
 }
 
 // reportKept lists, after a failed build whose cleanup -on-error=abort (or

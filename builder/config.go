@@ -39,7 +39,8 @@ type Config struct {
 
 	// The AMI to boot. Defaults to the newest official Debian AMI of
 	// `debian_release` for arm64, looked up as the `nixos-sd-debian-ami` data
-	// source does.
+	// source does. Required in the China and GovCloud regions, where the
+	// plugin knows no Debian account.
 	SourceAMI string `mapstructure:"source_ami" required:"false"`
 	// The Debian release whose newest official AMI is used when `source_ami`
 	// is not set: a codename or number such as `trixie` or `13`. Defaults to
@@ -61,7 +62,9 @@ type Config struct {
 	// the region's default VPC.
 	VpcID string `mapstructure:"vpc_id" required:"false"`
 	// The most to pay per instance hour: `auto` (the default) caps it at the
-	// on-demand price, or a number of US dollars such as `0.12`.
+	// on-demand price, or a number of US dollars such as `0.12`. Preflight
+	// refuses a number below the current price of every spot pool of
+	// `instance_types` (unless `on_demand_fallback`).
 	SpotPrice string `mapstructure:"spot_price" required:"false"`
 	// How EC2 Fleet picks among spot pools: `price-capacity-optimized` (the
 	// default, cheap and rarely interrupted), `capacity-optimized`,
@@ -73,10 +76,21 @@ type Config struct {
 	// The size of the root volume in GiB (gp3, encrypted, deleted with the
 	// instance). Defaults to 30, room for the Nix store of an SD image build.
 	VolumeSize int32 `mapstructure:"volume_size" required:"false"`
-	// Tags for every resource the build creates. The build id tag
-	// `nixos-sd:build-id` is always added.
+	// The KMS key that encrypts the root volume: a key id, `alias/name`, or
+	// a key or alias ARN of the build's region. Empty (the default) uses the
+	// account's default EBS key (`aws/ebs`, or the customer-managed key set
+	// with `aws ec2 modify-ebs-default-kms-key-id`). A customer-managed key
+	// must let the credentials use it for EBS: see the `NixosSdEbsKms`
+	// statement of `docs/iam-policy.json`.
+	VolumeKMSKeyID string `mapstructure:"volume_kms_key_id" required:"false"`
+	// Tags for every resource the build creates. The plugin adds `Name`
+	// (unless set here), `nixos-sd:build-id` and `nixos-sd:expires`. EC2's
+	// limits apply with those counted: at most 50 tags on the instance (tags
+	// and run_tags together), keys of 1 to 128 characters not beginning with
+	// `aws:`, values of at most 256.
 	Tags map[string]string `mapstructure:"tags" required:"false"`
-	// Extra tags for the instance and its volume only.
+	// Extra tags for the instance and its volume only, under the same limits
+	// as `tags`.
 	RunTags map[string]string `mapstructure:"run_tags" required:"false"`
 	// The CIDR blocks allowed to reach the instance's SSH port. Defaults to
 	// this machine's public address as a /32, found through `public_ip_url`;
@@ -174,6 +188,7 @@ func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
 
 	c.prepareCommunicator(add)
 	c.prepareSource(add)
+	c.prepareReleaseNix(add, &warnings)
 	c.preparePlacement(add)
 	c.prepareLaunch(add)
 	c.prepareSSHAccess(add, &warnings)
@@ -217,6 +232,11 @@ func (c *Config) prepareSource(add func(...error)) {
 	} else {
 		c.release = r
 	}
+	if part := awscommon.Partition(c.Region); c.SourceAMI == "" && c.Region != "" {
+		if _, ok := debianami.OwnerIn(part); !ok {
+			add(debianami.NoOwnerError("source_ami", c.Region, part))
+		}
+	}
 }
 
 // preparePlacement checks instance_types, availability_zone, subnet_id and
@@ -248,6 +268,9 @@ func (c *Config) preparePlacement(add func(...error)) {
 	if c.SubnetID != "" && !subnetPattern.MatchString(c.SubnetID) {
 		add(fmt.Errorf("subnet_id: %q is not a subnet id; use an id such as \"subnet-0123456789abcdef0\", or remove it to use the default VPC's subnets", c.SubnetID))
 	}
+	if c.VpcID != "" && c.SubnetID != "" {
+		add(fmt.Errorf("vpc_id: %q is set with subnet_id, whose own VPC the build uses; remove vpc_id (or subnet_id, to use the VPC's default subnets)", c.VpcID))
+	}
 	if c.VpcID != "" && !vpcPattern.MatchString(c.VpcID) {
 		add(fmt.Errorf("vpc_id: %q is not a VPC id; use an id such as \"vpc-0123456789abcdef0\", or remove it to use the default VPC", c.VpcID))
 	}
@@ -277,16 +300,12 @@ func (c *Config) prepareLaunch(add func(...error)) {
 	} else if c.VolumeSize < 8 || c.VolumeSize > 16384 {
 		add(fmt.Errorf("volume_size: %d GiB is out of range; use 8 to 16384 (30 is plenty for an SD image)", c.VolumeSize))
 	}
-	for k := range c.Tags {
-		if strings.HasPrefix(strings.ToLower(k), "aws:") {
-			add(fmt.Errorf("tags: %q uses the reserved aws: prefix; rename the tag", k))
+	if c.VolumeKMSKeyID != "" {
+		if err := awscommon.CheckKMSKeyID(c.VolumeKMSKeyID, c.Region); err != nil {
+			add(fmt.Errorf("volume_kms_key_id: %w", err))
 		}
 	}
-	for _, k := range []string{BuildIDTag, ExpiresTag} {
-		if _, ok := c.Tags[k]; ok {
-			add(fmt.Errorf("tags: %q is set by the plugin; remove it", k))
-		}
-	}
+	add(checkTags(c.Tags, c.RunTags)...)
 }
 
 // prepareSSHAccess checks who may reach SSH and on which address.
@@ -297,6 +316,9 @@ func (c *Config) prepareSSHAccess(add func(...error), warnings *[]string) {
 		} else if ones, _ := ipnet.Mask.Size(); ones == 0 {
 			*warnings = append(*warnings, fmt.Sprintf("ssh_source_cidrs: %s opens SSH to the whole internet; prefer your own address as a /32", cidr))
 		}
+	}
+	if c.PublicIPURL != "" && len(c.SSHSourceCIDRs) > 0 {
+		*warnings = append(*warnings, fmt.Sprintf("public_ip_url: %s is not asked, since ssh_source_cidrs gives who may reach SSH; remove one of them", c.PublicIPURL))
 	}
 	if c.PublicIPURL == "" {
 		c.PublicIPURL = "https://checkip.amazonaws.com"

@@ -5,6 +5,7 @@ package builder
 import (
 	"github.com/hashicorp/hcl/v2/hcldec"
 	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/awscommon"
+	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/nixcache"
 	"github.com/zclconf/go-cty/cty"
 )
 
@@ -37,11 +38,13 @@ type FlatConfig struct {
 	ImageName                 *string                         `mapstructure:"image_name" required:"false" cty:"image_name" hcl:"image_name"`
 	OutputDirectory           *string                         `mapstructure:"output_directory" required:"false" cty:"output_directory" hcl:"output_directory"`
 	Decompress                *bool                           `mapstructure:"decompress" required:"false" cty:"decompress" hcl:"decompress"`
+	FullOutput                *bool                           `mapstructure:"full_output" required:"false" cty:"full_output" hcl:"full_output"`
 	KeepRemoteFiles           *bool                           `mapstructure:"keep_remote_files" required:"false" cty:"keep_remote_files" hcl:"keep_remote_files"`
 	DownloadChannels          *int                            `mapstructure:"download_channels" required:"false" cty:"download_channels" hcl:"download_channels"`
 	DownloadConnections       *int                            `mapstructure:"download_connections" required:"false" cty:"download_connections" hcl:"download_connections"`
 	BuildTimeout              *string                         `mapstructure:"build_timeout" required:"false" cty:"build_timeout" hcl:"build_timeout"`
 	RemoteDirectory           *string                         `mapstructure:"remote_directory" required:"false" cty:"remote_directory" hcl:"remote_directory"`
+	Cache                     *nixcache.FlatConfig            `mapstructure:"cache" required:"false" cty:"cache" hcl:"cache"`
 	Type                      *string                         `mapstructure:"communicator" cty:"communicator" hcl:"communicator"`
 	PauseBeforeConnect        *string                         `mapstructure:"pause_before_connecting" cty:"pause_before_connecting" hcl:"pause_before_connecting"`
 	SSHHost                   *string                         `mapstructure:"ssh_host" cty:"ssh_host" hcl:"ssh_host"`
@@ -101,6 +104,7 @@ type FlatConfig struct {
 	SpotAllocationStrategy    *string                         `mapstructure:"spot_allocation_strategy" required:"false" cty:"spot_allocation_strategy" hcl:"spot_allocation_strategy"`
 	OnDemandFallback          *bool                           `mapstructure:"on_demand_fallback" required:"false" cty:"on_demand_fallback" hcl:"on_demand_fallback"`
 	VolumeSize                *int32                          `mapstructure:"volume_size" required:"false" cty:"volume_size" hcl:"volume_size"`
+	VolumeKMSKeyID            *string                         `mapstructure:"volume_kms_key_id" required:"false" cty:"volume_kms_key_id" hcl:"volume_kms_key_id"`
 	Tags                      map[string]string               `mapstructure:"tags" required:"false" cty:"tags" hcl:"tags"`
 	RunTags                   map[string]string               `mapstructure:"run_tags" required:"false" cty:"run_tags" hcl:"run_tags"`
 	SSHSourceCIDRs            []string                        `mapstructure:"ssh_source_cidrs" required:"false" cty:"ssh_source_cidrs" hcl:"ssh_source_cidrs"`
@@ -152,11 +156,13 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 		"image_name":                   &hcldec.AttrSpec{Name: "image_name", Type: cty.String, Required: false},
 		"output_directory":             &hcldec.AttrSpec{Name: "output_directory", Type: cty.String, Required: false},
 		"decompress":                   &hcldec.AttrSpec{Name: "decompress", Type: cty.Bool, Required: false},
+		"full_output":                  &hcldec.AttrSpec{Name: "full_output", Type: cty.Bool, Required: false},
 		"keep_remote_files":            &hcldec.AttrSpec{Name: "keep_remote_files", Type: cty.Bool, Required: false},
 		"download_channels":            &hcldec.AttrSpec{Name: "download_channels", Type: cty.Number, Required: false},
 		"download_connections":         &hcldec.AttrSpec{Name: "download_connections", Type: cty.Number, Required: false},
 		"build_timeout":                &hcldec.AttrSpec{Name: "build_timeout", Type: cty.String, Required: false},
 		"remote_directory":             &hcldec.AttrSpec{Name: "remote_directory", Type: cty.String, Required: false},
+		"cache":                        &hcldec.BlockSpec{TypeName: "cache", Nested: hcldec.ObjectSpec((*nixcache.FlatConfig)(nil).HCL2Spec())},
 		"communicator":                 &hcldec.AttrSpec{Name: "communicator", Type: cty.String, Required: false},
 		"pause_before_connecting":      &hcldec.AttrSpec{Name: "pause_before_connecting", Type: cty.String, Required: false},
 		"ssh_host":                     &hcldec.AttrSpec{Name: "ssh_host", Type: cty.String, Required: false},
@@ -216,6 +222,7 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 		"spot_allocation_strategy":     &hcldec.AttrSpec{Name: "spot_allocation_strategy", Type: cty.String, Required: false},
 		"on_demand_fallback":           &hcldec.AttrSpec{Name: "on_demand_fallback", Type: cty.Bool, Required: false},
 		"volume_size":                  &hcldec.AttrSpec{Name: "volume_size", Type: cty.Number, Required: false},
+		"volume_kms_key_id":            &hcldec.AttrSpec{Name: "volume_kms_key_id", Type: cty.String, Required: false},
 		"tags":                         &hcldec.AttrSpec{Name: "tags", Type: cty.Map(cty.String), Required: false},
 		"run_tags":                     &hcldec.AttrSpec{Name: "run_tags", Type: cty.Map(cty.String), Required: false},
 		"ssh_source_cidrs":             &hcldec.AttrSpec{Name: "ssh_source_cidrs", Type: cty.List(cty.String), Required: false},

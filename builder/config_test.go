@@ -108,12 +108,12 @@ func TestConfigPrepareAcceptsValidValues(t *testing.T) {
 		{"zone of the region", map[string]interface{}{"availability_zone": "us-east-2b"}, nil},
 		{"ami id", map[string]interface{}{"source_ami": "ami-0123456789abcdef0"}, nil},
 		{"unknown source_ami from packer validate", map[string]interface{}{"source_ami": "<unknown>"}, nil},
-		{"debian release number", map[string]interface{}{"debian_release": "12"}, func(t *testing.T, c *Config) {
+		{"debian release number", map[string]interface{}{"debian_release": "12", "nixpkgs": "nixos-25.05"}, func(t *testing.T, c *Config) {
 			if c.Release().Codename != "bookworm" {
 				t.Errorf("release = %+v, want bookworm", c.Release())
 			}
 		}},
-		{"debian release codename any case", map[string]interface{}{"debian_release": "Bookworm"}, func(t *testing.T, c *Config) {
+		{"debian release codename any case", map[string]interface{}{"debian_release": "Bookworm", "nixpkgs": "nixos-25.05"}, func(t *testing.T, c *Config) {
 			if c.Release().Number != 12 {
 				t.Errorf("release = %+v, want 12", c.Release())
 			}
@@ -122,6 +122,7 @@ func TestConfigPrepareAcceptsValidValues(t *testing.T) {
 		{"allocation strategy", map[string]interface{}{"spot_allocation_strategy": "capacity-optimized"}, nil},
 		{"volume size bounds", map[string]interface{}{"volume_size": 8}, nil},
 		{"volume size upper bound", map[string]interface{}{"volume_size": 16384}, nil},
+		{"volume KMS alias", map[string]interface{}{"volume_kms_key_id": "alias/packer"}, nil},
 		{"tags", map[string]interface{}{"tags": map[string]string{"Project": "pi", "awsome": "yes"}}, nil},
 		{"cidrs", map[string]interface{}{"ssh_source_cidrs": []string{"203.0.113.7/32", "2001:db8::/64"}}, nil},
 		{"public ip url http", map[string]interface{}{"public_ip_url": "http://127.0.0.1:8080/ip"}, nil},
@@ -229,6 +230,10 @@ func TestConfigPrepareRejects(t *testing.T) {
 			[]string{"volume_size", "out of range"}},
 		{"volume negative", map[string]interface{}{"volume_size": -1},
 			[]string{"volume_size", "out of range"}},
+		{"KMS key of another partition", map[string]interface{}{"volume_kms_key_id": "arn:aws-cn:kms:us-east-2:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"},
+			[]string{"volume_kms_key_id", `partition "aws-cn"`, `partition "aws"`}},
+		{"KMS key not a key", map[string]interface{}{"volume_kms_key_id": "my-key"},
+			[]string{"volume_kms_key_id", "not a KMS key id", "alias/packer"}},
 		{"reserved aws tag", map[string]interface{}{"tags": map[string]string{"aws:owner": "me"}},
 			[]string{"tags", `"aws:owner"`, "reserved", "rename"}},
 		{"reserved aws tag upper case", map[string]interface{}{"tags": map[string]string{"AWS:owner": "me"}},

@@ -27,7 +27,10 @@ type costReport struct {
 	VolumeGiB       int32   `json:"volume_gib"`
 	VolumeSeconds   float64 `json:"volume_seconds"`
 	VolumePerGBMo   float64 `json:"volume_price_per_gb_month_usd"`
-	EstimatedUSD    float64 `json:"estimated_cost_usd"`
+	// PublicIPv4PerHour is the price of the instance's public IPv4 address;
+	// 0 when it had none (a subnet_id without one, reached privately).
+	PublicIPv4PerHour float64 `json:"public_ipv4_per_hour_usd,omitempty"`
+	EstimatedUSD      float64 `json:"estimated_cost_usd"`
 	// Launched is false when no instance was launched: nothing was spent.
 	Launched bool `json:"launched"`
 	// Interrupted are the instances EC2 interrupted before this one
@@ -77,6 +80,11 @@ func instanceCost(state multistep.StateBag, cfg *Config, ended time.Time) costRe
 		VolumeGiB:     cfg.VolumeSize,
 		VolumePerGBMo: gp3PerGBMonth,
 	}
+	if cfg.SubnetID == "" || wantsPublicAddress(cfg) {
+		// The default subnets give every instance a public IPv4 address; a
+		// chosen subnet gets one when the SSH interface is public.
+		r.PublicIPv4PerHour = publicIPv4PerHour
+	}
 	launched, ok := state.Get(stateLaunchedAt).(time.Time)
 	if !ok || r.InstanceID == "" {
 		return r
@@ -93,7 +101,7 @@ func instanceCost(state multistep.StateBag, cfg *Config, ended time.Time) costRe
 		r.PricePerHour, r.PriceSource = p, fmt.Sprintf("on-demand table (%s, %s)", pricesRegion, pricesDate)
 	}
 	billed := max(secs, minBilledSeconds)
-	usd := r.PricePerHour*billed/3600 + float64(r.VolumeGiB)*r.VolumePerGBMo*secs/3600/hoursPerMonth
+	usd := r.PricePerHour*billed/3600 + float64(r.VolumeGiB)*r.VolumePerGBMo*secs/3600/hoursPerMonth + r.PublicIPv4PerHour*secs/3600
 	r.EstimatedUSD = math.Round(usd*1e6) / 1e6
 	return r
 }
@@ -121,6 +129,9 @@ func (r costReport) String() string {
 	}
 	fmt.Fprintf(&b, "  time       %s (billed per second, at least 1 minute)\n", roundDuration(time.Duration(r.InstanceSeconds*float64(time.Second))))
 	fmt.Fprintf(&b, "  volume     %d GiB gp3 for %s at $%.2f/GB-month\n", r.VolumeGiB, roundDuration(time.Duration(r.VolumeSeconds*float64(time.Second))), r.VolumePerGBMo)
+	if r.PublicIPv4PerHour > 0 {
+		fmt.Fprintf(&b, "  address    public IPv4 at $%s/hour\n", strconv.FormatFloat(r.PublicIPv4PerHour, 'f', -1, 64))
+	}
 	if r.EstimatedUSD > 0 && r.EstimatedUSD < 0.0001 {
 		b.WriteString("  total      less than $0.0001")
 	} else {

@@ -24,15 +24,16 @@ func TestEstimateCost(t *testing.T) {
 	}
 	near := func(a, b float64) bool { return math.Abs(a-b) < 0.00006 }
 
-	// Spot, 10 minutes, 30 GiB: 0.1 * 600/3600 + 30 * 0.08 * 600/3600/730.
+	// Spot, 10 minutes, 30 GiB, a public IPv4 address (default subnets):
+	// 0.1 * 600/3600 + 30 * 0.08 * 600/3600/730 + 0.005 * 600/3600.
 	r := estimateCost(state("spot", "0.1000"), cfg, launched.Add(10*time.Minute))
 	if !r.Launched || r.PricePerHour != 0.1 || r.PriceSource != "spot price history" || r.InstanceSeconds != 600 || r.VolumeGiB != 30 {
 		t.Errorf("spot report = %+v", r)
 	}
-	if want := 0.1*600/3600 + 30*0.08*600/3600/730; !near(r.EstimatedUSD, want) {
+	if want := 0.1*600/3600 + 30*0.08*600/3600/730 + 0.005*600/3600; !near(r.EstimatedUSD, want) {
 		t.Errorf("spot estimate = %v, want %v", r.EstimatedUSD, want)
 	}
-	if s := r.String(); !strings.Contains(s, "$0.1/hour (spot price history)") || !strings.Contains(s, "30 GiB gp3") || !strings.Contains(s, "total      $0.0172") {
+	if s := r.String(); !strings.Contains(s, "$0.1/hour (spot price history)") || !strings.Contains(s, "30 GiB gp3") || !strings.Contains(s, "public IPv4 at $0.005/hour") || !strings.Contains(s, "total      $0.0180") {
 		t.Errorf("report:\n%s", s)
 	}
 
@@ -50,7 +51,7 @@ func TestEstimateCost(t *testing.T) {
 
 	// Ten seconds are billed as a minute.
 	r = estimateCost(state("spot", "0.36"), cfg, launched.Add(10*time.Second))
-	if !near(r.EstimatedUSD, 0.36/60+30*0.08*10/3600/730) {
+	if !near(r.EstimatedUSD, 0.36/60+30*0.08*10/3600/730+0.005*10/3600) {
 		t.Errorf("short run estimate = %v", r.EstimatedUSD)
 	}
 
@@ -107,10 +108,34 @@ func TestCostCountsInterruptedInstances(t *testing.T) {
 	s.Put(stateSpotPrice, "0.12")
 	s.Put(stateLaunchedAt, time.Now().Add(-30*time.Minute))
 	r = estimateCost(s, cfg, time.Now())
-	if r.InstanceID != "i-00000000000000002" || len(r.Interrupted) != 1 || r.EstimatedUSD < 0.119 || r.EstimatedUSD > 0.125 {
+	if r.InstanceID != "i-00000000000000002" || len(r.Interrupted) != 1 || r.EstimatedUSD < 0.119 || r.EstimatedUSD > 0.130 {
 		t.Errorf("report = %+v\n%s", r, r)
 	}
 	if out := r.String(); !strings.Contains(out, "interrupted spot") || !strings.Contains(out, "instance   spot c7g.2xlarge in us-east-2a (i-00000000000000002)") {
 		t.Errorf("report:\n%s", out)
+	}
+}
+
+// TestCostPublicIPv4: a chosen subnet reached over a private interface has
+// no public address to pay for; the default subnets give one.
+func TestCostPublicIPv4(t *testing.T) {
+	for _, c := range []struct {
+		opts map[string]interface{}
+		want float64
+	}{
+		{nil, 0.005},
+		{map[string]interface{}{"subnet_id": "subnet-0123456789abcdef0", "ssh_interface": "private_ip"}, 0},
+		{map[string]interface{}{"subnet_id": "subnet-0123456789abcdef0"}, 0.005},
+	} {
+		cfg := testConfig(t, c.opts)
+		s := new(multistep.BasicStateBag)
+		s.Put(stateInstanceID, "i-0123456789abcdef0")
+		s.Put(stateInstanceType, "c7g.2xlarge")
+		s.Put(stateLifecycle, "spot")
+		s.Put(stateSpotPrice, "0.1")
+		s.Put(stateLaunchedAt, time.Now().Add(-time.Hour))
+		if r := estimateCost(s, cfg, time.Now()); r.PublicIPv4PerHour != c.want {
+			t.Errorf("%v: public IPv4 price %v, want %v", c.opts, r.PublicIPv4PerHour, c.want)
+		}
 	}
 }

@@ -46,11 +46,17 @@
 // # Spot interruptions retried
 //
 // stepAttempts runs the launch sub-pipeline (fleet to provisioners) as one
-// attempt with the plugin SDK's retry; when EC2 interrupts the spot
-// instance, it runs the attempt's cleanups (terminate, delete the fleet) and
-// starts again with fresh steps, up to spot_retries times. Other failures
-// are not retried, and their cleanup is left to Packer's runner, so
-// -on-error=abort keeps them.
+// attempt with the plugin SDK's retry, under the runner the SDK gives the
+// outer pipeline: -debug pauses after each sub-step, -on-error applies to
+// them, and commonsteps.StepProvision is one of them, unwrapped, so
+// -on-error=run-cleanup-provisioner finds it. Steps are never wrapped: each
+// enters its phase itself (phases.go). An interruption is kept apart from
+// the build's error (stateInterrupted), and the attempt's state
+// (attemptState) hides the runner's halt mark while it lasts: the SDK's
+// -on-error wrappers then run the attempt's cleanups (terminate, delete the
+// fleet) in every mode, and the attempt starts again with fresh steps, up
+// to spot_retries times. Other failures are not retried; -on-error decides
+// their cleanup, so -on-error=abort keeps them.
 //
 // # Leftovers
 //
@@ -60,7 +66,7 @@
 // time, with the AWS CLI command removing each, and removes them with
 // cleanup_leftovers. After a failed build with -on-error=abort,
 // Builder.reportKept lists what was kept, with the same commands.
-
+//
 // # Waiting
 //
 // Waits use the SDK's waiters (InstanceRunning, InstanceTerminated) with
@@ -74,9 +80,15 @@
 // # Interruptions
 //
 // stepInterruption starts a watcher that polls the instance and its spot
-// request every 3 × poll_interval and cancels the later steps' context with an
-// *ErrInterrupted when EC2 takes the instance away, so the build stops at
-// once instead of waiting on a dead SSH connection. A dropped SSH connection
+// request every 3 × poll_interval and cancels the later steps' context when
+// the instance ends, so the build stops at once instead of waiting on a dead
+// SSH connection. Why it ended decides what follows (instance_end.go): a
+// spot instance EC2 took back (StateReason Server.SpotInstanceTermination or
+// Server.SpotInstanceShutdown, or an interruption status of its spot
+// request) is an *ErrInterrupted, retried within spot_retries; any other
+// reason (a KMS key EBS cannot use, a volume limit, the instance powering
+// itself off, someone terminating it) is an *ErrInstanceEnded that ends the
+// build with what to do. An on-demand instance is never interrupted. A dropped SSH connection
 // is often the first sign of a reclaimed instance, seconds before the
 // watcher's next poll: a failed build step therefore looks at the instance
 // once more (interruptionAfterFailure) before blaming SSH.

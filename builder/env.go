@@ -35,16 +35,23 @@ func env(state multistep.StateBag) (stepEnv, error) {
 }
 
 // halt records err for Packer, shows it, and halts the build. An
-// interruption is shown by stepAttempts, which may start the build again.
+// interruption is kept apart (stateInterrupted), not as the build's error:
+// stepAttempts may start the build again, and Packer's -on-error wrappers
+// must not take it for a failure.
 func halt(state multistep.StateBag, err error) multistep.StepAction {
+	var ierr *ErrInterrupted
+	if errors.As(err, &ierr) {
+		state.Put(stateInterrupted, ierr)
+		tellInterruption(state, ierr)
+		return multistep.ActionHalt
+	}
 	if cfg, ok := state.Get(stateConfig).(*Config); ok {
 		if advice := awscommon.RetriesAdvice(err, cfg.MaxRetries); advice != "" {
 			err = fmt.Errorf("%w; %s", err, advice)
 		}
 	}
 	state.Put("error", err)
-	var ierr *ErrInterrupted
-	if ui, ok := state.Get(stateUI).(packersdk.Ui); ok && !errors.As(err, &ierr) {
+	if ui, ok := state.Get(stateUI).(packersdk.Ui); ok {
 		ui.Error(err.Error())
 	}
 	return multistep.ActionHalt

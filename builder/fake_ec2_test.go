@@ -1,6 +1,7 @@
 package builder
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -43,10 +44,14 @@ type fakeEC2 struct {
 	describeN     int
 	spotRequests  []types.SpotInstanceRequest
 	deleteSGErrs  []error // returned in turn by DeleteSecurityGroup
+	createSGErr   error   // returned by CreateSecurityGroup
 	spotStatus    string
 	publicIP      string
 	instanceSpotR string
 	spotLifecycle bool // instances say they are spot
+	// stateReason is the StateReason code of an instance that stopped or
+	// terminated.
+	stateReason string
 	// tagged answers a DescribeInstances by tag filter (no ids): the live
 	// instances carrying the build id, from the n-th such call on.
 	tagged      []string
@@ -57,6 +62,8 @@ type fakeEC2 struct {
 	leftInstances []types.Instance
 	groups        []types.SecurityGroup
 	templates     []types.LaunchTemplate
+	// spotPrices, when set, are the current spot prices: type -> zone -> price.
+	spotPrices map[string]map[string]string
 }
 
 func newFakeEC2() *fakeEC2 {
@@ -276,11 +283,25 @@ func (f *fakeEC2) DescribeSubnets(_ context.Context, in *ec2.DescribeSubnetsInpu
 
 func (f *fakeEC2) DescribeSpotPriceHistory(_ context.Context, in *ec2.DescribeSpotPriceHistoryInput, _ ...func(*ec2.Options)) (*ec2.DescribeSpotPriceHistoryOutput, error) {
 	f.record("DescribeSpotPriceHistory", in)
+	if f.spotPrices != nil {
+		var out []types.SpotPrice
+		for _, t := range in.InstanceTypes {
+			for zone, price := range f.spotPrices[string(t)] {
+				if in.AvailabilityZone == nil || *in.AvailabilityZone == zone {
+					out = append(out, types.SpotPrice{SpotPrice: aws.String(price), InstanceType: t, AvailabilityZone: aws.String(zone)})
+				}
+			}
+		}
+		return &ec2.DescribeSpotPriceHistoryOutput{SpotPriceHistory: out}, nil
+	}
 	return &ec2.DescribeSpotPriceHistoryOutput{SpotPriceHistory: []types.SpotPrice{{SpotPrice: aws.String("0.0812"), InstanceType: in.InstanceTypes[0], AvailabilityZone: in.AvailabilityZone}}}, nil
 }
 
 func (f *fakeEC2) CreateSecurityGroup(_ context.Context, in *ec2.CreateSecurityGroupInput, _ ...func(*ec2.Options)) (*ec2.CreateSecurityGroupOutput, error) {
 	f.record("CreateSecurityGroup", in)
+	if f.createSGErr != nil {
+		return nil, f.createSGErr
+	}
 	return &ec2.CreateSecurityGroupOutput{GroupId: aws.String("sg-0123456789abcdef0")}, nil
 }
 
@@ -413,6 +434,9 @@ func (f *fakeEC2) DescribeInstances(_ context.Context, in *ec2.DescribeInstances
 		if f.instanceSpotR != "" {
 			inst.SpotInstanceRequestId = aws.String(f.instanceSpotR)
 		}
+		if f.stateReason != "" && st != types.InstanceStateNameRunning && st != types.InstanceStateNamePending {
+			inst.StateReason = &types.StateReason{Code: aws.String(f.stateReason), Message: aws.String(f.stateReason + ": injected")}
+		}
 		if f.spotLifecycle || f.instanceSpotR != "" {
 			inst.InstanceLifecycle = types.InstanceLifecycleTypeSpot
 		}
@@ -447,6 +471,18 @@ func (w *lockedWriter) Write(p []byte) (int, error) {
 	defer w.u.mu.Unlock()
 	return w.u.out.Write(p)
 }
+
+// answer makes Ask (-on-error=ask, -debug) read these lines, as from a
+// terminal.
+func (u *testUI) answer(lines string) {
+	u.Ui.(*packersdk.BasicUi).TTY = &scriptedTTY{r: bufio.NewReader(strings.NewReader(lines))}
+}
+
+// scriptedTTY is a terminal the user types lines into.
+type scriptedTTY struct{ r *bufio.Reader }
+
+func (t *scriptedTTY) ReadString() (string, error) { return t.r.ReadString('\n') }
+func (t *scriptedTTY) Close() error                { return nil }
 
 func (u *testUI) String() string {
 	u.mu.Lock()
@@ -486,6 +522,9 @@ func testState(cfg *Config, client awscommon.EC2API) (*multistep.BasicStateBag, 
 
 func stateErr(state multistep.StateBag) error {
 	if e, ok := state.GetOk("error"); ok {
+		return e.(error)
+	}
+	if e, ok := state.GetOk(stateInterrupted); ok {
 		return e.(error)
 	}
 	return nil

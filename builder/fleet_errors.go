@@ -77,6 +77,8 @@ func (pe poolError) String() string {
 type errRefused struct {
 	lifecycle types.DefaultTargetCapacityType
 	errs      []poolError
+	// requestWide: every pool refused the request alike (requestWide).
+	requestWide bool
 }
 
 func (e *errRefused) Error() string {
@@ -137,7 +139,33 @@ func refusal(lifecycle types.DefaultTargetCapacityType, errs []types.CreateFleet
 		}
 		r.errs = append(r.errs, poolError{pool: p, code: code, message: msg, kind: classify(code, msg, p != nil)})
 	}
+	if requestWide(r.errs) {
+		// Every pool failed alike, for a reason naming no pool: the request
+		// is wrong (a volume smaller than the AMI's snapshot, say), and
+		// leaving pools out would only end in "no pool supported".
+		r.errs = []poolError{{code: r.errs[0].code, message: r.errs[0].message, kind: kindOther}}
+		r.requestWide = true
+	}
 	return r
+}
+
+// requestWide says whether the per-pool errors are one error of the whole
+// request: every entry InvalidParameterValue or InvalidParameterCombination
+// with the same code and message, naming none of the pools' instance types.
+func requestWide(errs []poolError) bool {
+	if len(errs) == 0 {
+		return false
+	}
+	first := errs[0]
+	if first.code != "InvalidParameterValue" && first.code != "InvalidParameterCombination" {
+		return false
+	}
+	for _, pe := range errs {
+		if pe.code != first.code || pe.message != first.message || (pe.pool != nil && strings.Contains(pe.message, pe.pool.instanceType)) {
+			return false
+		}
+	}
+	return true
 }
 
 // matchPool finds the pool an override names, or nil.

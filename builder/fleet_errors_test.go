@@ -215,7 +215,8 @@ func TestLaunchNoSupportedPool(t *testing.T) {
 
 // A CreateFleet whose answer never arrived may have launched an instance:
 // Cleanup finds it by the build id tag (asking again while EC2 does not show
-// it yet) and terminates it, and deletes the fleet it finds.
+// it yet) and terminates it. It does not look for the fleet: DescribeFleets
+// leaves out instant fleets unless their ids are named.
 func TestCleanupFindsInstanceOfLostAnswer(t *testing.T) {
 	f := newFakeEC2()
 	f.createFleet = func(n int, in *ec2.CreateFleetInput) (*ec2.CreateFleetOutput, error) {
@@ -237,9 +238,8 @@ func TestCleanupFindsInstanceOfLostAnswer(t *testing.T) {
 	if len(term) != 1 || !slices.Equal(term[0].InstanceIds, []string{"i-0lost00000000000"}) {
 		t.Fatalf("terminated %v, want the untracked instance\n%s", term, ui)
 	}
-	del := inputsOf[*ec2.DeleteFleetsInput](f, "DeleteFleets")
-	if len(del) != 1 || !slices.Equal(del[0].FleetIds, []string{"fleet-lost"}) {
-		t.Errorf("deleted fleets %v, want only fleet-lost", del)
+	if n := f.count("DescribeFleets") + f.count("DeleteFleets"); n != 0 {
+		t.Errorf("%d DescribeFleets/DeleteFleets calls; an instant fleet cannot be listed and its id never arrived", n)
 	}
 	if f.taggedCalls < 3 {
 		t.Errorf("searched by tag %d times; an instance not visible yet needs another look", f.taggedCalls)
@@ -264,5 +264,44 @@ func TestClientTokensUnique(t *testing.T) {
 			}
 			seen[tok] = true
 		}
+	}
+}
+
+// TestRequestWideError: every pool failing with the same InvalidParameterValue
+// naming no pool is the request's fault: one message, one request, no
+// "unsupported" pools left out.
+func TestRequestWideError(t *testing.T) {
+	const msg = "Volume of size 4GB is smaller than snapshot 'snap-0123', expect size >= 8GB"
+	f := newFakeEC2()
+	f.createFleet = func(n int, in *ec2.CreateFleetInput) (*ec2.CreateFleetOutput, error) {
+		var errs []types.CreateFleetError
+		for _, o := range in.LaunchTemplateConfigs[0].Overrides {
+			errs = append(errs, poolErr(string(o.InstanceType), aws.ToString(o.SubnetId), "InvalidParameterValue", msg))
+		}
+		return &ec2.CreateFleetOutput{FleetId: aws.String("fleet-1"), Errors: errs}, nil
+	}
+	_, state, ui := launchState(t, f, map[string]interface{}{"instance_types": []string{"c7g.2xlarge", "m7g.2xlarge"}})
+	if launch(state) != multistep.ActionHalt {
+		t.Fatal("launch passed")
+	}
+	if n := f.count("CreateFleet"); n != 1 {
+		t.Errorf("CreateFleet calls = %d, want 1: leaving pools out cannot mend the request", n)
+	}
+	err := stateErr(state).Error()
+	for _, want := range []string{"EC2 refused the launch request itself, alike in every pool", msg, "volume_size"} {
+		if !strings.Contains(err, want) {
+			t.Errorf("error %q lacks %q", err, want)
+		}
+	}
+	if strings.Contains(err+ui.String(), "Leaving out") || strings.Contains(err, "any pool") {
+		t.Errorf("the request's error was blamed on the pools:\n%s\n%s", err, ui)
+	}
+	// Messages naming their pool's type stay per pool.
+	r := refusal(types.DefaultTargetCapacityTypeSpot, []types.CreateFleetError{
+		poolErr("c7g.2xlarge", "subnet-a", "InvalidParameterValue", "The instance type c7g.2xlarge is not valid for this request."),
+		poolErr("m7g.2xlarge", "subnet-a", "InvalidParameterValue", "The instance type m7g.2xlarge is not valid for this request."),
+	}, []pool{{instanceType: "c7g.2xlarge", subnetID: "subnet-a"}, {instanceType: "m7g.2xlarge", subnetID: "subnet-a"}})
+	if r.requestWide || r.kind() != kindUnsupported {
+		t.Errorf("per-pool messages taken as request-wide: %+v", r)
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log"
-	"reflect"
 	"strings"
 	"sync"
 	"time"
@@ -24,6 +23,8 @@ const (
 	phaseNixSetup  = "nix setup"
 	phaseBuild     = "build"
 	phaseDownload  = "download"
+	phaseCachePull = "cache pull"
+	phaseCachePush = "cache push"
 	phaseProvision = "provision"
 	phaseCleanup   = "cleanup"
 )
@@ -35,6 +36,10 @@ func payloadPhase(p string) string {
 		return phaseNixSetup
 	case payload.PhaseBuild, payload.PhaseNixpkgs:
 		return phaseBuild
+	case payload.PhaseCachePull:
+		return phaseCachePull
+	case payload.PhaseCachePush:
+		return phaseCachePush
 	default:
 		return phaseDownload
 	}
@@ -154,32 +159,27 @@ func roundDuration(d time.Duration) time.Duration {
 	return d.Round(time.Second)
 }
 
-// phased runs step as part of phase: its Run enters the phase, its Cleanup
-// the cleanup phase.
-type phased struct {
-	phase string
-	multistep.Step
+// Each step enters its phase first thing in Run and the cleanup phase first
+// thing in Cleanup (clockOf(state).enter): steps run unwrapped, so that
+// Packer's runner sees their own types (-debug, -on-error).
+
+// phaseHook is the build's hook with the provision phase marked:
+// commonsteps.StepProvision runs the build block's provisioners through the
+// hook, and the error-cleanup-provisioner as part of the cleanup.
+type phaseHook struct {
+	packersdk.Hook
+	clock *phaseClock
 }
 
-func inPhase(phase string, steps ...multistep.Step) []multistep.Step {
-	out := make([]multistep.Step, len(steps))
-	for i, s := range steps {
-		out[i] = &phased{phase, s}
+func (h *phaseHook) Run(ctx context.Context, name string, ui packersdk.Ui, comm packersdk.Communicator, data interface{}) error {
+	switch name {
+	case packersdk.HookProvision:
+		h.clock.enter(phaseProvision)
+	case packersdk.HookCleanupProvision:
+		h.clock.enter(phaseCleanup)
 	}
-	return out
-}
-
-func (p *phased) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
-	clockOf(state).enter(p.phase)
-	return p.Step.Run(ctx, state)
-}
-
-func (p *phased) Cleanup(state multistep.StateBag) {
-	clockOf(state).enter(phaseCleanup)
-	p.Step.Cleanup(state)
-}
-
-// InnerStepName is the wrapped step's name, which -debug shows.
-func (p *phased) InnerStepName() string {
-	return reflect.Indirect(reflect.ValueOf(p.Step)).Type().Name()
+	if h.Hook == nil {
+		return nil
+	}
+	return h.Hook.Run(ctx, name, ui, comm, data)
 }

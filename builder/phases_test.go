@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
+	"github.com/hashicorp/packer-plugin-sdk/multistep/commonsteps"
+	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
 )
 
 func TestPhaseClock(t *testing.T) {
@@ -51,28 +53,44 @@ func TestPhaseClock(t *testing.T) {
 	nilClock.finish()
 }
 
-// TestStepsInPhases: every step of the pipeline belongs to a phase, and the
-// phases come in the order the documentation gives.
+// TestStepsInPhases: every step of the pipeline enters its phase when it
+// runs and the cleanup phase when it cleans up, the phases come in the order
+// the documentation gives, and no step is wrapped (Packer's runner must see
+// the steps' own types).
 func TestStepsInPhases(t *testing.T) {
-	var order []string
+	b := &Builder{}
 	var all []multistep.Step
-	for _, s := range (&Builder{}).steps() {
+	for _, s := range b.steps() {
 		if a, ok := s.(*stepAttempts); ok {
 			all = append(all, a.newSteps()...)
 			continue
 		}
 		all = append(all, s)
 	}
+	var order []string
 	for _, s := range all {
-		p, ok := s.(*phased)
-		if !ok {
-			t.Fatalf("step %T is in no phase", s)
+		if _, ok := s.(*commonsteps.StepProvision); ok {
+			// It runs the provisioners through the hook, which phaseHook
+			// marks (TestPhaseHook).
+			order = append(order, phaseProvision)
+			continue
 		}
-		if len(order) == 0 || order[len(order)-1] != p.phase {
-			order = append(order, p.phase)
+		if _, ok := s.(multistep.StepWrapper); ok {
+			t.Errorf("step %T wraps another: Packer's runner would not see its type", s)
 		}
-		if p.InnerStepName() == "phased" || p.InnerStepName() == "" {
-			t.Errorf("InnerStepName = %q", p.InnerStepName())
+		state := new(multistep.BasicStateBag) // no config: the step halts after entering its phase
+		c := newPhaseClock(nil)
+		state.Put(statePhases, c)
+		s.Run(context.Background(), state)
+		if c.current == "" {
+			t.Fatalf("step %T enters no phase", s)
+		}
+		if len(order) == 0 || order[len(order)-1] != c.current {
+			order = append(order, c.current)
+		}
+		s.Cleanup(state)
+		if c.current != phaseCleanup {
+			t.Errorf("step %T's Cleanup runs in phase %q, want %q", s, c.current, phaseCleanup)
 		}
 	}
 	want := []string{phasePreflight, phaseLaunch, phaseBoot, phaseNixSetup, phaseProvision}
@@ -86,20 +104,28 @@ func TestStepsInPhases(t *testing.T) {
 	}
 }
 
-// TestPhasedCleanupEntersCleanup: a step's Cleanup counts as the cleanup phase.
-func TestPhasedCleanupEntersCleanup(t *testing.T) {
-	ui := newTestUI()
-	state := new(multistep.BasicStateBag)
-	c := newPhaseClock(ui)
-	state.Put(statePhases, c)
-	s := &phased{phaseLaunch, &stepWaitInstance{}}
-	s.Run(context.Background(), state) // halts: no config, but the phase began
-	s.Cleanup(state)
-	c.finish()
-	ps := c.phases()
-	if len(ps) != 2 || ps[0].Name != phaseLaunch || ps[1].Name != phaseCleanup {
-		t.Errorf("phases = %v", ps)
+// TestPhaseHook: the provisioners run in the provision phase, the
+// error-cleanup-provisioner in the cleanup phase.
+func TestPhaseHook(t *testing.T) {
+	c := newPhaseClock(nil)
+	var seen []string
+	h := &phaseHook{Hook: hookFunc(func(name string) { seen = append(seen, name+"@"+c.current) }), clock: c}
+	for _, name := range []string{packersdk.HookProvision, packersdk.HookCleanupProvision} {
+		if err := h.Run(context.Background(), name, nil, nil, nil); err != nil {
+			t.Fatal(err)
+		}
 	}
+	if got, want := strings.Join(seen, ","), packersdk.HookProvision+"@"+phaseProvision+","+packersdk.HookCleanupProvision+"@"+phaseCleanup; got != want {
+		t.Errorf("hooks ran as %s, want %s", got, want)
+	}
+}
+
+// hookFunc is a packersdk.Hook calling f with the hook's name.
+type hookFunc func(name string)
+
+func (f hookFunc) Run(_ context.Context, name string, _ packersdk.Ui, _ packersdk.Communicator, _ interface{}) error {
+	f(name)
+	return nil
 }
 
 // checkPhaseReport checks a build's output ends with the phase table and the
@@ -116,7 +142,7 @@ func checkPhaseReport(t *testing.T, out string, launched bool) {
 	if table < 0 || cost < table {
 		t.Fatalf("the output does not end with the phase table and the cost report:\n%s", out)
 	}
-	if launched && !regexp.MustCompile(`Cost \(estimate\):\n\s+instance\s+\S+ \S+ in \S+ \(i-[0-9a-f]+\)\n\s+price\s+\$[0-9.]+/hour \(.+\)\n\s+time\s+\S+ .*\n\s+volume\s+\d+ GiB gp3 .*\n\s+total\s+(\$[0-9]+\.[0-9]{4}|less than \$0\.0001)`).MatchString(out[cost:]) {
+	if launched && !regexp.MustCompile(`Cost \(estimate\):\n\s+instance\s+\S+ \S+ in \S+ \(i-[0-9a-f]+\)\n\s+price\s+\$[0-9.]+/hour \(.+\)\n\s+time\s+\S+ .*\n\s+volume\s+\d+ GiB gp3 .*(\n\s+address\s+public IPv4 .*)?\n\s+total\s+(\$[0-9]+\.[0-9]{4}|less than \$0\.0001)`).MatchString(out[cost:]) {
 		t.Errorf("the cost report is incomplete:\n%s", out[cost:])
 	}
 }

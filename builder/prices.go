@@ -20,6 +20,11 @@ const (
 	gp3PerGBMonth = 0.08
 	// hoursPerMonth is the month AWS prorates EBS storage over.
 	hoursPerMonth = 730
+	// publicIPv4PerHour is what an instance's public IPv4 address costs
+	// per hour, since 2024-02-01 (Amazon VPC pricing, "Public IPv4 address";
+	// announced on the AWS Networking & Content Delivery blog, "Identify and
+	// optimize public IPv4 address usage on AWS"), in every region.
+	publicIPv4PerHour = 0.005
 )
 
 // onDemandLarge is the hourly on-demand price of each Graviton family's
@@ -31,7 +36,7 @@ var onDemandLarge = map[string]float64{
 	"c6gn": 0.0864,
 	"c7g":  0.0725,
 	"c7gd": 0.0907,
-	"c7gn": 0.0999,
+	"c7gn": 0.1248, // was 0.0999, the c7gd-like price; c7gn.large is $0.1248 (unconfirmed: not re-read from the AWS page on pricesDate)
 	"c8g":  0.07976,
 	"m6g":  0.077,
 	"m6gd": 0.0904,

@@ -10,6 +10,7 @@ const (
 	stateUI               = "ui"
 	stateHook             = "hook"
 	stateEC2              = "ec2"
+	stateCallerAccount    = "caller_account" // func(context.Context) (string, error): STS in the partition's home region
 	stateBuildID          = "build_id"
 	stateExpires          = "expires"            // string: the ExpiresTag value of this build's resources
 	stateInstanceTypes    = "instance_types"     // []string: the types preflight found offered
@@ -36,6 +37,7 @@ const (
 	stateLifecycle        = "lifecycle"          // string: spot or on-demand
 	stateHost             = "instance_host"      // string: the address SSH connects to
 	stateWatcher          = "interruption_watcher"
+	stateInterrupted      = "interrupted"          // *ErrInterrupted: what ended the current attempt
 	stateTimings          = "timings"              // map[string]time.Duration
 	statePhases           = "phases"               // *phaseClock
 	stateLaunchedAt       = "instance_launched_at" // time.Time

@@ -4,6 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
+	"log"
+	"os"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
@@ -23,6 +28,7 @@ var runPayload = payload.Run
 type stepBuild struct{}
 
 func (s *stepBuild) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
+	clockOf(state).enter(phaseNixSetup)
 	e, err := env(state)
 	if err != nil {
 		return halt(state, err)
@@ -47,11 +53,18 @@ func (s *stepBuild) Run(ctx context.Context, state multistep.StateBag) multistep
 		"build_id":          getString(state, stateBuildID),
 	}
 	started := time.Now()
-	res, err := runPayload(buildCtx, e.ui, comm, &cfg.Config, payload.RunOptions{
+	opts := payload.RunOptions{
 		ManifestExtra: extra,
 		Phase:         func(p string) { clockOf(state).enter(payloadPhase(p)) },
 		SSH:           downloadTarget(cfg, state),
-	})
+	}
+	if cfg.Cache != nil {
+		// The cache uses the build's credentials and region.
+		if ac, err := cfg.AccessConfig.AWSConfig(buildCtx); err == nil {
+			opts.AWS = &ac
+		}
+	}
+	res, err := runPayload(buildCtx, e.ui, comm, &cfg.Config, opts)
 	if ierr := interruption(state); ierr != nil {
 		return halt(state, ierr)
 	}
@@ -76,7 +89,41 @@ func (s *stepBuild) Run(ctx context.Context, state multistep.StateBag) multistep
 	return multistep.ActionContinue
 }
 
-func (s *stepBuild) Cleanup(multistep.StateBag) {}
+// Cleanup removes the image when the build failed after it came home (a
+// provisioner failed, the build was cancelled, or EC2 interrupted the
+// instance): a failed build leaves no image that looks like a good one.
+// -on-error=abort skips it, and keeps the image with the rest.
+func (s *stepBuild) Cleanup(state multistep.StateBag) {
+	clockOf(state).enter(phaseCleanup)
+	res, ok := state.Get(stateResult).(*payload.Result)
+	if !ok || res == nil || !buildFailed(state) {
+		return
+	}
+	files := res.Files
+	if !slices.Contains(files, res.ImagePath) {
+		files = append([]string{res.ImagePath}, files...)
+	}
+	if ui, ok := state.Get(stateUI).(packersdk.Ui); ok {
+		ui.Say(fmt.Sprintf("Removing the image of the failed build: %s", strings.Join(files, ", ")))
+	}
+	for _, f := range files {
+		if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			log.Printf("[WARN] nixos-sd: removing %s: %v", f, err)
+		}
+	}
+	state.Remove(stateResult)
+}
+
+// buildFailed says whether the build (or the current attempt) failed, was
+// cancelled or was interrupted.
+func buildFailed(state multistep.StateBag) bool {
+	for _, k := range []string{"error", multistep.StateHalted, multistep.StateCancelled, stateInterrupted} {
+		if _, ok := state.GetOk(k); ok {
+			return true
+		}
+	}
+	return interruption(state) != nil
+}
 
 // generatedData is what the build tells Packer (build.<Key>) and
 // post-processors (the artifact's "generated_data").

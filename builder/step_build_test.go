@@ -3,6 +3,8 @@ package builder
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -71,6 +73,7 @@ func TestBuildRunsPayloadAndSetsGeneratedData(t *testing.T) {
 
 func TestBuildInterrupted(t *testing.T) {
 	f := newFakeEC2()
+	f.spotLifecycle, f.stateReason = true, reasonSpotTermination
 	f.instanceState = func(n int, id string) types.InstanceStateName {
 		if n >= 2 {
 			return types.InstanceStateNameTerminated
@@ -118,6 +121,7 @@ func TestBuildFailure(t *testing.T) {
 // the spot instance was interrupted, not that SSH failed.
 func TestBuildConnectionLostToInterruption(t *testing.T) {
 	f := newFakeEC2()
+	f.spotLifecycle, f.stateReason = true, reasonSpotTermination
 	f.instanceState = func(int, string) types.InstanceStateName { return types.InstanceStateNameTerminated }
 	stubPayload(t, func(context.Context, *payload.Config, payload.RunOptions) (*payload.Result, error) {
 		return nil, errors.New("the SSH connection dropped while the command ran")
@@ -152,5 +156,33 @@ func TestBuildFailureOnHealthyInstance(t *testing.T) {
 	}
 	if f.count("DescribeInstances") == 0 {
 		t.Error("the instance was not looked at after the failure")
+	}
+}
+
+// TestBuildCleanupRemovesTheImageOfAFailedBuild: an image that came home
+// before the build failed (a provisioner, Ctrl-C, an interruption) is
+// removed with its sums; a successful build's stays.
+func TestBuildCleanupRemovesTheImageOfAFailedBuild(t *testing.T) {
+	for _, failed := range []bool{false, true} {
+		dir := t.TempDir()
+		res := &payload.Result{ImagePath: filepath.Join(dir, "nixos.img")}
+		res.Files = []string{res.ImagePath, res.ImagePath + ".sha256", res.ImagePath + ".json"}
+		for _, f := range res.Files {
+			if err := os.WriteFile(f, []byte("x"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		state, _ := testState(testConfig(t, nil), newFakeEC2())
+		state.Put(stateResult, res)
+		if failed {
+			state.Put("error", errors.New("provisioner failed"))
+		}
+		(&stepBuild{}).Cleanup(state)
+		for _, f := range res.Files {
+			_, err := os.Stat(f)
+			if kept := err == nil; kept == failed {
+				t.Errorf("failed build %v: %s kept %v", failed, f, kept)
+			}
+		}
 	}
 }

@@ -63,7 +63,14 @@ func (s *stepConnect) sshConfig(base func(multistep.StateBag) (*ssh.ClientConfig
 	}
 }
 
+// Cleanup closes the SSH connection.
+func (s *stepConnect) Cleanup(state multistep.StateBag) {
+	clockOf(state).enter(phaseCleanup)
+	s.StepConnect.Cleanup(state)
+}
+
 func (s *stepConnect) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
+	clockOf(state).enter(phaseBoot)
 	pair, ok := state.Get(stateHostKey).(*hostkey.Pair)
 	if !ok || pair == nil {
 		return halt(state, errors.New("internal error: no host key in the build state"))

@@ -276,7 +276,7 @@ func TestCleanupOrder(t *testing.T) {
 			order = append(order, c)
 		}
 	}
-	want := "DescribeInstances DescribeFleets TerminateInstances DescribeInstances DeleteFleets DeleteLaunchTemplate DeleteSecurityGroup"
+	want := "DescribeInstances TerminateInstances DescribeInstances DeleteFleets DeleteLaunchTemplate DeleteSecurityGroup"
 	if got := strings.Join(order, " "); got != want {
 		t.Errorf("cleanup calls = %s\nwant            %s", got, want)
 	}

@@ -20,6 +20,7 @@ type stepHostKey struct {
 }
 
 func (s *stepHostKey) Run(_ context.Context, state multistep.StateBag) multistep.StepAction {
+	clockOf(state).enter(phasePreflight)
 	e, err := env(state)
 	if err != nil {
 		return halt(state, err)
@@ -38,6 +39,7 @@ func (s *stepHostKey) Run(_ context.Context, state multistep.StateBag) multistep
 }
 
 func (s *stepHostKey) Cleanup(state multistep.StateBag) {
+	clockOf(state).enter(phaseCleanup)
 	if s.knownHostsPath == "" {
 		return
 	}

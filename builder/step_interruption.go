@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log"
-	"slices"
 	"sync"
 	"time"
 
@@ -14,15 +13,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
 )
-
-// interruptedCodes are spot request status codes meaning EC2 takes the
-// instance away.
-var interruptedCodes = []string{
-	"instance-terminated-by-price", "marked-for-termination", "instance-terminated-no-capacity",
-	"instance-terminated-capacity-oversubscribed", "instance-terminated-launch-group-constraint",
-	"marked-for-stop", "instance-stopped-by-price", "instance-stopped-no-capacity",
-	"instance-stopped-capacity-oversubscribed", "instance-terminated-by-service",
-}
 
 // ErrInterrupted is the build failing because EC2 took the instance away.
 type ErrInterrupted struct {
@@ -41,18 +31,21 @@ func (e *ErrInterrupted) Error() string {
 }
 
 // interruptionWatcher polls the instance while the build runs and cancels
-// its context, with an *ErrInterrupted cause, when EC2 takes the instance
-// away: the build stops at once instead of waiting on a dead SSH connection.
+// its context when the instance stops or terminates: with an
+// *ErrInterrupted cause when EC2 takes a spot instance back, an
+// *ErrInstanceEnded for any other reason (instance_end.go). The build stops
+// at once instead of waiting on a dead SSH connection.
 type interruptionWatcher struct {
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 	wg     sync.WaitGroup
 	mu     sync.Mutex
-	err    *ErrInterrupted
+	err    error
 }
 
-// Interrupted is the interruption seen, or nil.
-func (w *interruptionWatcher) Interrupted() *ErrInterrupted {
+// Ended is why the instance ended (*ErrInterrupted or *ErrInstanceEnded),
+// or nil.
+func (w *interruptionWatcher) Ended() error {
 	if w == nil {
 		return nil
 	}
@@ -78,6 +71,7 @@ type stepInterruption struct {
 func watchInterval(cfg *Config) time.Duration { return 3 * cfg.PollIntervalDuration() }
 
 func (s *stepInterruption) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
+	clockOf(state).enter(phaseLaunch)
 	e, err := env(state)
 	if err != nil {
 		return halt(state, err)
@@ -108,88 +102,82 @@ func (w *interruptionWatcher) watch(e stepEnv, id string, every time.Duration) {
 			return
 		case <-t.C:
 		}
-		if reason := checkInterruption(w.ctx, e, id, &requestID); reason != "" {
-			ierr := &ErrInterrupted{Reason: reason, InstanceID: id}
+		if err := checkInstanceEnd(w.ctx, e, id, &requestID); err != nil {
 			w.mu.Lock()
-			w.err = ierr
+			w.err = err
 			w.mu.Unlock()
 			// The step that was running reports it (halt), once.
-			log.Printf("[INFO] nixos-sd: %s", ierr)
-			w.cancel(ierr)
+			log.Printf("[INFO] nixos-sd: %s", err)
+			w.cancel(err)
 			return
 		}
 	}
 }
 
-// checkInterruption returns why the instance is gone or going, or "". API
-// errors count as "fine": a transient failure must not end the build.
-// requestID caches the instance's spot request id between calls.
-func checkInterruption(ctx context.Context, e stepEnv, id string, requestID *string) string {
+// checkInstanceEnd returns why the instance is gone or going (see
+// instanceEnd), or nil. API errors count as "fine": a transient failure must
+// not end the build. requestID caches the instance's spot request id
+// between calls.
+func checkInstanceEnd(ctx context.Context, e stepEnv, id string, requestID *string) error {
 	out, err := e.ec2.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{id}})
 	if err != nil {
-		return ""
+		return nil
 	}
 	for _, r := range out.Reservations {
 		for _, inst := range r.Instances {
-			if reason := goneReason(inst); reason != "" {
-				return reason
+			if aws.ToString(inst.InstanceId) != id {
+				continue
 			}
-			if sir := aws.ToString(inst.SpotInstanceRequestId); sir != "" {
-				*requestID = sir
+			status := ""
+			if inst.InstanceLifecycle == types.InstanceLifecycleTypeSpot {
+				status = spotRequestStatus(ctx, e, inst, requestID)
 			}
-			var reqs []types.SpotInstanceRequest
-			switch {
-			case *requestID != "":
-				sout, err := e.ec2.DescribeSpotInstanceRequests(ctx, &ec2.DescribeSpotInstanceRequestsInput{SpotInstanceRequestIds: []string{*requestID}})
-				if err != nil {
-					continue
-				}
-				reqs = sout.SpotInstanceRequests
-			case inst.InstanceLifecycle == types.InstanceLifecycleTypeSpot:
-				// The instance does not name its request (some EC2
-				// emulators): find it among the live requests once.
-				sout, err := e.ec2.DescribeSpotInstanceRequests(ctx, &ec2.DescribeSpotInstanceRequestsInput{
-					Filters: []types.Filter{{Name: aws.String("state"), Values: []string{"open", "active", "disabled"}}},
-				})
-				if err != nil {
-					continue
-				}
-				for _, req := range sout.SpotInstanceRequests {
-					if aws.ToString(req.InstanceId) == id {
-						*requestID = aws.ToString(req.SpotInstanceRequestId)
-						reqs = append(reqs, req)
-					}
-				}
-			}
-			for _, req := range reqs {
-				if req.Status != nil && slices.Contains(interruptedCodes, aws.ToString(req.Status.Code)) {
-					return "spot request " + aws.ToString(req.Status.Code)
-				}
-			}
+			return instanceEnd(inst, status, e.cfg)
 		}
 	}
-	return ""
+	return nil
 }
 
-// goneReason says why the instance is gone or going (shutting down,
-// terminated, stopping or stopped), or "" while it is pending or running.
-func goneReason(inst types.Instance) string {
-	if inst.State == nil {
-		return ""
+// spotRequestStatus is the status code of the spot instance's request, or ""
+// when it cannot be read.
+func spotRequestStatus(ctx context.Context, e stepEnv, inst types.Instance, requestID *string) string {
+	id := aws.ToString(inst.InstanceId)
+	if sir := aws.ToString(inst.SpotInstanceRequestId); sir != "" {
+		*requestID = sir
 	}
-	switch inst.State.Name {
-	case types.InstanceStateNameShuttingDown, types.InstanceStateNameTerminated,
-		types.InstanceStateNameStopping, types.InstanceStateNameStopped:
-		reason := "instance " + string(inst.State.Name)
-		if inst.StateReason != nil && aws.ToString(inst.StateReason.Message) != "" {
-			reason += ": " + aws.ToString(inst.StateReason.Message)
+	var reqs []types.SpotInstanceRequest
+	if *requestID != "" {
+		sout, err := e.ec2.DescribeSpotInstanceRequests(ctx, &ec2.DescribeSpotInstanceRequestsInput{SpotInstanceRequestIds: []string{*requestID}})
+		if err != nil {
+			return ""
 		}
-		return reason
+		reqs = sout.SpotInstanceRequests
+	} else {
+		// The instance does not name its request (some EC2 emulators): find
+		// it among the requests once.
+		sout, err := e.ec2.DescribeSpotInstanceRequests(ctx, &ec2.DescribeSpotInstanceRequestsInput{
+			Filters: []types.Filter{{Name: aws.String("instance-id"), Values: []string{id}}},
+		})
+		if err != nil {
+			return ""
+		}
+		for _, req := range sout.SpotInstanceRequests {
+			if aws.ToString(req.InstanceId) == id {
+				*requestID = aws.ToString(req.SpotInstanceRequestId)
+				reqs = append(reqs, req)
+			}
+		}
+	}
+	for _, req := range reqs {
+		if req.Status != nil {
+			return aws.ToString(req.Status.Code)
+		}
 	}
 	return ""
 }
 
 func (s *stepInterruption) Cleanup(state multistep.StateBag) {
+	clockOf(state).enter(phaseCleanup)
 	if s.watcher != nil {
 		s.watcher.stop()
 	}
@@ -207,21 +195,20 @@ func watchContext(ctx context.Context, state multistep.StateBag) (context.Contex
 	return c, func() { stop(); cancel(nil) }
 }
 
-// interruption is the watcher's *ErrInterrupted, if the instance was taken.
+// interruption is why the watcher saw the instance end (*ErrInterrupted or
+// *ErrInstanceEnded), or nil.
 func interruption(state multistep.StateBag) error {
 	w, ok := state.Get(stateWatcher).(*interruptionWatcher)
 	if !ok {
 		return nil
 	}
-	if ierr := w.Interrupted(); ierr != nil {
-		return ierr
-	}
-	return nil
+	return w.Ended()
 }
 
-// interruptionAfterFailure is the interruption behind a step that failed:
-// the watcher's, or what one more look at the instance finds (see doc.go).
-// It is nil when the build was cancelled (Ctrl-C) or the instance is fine.
+// interruptionAfterFailure is the end of the instance behind a step that
+// failed: the watcher's, or what one more look at the instance finds (see
+// doc.go). It is nil when the build was cancelled (Ctrl-C) or the instance
+// is fine.
 func interruptionAfterFailure(ctx context.Context, e stepEnv, state multistep.StateBag) error {
 	if ierr := interruption(state); ierr != nil {
 		return ierr
@@ -233,8 +220,5 @@ func interruptionAfterFailure(ctx context.Context, e stepEnv, state multistep.St
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	var requestID string
-	if reason := checkInterruption(cctx, e, id, &requestID); reason != "" {
-		return &ErrInterrupted{Reason: reason, InstanceID: id}
-	}
-	return nil
+	return checkInstanceEnd(cctx, e, id, &requestID)
 }

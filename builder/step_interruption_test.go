@@ -15,6 +15,7 @@ import (
 func TestInterruptionCancelsBuild(t *testing.T) {
 	cases := map[string]func(f *fakeEC2){
 		"instance terminated": func(f *fakeEC2) {
+			f.spotLifecycle, f.stateReason = true, reasonSpotTermination
 			f.instanceState = func(n int, id string) types.InstanceStateName {
 				if n >= 3 {
 					return types.InstanceStateNameShuttingDown
@@ -93,5 +94,36 @@ func TestInterruptionQuietWhileRunning(t *testing.T) {
 	time.Sleep(20 * time.Millisecond)
 	if f.count("DescribeInstances") != n {
 		t.Error("the watcher kept polling after cleanup")
+	}
+}
+
+// TestWatcherReportsOtherEnds: an instance someone terminated stops the
+// build too, with an *ErrInstanceEnded (not retried), not an interruption.
+func TestWatcherReportsOtherEnds(t *testing.T) {
+	f := newFakeEC2()
+	f.spotLifecycle, f.stateReason = true, reasonUserShutdown
+	f.instanceState = func(n int, id string) types.InstanceStateName {
+		if n >= 2 {
+			return types.InstanceStateNameTerminated
+		}
+		return types.InstanceStateNameRunning
+	}
+	state, _ := testState(testConfig(t, nil), f)
+	state.Put(stateInstanceID, "i-0123456789abcdef0")
+	s := &stepInterruption{}
+	if s.Run(context.Background(), state) != multistep.ActionContinue {
+		t.Fatal(stateErr(state))
+	}
+	defer s.Cleanup(state)
+	ctx, release := watchContext(context.Background(), state)
+	defer release()
+	select {
+	case <-ctx.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the build context was not cancelled")
+	}
+	var eerr *ErrInstanceEnded
+	if !errors.As(context.Cause(ctx), &eerr) || eerr.Code != reasonUserShutdown {
+		t.Fatalf("cause = %v, want *ErrInstanceEnded with %s", context.Cause(ctx), reasonUserShutdown)
 	}
 }

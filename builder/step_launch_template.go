@@ -28,6 +28,7 @@ import (
 type stepLaunchTemplate struct{}
 
 func (s *stepLaunchTemplate) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
+	clockOf(state).enter(phaseLaunch)
 	e, err := env(state)
 	if err != nil {
 		return halt(state, err)
@@ -42,6 +43,9 @@ func (s *stepLaunchTemplate) Run(ctx context.Context, state multistep.StateBag) 
 	// The security group was created a moment ago: NotFound means not
 	// visible yet.
 	out, err := e.ec2.CreateLaunchTemplate(ctx, &ec2.CreateLaunchTemplateInput{
+		// The SDK's retry of a request whose answer was lost gets the
+		// template the first one made, not InvalidLaunchTemplateName.AlreadyExists.
+		ClientToken:        aws.String(buildID + "-lt"),
 		LaunchTemplateName: aws.String(name),
 		LaunchTemplateData: data,
 		VersionDescription: aws.String("packer-nixos-sd build " + buildID),
@@ -58,6 +62,7 @@ func (s *stepLaunchTemplate) Run(ctx context.Context, state multistep.StateBag) 
 }
 
 func (s *stepLaunchTemplate) Cleanup(state multistep.StateBag) {
+	clockOf(state).enter(phaseCleanup)
 	cleanupResource(state, stateLaunchTemplate, "launch template", deleteLaunchTemplate)
 }
 
@@ -114,6 +119,9 @@ func launchTemplateData(ctx context.Context, e stepEnv, state multistep.StateBag
 			{ResourceType: types.ResourceTypeInstance, Tags: runTags},
 			{ResourceType: types.ResourceTypeVolume, Tags: runTags},
 		},
+	}
+	if cfg.VolumeKMSKeyID != "" {
+		data.BlockDeviceMappings[0].Ebs.KmsKeyId = aws.String(cfg.VolumeKMSKeyID)
 	}
 	groupID := getString(state, stateSecurityGroupID)
 	if cfg.SubnetID != "" {

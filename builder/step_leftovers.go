@@ -14,8 +14,10 @@ import (
 
 // stepLeftovers looks, before anything is created, for resources of earlier
 // nixos-sd builds in the region whose expiry tag has passed (what a killed
-// Packer could not remove): instances, fleets, launch templates and security
-// groups. It lists them with the commands that remove them, and removes them
+// Packer could not remove): instances, launch templates and security groups,
+// found by their tags. Fleets are not looked for: DescribeFleets leaves out
+// fleets of type instant unless their ids are named, and an instant fleet
+// holds nothing once its instances are terminated. It lists them with the commands that remove them, and removes them
 // when cleanup_leftovers is set. It creates nothing; what it removes belongs
 // to no running build.
 type stepLeftovers struct {
@@ -24,6 +26,7 @@ type stepLeftovers struct {
 }
 
 func (s *stepLeftovers) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
+	clockOf(state).enter(phasePreflight)
 	e, err := env(state)
 	if err != nil {
 		return halt(state, err)
@@ -62,8 +65,6 @@ func (s *stepLeftovers) Run(ctx context.Context, state multistep.StateBag) multi
 	for _, l := range found {
 		var err error
 		switch l.kind {
-		case "fleet":
-			deleteFleets(ctx, e, []string{l.id}) // reports what it could not delete
 		case "launch template":
 			err = deleteLaunchTemplate(ctx, e, l.id)
 		case "security group":
@@ -76,7 +77,7 @@ func (s *stepLeftovers) Run(ctx context.Context, state multistep.StateBag) multi
 	return multistep.ActionContinue
 }
 
-func (s *stepLeftovers) Cleanup(multistep.StateBag) {}
+func (s *stepLeftovers) Cleanup(state multistep.StateBag) { clockOf(state).enter(phaseCleanup) }
 
 // findLeftovers lists the resources carrying a build id other than this
 // build's and an expiry before now, in removal order.
@@ -105,18 +106,6 @@ func findLeftovers(ctx context.Context, e stepEnv, buildID string, now time.Time
 		for _, r := range page.Reservations {
 			for _, i := range r.Instances {
 				keep("instance", aws.ToString(i.InstanceId), i.Tags)
-			}
-		}
-	}
-	fp := ec2.NewDescribeFleetsPaginator(e.ec2, &ec2.DescribeFleetsInput{})
-	for fp.HasMorePages() {
-		page, err := fp.NextPage(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("DescribeFleets: %w", err)
-		}
-		for _, f := range page.Fleets {
-			if !strings.HasPrefix(string(f.FleetState), "deleted") {
-				keep("fleet", aws.ToString(f.FleetId), f.Tags)
 			}
 		}
 	}

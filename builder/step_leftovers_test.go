@@ -57,10 +57,9 @@ func TestLeftoversListedWithCommands(t *testing.T) {
 	}
 	out := ui.String()
 	for _, want := range []string{
-		"4 resource(s) of earlier nixos-sd builds in us-east-2 are past their expiry",
+		"3 resource(s) of earlier nixos-sd builds in us-east-2 are past their expiry",
 		"cleanup_leftovers = true",
 		"instance i-0old (build old-build, expired 2026-11-30T08:00:00Z): aws ec2 terminate-instances --region us-east-2 --instance-ids i-0old",
-		"fleet fleet-old (build old-build, expired 2026-11-30T08:00:00Z): aws ec2 delete-fleets --region us-east-2 --fleet-ids fleet-old --terminate-instances",
 		"launch template lt-0old (build old-build, expired 2026-11-30T08:00:00Z): aws ec2 delete-launch-template --region us-east-2 --launch-template-id lt-0old",
 		"security group sg-0old (build old-build, expired 2026-11-30T08:00:00Z): aws ec2 delete-security-group --region us-east-2 --group-id sg-0old",
 	} {
@@ -68,7 +67,10 @@ func TestLeftoversListedWithCommands(t *testing.T) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
 	}
-	for _, not := range []string{"i-0running", "fleet-gone", "fleet-notours", "lt-0mine", "sg-0bad"} {
+	if n := f.count("DescribeFleets"); n != 0 {
+		t.Errorf("%d DescribeFleets calls; leftovers are found by the tags of instances, templates and groups", n)
+	}
+	for _, not := range []string{"i-0running", "fleet-old", "lt-0mine", "sg-0bad"} {
 		if strings.Contains(out, not) {
 			t.Errorf("output names %s, which is not a leftover:\n%s", not, out)
 		}
@@ -83,7 +85,7 @@ func TestLeftoversRemovedWhenAsked(t *testing.T) {
 		t.Fatalf("halted: %v", stateErr(state))
 	}
 	got := strings.Join(mutating(f.Calls()), " ")
-	if want := "TerminateInstances DeleteFleets DeleteLaunchTemplate DeleteSecurityGroup"; got != want {
+	if want := "TerminateInstances DeleteLaunchTemplate DeleteSecurityGroup"; got != want {
 		t.Errorf("calls = %s, want %s\n%s", got, want, ui)
 	}
 	if in := inputsOf[*ec2.TerminateInstancesInput](f, "TerminateInstances"); len(in) != 1 || !slices.Equal(in[0].InstanceIds, []string{"i-0old"}) {

@@ -26,6 +26,7 @@ type pool struct {
 }
 
 func (s *stepNetwork) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
+	clockOf(state).enter(phasePreflight)
 	e, err := env(state)
 	if err != nil {
 		return halt(state, err)
@@ -51,7 +52,7 @@ func (s *stepNetwork) Run(ctx context.Context, state multistep.StateBag) multist
 	return multistep.ActionContinue
 }
 
-func (s *stepNetwork) Cleanup(multistep.StateBag) {}
+func (s *stepNetwork) Cleanup(state multistep.StateBag) { clockOf(state).enter(phaseCleanup) }
 
 // resolveVPC finds the VPC to work in: the subnet's, vpc_id, or the region's
 // default VPC, and whether it is the default one.

@@ -24,6 +24,7 @@ import (
 type stepPreflight struct{}
 
 func (s *stepPreflight) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
+	clockOf(state).enter(phasePreflight)
 	e, err := env(state)
 	if err != nil {
 		return halt(state, err)
@@ -40,7 +41,7 @@ func (s *stepPreflight) Run(ctx context.Context, state multistep.StateBag) multi
 
 func (s *stepPreflight) check(ctx context.Context, e stepEnv, state multistep.StateBag) error {
 	cfg := e.cfg
-	if err := checkRegion(ctx, e); err != nil {
+	if err := checkRegion(ctx, e, state); err != nil {
 		return err
 	}
 	if cfg.AvailabilityZone != "" {
@@ -54,6 +55,9 @@ func (s *stepPreflight) check(ctx context.Context, e stepEnv, state multistep.St
 	}
 	state.Put(stateInstanceTypes, offered)
 	state.Put(stateVCPUs, vcpus)
+	if err := checkSpotPrice(ctx, e, offered); err != nil {
+		return err
+	}
 	if cfg.SourceAMI != "" {
 		root, err := checkSourceAMI(ctx, e)
 		if err != nil {
@@ -66,7 +70,7 @@ func (s *stepPreflight) check(ctx context.Context, e stepEnv, state multistep.St
 	return checkNetwork(ctx, e)
 }
 
-func checkRegion(ctx context.Context, e stepEnv) error {
+func checkRegion(ctx context.Context, e stepEnv, state multistep.StateBag) error {
 	cfg := e.cfg
 	out, err := e.ec2.DescribeRegions(ctx, &ec2.DescribeRegionsInput{AllRegions: aws.Bool(true)})
 	if err != nil {
@@ -77,6 +81,9 @@ func checkRegion(ctx context.Context, e stepEnv) error {
 		var dnsErr *net.DNSError
 		switch {
 		case awscommon.IsCredentialError(code), awscommon.IsPermissionError(code):
+			if err := regionNotEnabled(ctx, e, state, code); err != nil {
+				return err
+			}
 			return fmt.Errorf("AWS rejected the credentials (%v); check your credentials or profile: the profile option or AWS_PROFILE, access_key/secret_key or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, and that the key is active and allowed ec2:Describe*", err)
 		case errors.As(err, &dnsErr):
 			return fmt.Errorf("region: cannot reach EC2 in %q (%v); check the region name (for example \"us-east-2\") or ec2_endpoint", cfg.Region, err)
@@ -98,6 +105,26 @@ func checkRegion(ctx context.Context, e stepEnv) error {
 	}
 	slices.Sort(names)
 	return fmt.Errorf("region: %q is not an EC2 region; use one of: %s", cfg.Region, strings.Join(names, ", "))
+}
+
+// regionNotEnabled tells a region not enabled for the account from wrong
+// credentials: EC2 in such a region answers AuthFailure (or OptInRequired,
+// UnauthorizedOperation) to any call, while STS in the partition's home
+// region still knows the credentials. It is nil when they are wrong too, or
+// when STS cannot be asked.
+func regionNotEnabled(ctx context.Context, e stepEnv, state multistep.StateBag, code string) error {
+	caller, ok := state.Get(stateCallerAccount).(func(context.Context) (string, error))
+	if !ok || caller == nil || code == "UnrecognizedClientException" || code == "InvalidClientTokenId" || code == "SignatureDoesNotMatch" || code == "ExpiredToken" {
+		return nil
+	}
+	account, err := caller(ctx)
+	if err != nil {
+		return nil
+	}
+	region := e.cfg.Region
+	home := awscommon.PartitionHomeRegion(awscommon.Partition(region))
+	return fmt.Errorf("region: %q is not enabled for account %s: EC2 there answered %s, while STS in %s accepts the same credentials. Enable the region with `aws account enable-region --region-name %s` (or in the console: Account > AWS Regions), wait until `aws account get-region-opt-status --region-name %s` says ENABLED, or choose another region",
+		region, account, code, home, region, region)
 }
 
 func checkZone(ctx context.Context, e stepEnv) error {
@@ -285,7 +312,7 @@ func checkNetwork(ctx context.Context, e stepEnv) error {
 	return nil
 }
 
-func (s *stepPreflight) Cleanup(multistep.StateBag) {}
+func (s *stepPreflight) Cleanup(state multistep.StateBag) { clockOf(state).enter(phaseCleanup) }
 
 // joinQuoted is the list as "a", "b", "c".
 func joinQuoted(list []string) string {

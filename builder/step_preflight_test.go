@@ -159,3 +159,45 @@ func TestPreflightDropsUnofferedDefaultTypes(t *testing.T) {
 		t.Errorf("instance types = %s", got)
 	}
 }
+
+// TestRegionNotEnabled: EC2 in a region not enabled for the account answers
+// AuthFailure as it does for wrong credentials; STS in the partition's home
+// region tells the two apart.
+func TestRegionNotEnabled(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		region  string
+		account string
+		stsErr  error
+		want    []string
+	}{
+		{"opt-in region", "ap-east-1", "111122223333", nil, []string{`region: "ap-east-1" is not enabled for account 111122223333`, "AuthFailure", "STS in us-east-1", "aws account enable-region --region-name ap-east-1"}},
+		{"wrong credentials", "ap-east-1", "", apiErr("InvalidClientTokenId", "The security token included in the request is invalid."), []string{"AWS rejected the credentials", "check your credentials or profile"}},
+		{"GovCloud home", "us-gov-east-1", "111122223333", nil, []string{"STS in us-gov-west-1"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f := newFakeEC2()
+			f.regionsErr = apiErr("AuthFailure", "AWS was not able to validate the provided access credentials")
+			opts := map[string]interface{}{"region": c.region}
+			if c.region == "us-gov-east-1" {
+				opts["source_ami"] = "ami-0123456789abcdef0"
+			}
+			cfg := testConfig(t, opts)
+			state, _ := testState(cfg, f)
+			var asked int
+			state.Put(stateCallerAccount, func(context.Context) (string, error) { asked++; return c.account, c.stsErr })
+			if (&stepPreflight{}).Run(context.Background(), state) != multistep.ActionHalt {
+				t.Fatal("preflight passed")
+			}
+			msg := stateErr(state).Error()
+			for _, w := range c.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("%q lacks %q", msg, w)
+				}
+			}
+			if asked != 1 {
+				t.Errorf("STS asked %d times, want 1", asked)
+			}
+		})
+	}
+}

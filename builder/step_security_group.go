@@ -31,6 +31,7 @@ type stepSecurityGroup struct {
 }
 
 func (s *stepSecurityGroup) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
+	clockOf(state).enter(phaseLaunch)
 	e, err := env(state)
 	if err != nil {
 		return halt(state, err)
@@ -77,10 +78,20 @@ func (s *stepSecurityGroup) Run(ctx context.Context, state multistep.StateBag) m
 		VpcId:             aws.String(vpcID),
 		TagSpecifications: []types.TagSpecification{tagSpec(types.ResourceTypeSecurityGroup, resourceTags(cfg, state, nil))},
 	})
-	if err != nil {
+	var groupID string
+	switch {
+	case awscommon.ErrorCode(err) == "InvalidGroup.Duplicate":
+		// CreateSecurityGroup takes no client token: the SDK's retry of a
+		// request whose answer was lost finds the group the first one made.
+		groupID, err = ownGroup(ctx, e, vpcID, name, buildID)
+		if err != nil {
+			return halt(state, fmt.Errorf("creating the temporary security group %s in %s: %w", name, vpcID, err))
+		}
+	case err != nil:
 		return halt(state, fmt.Errorf("creating the temporary security group in %s: %w", vpcID, err))
+	default:
+		groupID = aws.ToString(out.GroupId)
 	}
-	groupID := aws.ToString(out.GroupId)
 	state.Put(stateSecurityGroupID, groupID)
 
 	perm := types.IpPermission{
@@ -104,6 +115,25 @@ func (s *stepSecurityGroup) Run(ctx context.Context, state multistep.StateBag) m
 		return halt(state, fmt.Errorf("allowing SSH (tcp %d from %s) in security group %s: %w", port, strings.Join(cidrs, ", "), groupID, err))
 	}
 	return multistep.ActionContinue
+}
+
+// ownGroup is the id of the group named name in the VPC when this build
+// created it (its build id tag says so): what a CreateSecurityGroup whose
+// answer was lost made before the SDK's retry answered InvalidGroup.Duplicate.
+func ownGroup(ctx context.Context, e stepEnv, vpcID, name, buildID string) (string, error) {
+	out, err := e.ec2.DescribeSecurityGroups(ctx, &ec2.DescribeSecurityGroupsInput{Filters: []types.Filter{
+		{Name: aws.String("vpc-id"), Values: []string{vpcID}},
+		{Name: aws.String("group-name"), Values: []string{name}},
+	}})
+	if err != nil {
+		return "", fmt.Errorf("a group of that name exists and looking it up failed: %w; delete it if no build uses it", err)
+	}
+	for _, g := range out.SecurityGroups {
+		if tagValue(g.Tags, BuildIDTag) == buildID {
+			return aws.ToString(g.GroupId), nil
+		}
+	}
+	return "", fmt.Errorf("a group of that name exists and is not this build's (tag %s); delete it or run the build again", BuildIDTag)
 }
 
 // vpcCIDRs are the VPC's associated IPv4 CIDR blocks.
@@ -165,6 +195,7 @@ func (s *stepSecurityGroup) publicIP(ctx context.Context, url string) (string, e
 }
 
 func (s *stepSecurityGroup) Cleanup(state multistep.StateBag) {
+	clockOf(state).enter(phaseCleanup)
 	cleanupResource(state, stateSecurityGroupID, "security group", deleteSecurityGroup)
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/smithy-go"
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
 )
 
@@ -170,6 +171,37 @@ func TestSecurityGroupPrivateInterfaceAdmitsTheVPC(t *testing.T) {
 		}
 		if hits.Load() != 0 {
 			t.Errorf("%s: asked for the public address, which a connection from inside the VPC does not show", iface)
+		}
+	}
+}
+
+// TestSecurityGroupDuplicateOfOwnLostRequest: CreateSecurityGroup takes no
+// client token, so the SDK's retry of a request whose answer was lost gets
+// InvalidGroup.Duplicate; the group carrying this build's id is this build's
+// and is used, one of another build is not.
+func TestSecurityGroupDuplicateOfOwnLostRequest(t *testing.T) {
+	for _, c := range []struct {
+		owner string
+		ok    bool
+	}{{"0190b1a2-test-build-id", true}, {"another-build", false}} {
+		f := newFakeEC2()
+		f.createSGErr = &smithy.GenericAPIError{Code: "InvalidGroup.Duplicate", Message: "The security group already exists"}
+		f.groups = []types.SecurityGroup{{GroupId: aws.String("sg-0lost0000000000"), Tags: []types.Tag{{Key: aws.String(BuildIDTag), Value: aws.String(c.owner)}}}}
+		cfg := testConfig(t, map[string]interface{}{"ssh_source_cidrs": []string{"192.0.2.0/24"}})
+		state, _ := testState(cfg, f)
+		state.Put(stateVpcID, "vpc-0123456789abcdef0")
+		action := (&stepSecurityGroup{}).Run(context.Background(), state)
+		if !c.ok {
+			if action != multistep.ActionHalt || !strings.Contains(stateErr(state).Error(), "is not this build's") {
+				t.Errorf("another build's group: %v", stateErr(state))
+			}
+			continue
+		}
+		if action != multistep.ActionContinue || getString(state, stateSecurityGroupID) != "sg-0lost0000000000" {
+			t.Fatalf("own group not adopted: %v", stateErr(state))
+		}
+		if in := inputsOf[*ec2.AuthorizeSecurityGroupIngressInput](f, "AuthorizeSecurityGroupIngress"); len(in) != 1 || aws.ToString(in[0].GroupId) != "sg-0lost0000000000" {
+			t.Errorf("ingress %v, want one on the adopted group", in)
 		}
 	}
 }

@@ -19,6 +19,7 @@ var lookupDebianAMI = debianami.Lookup
 type stepSourceAMI struct{}
 
 func (s *stepSourceAMI) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
+	clockOf(state).enter(phasePreflight)
 	e, err := env(state)
 	if err != nil {
 		return halt(state, err)
@@ -50,4 +51,4 @@ func (s *stepSourceAMI) Run(ctx context.Context, state multistep.StateBag) multi
 	return multistep.ActionContinue
 }
 
-func (s *stepSourceAMI) Cleanup(multistep.StateBag) {}
+func (s *stepSourceAMI) Cleanup(state multistep.StateBag) { clockOf(state).enter(phaseCleanup) }

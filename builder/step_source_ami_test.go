@@ -40,7 +40,7 @@ func TestSourceAMILookup(t *testing.T) {
 	q := stubLookup(t, func(q debianami.Query) (*debianami.Image, error) {
 		return &debianami.Image{ID: "ami-0deb1a2b3c4d5e6f7", Name: "debian-12-arm64-20260601-1", RootDeviceName: "/dev/xvda"}, nil
 	})
-	cfg := testConfig(t, map[string]interface{}{"debian_release": "bookworm"})
+	cfg := testConfig(t, map[string]interface{}{"debian_release": "bookworm", "nixpkgs": "nixos-25.05"})
 	state, ui := testState(cfg, newFakeEC2())
 	if (&stepSourceAMI{}).Run(context.Background(), state) != multistep.ActionContinue {
 		t.Fatal(stateErr(state))

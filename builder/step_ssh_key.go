@@ -20,6 +20,7 @@ type stepSSHKey struct {
 }
 
 func (s *stepSSHKey) Run(_ context.Context, state multistep.StateBag) multistep.StepAction {
+	clockOf(state).enter(phasePreflight)
 	e, err := env(state)
 	if err != nil {
 		return halt(state, err)
@@ -65,6 +66,7 @@ func (s *stepSSHKey) Run(_ context.Context, state multistep.StateBag) multistep.
 }
 
 func (s *stepSSHKey) Cleanup(state multistep.StateBag) {
+	clockOf(state).enter(phaseCleanup)
 	if s.debugKeyPath == "" {
 		return
 	}

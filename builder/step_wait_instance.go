@@ -18,6 +18,7 @@ import (
 type stepWaitInstance struct{}
 
 func (s *stepWaitInstance) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
+	clockOf(state).enter(phaseBoot)
 	e, err := env(state)
 	if err != nil {
 		return halt(state, err)
@@ -52,11 +53,12 @@ func (s *stepWaitInstance) Run(ctx context.Context, state multistep.StateBag) mu
 	return multistep.ActionContinue
 }
 
-func (s *stepWaitInstance) Cleanup(multistep.StateBag) {}
+func (s *stepWaitInstance) Cleanup(state multistep.StateBag) { clockOf(state).enter(phaseCleanup) }
 
 // waitRunning waits until the instance runs, polling fast at first (250 ms
 // doubling up to poll_interval), for at most state_timeout. An instance
-// that stops or terminates instead is an *ErrInterrupted.
+// that stops or terminates instead is an *ErrInterrupted or an
+// *ErrInstanceEnded (instanceEnd).
 func waitRunning(ctx context.Context, e stepEnv, id string) (types.Instance, error) {
 	var inst types.Instance
 	var lastErr error
@@ -73,8 +75,8 @@ func waitRunning(ctx context.Context, e stepEnv, id string) (types.Instance, err
 				if aws.ToString(i.InstanceId) != id || i.State == nil {
 					continue
 				}
-				if reason := goneReason(i); reason != "" {
-					return false, &ErrInterrupted{Reason: reason, InstanceID: id}
+				if err := instanceEnd(i, "", e.cfg); err != nil {
+					return false, err
 				}
 				if i.State.Name == types.InstanceStateNameRunning {
 					inst = i
@@ -91,8 +93,9 @@ func waitRunning(ctx context.Context, e stepEnv, id string) (types.Instance, err
 	})
 	_, err := waiter.WaitForOutput(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{id}}, e.cfg.StateTimeoutDuration())
 	var ierr *ErrInterrupted
+	var eerr *ErrInstanceEnded
 	switch {
-	case errors.As(err, &ierr):
+	case errors.As(err, &ierr), errors.As(err, &eerr):
 		return types.Instance{}, err
 	case ctx.Err() != nil:
 		return types.Instance{}, fmt.Errorf("waiting for instance %s: %w", id, context.Cause(ctx))

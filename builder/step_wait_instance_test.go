@@ -3,6 +3,7 @@ package builder
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -29,14 +30,53 @@ func TestWaitRunningPollsUntilRunning(t *testing.T) {
 	}
 }
 
+// TestWaitRunningInstanceGone: an instance that ends while it boots is an
+// interruption only when EC2 took a spot instance back; every other state
+// reason ends the build with its own advice, and an on-demand instance is
+// never interrupted.
 func TestWaitRunningInstanceGone(t *testing.T) {
-	f := newFakeEC2()
-	f.instanceState = func(int, string) types.InstanceStateName { return types.InstanceStateNameTerminated }
-	e := stepEnv{cfg: testConfig(t, nil), ui: newTestUI(), ec2: f}
-	_, err := waitRunning(context.Background(), e, "i-0123456789abcdef0")
-	var ierr *ErrInterrupted
-	if !errors.As(err, &ierr) {
-		t.Fatalf("err = %v, want an interruption", err)
+	cases := []struct {
+		name   string
+		spot   bool
+		reason string
+		want   []string // nil: an *ErrInterrupted
+	}{
+		{"spot reclaimed", true, reasonSpotTermination, nil},
+		{"spot stopped by EC2", true, reasonSpotShutdown, nil},
+		{"spot, no reason yet", true, "", nil},
+		{"KMS key at launch", true, reasonClientInternal, []string{"spot instance i-0123456789abcdef0 is terminated", "Client.InternalError", "KMS key", "aws ec2 get-ebs-default-kms-key-id --region us-east-2", "kms:CreateGrant", "NixosSdEbsKms", "volume_kms_key_id"}},
+		{"volume limit", false, reasonVolumeLimit, []string{"on-demand instance", "EBS volume or storage limit", "volume_size (30 GiB)", "Service Quotas"}},
+		{"capacity at launch", true, reasonNoCapacity, []string{"ran out of capacity", "add instance_types"}},
+		{"shut itself down", true, reasonInstanceShutdown, []string{"powered itself off", "instance_max_lifetime (3h0m0s)", "orphan_timeout (15m0s)"}},
+		{"someone terminated it", true, reasonUserShutdown, []string{"terminated it through the EC2 API", "CloudTrail", "nixos-sd:build-id"}},
+		{"on-demand shut down by the user", false, reasonUserShutdown, []string{"on-demand instance", "CloudTrail"}},
+		{"on-demand with a spot reason", false, reasonSpotTermination, []string{"on-demand instance", "run the build again"}},
+		{"on-demand, no reason", false, "", []string{"EC2 gave no reason"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			f := newFakeEC2()
+			f.spotLifecycle, f.stateReason = c.spot, c.reason
+			f.instanceState = func(int, string) types.InstanceStateName { return types.InstanceStateNameTerminated }
+			e := stepEnv{cfg: testConfig(t, nil), ui: newTestUI(), ec2: f}
+			_, err := waitRunning(context.Background(), e, "i-0123456789abcdef0")
+			var ierr *ErrInterrupted
+			var eerr *ErrInstanceEnded
+			if c.want == nil {
+				if !errors.As(err, &ierr) {
+					t.Fatalf("err = %v, want an interruption", err)
+				}
+				return
+			}
+			if !errors.As(err, &eerr) {
+				t.Fatalf("err = %v, want *ErrInstanceEnded", err)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("%q lacks %q", err, w)
+				}
+			}
+		})
 	}
 }
 

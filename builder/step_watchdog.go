@@ -64,6 +64,7 @@ type stepWatchdog struct {
 }
 
 func (s *stepWatchdog) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
+	clockOf(state).enter(phaseBoot)
 	e, err := env(state)
 	if err != nil {
 		return halt(state, err)
@@ -115,7 +116,8 @@ func (s *stepWatchdog) Run(ctx context.Context, state multistep.StateBag) multis
 	return multistep.ActionContinue
 }
 
-func (s *stepWatchdog) Cleanup(multistep.StateBag) {
+func (s *stepWatchdog) Cleanup(state multistep.StateBag) {
+	clockOf(state).enter(phaseCleanup)
 	if s.cancel != nil {
 		s.cancel()
 		s.done.Wait()

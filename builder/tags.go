@@ -2,9 +2,12 @@ package builder
 
 import (
 	"cmp"
+	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
@@ -45,4 +48,52 @@ func expiry(cfg *Config, start time.Time) string {
 
 func tagSpec(rt types.ResourceType, tags []types.Tag) types.TagSpecification {
 	return types.TagSpecification{ResourceType: rt, Tags: tags}
+}
+
+// EC2's tag limits (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/Using_Tags.html):
+// 50 tags per resource, keys of 1 to 128 characters, values of at most 256,
+// and keys beginning with aws: reserved.
+const (
+	maxTags        = 50
+	maxTagKeyLen   = 128
+	maxTagValueLen = 256
+)
+
+// checkTags checks tags and run_tags against EC2's limits, counting the tags
+// the plugin adds (Name unless set, the build id and the expiry) to the
+// instance's, which carries both maps.
+func checkTags(tags, runTags map[string]string) []error {
+	var errs []error
+	for _, opt := range []struct {
+		name string
+		m    map[string]string
+	}{{"tags", tags}, {"run_tags", runTags}} {
+		for _, k := range slices.Sorted(maps.Keys(opt.m)) {
+			v := opt.m[k]
+			switch {
+			case strings.TrimSpace(k) == "":
+				errs = append(errs, fmt.Errorf("%s: a tag has an empty key; EC2 needs 1 to %d characters, so name it or remove it", opt.name, maxTagKeyLen))
+			case utf8.RuneCountInString(k) > maxTagKeyLen:
+				errs = append(errs, fmt.Errorf("%s: the key %q has %d characters; EC2 allows at most %d; use a shorter one", opt.name, k, utf8.RuneCountInString(k), maxTagKeyLen))
+			case strings.HasPrefix(strings.ToLower(k), "aws:"):
+				errs = append(errs, fmt.Errorf("%s: %q uses the reserved aws: prefix; rename the tag", opt.name, k))
+			case k == BuildIDTag || k == ExpiresTag:
+				errs = append(errs, fmt.Errorf("%s: %q is set by the plugin; remove it", opt.name, k))
+			}
+			if n := utf8.RuneCountInString(v); n > maxTagValueLen {
+				errs = append(errs, fmt.Errorf("%s: the value of %q has %d characters; EC2 allows at most %d; use a shorter one", opt.name, k, n, maxTagValueLen))
+			}
+		}
+	}
+	keys := map[string]bool{"Name": true, BuildIDTag: true, ExpiresTag: true}
+	for k := range tags {
+		keys[k] = true
+	}
+	for k := range runTags {
+		keys[k] = true
+	}
+	if len(keys) > maxTags {
+		errs = append(errs, fmt.Errorf("tags and run_tags: the instance would carry %d tags (yours, plus Name unless you set it, %s and %s that the plugin adds); EC2 allows %d per resource, so remove %d", len(keys), BuildIDTag, ExpiresTag, maxTags, len(keys)-maxTags))
+	}
+	return errs
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -21,12 +20,15 @@ var liveInstanceStates = []string{"pending", "running", "stopping", "stopped"}
 // ago may not show in a filtered DescribeInstances yet.
 var errNoneFound = errors.New("no instance with the build id tag yet")
 
-// findByBuildID lists the live instances and fleets carrying the build id
-// that are not among the known ones: a request whose answer never arrived
-// (Ctrl-C or a dropped connection during CreateFleet) launched them. When
-// lost is set (the last CreateFleet answer never came) an empty result is
-// asked again a few times, since EC2 is eventually consistent.
-func findByBuildID(ctx context.Context, e stepEnv, buildID string, knownIDs, knownFleets []string, lost bool) (ids, fleets []string, err error) {
+// findByBuildID lists the live instances carrying the build id that are not
+// among the known ones: a request whose answer never arrived (Ctrl-C or a
+// dropped connection during CreateFleet) launched them. When lost is set
+// (the last CreateFleet answer never came) an empty result is asked again a
+// few times, since EC2 is eventually consistent. Fleets are not searched:
+// DescribeFleets leaves out fleets of type instant unless their ids are
+// named (EC2 API reference), and an instant fleet holds nothing once its
+// instances are gone.
+func findByBuildID(ctx context.Context, e stepEnv, buildID string, knownIDs []string, lost bool) (ids []string, err error) {
 	tries := 1
 	if lost {
 		tries = 4
@@ -50,18 +52,9 @@ func findByBuildID(ctx context.Context, e stepEnv, buildID string, knownIDs, kno
 		err = nil
 	}
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	all, err := fleetsByBuildID(ctx, e, buildID)
-	if err != nil {
-		return ids, nil, err
-	}
-	for _, f := range all {
-		if !slices.Contains(knownFleets, f) {
-			fleets = append(fleets, f)
-		}
-	}
-	return ids, fleets, nil
+	return ids, nil
 }
 
 // instancesByBuildID lists the live instances tagged with the build id.
@@ -80,26 +73,6 @@ func instancesByBuildID(ctx context.Context, e stepEnv, buildID string) ([]strin
 			for _, inst := range r.Instances {
 				ids = append(ids, aws.ToString(inst.InstanceId))
 			}
-		}
-	}
-	return ids, nil
-}
-
-// fleetsByBuildID lists the fleets tagged with the build id that are not
-// deleted. DescribeFleets has no tag filter: the tags are matched here.
-func fleetsByBuildID(ctx context.Context, e stepEnv, buildID string) ([]string, error) {
-	var ids []string
-	pages := ec2.NewDescribeFleetsPaginator(e.ec2, &ec2.DescribeFleetsInput{})
-	for pages.HasMorePages() {
-		out, err := pages.NextPage(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("DescribeFleets: %w", err)
-		}
-		for _, f := range out.Fleets {
-			if strings.HasPrefix(string(f.FleetState), "deleted") || tagValue(f.Tags, BuildIDTag) != buildID {
-				continue
-			}
-			ids = append(ids, aws.ToString(f.FleetId))
 		}
 	}
 	return ids, nil

@@ -35,7 +35,9 @@ type Config struct {
 	IncludeDeprecated bool `mapstructure:"include_deprecated" required:"false"`
 	// The accounts whose images to consider: 12-digit account ids, or `self`,
 	// `amazon`, `aws-marketplace`. Defaults to Debian's official account,
-	// `["136693071363"]`.
+	// `["136693071363"]`, in the `aws` partition; in the China (`cn-*`) and
+	// GovCloud (`us-gov-*`) regions, where the plugin knows no Debian
+	// account, it is required.
 	Owners []string `mapstructure:"owners" required:"false"`
 	// Extra DescribeImages filters, name to value, for example
 	// `{ "virtualization-type" = "hvm" }`. They narrow the search; the release,
@@ -98,7 +100,12 @@ func (d *Datasource) Configure(raws ...interface{}) error {
 		errs = packersdk.MultiErrorAppend(errs, fmt.Errorf("architecture: %w", err))
 	}
 	if len(d.config.Owners) == 0 {
-		d.config.Owners = []string{debianami.DebianOwner}
+		part := awscommon.Partition(d.config.Region)
+		if owner, ok := debianami.OwnerIn(part); ok {
+			d.config.Owners = []string{owner}
+		} else if d.config.Region != "" {
+			errs = packersdk.MultiErrorAppend(errs, debianami.NoOwnerError("owners", d.config.Region, part))
+		}
 	} else if err := debianami.ValidateOwners(d.config.Owners); err != nil {
 		errs = packersdk.MultiErrorAppend(errs, fmt.Errorf("owners: %w", err))
 	}

@@ -49,7 +49,7 @@ const bldPluginBlock = `packer {
 
 // bldConnection is the source attributes that reach the next test bed host:
 // ssh_host (and ssh_port unless 22) and public_ip_url.
-func bldConnection(t *testing.T, tb *testbed.Testbed) string {
+func bldConnection(t testing.TB, tb *testbed.Testbed) string {
 	t.Helper()
 	host, port := tb.NextSSHEndpoint()
 	if host == "" {
@@ -65,7 +65,7 @@ func bldConnection(t *testing.T, tb *testbed.Testbed) string {
 // bldTemplate is a template with one nixos-sd source called name in
 // bldRegion reaching the next test bed host, with extra attributes, and a
 // build of it.
-func bldTemplate(t *testing.T, tb *testbed.Testbed, name, extra string) string {
+func bldTemplate(t testing.TB, tb *testbed.Testbed, name, extra string) string {
 	t.Helper()
 	return fmt.Sprintf(`%s
 source "nixos-sd" %q {
@@ -95,7 +95,7 @@ var buildReport = regexp.MustCompile(`(?m)^==> nixos-sd\.\S+: Phases:\n(.*: +\S.
 
 // checkBuildReport checks that a build the builder ran (its output names the
 // build) shows one line per phase and ends with the phase and cost report.
-func checkBuildReport(t *testing.T, out string) {
+func checkBuildReport(t testing.TB, out string) {
 	t.Helper()
 	if !strings.Contains(out, "==> nixos-sd.") {
 		return // packer rejected the template before the builder ran
@@ -245,6 +245,7 @@ type bgPacker struct {
 	out  *lockedBuffer
 	done chan struct{}
 	err  error
+	keys io.WriteCloser // the terminal's keyboard (startPackerOnTerminal)
 }
 
 // startPacker starts `packer build -color=false <extra> .` in dir against
@@ -332,27 +333,43 @@ func (p *bgPacker) waitFor(within time.Duration, cond func() bool) bool {
 	return false
 }
 
-// bldSlowNix replaces a host's stand-in nix with one whose build never ends
-// by itself; it touches state/slow-nix-started when the build starts.
-const bldSlowNix = `#!/bin/bash
-if [ "${1:-}" = --version ]; then echo "nix (Nix) 2.28.3"; exit 0; fi
+// slowNix takes the place of a host's stand-in nix: every command but a
+// build goes to the stand-in (saved as nix.real), and a build never ends by
+// itself; it records starting and being stopped in the host's state dir.
+const slowNix = `#!/bin/bash
+case " $* " in
+*" build "*) ;;
+*) NIXOS_SD_STANDIN_PROG=nix exec "$(dirname "$(readlink -f "$0")")/nix.real" "$@" ;;
+esac
+trap 'echo stopped >/var/lib/nixos-sd-standin/slow-nix-term; exit 143' TERM
 echo "building '/nix/store/0000-slow-sd-image.drv'..." >&2
 touch /var/lib/nixos-sd-standin/slow-nix-started
 sleep 600 &
 wait
 `
 
-// slowBuildHost waits for the build's host to come up, makes its nix slow and
-// waits until the build runs there. It returns the host (its instance id is
-// h.ID) or fails the test.
+// useSlowNix makes the builds of the host in hostDir slow (slowNix) and
+// returns the paths of its started and stopped markers.
+func useSlowNix(t *testing.T, hostDir string) (started, stopped string) {
+	t.Helper()
+	nix := filepath.Join(hostDir, "bin", "nix")
+	if err := os.Rename(nix, nix+".real"); err != nil {
+		t.Fatalf("keeping the stand-in nix: %v", err)
+	}
+	if err := os.WriteFile(nix, []byte(slowNix), 0o755); err != nil {
+		t.Fatalf("installing the slow nix: %v", err)
+	}
+	return filepath.Join(hostDir, "state", "slow-nix-started"), filepath.Join(hostDir, "state", "slow-nix-term")
+}
+
+// slowBuildHost waits for the build's host to come up, makes its nix builds
+// slow and waits until the build runs there. It returns the host (its
+// instance id is h.ID) or fails the test.
 func slowBuildHost(t *testing.T, tb *testbed.Testbed, p *bgPacker) *testbed.Host {
 	t.Helper()
 	h := firstHost(t, tb, p)
-	if err := os.WriteFile(filepath.Join(h.Dir, "bin", "nix"), []byte(bldSlowNix), 0o755); err != nil {
-		t.Fatalf("installing the slow nix: %v", err)
-	}
-	started := filepath.Join(h.Dir, "state", "slow-nix-started")
-	if !p.waitFor(2*time.Minute, func() bool { _, err := os.Stat(started); return err == nil }) {
+	started, _ := useSlowNix(t, h.Dir)
+	if !p.waitFor(3*time.Minute, func() bool { _, err := os.Stat(started); return err == nil }) {
 		t.Fatalf("the build never started nix on host %s", h.ID)
 	}
 	return h
@@ -366,7 +383,7 @@ func motoCtx(t *testing.T) context.Context {
 }
 
 // readManifest reads the manifest beside an image.
-func readManifest(t *testing.T, image string) map[string]any {
+func readManifest(t testing.TB, image string) map[string]any {
 	t.Helper()
 	b, err := os.ReadFile(image + ".json")
 	if err != nil {

@@ -11,13 +11,13 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"gopkg.in/yaml.v3"
 
+	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/payload"
 	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/testbed"
 )
 
@@ -289,6 +289,47 @@ func checkBuildIDTags(t *testing.T, tb *testbed.Testbed) {
 	}
 }
 
+// demoMaxLines is the most a build of the example may print before its phase
+// table and cost report (make demo runs the example).
+const demoMaxLines = 60
+
+// checkQuietOutput: the build's output up to the phase table is at most
+// demoMaxLines lines, holds no package-manager noise, names the build log,
+// and the log in out holds everything the instance printed: apt-get's and
+// Nix's output.
+func checkQuietOutput(t *testing.T, output, out string) {
+	t.Helper()
+	before, _, found := strings.Cut(output, "Phases:")
+	if !found {
+		t.Fatalf("the output has no phase table:\n%s", output)
+	}
+	lines := strings.Split(strings.TrimRight(before, "\n "), "\n")
+	if len(lines) > demoMaxLines {
+		t.Errorf("the build printed %d lines before its phase table, want at most %d:\n%s", len(lines), demoMaxLines, before)
+	}
+	logFile := filepath.Join(out, payload.BuildLogName)
+	for _, noise := range []string{"Unpacking ", "Setting up ", "Get:", "Reading package lists"} {
+		if strings.Contains(before, noise) {
+			t.Errorf("the output shows apt-get's %q lines; they belong in %s", noise, logFile)
+		}
+	}
+	for _, want := range []string{"Everything the build host prints goes to " + filepath.Join(filepath.Base(out), payload.BuildLogName), "installed from Debian's packages in ", "nix: building "} {
+		if !strings.Contains(before, want) {
+			t.Errorf("the output lacks %q:\n%s", want, before)
+		}
+	}
+	log, err := os.ReadFile(logFile)
+	if err != nil {
+		t.Fatalf("the build log: %v", err)
+	}
+	for _, want := range []string{"==> ", "build.sh ensure-nix", "Setting up nix-bin", "nixos-sd: installed ", "building '/nix/store/"} {
+		if !strings.Contains(string(log), want) {
+			t.Errorf("the build log lacks %q:\n%s", want, log)
+		}
+	}
+	t.Logf("the build printed %d lines before its phase table; the log holds %d", len(lines), strings.Count(string(log), "\n"))
+}
+
 // TestBuilderExample: the checked-in example builds in a chosen region and
 // zone; the fleet is offered only that zone's subnets, and the manifest
 // post-processor lists the image.
@@ -309,6 +350,13 @@ func TestBuilderExample(t *testing.T) {
 	}
 	image := filepath.Join(dir, "output-rpi", bldImageName)
 	checkBuiltImage(t, image)
+	checkQuietOutput(t, out, filepath.Join(dir, "output-rpi"))
+
+	// The template's hostname reaches the nixos_config through the plugin's
+	// module, which the manifest shows.
+	if m := readManifest(t, image); !strings.Contains(fmt.Sprint(m["plugin_module"]), `networking.hostName = lib.mkForce "rpi";`) || m["hostname"] != "rpi" {
+		t.Errorf("the manifest's plugin_module %q (hostname %v) does not set the template's hostname", m["plugin_module"], m["hostname"])
+	}
 
 	// The fleet names only subnets of eu-west-1b.
 	fleet := onlyCall(t, tb, "CreateFleet")
@@ -465,252 +513,3 @@ const bldFailingConfig = `{ ... }: {
   networking.hostName = "broken";
 }
 `
-
-// TestBuilderBuildFailure: a failing nix build fails the Packer build with
-// nix's own error, leaves no image behind and cleans everything up.
-func TestBuilderBuildFailure(t *testing.T) {
-	tb := startTestbed(t, testbed.Options{})
-	dir := t.TempDir()
-	writeTemplate(t, dir, "configuration.nix", bldFailingConfig)
-	writeTemplate(t, dir, "build.pkr.hcl", bldTemplate(t, tb, "broken", `  nixos_config = "${path.root}/configuration.nix"`))
-	out, code := bldBuild(t, tb, dir)
-	if code == 0 {
-		t.Fatalf("packer build succeeded although nix failed:\n%s", out)
-	}
-	flat := normalizeSpace(out)
-	for _, want := range []string{
-		"building the NixOS SD image on instance i-",
-		"error: builder for '/nix/store/",
-		"failed with exit code 1",
-		"Terminating instance",
-	} {
-		if !strings.Contains(flat, want) {
-			t.Errorf("packer's output lacks %q:\n%s", want, out)
-		}
-	}
-	if _, err := os.Stat(filepath.Join(dir, "output-broken", bldImageName)); !os.IsNotExist(err) {
-		t.Errorf("a failed build left the image file (%v); entries: %q", err, dirEntries(t, filepath.Join(dir, "output-broken")))
-	}
-	for _, action := range []string{"TerminateInstances", "DeleteFleets", "DeleteLaunchTemplate", "DeleteSecurityGroup"} {
-		if len(tb.Proxy().CallsOf(action)) == 0 {
-			t.Errorf("the failed build's cleanup made no %s call", action)
-		}
-	}
-	if strings.Contains(out, "The artifacts of successful builds are") {
-		t.Errorf("packer lists an artifact of the failed build:\n%s", out)
-	}
-}
-
-// TestBuilderPreflightFailures: names that look right but do not exist in
-// the region fail before anything is created, naming the option.
-func TestBuilderPreflightFailures(t *testing.T) {
-	tb := startTestbed(t, testbed.Options{})
-	cases := []struct {
-		name, extra string
-		want        []string
-		noCalls     bool // refused before any EC2 call (by packer's own validation)
-	}{
-		{"instance type", `  instance_types = ["c7g.huge"]`, []string{"instance_types", `"c7g.huge"`}, false},
-		{"zone", `  availability_zone = "us-east-2z"`, []string{"availability_zone", `"us-east-2z"`, "us-east-2a"}, false},
-		{"source AMI", `  source_ami = "ami-0123456789abcdef0"`, []string{"source_ami", `"ami-0123456789abcdef0"`, "does not exist"}, false},
-		{"x86 type", `  instance_types = ["c5.2xlarge"]`, []string{"instance_types", `"c5.2xlarge"`, "AArch64"}, true},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			tb.Proxy().ResetCalls()
-			dir := t.TempDir()
-			writeTemplate(t, dir, "build.pkr.hcl", bldTemplate(t, tb, "bad", tc.extra))
-			out, code := bldBuild(t, tb, dir)
-			if code == 0 {
-				t.Fatalf("packer build succeeded:\n%s", out)
-			}
-			flat := normalizeSpace(out)
-			for _, w := range tc.want {
-				if !strings.Contains(flat, w) {
-					t.Errorf("packer's output lacks %q:\n%s", w, out)
-				}
-			}
-			if m := tb.Proxy().MutatingCalls(); len(m) > 0 {
-				t.Errorf("the build made %d changing EC2 call(s) before failing:\n%s", len(m), tb.Proxy().Summary())
-			}
-			calls := tb.Proxy().Calls()
-			if tc.noCalls && len(calls) > 0 {
-				t.Errorf("packer's validation should refuse this before any EC2 call; calls:\n%s", tb.Proxy().Summary())
-			}
-			if !tc.noCalls && len(calls) == 0 {
-				t.Errorf("no EC2 call at all: preflight did not run")
-			}
-			if _, err := os.Stat(filepath.Join(dir, "output-bad")); !os.IsNotExist(err) {
-				t.Errorf("a refused build made its output directory (%v)", err)
-			}
-		})
-	}
-}
-
-// TestBuilderSpotInterruption: EC2 takes the instance away while nix builds;
-// the build stops soon, says the spot instance was interrupted, and cleans up.
-func TestBuilderSpotInterruption(t *testing.T) {
-	tb := startTestbed(t, testbed.Options{})
-	dir := t.TempDir()
-	writeTemplate(t, dir, "build.pkr.hcl", bldTemplate(t, tb, "spot", "  poll_interval = \"1s\"\n  spot_retries  = 0\n"))
-	p := startPacker(t, tb, dir)
-	h := slowBuildHost(t, tb, p)
-
-	// EC2 reclaims the instance (straight to moto: not the plugin's call).
-	if _, err := tb.MotoClient(bldRegion).TerminateInstances(motoCtx(t), &ec2.TerminateInstancesInput{InstanceIds: []string{h.ID}}); err != nil {
-		t.Fatalf("terminating %s in moto: %v", h.ID, err)
-	}
-	out, code, ended := p.wait(60 * time.Second)
-	if !ended {
-		t.Fatalf("packer was still running 60 s after the instance was terminated:\n%s", out)
-	}
-	if code == 0 {
-		t.Fatalf("packer build succeeded although its instance was terminated:\n%s", out)
-	}
-	checkBuildReport(t, out)
-	flat := normalizeSpace(out)
-	for _, want := range []string{"the spot instance was interrupted by EC2", "on_demand_fallback = true"} {
-		if !strings.Contains(flat, want) {
-			t.Errorf("packer's output lacks %q:\n%s", want, out)
-		}
-	}
-	if got := dirEntries(t, filepath.Join(dir, "output-spot")); len(got) != 0 {
-		t.Errorf("an interrupted build left %q in the output directory", got)
-	}
-}
-
-// TestBuilderCtrlC: Ctrl-C while nix builds stops Packer, which terminates
-// the instance and deletes everything it made.
-func TestBuilderCtrlC(t *testing.T) {
-	tb := startTestbed(t, testbed.Options{})
-	dir := t.TempDir()
-	writeTemplate(t, dir, "build.pkr.hcl", bldTemplate(t, tb, "ctrlc", ""))
-	p := startPacker(t, tb, dir)
-	h := slowBuildHost(t, tb, p)
-
-	// The host let the build in with the temporary key of the user data,
-	// the only key the build delivered (it imports no key pair).
-	ud := userDataOf(t, onlyCall(t, tb, "CreateLaunchTemplate"))
-	var m []string
-	if keys := cloudConfigOf(t, ud).SSHAuthorizedKeys; len(keys) == 1 {
-		m = regexp.MustCompile(`^(ssh-ed25519 [A-Za-z0-9+/=]+)`).FindStringSubmatch(keys[0])
-	}
-	if m == nil {
-		t.Fatalf("no ed25519 key in the user data:\n%s", ud)
-	}
-	if keys, err := os.ReadFile(filepath.Join(h.Dir, "home", ".ssh", "authorized_keys")); err != nil || !strings.Contains(string(keys), m[1]) {
-		t.Errorf("the host's authorized_keys (%v) lacks the user data's key %s:\n%s", err, m[1], keys)
-	}
-	if n := len(tb.Proxy().CallsOf("ImportKeyPair")) + len(tb.Proxy().CallsOf("CreateKeyPair")); n > 0 {
-		t.Errorf("the build made %d EC2 key pair(s); the key goes in user data only", n)
-	}
-
-	if err := p.interrupt(); err != nil {
-		t.Fatal(err)
-	}
-	out, code, ended := p.wait(2 * time.Minute)
-	if !ended {
-		t.Fatalf("packer was still running 2 minutes after Ctrl-C:\n%s", out)
-	}
-	if code == 0 {
-		t.Fatalf("packer exited 0 after Ctrl-C:\n%s", out)
-	}
-	checkBuildReport(t, out)
-	if want := "Terminating instance " + h.ID; !strings.Contains(out, want) {
-		t.Errorf("packer's output lacks %q:\n%s", want, out)
-	}
-	terminated := false
-	for _, c := range tb.Proxy().CallsOf("TerminateInstances") {
-		if c.Params["InstanceId.1"] == h.ID && c.Status == 200 {
-			terminated = true
-		}
-	}
-	if !terminated {
-		t.Errorf("no successful TerminateInstances call for %s:\n%s", h.ID, tb.Proxy().Summary())
-	}
-	if got := dirEntries(t, filepath.Join(dir, "output-ctrlc")); len(got) != 0 {
-		t.Errorf("an interrupted build left %q in the output directory", got)
-	}
-}
-
-// TestBuilderNoCapacity: when no spot pool has capacity the build fails and
-// says what to change, or, with on_demand_fallback, launches on-demand.
-func TestBuilderNoCapacity(t *testing.T) {
-	tb := startTestbed(t, testbed.Options{})
-	const extra = `  instance_types = ["c7g.2xlarge", "m7g.2xlarge"]
-  poll_interval  = "200ms"
-`
-
-	t.Run("no fallback", func(t *testing.T) {
-		tb.Proxy().ResetCalls()
-		tb.Proxy().ClearRules()
-		// As EC2 answers an instant fleet: HTTP 200, an error per pool.
-		tb.Proxy().AddRule(testbed.Rule{Action: "CreateFleet", PoolErrors: []testbed.PoolError{{ErrorCode: "InsufficientInstanceCapacity", Message: "There is no Spot capacity available that matches your request."}}})
-		defer tb.Proxy().ClearRules()
-		dir := t.TempDir()
-		writeTemplate(t, dir, "build.pkr.hcl", bldTemplate(t, tb, "nocap", extra+"  on_demand_fallback = false\n"))
-		out, code := bldBuild(t, tb, dir)
-		if code == 0 {
-			t.Fatalf("packer build succeeded without capacity:\n%s", out)
-		}
-		flat := normalizeSpace(out)
-		for _, want := range []string{"no spot capacity for c7g.2xlarge, m7g.2xlarge", "add more instance_types", "availability_zone", "on_demand_fallback = true"} {
-			if !strings.Contains(flat, want) {
-				t.Errorf("packer's output lacks %q:\n%s", want, out)
-			}
-		}
-		fleets := tb.Proxy().CallsOf("CreateFleet")
-		if len(fleets) == 0 {
-			t.Fatalf("no CreateFleet call")
-		}
-		for _, c := range fleets {
-			if got := c.Params["TargetCapacitySpecification.DefaultTargetCapacityType"]; got != "spot" {
-				t.Errorf("CreateFleet #%d asks for %q capacity without on_demand_fallback", c.Seq, got)
-			}
-		}
-		if len(tb.Proxy().CallsOf("DeleteLaunchTemplate")) == 0 || len(tb.Proxy().CallsOf("DeleteSecurityGroup")) == 0 {
-			t.Errorf("the launch template or the security group was not deleted:\n%s", tb.Proxy().Summary())
-		}
-		checkNoLeaks(t, tb)
-	})
-
-	t.Run("on-demand fallback", func(t *testing.T) {
-		tb.Proxy().ResetCalls()
-		tb.Proxy().ClearRules()
-		// Every spot attempt fails (stepFleet makes 3), the on-demand one is answered by moto.
-		for n := 1; n <= 3; n++ {
-			tb.Proxy().AddRule(testbed.Rule{Action: "CreateFleet", Nth: n, PoolErrors: []testbed.PoolError{{ErrorCode: "InsufficientInstanceCapacity"}}})
-		}
-		defer tb.Proxy().ClearRules()
-		dir := t.TempDir()
-		writeTemplate(t, dir, "build.pkr.hcl", bldTemplate(t, tb, "ondemand", extra+"  on_demand_fallback = true\n"))
-		out, code := bldBuild(t, tb, dir)
-		if code != 0 {
-			t.Fatalf("packer build exited %d:\n%s", code, out)
-		}
-		checkBuiltImage(t, filepath.Join(dir, "output-ondemand", bldImageName))
-		if !strings.Contains(out, "falling back to on-demand") || !strings.Contains(out, "Launched on-demand instance") {
-			t.Errorf("packer's output does not say it fell back to on-demand:\n%s", out)
-		}
-		fleets := tb.Proxy().CallsOf("CreateFleet")
-		if len(fleets) != 4 {
-			t.Fatalf("%d CreateFleet calls, want 3 spot and 1 on-demand:\n%s", len(fleets), tb.Proxy().Summary())
-		}
-		for i, c := range fleets {
-			want := "spot"
-			if i == 3 {
-				want = "on-demand"
-			}
-			if got := c.Params["TargetCapacitySpecification.DefaultTargetCapacityType"]; got != want {
-				t.Errorf("CreateFleet #%d asks for %q capacity, want %q", i+1, got, want)
-			}
-		}
-		last := fleets[3]
-		if last.Params["TargetCapacitySpecification.OnDemandTargetCapacity"] != "1" || last.Params["SpotOptions.AllocationStrategy"] != "" {
-			t.Errorf("the on-demand request is not an on-demand request:\n%s", formatParams(last))
-		}
-		if last.Status != 200 {
-			t.Errorf("the on-demand CreateFleet was answered %d %s", last.Status, last.ErrorCode)
-		}
-	})
-}

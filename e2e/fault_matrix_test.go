@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -44,17 +45,27 @@ type scenario struct {
 	extra string            // source attributes
 	files map[string]string // files beside the template
 	args  []string          // extra packer build arguments
-	rules []testbed.Rule
+	build string            // provisioners of the build block
+	// terminal runs Packer on a terminal whose keys during presses
+	// (p.keys): Packer asks nothing without one.
+	terminal bool
+	rules    []testbed.Rule
 	// during, when set, runs while Packer builds (Packer runs in the
 	// background); it may interrupt Packer, terminate the instance, ...
 	during func(t *testing.T, tb *testbed.Testbed, p *bgPacker)
 	want   outcome
-	// output are texts Packer's output must hold (white space collapsed).
-	output []string
+	// output are texts Packer's output must hold (white space collapsed);
+	// absent texts it must not.
+	output, absent []string
+	// called are EC2 actions the plugin must have called successfully (a
+	// failed build's cleanup, mostly).
+	called []string
 	// check looks at the proxy's record or EC2 after the build.
 	check func(t *testing.T, tb *testbed.Testbed, out string)
 	// after runs before the leak check (a later build, the user's removal).
 	after func(t *testing.T, tb *testbed.Testbed, dir, out string)
+	// region is the source's region; empty = bldRegion.
+	region string
 }
 
 // mxTypes are the instance types of every matrix build: two types in the
@@ -102,19 +113,32 @@ func runScenario(t *testing.T, tb *testbed.Testbed, sc scenario) {
 	for f, content := range sc.files {
 		writeTemplate(t, dir, f, content)
 	}
-	writeTemplate(t, dir, "build.pkr.hcl", netTemplate(tb, name, mxTypes+sc.extra))
+	sources := fmt.Sprintf("  sources = [\"source.nixos-sd.%s\"]\n", name)
+	tmpl := strings.Replace(netTemplate(tb, name, mxAttributes(sc.extra)), sources, sources+sc.build, 1)
+	if sc.region != "" {
+		tmpl = strings.Replace(tmpl, fmt.Sprintf("region        = %q", bldRegion), fmt.Sprintf("region        = %q", sc.region), 1)
+	}
+	writeTemplate(t, dir, "build.pkr.hcl", tmpl)
 	var out string
 	var code int
 	if sc.during == nil {
 		out, code = bldBuild(t, tb, dir, sc.args...)
 	} else {
-		bp := startPackerArgs(t, tb, dir, sc.args...)
+		var bp *bgPacker
+		if sc.terminal {
+			bp = startPackerOnTerminal(t, tb, dir, sc.args...)
+		} else {
+			bp = startPackerArgs(t, tb, dir, sc.args...)
+		}
 		sc.during(t, tb, bp)
 		var ended bool
 		out, code, ended = bp.wait(4 * time.Minute)
 		if !ended {
 			t.Fatalf("packer still ran 4 minutes into the scenario:\n%s", out)
 		}
+		// A terminal ends its lines with a carriage return too.
+		out = strings.ReplaceAll(out, "\r\n", "\n")
+		checkBuildReport(t, out)
 	}
 	flat := normalizeSpace(out)
 	image := filepath.Join(dir, "output-"+name, bldImageName)
@@ -123,8 +147,16 @@ func runScenario(t *testing.T, tb *testbed.Testbed, sc scenario) {
 		if code == 0 {
 			t.Errorf("packer build succeeded; the scenario expects it to fail")
 		}
-		if _, err := os.Stat(image); err == nil {
-			t.Errorf("a failed build left the image %s", image)
+		// -on-error=abort and run-cleanup-provisioner keep what the build
+		// made, the image too.
+		keeps := slices.Contains(sc.args, "-on-error=abort") || slices.Contains(sc.args, "-on-error=run-cleanup-provisioner")
+		// A failed build leaves only its log (payload.BuildLogName).
+		got := slices.DeleteFunc(dirEntries(t, filepath.Dir(image)), func(n string) bool { return n == "nixos-sd-build.log" })
+		if len(got) > 0 && !keeps {
+			t.Errorf("a failed build left %q in its output directory", got)
+		}
+		if strings.Contains(out, "The artifacts of successful builds are") {
+			t.Errorf("packer lists an artifact of the failed build")
 		}
 	default:
 		if code != 0 {
@@ -148,6 +180,20 @@ func runScenario(t *testing.T, tb *testbed.Testbed, sc scenario) {
 			t.Errorf("packer's output lacks %q", w)
 		}
 	}
+	for _, w := range sc.absent {
+		if strings.Contains(flat, normalizeSpace(w)) {
+			t.Errorf("packer's output holds %q", w)
+		}
+	}
+	for _, action := range sc.called {
+		ok := false
+		for _, c := range pluginCalls(tb, action) {
+			ok = ok || c.Status == 200
+		}
+		if !ok {
+			t.Errorf("the build made no successful %s call", action)
+		}
+	}
 	if sc.check != nil {
 		sc.check(t, tb, out)
 	}
@@ -159,6 +205,20 @@ func runScenario(t *testing.T, tb *testbed.Testbed, sc scenario) {
 	if t.Failed() {
 		t.Logf("packer output (exit %d):\n%s\nEC2 calls:\n%s", code, out, p.Summary())
 	}
+}
+
+// mxAttributes are the source attributes of a row: mxTypes, less those the
+// row's extra sets itself.
+func mxAttributes(extra string) string {
+	var b strings.Builder
+	for _, line := range strings.SplitAfter(mxTypes, "\n") {
+		name, _, _ := strings.Cut(strings.TrimSpace(line), " ")
+		if name == "" || regexp.MustCompile(`(?m)^\s*`+regexp.QuoteMeta(name)+`\s*=`).MatchString(extra) {
+			continue
+		}
+		b.WriteString(line)
+	}
+	return b.String() + extra + "\n"
 }
 
 // startPackerArgs is startPacker with extra packer build arguments.
@@ -262,11 +322,12 @@ func firstHost(t *testing.T, tb *testbed.Testbed, p *bgPacker) *testbed.Host {
 }
 
 // reclaim terminates the instance as EC2 does when it takes a spot instance
-// back (straight to moto: not the plugin's call).
+// back: state reason Server.SpotInstanceTermination, spot request status
+// instance-terminated-no-capacity (straight to moto: not the plugin's call).
 func reclaim(t *testing.T, tb *testbed.Testbed, id string) {
 	t.Helper()
-	if _, err := tb.MotoClient(bldRegion).TerminateInstances(motoCtx(t), &ec2.TerminateInstancesInput{InstanceIds: []string{id}}); err != nil {
-		t.Fatalf("terminating %s in moto: %v", id, err)
+	if err := tb.Interrupt(motoCtx(t), bldRegion, id); err != nil {
+		t.Fatalf("interrupting %s in moto: %v", id, err)
 	}
 }
 
@@ -329,15 +390,7 @@ func expireLeftovers(t *testing.T, tb *testbed.Testbed) []string {
 			ids = append(ids, aws.ToString(i.InstanceId))
 		}
 	}
-	fl, err := c.DescribeFleets(ctx, &ec2.DescribeFleetsInput{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range fl.Fleets {
-		if !strings.HasPrefix(string(f.FleetState), "deleted") {
-			ids = append(ids, aws.ToString(f.FleetId))
-		}
-	}
+	// No fleets: the build's are instant ones, which AWS lists only by id.
 	lt, err := c.DescribeLaunchTemplates(ctx, &ec2.DescribeLaunchTemplatesInput{})
 	if err != nil {
 		t.Fatal(err)
@@ -439,9 +492,9 @@ func faultMatrix() []scenario {
 	term := func(action string) func(*testing.T, *testbed.Testbed, string) {
 		return callCount(action, func(n int) bool { return n >= 2 }, "a failed call and its retry")
 	}
-	return []scenario{
+	return append([]scenario{
 		// --- An error from each EC2 call the builder makes. ---
-		{name: "DescribeRegions refused", rules: []testbed.Rule{failAlways("DescribeRegions", "AuthFailure")},
+		{name: "DescribeRegions refused", rules: []testbed.Rule{failAlways("DescribeRegions", "AuthFailure"), failAlways("GetCallerIdentity", "InvalidClientTokenId")},
 			want: failedSayingSo, output: []string{"AWS rejected the credentials", "check your credentials or profile"}, check: noCreates},
 		{name: "DescribeInstanceTypes refused", rules: []testbed.Rule{failAlways("DescribeInstanceTypes", "UnauthorizedOperation")},
 			want: failedSayingSo, output: []string{"instance_types: DescribeInstanceTypes failed", "UnauthorizedOperation"}, check: noCreates},
@@ -455,6 +508,15 @@ func faultMatrix() []scenario {
 			want: failedSayingSo, output: []string{"UnauthorizedOperation"}, check: noCreates},
 		{name: "DescribeSubnets refused", rules: []testbed.Rule{failAlways("DescribeSubnets", "UnauthorizedOperation")},
 			want: failedSayingSo, output: []string{"UnauthorizedOperation"}, check: noCreates},
+		// --- Names that look right but the region does not know. ---
+		{name: "instance type unknown in the region", extra: `  instance_types = ["c7g.huge"]`,
+			want: failedSayingSo, output: []string{"instance_types", `"c7g.huge"`}, after: refusedBeforeCreating(true)},
+		{name: "availability zone unknown in the region", extra: `  availability_zone = "us-east-2z"`,
+			want: failedSayingSo, output: []string{"availability_zone", `"us-east-2z"`, "us-east-2a"}, after: refusedBeforeCreating(true)},
+		{name: "source AMI unknown in the region", extra: `  source_ami = "ami-0123456789abcdef0"`,
+			want: failedSayingSo, output: []string{"source_ami", `"ami-0123456789abcdef0"`, "does not exist"}, after: refusedBeforeCreating(true)},
+		{name: "x86 instance type", extra: `  instance_types = ["c5.2xlarge"]`,
+			want: failedSayingSo, output: []string{"instance_types", `"c5.2xlarge"`, "AArch64"}, after: refusedBeforeCreating(false)},
 		{name: "leftover search refused", rules: []testbed.Rule{failAlways("DescribeLaunchTemplates", "UnauthorizedOperation")},
 			want: succeeded, output: []string{"Warning: could not look for leftovers of earlier builds"}},
 		{name: "leftover group search refused", rules: []testbed.Rule{failAlways("DescribeSecurityGroups", "UnauthorizedOperation")},
@@ -496,7 +558,7 @@ func faultMatrix() []scenario {
 			want: succeeded, check: term("DeleteSecurityGroup")},
 		{name: "DescribeSpotInstanceRequests refused", rules: []testbed.Rule{failAlways("DescribeSpotInstanceRequests", "UnauthorizedOperation")},
 			want: succeeded, check: callCount("DescribeSpotInstanceRequests", func(n int) bool { return n > 0 }, "some (the interruption watcher's)")},
-		{name: "DescribeFleets fails at cleanup", rules: []testbed.Rule{failAlways("DescribeFleets", "UnauthorizedOperation")},
+		{name: "instance search by tag fails at cleanup", rules: []testbed.Rule{{Action: "DescribeInstances", HasParam: "Filter.1.Name", After: "CreateFleet", ErrorCode: "UnauthorizedOperation"}},
 			want: succeeded, output: []string{"Could not look for instances launched by this build", "aws ec2 describe-instances"}},
 
 		// --- Throttling and 5xx: the SDK's retryer. ---
@@ -513,12 +575,20 @@ func faultMatrix() []scenario {
 			want: failedSayingSo, output: []string{"RequestLimitExceeded"}, check: noCreates},
 
 		// --- Per-pool fleet errors, mixed across pools. ---
-		{name: "capacity in one type: the other pool", rules: []testbed.Rule{{Action: "CreateFleet", Nth: 1, PoolErrors: []testbed.PoolError{poolErr("c7g.2xlarge", capacity)}}},
+		{name: "capacity in one type: the other pool", rules: []testbed.Rule{{Action: "CreateFleet", PoolErrors: []testbed.PoolError{poolErr("c7g.2xlarge", capacity)}}},
 			want: movedPool, check: func(t *testing.T, tb *testbed.Testbed, out string) {
 				if got := launchedLine(out); got != "spot m7g.2xlarge" {
 					t.Errorf("launched %q, want spot m7g.2xlarge (the pool with capacity)", got)
 				}
+				if n := len(pluginCalls(tb, "CreateFleet")); n != 1 {
+					t.Errorf("%d CreateFleet calls, want 1: the fleet itself picks the pool that works", n)
+				}
 			}},
+		{name: "odd pool error beside no capacity", rules: []testbed.Rule{{Action: "CreateFleet", Nth: 1, PoolErrors: []testbed.PoolError{poolErr("m7g.2xlarge", "InvalidParameterValue"), poolErr("", capacity)}}},
+			// One odd pool must not hide the others' lack of capacity: that
+			// is worth another request, not a refusal.
+			want: succeeded, output: []string{"InvalidParameterValue"},
+			check: callCount("CreateFleet", func(n int) bool { return n == 2 }, "2 (the refusal, then the retry)")},
 		{name: "unsupported in one type, capacity short in the other", rules: []testbed.Rule{{Action: "CreateFleet", Nth: 1, PoolErrors: []testbed.PoolError{poolErr("c7g.2xlarge", "Unsupported"), poolErr("m7g.2xlarge", capacity)}}},
 			want: movedPool, output: []string{"Leaving out", "No spot capacity"}, check: func(t *testing.T, tb *testbed.Testbed, out string) {
 				calls := pluginCalls(tb, "CreateFleet")
@@ -538,20 +608,34 @@ func faultMatrix() []scenario {
 				}
 			}},
 		{name: "spot vCPU quota", rules: []testbed.Rule{{Action: "CreateFleet", PoolErrors: []testbed.PoolError{poolErr("", "VcpuLimitExceeded")}}},
-			want: failedSayingSo, output: []string{`"All Standard (A, C, D, H, I, M, R, T, Z) Spot Instance Requests"`, "Service Quotas", "L-34B43A08", "--desired-value 8", "on_demand_fallback = true"},
+			want: failedSayingSo, output: []string{"VcpuLimitExceeded", `"All Standard (A, C, D, H, I, M, R, T, Z) Spot Instance Requests"`, "Service Quotas", "L-34B43A08", "--desired-value 8", "on_demand_fallback = true"},
 			check: callCount("CreateFleet", func(n int) bool { return n == 1 }, "1: a quota is not retried")},
 		{name: "spot count quota, on-demand fallback", extra: "  on_demand_fallback = true\n", rules: []testbed.Rule{{Action: "CreateFleet", Nth: 1, PoolErrors: []testbed.PoolError{poolErr("", "MaxSpotInstanceCountExceeded")}}},
-			want: fellBack, output: []string{"All Standard (A, C, D, H, I, M, R, T, Z) Spot Instance Requests"},
-			check: callCount("CreateFleet", func(n int) bool { return n == 2 }, "one spot and one on-demand request")},
+			want: fellBack, output: []string{"quota", "All Standard (A, C, D, H, I, M, R, T, Z) Spot Instance Requests"},
+			check: fleetLifecycles("spot", "on-demand")},
 		{name: "quota in one type, unsupported in the other", rules: []testbed.Rule{{Action: "CreateFleet", PoolErrors: []testbed.PoolError{poolErr("c7g.2xlarge", "MaxSpotInstanceCountExceeded"), poolErr("m7g.2xlarge", "Unsupported")}}},
 			want: failedSayingSo, output: []string{"quota", "Service Quotas"}},
 		{name: "no capacity anywhere, on-demand fallback", extra: "  on_demand_fallback = true\n", rules: []testbed.Rule{
 			{Action: "CreateFleet", Nth: 1, PoolErrors: []testbed.PoolError{poolErr("c7g.2xlarge", capacity), poolErr("m7g.2xlarge", "InvalidParameterValue")}},
 			{Action: "CreateFleet", Nth: 2, PoolErrors: []testbed.PoolError{poolErr("", capacity)}},
 			{Action: "CreateFleet", Nth: 3, ErrorCode: capacity},
-		}, want: fellBack, check: callCount("CreateFleet", func(n int) bool { return n == 4 }, "3 spot and 1 on-demand")},
-		{name: "no capacity anywhere, no fallback", rules: []testbed.Rule{{Action: "CreateFleet", PoolErrors: []testbed.PoolError{poolErr("", capacity)}}},
-			want: failedSayingSo, output: []string{"no spot capacity for c7g.2xlarge, m7g.2xlarge", "add more instance_types", "on_demand_fallback = true"}},
+		}, want: fellBack, check: func(t *testing.T, tb *testbed.Testbed, out string) {
+			fleetLifecycles("spot", "spot", "spot", "on-demand")(t, tb, out)
+			calls := pluginCalls(tb, "CreateFleet")
+			if len(calls) != 4 {
+				return
+			}
+			last := calls[3]
+			if last.Params["TargetCapacitySpecification.OnDemandTargetCapacity"] != "1" || last.Params["SpotOptions.AllocationStrategy"] != "" {
+				t.Errorf("the on-demand request is not an on-demand request:\n%s", formatParams(last))
+			}
+			if last.Status != 200 {
+				t.Errorf("the on-demand CreateFleet was answered %d %s", last.Status, last.ErrorCode)
+			}
+		}},
+		{name: "no capacity anywhere, no fallback", extra: "  on_demand_fallback = false\n", rules: []testbed.Rule{{Action: "CreateFleet", PoolErrors: []testbed.PoolError{{ErrorCode: capacity, Message: "There is no Spot capacity available that matches your request."}}}},
+			want: failedSayingSo, output: []string{"no spot capacity for c7g.2xlarge, m7g.2xlarge", "add more instance_types", "availability_zone", "on_demand_fallback = true"},
+			called: []string{"DeleteLaunchTemplate", "DeleteSecurityGroup"}, check: fleetLifecycles("spot", "spot", "spot")},
 		{name: "no pool supported", rules: []testbed.Rule{{Action: "CreateFleet", PoolErrors: []testbed.PoolError{poolErr("", "Unsupported")}}},
 			want: failedSayingSo, output: []string{"cannot launch the instance in any pool", "instance_types"}},
 
@@ -563,6 +647,31 @@ func faultMatrix() []scenario {
 		{name: "launch template not visible yet", rules: []testbed.Rule{{Action: "CreateLaunchTemplate", NotFoundCalls: 2}},
 			want: succeeded, check: notFoundAnswered},
 
+		{name: "group, template and instance not visible yet", rules: []testbed.Rule{
+			{Action: "CreateSecurityGroup", NotFoundCalls: 2}, {Action: "CreateLaunchTemplate", NotFoundCalls: 2}, {Action: "CreateFleet", NotFoundCalls: 2},
+		}, want: succeeded, check: func(t *testing.T, tb *testbed.Testbed, _ string) {
+			hidden := tb.Proxy().Hidden()
+			if len(hidden) < 3 {
+				t.Fatalf("the proxy hid %v, want a group, a template and an instance", hidden)
+			}
+			for _, id := range hidden {
+				if n := tb.Proxy().NotFoundAnswers(id); n != 2 {
+					t.Errorf("%s answered NotFound %d times, want 2 (the build named it less often than that)", id, n)
+				}
+			}
+		}},
+		// Invisible for 3 s; the build gives up waiting after 2 s; cleanup
+		// must still terminate the instance, not take its NotFound for
+		// "already gone" (it retries NotFound for about 10 polls).
+		{name: "instance invisible past state_timeout", extra: "  poll_interval = \"1s\"\n  state_timeout = \"2s\"\n",
+			rules: []testbed.Rule{{Action: "CreateFleet", NotFoundFor: 3 * time.Second}},
+			want:  failedSayingSo, absent: []string{"Could not delete"}, check: func(t *testing.T, tb *testbed.Testbed, _ string) {
+				terms := pluginCalls(tb, "TerminateInstances")
+				if len(terms) == 0 || terms[len(terms)-1].Status != 200 {
+					t.Errorf("the instance was never terminated (TerminateInstances calls %d):\n%s", len(terms), tb.Proxy().Summary())
+				}
+			}},
+
 		// --- Answers that never arrive. ---
 		{name: "CreateFleet answer lost", rules: []testbed.Rule{{Action: "CreateFleet", Nth: 1, DropAnswer: true}},
 			want: succeeded, check: func(t *testing.T, tb *testbed.Testbed, out string) {
@@ -570,13 +679,15 @@ func faultMatrix() []scenario {
 				if len(calls) != 2 || calls[0].Params["ClientToken"] != calls[1].Params["ClientToken"] {
 					t.Errorf("want the SDK's retry of the lost request with the same client token; got %d CreateFleet calls", len(calls))
 				}
+				onlyOneInstance(t, tb, calls)
 			}},
 
 		// --- SSH, the remote build, the download. ---
 		{name: "SSH never answers", extra: "  ssh_source_cidrs = [\"203.0.113.0/24\"]\n  ssh_timeout = \"10s\"\n",
 			want: failedSayingSo, output: []string{"Timeout waiting for SSH", "the security group admits SSH to", "only from 203.0.113.0/24", "ssh_source_cidrs", "Terminating instance"}},
 		{name: "remote build fails", extra: "  nixos_config = \"${path.root}/configuration.nix\"\n", files: failingConfig,
-			want: failedSayingSo, output: []string{"error: builder for '/nix/store/", "Terminating instance"}},
+			want: failedSayingSo, output: []string{"building the NixOS SD image on instance i-", "error: builder for '/nix/store/", "failed with exit code 1", "Terminating instance"},
+			called: []string{"TerminateInstances", "DeleteFleets", "DeleteLaunchTemplate", "DeleteSecurityGroup"}},
 		{name: "download drops", during: func(t *testing.T, tb *testbed.Testbed, p *bgPacker) {
 			h := firstHost(t, tb, p)
 			hostScript(t, h, "dd", dropDD)
@@ -606,8 +717,22 @@ func faultMatrix() []scenario {
 				sigint(t, p)
 			},
 			want: failedSayingSo, output: []string{"Terminating instance"}},
-		{name: "SIGINT during the build", during: func(t *testing.T, tb *testbed.Testbed, p *bgPacker) { slowBuildHost(t, tb, p); sigint(t, p) },
-			want: failedSayingSo, output: []string{"Terminating instance"}},
+		{name: "SIGINT during the build", during: func(t *testing.T, tb *testbed.Testbed, p *bgPacker) {
+			h := slowBuildHost(t, tb, p)
+			checkLoginKeyOnly(t, tb, h)
+			sigint(t, p)
+			out, _, _ := p.wait(2 * time.Minute)
+			if !strings.Contains(out, "Terminating instance "+h.ID) {
+				t.Errorf("packer's output does not say it terminates %s", h.ID)
+			}
+			terminated := false
+			for _, c := range pluginCalls(tb, "TerminateInstances") {
+				terminated = terminated || (c.Params["InstanceId.1"] == h.ID && c.Status == 200)
+			}
+			if !terminated {
+				t.Errorf("no successful TerminateInstances call for %s", h.ID)
+			}
+		}, want: failedSayingSo, output: []string{"Terminating instance"}},
 		{name: "SIGINT during the download", during: func(t *testing.T, tb *testbed.Testbed, p *bgPacker) {
 			h := firstHost(t, tb, p)
 			hostScript(t, h, "dd", slowDD)
@@ -644,13 +769,44 @@ func faultMatrix() []scenario {
 		{name: "spot interruption, no retries left", extra: "  spot_retries = 0\n", during: func(t *testing.T, tb *testbed.Testbed, p *bgPacker) {
 			h := slowBuildHost(t, tb, p)
 			reclaim(t, tb, h.ID)
+			if _, _, ended := p.wait(60 * time.Second); !ended {
+				t.Errorf("packer was still running 60 s after the instance was terminated")
+			}
 		}, want: failedSayingSo, output: []string{"the spot instance was interrupted by EC2", "raise spot_retries", "on_demand_fallback = true"}},
+
+		// --- Packer's -on-error modes and -debug, with a failing provisioner. ---
+		{name: "provisioner fails", build: failingProvisioners,
+			want: failedSayingSo, output: []string{provisionerFailed, "Running the cleanup provisioner", "Removing the image of the failed build", "Terminating instance"},
+			after: markerWritten(true)},
+		{name: "provisioner fails, on-error=run-cleanup-provisioner", args: []string{"-on-error=run-cleanup-provisioner"}, build: failingProvisioners,
+			want: failedSayingSo, output: []string{provisionerFailed, "Running the cleanup provisioner", "-on-error=run-cleanup-provisioner: the build left 4 resource(s)"},
+			after: keptAndListed(true)},
+		{name: "provisioner fails, on-error=abort", args: []string{"-on-error=abort"}, build: failingProvisioners,
+			want: failedSayingSo, output: []string{provisionerFailed, "-on-error=abort: the build left 4 resource(s)"},
+			after: keptAndListed(false)},
+		{name: "provisioner fails under -debug", args: []string{"-debug"}, build: failingProvisioners, terminal: true,
+			during: func(t *testing.T, tb *testbed.Testbed, p *bgPacker) {
+				answerDebugPauses(t, p, map[string]func(){
+					"Pausing after run of step 'stepLaunchTemplate'": func() {
+						if n := len(pluginCalls(tb, "CreateFleet")); n > 0 {
+							t.Errorf("the fleet was requested (%d CreateFleet calls) while -debug paused before it", n)
+						}
+					},
+					"Pausing after run of step 'stepWatchdog'": func() {
+						if strings.Contains(p.out.String(), "Uploading the build script") {
+							t.Errorf("the build step ran while -debug paused before it")
+						}
+					},
+				})
+			},
+			want: failedSayingSo, output: []string{"Pausing after run of step 'stepFleet'", "Pausing after run of step 'stepBuild'", provisionerFailed, "Running the cleanup provisioner", "Terminating instance"},
+			after: markerWritten(true)},
 
 		// --- -on-error=abort keeps what it made and says how to remove it. ---
 		{name: "on-error=abort keeps and lists", args: []string{"-on-error=abort"}, extra: "  nixos_config = \"${path.root}/configuration.nix\"\n", files: failingConfig,
 			want: failedSayingSo, output: []string{"-on-error=abort: the build left 4 resource(s)", "aws ec2 terminate-instances", "aws ec2 delete-security-group"},
 			after: removeAsPrinted},
-	}
+	}, awsScenarios()...)
 }
 
 // notFoundAnswered checks the proxy did answer NotFound for what it hid.
@@ -723,5 +879,64 @@ func removeAsPrinted(t *testing.T, tb *testbed.Testbed, _ string, out string) {
 			}
 			time.Sleep(500 * time.Millisecond)
 		}
+	}
+}
+
+// fleetLifecycles checks the plugin's CreateFleet calls asked for these
+// capacity types, in order.
+func fleetLifecycles(want ...string) func(*testing.T, *testbed.Testbed, string) {
+	return func(t *testing.T, tb *testbed.Testbed, _ string) {
+		t.Helper()
+		calls := pluginCalls(tb, "CreateFleet")
+		var got []string
+		for _, c := range calls {
+			got = append(got, c.Params["TargetCapacitySpecification.DefaultTargetCapacityType"])
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("CreateFleet calls asked for %v capacity, want %v:\n%s", got, want, tb.Proxy().Summary())
+		}
+	}
+}
+
+// refusedBeforeCreating checks a build refused in preflight (calls: after
+// Describe* calls; else by Packer's validation, before any EC2 call) changed
+// nothing in EC2 and made no output directory.
+func refusedBeforeCreating(calls bool) func(t *testing.T, tb *testbed.Testbed, dir, out string) {
+	return func(t *testing.T, tb *testbed.Testbed, dir, _ string) {
+		t.Helper()
+		if m := tb.Proxy().MutatingCalls(); len(m) > 0 {
+			t.Errorf("the build made %d changing EC2 call(s) before failing:\n%s", len(m), tb.Proxy().Summary())
+		}
+		n := len(tb.Proxy().Calls())
+		if calls && n == 0 {
+			t.Errorf("no EC2 call at all: preflight did not run")
+		}
+		if !calls && n > 0 {
+			t.Errorf("packer's validation should refuse this before any EC2 call; calls:\n%s", tb.Proxy().Summary())
+		}
+		if _, err := os.Stat(filepath.Join(dir, "output-mx")); !os.IsNotExist(err) {
+			t.Errorf("a refused build made its output directory (%v)", err)
+		}
+	}
+}
+
+// checkLoginKeyOnly checks the host let the build in with the temporary key
+// of the user data, the only key the build delivered (it imports no key
+// pair).
+func checkLoginKeyOnly(t *testing.T, tb *testbed.Testbed, h *testbed.Host) {
+	t.Helper()
+	ud := userDataOf(t, onlyCall(t, tb, "CreateLaunchTemplate"))
+	var m []string
+	if keys := cloudConfigOf(t, ud).SSHAuthorizedKeys; len(keys) == 1 {
+		m = regexp.MustCompile(`^(ssh-ed25519 [A-Za-z0-9+/=]+)`).FindStringSubmatch(keys[0])
+	}
+	if m == nil {
+		t.Fatalf("no ed25519 key in the user data:\n%s", ud)
+	}
+	if keys, err := os.ReadFile(filepath.Join(h.Dir, "home", ".ssh", "authorized_keys")); err != nil || !strings.Contains(string(keys), m[1]) {
+		t.Errorf("the host's authorized_keys (%v) lacks the user data's key %s:\n%s", err, m[1], keys)
+	}
+	if n := len(tb.Proxy().CallsOf("ImportKeyPair")) + len(tb.Proxy().CallsOf("CreateKeyPair")); n > 0 {
+		t.Errorf("the build made %d EC2 key pair(s); the key goes in user data only", n)
 	}
 }

@@ -198,7 +198,7 @@ func baseEnv() []string {
 // killed with its plugins, and the test fails. The output is logged when the
 // test fails. Set NIXOS_SD_E2E_PACKER_LOG=1 to have Packer's debug log written
 // to a file and logged on failure too.
-func packerRun(t *testing.T, dir string, env []string, args ...string) (output string, exitCode int) {
+func packerRun(t testing.TB, dir string, env []string, args ...string) (output string, exitCode int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), packerTimeout)
 	defer cancel()
@@ -272,7 +272,7 @@ func withTestbedHosts(env []string, name string, args []string) (string, []strin
 }
 
 // writeTemplate writes content to dir/name and returns the file's path.
-func writeTemplate(t *testing.T, dir, name, content string) string {
+func writeTemplate(t testing.TB, dir, name, content string) string {
 	t.Helper()
 	p := filepath.Join(dir, name)
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/payload"
 	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/testbed"
 )
 
@@ -222,6 +223,15 @@ func checkSDImage(t *testing.T, path string, want []byte) {
 	}
 }
 
+// leftOnlyBuildLog: after the failure what names, the output directory is
+// gone or holds only the build log, which the next build may reuse.
+func leftOnlyBuildLog(t *testing.T, dir, what string) {
+	t.Helper()
+	if got := dirEntries(t, dir); len(got) > 1 || len(got) == 1 && got[0] != payload.BuildLogName {
+		t.Errorf("%s left %q in the output directory; want at most %s", what, got, payload.BuildLogName)
+	}
+}
+
 // dirEntries lists a directory's names, nil when it does not exist.
 func dirEntries(t *testing.T, dir string) []string {
 	t.Helper()
@@ -244,6 +254,7 @@ func TestProvisionerDefaultConfiguration(t *testing.T) {
 	dir := t.TempDir()
 	writeTemplate(t, dir, "build.pkr.hcl", p.template(fmt.Sprintf(`    output_directory    = "out"
     hostname            = "kitchen-pi"
+    full_output         = true
     ssh_authorized_keys = [%q]`, p.pubKey)))
 	out, code := packerBuild(t, dir)
 	if code != 0 {
@@ -251,11 +262,11 @@ func TestProvisionerDefaultConfiguration(t *testing.T) {
 	}
 	final := filepath.Join(dir, "out", standInImage)
 	checkSDImage(t, final, p.builtImage(t))
-	if got := dirEntries(t, filepath.Join(dir, "out")); strings.Join(got, " ") != standInImage+" "+standInImage+".json "+standInImage+".sha256" {
+	if got := dirEntries(t, filepath.Join(dir, "out")); strings.Join(got, " ") != standInImage+" "+standInImage+".json "+standInImage+".sha256 nixos-sd-build.log" {
 		t.Errorf("output directory holds %q", got)
 	}
 	for _, want := range []string{
-		"nix: these 2 derivations will be built:", // the build log, line by line
+		"nix: these 2 derivations will be built:", // full_output: every line
 		"nix: nixos-sd-image> Running phase: buildPhase",
 		"SHA-256 verified",
 		"nixos-sd wrote:",
@@ -280,9 +291,21 @@ func TestProvisionerDefaultConfiguration(t *testing.T) {
 }
 
 func TestProvisionerUserConfiguration(t *testing.T) {
-	p := startProvHost(t, testbed.HostPoolOptions{})
+	// An x86_64 host whose Nix builds aarch64-linux through extra-platforms:
+	// its builtins.currentSystem is x86_64-linux, so only the platform the
+	// plugin pins makes the image aarch64-linux.
+	p := startProvHost(t, testbed.HostPoolOptions{StandIn: testbed.StandInOptions{Arch: "x86_64-binfmt"}})
 	dir := t.TempDir()
-	writeTemplate(t, dir, "pi/configuration.nix", "{ ... }: { imports = [ ./wifi.nix ]; networking.hostName = \"pi\"; }\n")
+	// As the original project's config/sd-image.nix: nixpkgs' installer SD
+	// card image, whose module tree the stand-in nixpkgs has.
+	writeTemplate(t, dir, "pi/configuration.nix", `{ lib, ... }: {
+  imports = [
+    <nixpkgs/nixos/modules/installer/sd-card/sd-image-aarch64-installer.nix>
+    ./wifi.nix
+  ];
+  networking.hostName = "pi";
+}
+`)
 	writeTemplate(t, dir, "pi/wifi.nix", "{ ... }: { networking.wireless.enable = true; }\n")
 	writeTemplate(t, dir, "build.pkr.hcl", p.template(`    nixos_config      = "pi"
     nixpkgs           = "nixos-25.11"
@@ -305,6 +328,15 @@ func TestProvisionerUserConfiguration(t *testing.T) {
 	entry, _ := os.ReadFile(filepath.Join(kept, "nixos/default.nix"))
 	if !strings.Contains(string(entry), "sd-image-aarch64.nix") || !strings.Contains(string(entry), "./config/configuration.nix") {
 		t.Errorf("the uploaded entry does not wrap the configuration:\n%s", entry)
+	}
+	if !strings.Contains(out, "this host is x86_64; its Nix builds aarch64-linux through extra-platforms") {
+		t.Errorf("the build did not say it runs on an x86_64 host through extra-platforms:\n%s", out)
+	}
+	// The evaluated configuration's platform, read back from the image
+	// derivation Nix evaluated (its name ends in the platform).
+	drvs, _ := os.ReadFile(filepath.Join(p.host.Dir, "state", "standin-drvs.log"))
+	if !strings.Contains(string(drvs), "-aarch64-linux.img.drv") || strings.Contains(string(drvs), "x86_64-linux.img.drv") {
+		t.Errorf("the evaluated image is not aarch64-linux:\n%s", drvs)
 	}
 	calls := p.standInCalls(t)
 	if !strings.Contains(calls, "nixpkgs=channel:nixos-25.11") {
@@ -365,15 +397,13 @@ func TestProvisionerNixTooOld(t *testing.T) {
 		t.Fatalf("packer build succeeded with Nix 2.8:\n%s", out)
 	}
 	flat := normalizeSpace(out)
-	for _, want := range []string{"installed nix (Nix) 2.8.0", "This version of Nixpkgs requires Nix >= 2.18.0",
+	for _, want := range []string{"nix (Nix) 2.8.0 installed from Debian's packages in ", "This version of Nixpkgs requires Nix >= 2.18.0",
 		"this host's Nix (nix (Nix) 2.8.0) is older than the requested nixpkgs needs (Nix >= 2.18.0)", "Debian 13 AMI"} {
 		if !strings.Contains(flat, want) {
 			t.Errorf("packer's output lacks %q:\n%s", want, out)
 		}
 	}
-	if got := dirEntries(t, filepath.Join(dir, "out")); len(got) != 0 {
-		t.Errorf("a failed build left %q in the output directory", got)
-	}
+	leftOnlyBuildLog(t, filepath.Join(dir, "out"), "a failed build")
 }
 
 // TestProvisionerUnknownNixSetting: the host's real Nix only warns about a
@@ -412,9 +442,7 @@ func TestProvisionerBuildFailure(t *testing.T) {
 			t.Errorf("packer's output lacks %q:\n%s", want, out)
 		}
 	}
-	if got := dirEntries(t, filepath.Join(dir, "out")); len(got) != 0 {
-		t.Errorf("a failed build left %q in the output directory", got)
-	}
+	leftOnlyBuildLog(t, filepath.Join(dir, "out"), "a failed build")
 	if left := p.remoteDirs(); len(left) != 0 {
 		t.Errorf("the remote directory was left on the host after the failure: %q", left)
 	}
@@ -455,28 +483,12 @@ func TestProvisionerCorruptedDownload(t *testing.T) {
 			t.Errorf("packer's output lacks %q:\n%s", want, out)
 		}
 	}
-	if got := dirEntries(t, filepath.Join(dir, "out")); len(got) != 0 {
-		t.Errorf("a corrupted download left %q in the output directory", got)
-	}
+	leftOnlyBuildLog(t, filepath.Join(dir, "out"), "a corrupted download")
 }
-
-// slowNix replaces the host's stand-in nix with one whose build never ends
-// by itself; it records starting and being stopped in the host's state dir.
-const slowNix = `#!/bin/bash
-if [ "${1:-}" = --version ]; then echo "nix (Nix) 2.28.3"; exit 0; fi
-trap 'echo stopped >/var/lib/nixos-sd-standin/slow-nix-term; exit 143' TERM
-echo "building '/nix/store/0000-slow.drv'..." >&2
-touch /var/lib/nixos-sd-standin/slow-nix-started
-sleep 600 &
-wait
-`
 
 func installSlowNix(t *testing.T, p *provHost) (started, stopped string) {
 	t.Helper()
-	if err := os.WriteFile(filepath.Join(p.host.Dir, "bin", "nix"), []byte(slowNix), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return filepath.Join(p.host.Dir, "state", "slow-nix-started"), filepath.Join(p.host.Dir, "state", "slow-nix-term")
+	return useSlowNix(t, p.host.Dir)
 }
 
 func waitForFile(t *testing.T, path string, within time.Duration) bool {
@@ -512,9 +524,7 @@ func TestProvisionerBuildTimeout(t *testing.T) {
 	if !waitForFile(t, stopped, 10*time.Second) {
 		t.Errorf("the remote nix was not stopped")
 	}
-	if got := dirEntries(t, filepath.Join(dir, "out")); len(got) != 0 {
-		t.Errorf("a timed-out build left %q in the output directory", got)
-	}
+	leftOnlyBuildLog(t, filepath.Join(dir, "out"), "a timed-out build")
 	if left := p.remoteDirs(); len(left) != 0 {
 		t.Errorf("the remote directory was left on the host: %q", left)
 	}
@@ -563,7 +573,39 @@ func TestProvisionerInterrupt(t *testing.T) {
 	if !waitForFile(t, stopped, 15*time.Second) {
 		t.Errorf("the remote nix was not stopped after the interrupt:\n%s", out.String())
 	}
-	if got := dirEntries(t, filepath.Join(dir, "out")); len(got) != 0 {
-		t.Errorf("an interrupted build left %q in the output directory", got)
+	leftOnlyBuildLog(t, filepath.Join(dir, "out"), "an interrupted build")
+}
+
+// TestProvisionerRefusesX86Host: on an x86_64 host (another builder's
+// default instance type) the build stops before Nix is installed, saying what
+// it found and what to do, and leaves nothing on the host.
+func TestProvisionerRefusesX86Host(t *testing.T) {
+	p := startProvHost(t, testbed.HostPoolOptions{StandIn: testbed.StandInOptions{Arch: "x86_64"}})
+	dir := t.TempDir()
+	writeTemplate(t, dir, "build.pkr.hcl", p.template(`    output_directory = "out"`))
+	out, code := packerBuild(t, dir)
+	if code == 0 {
+		t.Fatalf("packer build succeeded on an x86_64 host:\n%s", out)
+	}
+	for _, want := range []string{"this host is x86_64 (uname -m), not AArch64", "arm64 instance type", "Nothing was installed",
+		"the host cannot build the aarch64-linux image"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("packer's output lacks %q:\n%s", want, out)
+		}
+	}
+	for _, f := range []string{"upper/usr/bin/nix.real", "upper/var/lib/dpkg/info/nix-bin.list"} {
+		if _, err := os.Stat(filepath.Join(p.host.Dir, f)); err == nil {
+			t.Errorf("Nix was installed on the host: %s exists", f)
+		}
+	}
+	if calls := p.standInCalls(t); calls != "" {
+		t.Errorf("nix ran on the host:\n%s", calls)
+	}
+	if left := p.remoteDirs(); len(left) != 0 {
+		t.Errorf("the remote directory was left on the host: %q", left)
+	}
+	// Only the build's log stays in the output directory.
+	if got := dirEntries(t, filepath.Join(dir, "out")); len(got) > 1 || (len(got) == 1 && got[0] != "nixos-sd-build.log") {
+		t.Errorf("the output directory holds %q, want only the build log", got)
 	}
 }

@@ -61,7 +61,7 @@ func (l *syncLog) String() string {
 // errors, the running hosts) when the test failed, and Close. opts.WorkDir
 // defaults to a folder of t.TempDir(); opts.Logf to a buffer that is logged
 // only on failure. A test bed that does not start fails the test at once.
-func startTestbed(t *testing.T, opts testbed.Options) *testbed.Testbed {
+func startTestbed(t testing.TB, opts testbed.Options) *testbed.Testbed {
 	t.Helper()
 	if opts.WorkDir == "" {
 		opts.WorkDir = t.TempDir()
@@ -103,7 +103,7 @@ func startTestbed(t *testing.T, opts testbed.Options) *testbed.Testbed {
 }
 
 // checkNoLeaks fails t listing every resource the test left in moto.
-func checkNoLeaks(t *testing.T, tb *testbed.Testbed) {
+func checkNoLeaks(t testing.TB, tb *testbed.Testbed) {
 	t.Helper()
 	if problem := leakProblem(tb); problem != "" {
 		t.Error(problem)

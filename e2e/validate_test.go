@@ -36,6 +36,9 @@ func TestValidateExamples(t *testing.T) {
 			if !strings.Contains(out, "The configuration is valid") {
 				t.Errorf("packer validate in example/%s exited 0 without saying the configuration is valid:\n%s", dir, out)
 			}
+			if out, code := packerRun(t, wd, env, "fmt", "-check", "-diff", "."); code != 0 {
+				t.Errorf("example/%s is not as packer fmt writes it:\n%s", dir, out)
+			}
 		})
 	}
 }

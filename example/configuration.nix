@@ -9,10 +9,11 @@
     settings.PasswordAuthentication = false;
   };
 
-  users.users.root.openssh.authorizedKeys.keys = [
-    # Replace with your own public key (the contents of ~/.ssh/id_ed25519.pub).
-    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPLACEHOLDERreplaceWithYourOwnKeyXXXXXXXXXXXX you@example"
-  ];
+  # Who may log in as root: nixos-sd.pkr.hcl sets use_local_ssh_keys = true,
+  # so the plugin adds your own public keys (~/.ssh/*.pub and the SSH agent's)
+  # through the module it adds, which the manifest shows. To fix the keys
+  # here instead, list the contents of your ~/.ssh/id_*.pub:
+  #   users.users.root.openssh.authorizedKeys.keys = [ "ssh-ed25519 AAAAC3... you@laptop" ];
 
   environment.systemPackages = with pkgs; [ vim htop ];
 

@@ -43,6 +43,8 @@ source "nixos-sd" "rpi" {
   availability_zone = var.availability_zone
   nixos_config      = "${path.root}/configuration.nix"
   hostname          = "rpi"
+  # Let your own public keys log in as root (configuration.nix holds none).
+  use_local_ssh_keys = true
 
   ssh_host      = var.ssh_host
   public_ip_url = var.public_ip_url

@@ -4,35 +4,38 @@ package provisioner
 
 import (
 	"github.com/hashicorp/hcl/v2/hcldec"
+	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/nixcache"
 	"github.com/zclconf/go-cty/cty"
 )
 
 // FlatConfig is an auto-generated flat version of Config.
 // Where the contents of a field with a `mapstructure:,squash` tag are bubbled up.
 type FlatConfig struct {
-	PackerBuildName     *string           `mapstructure:"packer_build_name" cty:"packer_build_name" hcl:"packer_build_name"`
-	PackerBuilderType   *string           `mapstructure:"packer_builder_type" cty:"packer_builder_type" hcl:"packer_builder_type"`
-	PackerCoreVersion   *string           `mapstructure:"packer_core_version" cty:"packer_core_version" hcl:"packer_core_version"`
-	PackerDebug         *bool             `mapstructure:"packer_debug" cty:"packer_debug" hcl:"packer_debug"`
-	PackerForce         *bool             `mapstructure:"packer_force" cty:"packer_force" hcl:"packer_force"`
-	PackerOnError       *string           `mapstructure:"packer_on_error" cty:"packer_on_error" hcl:"packer_on_error"`
-	PackerUserVars      map[string]string `mapstructure:"packer_user_variables" cty:"packer_user_variables" hcl:"packer_user_variables"`
-	PackerSensitiveVars []string          `mapstructure:"packer_sensitive_variables" cty:"packer_sensitive_variables" hcl:"packer_sensitive_variables"`
-	NixOSConfig         *string           `mapstructure:"nixos_config" required:"false" cty:"nixos_config" hcl:"nixos_config"`
-	Flake               *string           `mapstructure:"flake" required:"false" cty:"flake" hcl:"flake"`
-	Nixpkgs             *string           `mapstructure:"nixpkgs" required:"false" cty:"nixpkgs" hcl:"nixpkgs"`
-	SSHAuthorizedKeys   []string          `mapstructure:"ssh_authorized_keys" required:"false" cty:"ssh_authorized_keys" hcl:"ssh_authorized_keys"`
-	UseLocalSSHKeys     *bool             `mapstructure:"use_local_ssh_keys" required:"false" cty:"use_local_ssh_keys" hcl:"use_local_ssh_keys"`
-	Hostname            *string           `mapstructure:"hostname" required:"false" cty:"hostname" hcl:"hostname"`
-	NixOptions          map[string]string `mapstructure:"nix_options" required:"false" cty:"nix_options" hcl:"nix_options"`
-	ImageName           *string           `mapstructure:"image_name" required:"false" cty:"image_name" hcl:"image_name"`
-	OutputDirectory     *string           `mapstructure:"output_directory" required:"false" cty:"output_directory" hcl:"output_directory"`
-	Decompress          *bool             `mapstructure:"decompress" required:"false" cty:"decompress" hcl:"decompress"`
-	KeepRemoteFiles     *bool             `mapstructure:"keep_remote_files" required:"false" cty:"keep_remote_files" hcl:"keep_remote_files"`
-	DownloadChannels    *int              `mapstructure:"download_channels" required:"false" cty:"download_channels" hcl:"download_channels"`
-	DownloadConnections *int              `mapstructure:"download_connections" required:"false" cty:"download_connections" hcl:"download_connections"`
-	BuildTimeout        *string           `mapstructure:"build_timeout" required:"false" cty:"build_timeout" hcl:"build_timeout"`
-	RemoteDirectory     *string           `mapstructure:"remote_directory" required:"false" cty:"remote_directory" hcl:"remote_directory"`
+	PackerBuildName     *string              `mapstructure:"packer_build_name" cty:"packer_build_name" hcl:"packer_build_name"`
+	PackerBuilderType   *string              `mapstructure:"packer_builder_type" cty:"packer_builder_type" hcl:"packer_builder_type"`
+	PackerCoreVersion   *string              `mapstructure:"packer_core_version" cty:"packer_core_version" hcl:"packer_core_version"`
+	PackerDebug         *bool                `mapstructure:"packer_debug" cty:"packer_debug" hcl:"packer_debug"`
+	PackerForce         *bool                `mapstructure:"packer_force" cty:"packer_force" hcl:"packer_force"`
+	PackerOnError       *string              `mapstructure:"packer_on_error" cty:"packer_on_error" hcl:"packer_on_error"`
+	PackerUserVars      map[string]string    `mapstructure:"packer_user_variables" cty:"packer_user_variables" hcl:"packer_user_variables"`
+	PackerSensitiveVars []string             `mapstructure:"packer_sensitive_variables" cty:"packer_sensitive_variables" hcl:"packer_sensitive_variables"`
+	NixOSConfig         *string              `mapstructure:"nixos_config" required:"false" cty:"nixos_config" hcl:"nixos_config"`
+	Flake               *string              `mapstructure:"flake" required:"false" cty:"flake" hcl:"flake"`
+	Nixpkgs             *string              `mapstructure:"nixpkgs" required:"false" cty:"nixpkgs" hcl:"nixpkgs"`
+	SSHAuthorizedKeys   []string             `mapstructure:"ssh_authorized_keys" required:"false" cty:"ssh_authorized_keys" hcl:"ssh_authorized_keys"`
+	UseLocalSSHKeys     *bool                `mapstructure:"use_local_ssh_keys" required:"false" cty:"use_local_ssh_keys" hcl:"use_local_ssh_keys"`
+	Hostname            *string              `mapstructure:"hostname" required:"false" cty:"hostname" hcl:"hostname"`
+	NixOptions          map[string]string    `mapstructure:"nix_options" required:"false" cty:"nix_options" hcl:"nix_options"`
+	ImageName           *string              `mapstructure:"image_name" required:"false" cty:"image_name" hcl:"image_name"`
+	OutputDirectory     *string              `mapstructure:"output_directory" required:"false" cty:"output_directory" hcl:"output_directory"`
+	Decompress          *bool                `mapstructure:"decompress" required:"false" cty:"decompress" hcl:"decompress"`
+	FullOutput          *bool                `mapstructure:"full_output" required:"false" cty:"full_output" hcl:"full_output"`
+	KeepRemoteFiles     *bool                `mapstructure:"keep_remote_files" required:"false" cty:"keep_remote_files" hcl:"keep_remote_files"`
+	DownloadChannels    *int                 `mapstructure:"download_channels" required:"false" cty:"download_channels" hcl:"download_channels"`
+	DownloadConnections *int                 `mapstructure:"download_connections" required:"false" cty:"download_connections" hcl:"download_connections"`
+	BuildTimeout        *string              `mapstructure:"build_timeout" required:"false" cty:"build_timeout" hcl:"build_timeout"`
+	RemoteDirectory     *string              `mapstructure:"remote_directory" required:"false" cty:"remote_directory" hcl:"remote_directory"`
+	Cache               *nixcache.FlatConfig `mapstructure:"cache" required:"false" cty:"cache" hcl:"cache"`
 }
 
 // FlatMapstructure returns a new FlatConfig.
@@ -65,11 +68,13 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 		"image_name":                 &hcldec.AttrSpec{Name: "image_name", Type: cty.String, Required: false},
 		"output_directory":           &hcldec.AttrSpec{Name: "output_directory", Type: cty.String, Required: false},
 		"decompress":                 &hcldec.AttrSpec{Name: "decompress", Type: cty.Bool, Required: false},
+		"full_output":                &hcldec.AttrSpec{Name: "full_output", Type: cty.Bool, Required: false},
 		"keep_remote_files":          &hcldec.AttrSpec{Name: "keep_remote_files", Type: cty.Bool, Required: false},
 		"download_channels":          &hcldec.AttrSpec{Name: "download_channels", Type: cty.Number, Required: false},
 		"download_connections":       &hcldec.AttrSpec{Name: "download_connections", Type: cty.Number, Required: false},
 		"build_timeout":              &hcldec.AttrSpec{Name: "build_timeout", Type: cty.String, Required: false},
 		"remote_directory":           &hcldec.AttrSpec{Name: "remote_directory", Type: cty.String, Required: false},
+		"cache":                      &hcldec.BlockSpec{TypeName: "cache", Nested: hcldec.ObjectSpec((*nixcache.FlatConfig)(nil).HCL2Spec())},
 	}
 	return s
 }

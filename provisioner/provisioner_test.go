@@ -1,6 +1,8 @@
 package provisioner
 
 import (
+	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/payload"
+
 	"bytes"
 	"context"
 	"errors"
@@ -66,11 +68,14 @@ func (c *bashComm) DownloadDir(string, string, []string) error {
 // partition, zstd-compressed) as the build result.
 const fakeNix = `#!/bin/bash
 [ "$1" = --version ] && { echo "nix (Nix) 2.28.3"; exit 0; }
+# An AArch64 Nix (build.sh checks the host's architecture).
+case "$*" in *"config show"*) echo "system = aarch64-linux"; exit 0 ;; esac
 # The nixpkgs revision lookup after the build (payload's nixpkgs.go).
 [ "$1" = eval ] && { echo '{"revision":"5e0ca22929f3342b19569b21b2f3462f053e497b","version":"26.05.20260601.5e0ca22"}'; exit 0; }
 echo "building '/nix/store/0000-sd-image.drv'..." >&2
 out=; while [ $# -gt 0 ]; do [ "$1" = --out-link ] && out=$2; shift; done
-store=$(dirname "$out")/store; mkdir -p "$store/sd-image"
+# The result lives in the test's HOME (a temporary folder), never in the source tree.
+store=${HOME:?}/fake-nix-store; mkdir -p "$store/sd-image"
 img=$store/sd-image/test.img
 truncate -s 4M "$img"
 printf 'label: dos\nstart=2048, size=2048, type=c\nstart=4096, type=83\n' | /usr/sbin/sfdisk -q --no-reread --no-tell-kernel "$img" >/dev/null
@@ -101,6 +106,7 @@ func TestProvisionWritesAndListsFiles(t *testing.T) {
 	bin := filepath.Join(dir, "bin")
 	os.MkdirAll(bin, 0o755)
 	os.WriteFile(filepath.Join(bin, "nix"), []byte(fakeNix), 0o755)
+	os.WriteFile(filepath.Join(bin, "uname"), []byte("#!/bin/sh\necho aarch64\n"), 0o755)
 	os.WriteFile(filepath.Join(bin, "sudo"), []byte("#!/bin/bash\nwhile [ \"${1#-}\" != \"$1\" ]; do shift; done\nexec \"$@\"\n"), 0o755)
 	out := filepath.Join(dir, "out")
 	var p Provisioner
@@ -150,7 +156,8 @@ func TestProvisionReportsBuildFailure(t *testing.T) {
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "bin")
 	os.MkdirAll(bin, 0o755)
-	os.WriteFile(filepath.Join(bin, "nix"), []byte("#!/bin/bash\n[ \"$1\" = --version ] && exit 0\necho 'error: attribute sdImage missing' >&2\nexit 1\n"), 0o755)
+	os.WriteFile(filepath.Join(bin, "nix"), []byte("#!/bin/bash\n[ \"$1\" = --version ] && exit 0\ncase \"$*\" in *\"config show\"*) echo 'system = aarch64-linux'; exit 0 ;; esac\necho 'error: attribute sdImage missing' >&2\nexit 1\n"), 0o755)
+	os.WriteFile(filepath.Join(bin, "uname"), []byte("#!/bin/sh\necho aarch64\n"), 0o755)
 	os.WriteFile(filepath.Join(bin, "sudo"), []byte("#!/bin/bash\nwhile [ \"${1#-}\" != \"$1\" ]; do shift; done\nexec \"$@\"\n"), 0o755)
 	var p Provisioner
 	if err := p.Prepare(map[string]interface{}{"output_directory": filepath.Join(dir, "out"), "remote_directory": filepath.Join(dir, "remote")}); err != nil {
@@ -160,7 +167,9 @@ func TestProvisionReportsBuildFailure(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "nixos-sd build failed") || !strings.Contains(err.Error(), "error: attribute sdImage missing") {
 		t.Fatalf("want the build failure with nix's message, got %v", err)
 	}
-	if _, err := os.Stat(filepath.Join(dir, "out")); !os.IsNotExist(err) {
-		t.Fatalf("a failed build left the output directory: %v", err)
+	// A failed build leaves only its log, which the error names.
+	entries, _ := os.ReadDir(filepath.Join(dir, "out"))
+	if len(entries) != 1 || entries[0].Name() != payload.BuildLogName || !strings.Contains(err.Error(), payload.BuildLogName) {
+		t.Fatalf("a failed build left %v in the output directory (want only %s, named in the error %q)", entries, payload.BuildLogName, err)
 	}
 }

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Regenerates the HCL2 specs, the docs partials and .web-docs/ from the config structs.
+# Regenerates the HCL2 specs, the docs partials and .web-docs/ (pages and metadata.hcl) from the
+# config structs and the components the plugin registers.
 # packer-sdc struct-markdown only terminates when a parent folder is named
 # packer-plugin-*, so it runs through a symlink of that name.
 set -euo pipefail
@@ -12,12 +13,11 @@ export PWD="$link_parent/packer-plugin-nixos-sd"
 go generate ./...
 rm -rf .docs
 go tool packer-sdc renderdocs -src docs -partials docs-partials/ -dst .docs/
-# .web-docs/ is what the Packer integrations portal reads: one README per component.
-rm -rf .web-docs/components
-mkdir -p .web-docs/components/builder/nixos-sd .web-docs/components/provisioner/nixos-sd .web-docs/components/data-source/debian-ami
-cp .docs/README.md .web-docs/README.md
-cp .docs/builders/nixos-sd.mdx .web-docs/components/builder/nixos-sd/README.md
-cp .docs/provisioners/nixos-sd.mdx .web-docs/components/provisioner/nixos-sd/README.md
-cp .docs/datasources/debian-ami.mdx .web-docs/components/data-source/debian-ami/README.md
+# .web-docs/ is what HashiCorp's integration framework reads: metadata.hcl and one README per
+# component, from the components the plugin binary describes.
+bin="$link_parent/plugin"
+go build -o "$bin" .
+"$bin" describe >"$link_parent/describe.json"
+go run ./cmd/webdocs -docs .docs -out .web-docs -describe "$link_parent/describe.json"
 rm -rf .docs
 git ls-files -co --exclude-standard "*.hcl2spec.go" | xargs -r gofmt -w

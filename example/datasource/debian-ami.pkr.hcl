@@ -16,15 +16,17 @@ variable "region" {
   default = "us-east-2"
 }
 
-data "nixos-sd-debian-ami" "bookworm" {
+# Debian 13 (trixie): its nix-bin (Nix 2.26) is new enough for current
+# nixpkgs; Debian 12's (Nix 2.8) is not.
+data "nixos-sd-debian-ami" "trixie" {
   region       = var.region
-  release      = "bookworm"
+  release      = "trixie"
   architecture = "arm64"
 }
 
 source "nixos-sd" "rpi" {
   region     = var.region
-  source_ami = data.nixos-sd-debian-ami.bookworm.id
+  source_ami = data.nixos-sd-debian-ami.trixie.id
 }
 
 build {

@@ -22,9 +22,9 @@ variable "username" {
 }
 
 source "null" "aarch64" {
-  communicator = "ssh"
-  ssh_host     = var.host
-  ssh_username = var.username
+  communicator   = "ssh"
+  ssh_host       = var.host
+  ssh_username   = var.username
   ssh_agent_auth = true
 }
 

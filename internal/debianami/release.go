@@ -9,8 +9,26 @@ import (
 	"strings"
 )
 
-// DebianOwner is the AWS account Debian publishes its official AMIs from.
+// DebianOwner is the AWS account Debian publishes its official AMIs from,
+// in the aws partition.
 const DebianOwner = "136693071363"
+
+// OwnerIn is Debian's AMI account in a partition ("aws", "aws-cn",
+// "aws-us-gov", ...). Only the aws partition's is known: Debian's cloud
+// team documents (wiki.debian.org/Cloud/AmazonEC2Image) no account of the
+// China or GovCloud partitions, which are separate AWS accounts systems.
+func OwnerIn(partition string) (string, bool) {
+	if partition == "aws" {
+		return DebianOwner, true
+	}
+	return "", false
+}
+
+// NoOwnerError says that no Debian account is known in the region's
+// partition and what to set instead.
+func NoOwnerError(option, region, partition string) error {
+	return fmt.Errorf("%s: required in region %s: it is in partition %s, where the plugin knows no account Debian publishes AMIs from (only %s in partition aws); set it to an arm64 Debian AMI of that region (or, for the data source, owners to the account that publishes the images you trust)", option, region, partition, DebianOwner)
+}
 
 // Release is a Debian release the plugin knows.
 type Release struct {
@@ -61,6 +79,19 @@ func validReleases() string {
 // String is the release as messages show it, for example "13 (trixie)".
 func (r Release) String() string {
 	return fmt.Sprintf("%d (%s)", r.Number, r.Codename)
+}
+
+// NixBin is the version of Nix that the release's nix-bin package installs
+// (what the builder gets on an official AMI), "" when the release has none.
+func (r Release) NixBin() string {
+	switch {
+	case r.Number <= 11:
+		return ""
+	case r.Number == 12:
+		return "2.8.0"
+	default:
+		return "2.26.3"
+	}
 }
 
 // ParseArchitecture accepts "arm64" or "amd64" (and the EC2 spellings

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/remotecmd"
@@ -16,11 +17,15 @@ const logLines = 30
 func (r *run) ensureNix(ctx context.Context) error {
 	defer r.timer.track(PhaseInstallNix)()
 	r.ui.Say("Checking for Nix on the host (installing Debian's nix-bin when it is missing)")
-	tail := newLogTail(r.ui, "host: ", logLines)
+	r.log.section("build.sh ensure-nix")
+	tail := newLogTail(r.ui, "host: ", logLines).into(r.log, newSummary(r.cfg.FullOutput))
 	st, err := remotecmd.Run(ctx, r.comm, ensureNixCommand(r.cfg), tail.Writer(0), tail.Writer(1))
 	tail.Flush()
 	if err != nil {
 		return phaseErr(PhaseInstallNix, err, tail.Tail())
+	}
+	if st == 5 {
+		return phaseErr(PhaseInstallNix, errors.New("the host cannot build the aarch64-linux image (its architecture is in the host's message above); run the build on an AArch64 host, nothing was installed"), tail.Tail())
 	}
 	if st != 0 {
 		return phaseErr(PhaseInstallNix, fmt.Errorf("Nix could not be made available on the host (exit status %d). Use a Debian 13 AMI or a host with Nix preinstalled", st), tail.Tail())
@@ -37,8 +42,13 @@ func (r *run) build(ctx context.Context) error {
 	// for a host that stopped answering.
 	buildCtx, cancel := context.WithTimeout(ctx, cfg.BuildTimeoutDuration()+5*time.Minute)
 	defer cancel()
-	tail := newLogTail(r.ui, "nix: ", logLines)
-	st, err := remotecmd.Run(buildCtx, r.comm, remoteBuildCommand(cfg), tail.Writer(0), tail.Writer(1))
+	r.log.section("build.sh build: " + buildCommand(cfg))
+	tail := newLogTail(r.ui, "nix: ", logLines).into(r.log, newSummary(cfg.FullOutput))
+	stdout := tail.Writer(0)
+	if r.cache != nil {
+		stdout = io.MultiWriter(stdout, r.cache)
+	}
+	st, err := remotecmd.Run(buildCtx, r.comm, remoteBuildCommand(cfg), stdout, tail.Writer(1))
 	tail.Flush()
 	if err != nil {
 		if buildCtx.Err() != nil {
@@ -59,7 +69,7 @@ func (r *run) build(ctx context.Context) error {
 	case 4:
 		return phaseErr(PhaseBuild, errors.New("Nix needs root on this host and passwordless sudo is not available; allow it or run a nix-daemon"), tail.Tail())
 	default:
-		return phaseErr(PhaseBuild, fmt.Errorf("nix build exited with status %d; see nix's output above (the last lines follow)", st), tail.Tail())
+		return phaseErr(PhaseBuild, fmt.Errorf("nix build exited with status %d; see the errors above and the last lines of its output below", st), tail.Tail())
 	}
 }
 

@@ -24,9 +24,23 @@ func TestRunReportsBuildFailure(t *testing.T) {
 			t.Errorf("the error lacks %q:\n%s", want, msg)
 		}
 	}
+	// The failure names the log, which the output directory keeps alone and
+	// which lets the next build use the directory without -force.
+	logFile := filepath.Join(e.out, BuildLogName)
+	if !strings.Contains(msg, "everything the build host printed is in "+logFile) {
+		t.Errorf("the error does not name the build log:\n%s", msg)
+	}
 	e.outputHolds()
 	if _, err := os.Stat(e.remote); !os.IsNotExist(err) {
 		t.Errorf("the remote directory was left after a failure: %v", err)
+	}
+	again := Config{OutputDirectory: e.out}
+	if errs := again.Prepare("rpi", false); len(errs) != 0 {
+		t.Errorf("an output directory holding only the build log was refused: %v", errs)
+	}
+	os.WriteFile(filepath.Join(e.out, "other"), nil, 0o644)
+	if errs := again.Prepare("rpi", false); len(errs) != 1 || !strings.Contains(errs[0].Error(), "already exists") {
+		t.Errorf("an output directory holding more than the log: errors %v", errs)
 	}
 }
 

@@ -42,6 +42,8 @@ func newScriptEnv(t *testing.T) *scriptEnv {
 		}
 		os.Symlink(p, filepath.Join(e.bin, tool))
 	}
+	// The host is AArch64, as the instances are.
+	e.fake("uname", `echo aarch64`)
 	// sudo runs its command directly: the tests need no root.
 	e.fake("sudo", `while [ "${1#-}" != "$1" ]; do shift; done; echo "sudo $*" >>`+e.log+`; exec "$@"`)
 	return e
@@ -49,6 +51,11 @@ func newScriptEnv(t *testing.T) *scriptEnv {
 
 func (e *scriptEnv) fake(name, body string) {
 	e.t.Helper()
+	// A fake nix that does not answer `nix config show` itself knows no
+	// settings but its system.
+	if name == "nix" && !strings.Contains(body, "config show") {
+		body = `case "$*" in *"config show"*) echo "system = aarch64-linux"; exit 0 ;; esac` + "\n" + body
+	}
 	if err := os.WriteFile(filepath.Join(e.bin, name), []byte("#!/bin/bash\n"+body+"\n"), 0o755); err != nil {
 		e.t.Fatal(err)
 	}
@@ -103,7 +110,7 @@ func TestBuildScriptWithoutNixBinPackageFails(t *testing.T) {
 	if code != 3 || !strings.Contains(out, "no nix-bin package") || !strings.Contains(out, "Debian 13 AMI") {
 		t.Fatalf("exit %d:\n%s", code, out)
 	}
-	if !strings.Contains(e.calls(), "apt-get update") {
+	if !strings.Contains(e.calls(), "apt-get -q -o DPkg::Lock::Timeout=600 update") {
 		t.Fatalf("the package lists were not refreshed first: %q", e.calls())
 	}
 	if strings.Contains(e.calls(), "install") {
@@ -115,13 +122,16 @@ func TestBuildScriptInstallsNixBin(t *testing.T) {
 	e := newScriptEnv(t)
 	nix := filepath.Join(e.bin, "nix")
 	e.fake("apt-get", `echo "apt-get $*" >>`+e.log+`
-if [ "$1" = install ]; then printf '#!/bin/bash\necho "nix (Nix) 2.26.3"\n' >`+nix+`; chmod +x `+nix+`; fi`)
+if [[ " $* " == *" install "* ]]; then printf '#!/bin/bash\ncase "$*" in *"config show"*) echo "system = aarch64-linux"; exit 0 ;; esac\necho "nix (Nix) 2.26.3"\n' >`+nix+`; chmod +x `+nix+`; fi`)
 	e.fake("apt-cache", `exit 0`)
 	out, code := e.run(context.Background(), "ensure-nix")
 	if code != 0 || !strings.Contains(out, "installed nix (Nix) 2.26.3") {
 		t.Fatalf("exit %d:\n%s", code, out)
 	}
-	if !strings.Contains(e.calls(), "apt-get install -y -q nix-bin") {
+	// It waits for the dpkg lock a first boot's unattended-upgrades holds,
+	// and installs exactly nix-bin and the build users of nix-setup-systemd,
+	// whatever apt's Install-Recommends says.
+	if !strings.Contains(e.calls(), "apt-get -q -o DPkg::Lock::Timeout=600 install -y --no-install-recommends nix-bin nix-setup-systemd") {
 		t.Fatalf("calls: %q", e.calls())
 	}
 	if os.Getuid() != 0 && !strings.Contains(e.calls(), "sudo env DEBIAN_FRONTEND=noninteractive apt-get install") {
@@ -342,4 +352,88 @@ func TestBuildScriptStopsOnHangupWithClosedOutput(t *testing.T) {
 	}
 	cmd.Wait()
 	waitForFile(t, marker, "the build went on after build.sh was hung up")
+}
+
+// Derivations build in a directory of their own under /var/tmp, on the
+// volume (Debian 13's /tmp is a tmpfs of half the RAM): Nix reads TMPDIR,
+// and build-dir where it has the setting. The directory goes afterwards.
+func TestBuildScriptBuildsOnTheVolume(t *testing.T) {
+	e := newScriptEnv(t)
+	e.fake("nix", `case "$*" in *"config show"*) printf '%s\n' "build-dir = " "max-jobs = 1"; exit 0 ;; esac
+echo "TMPDIR=$TMPDIR args=$*" >>`+e.log+`
+test -d "$TMPDIR" && test -w "$TMPDIR"`)
+	out, code := e.run(context.Background(), "build", t.TempDir(), "60", "nix", "build", "x")
+	if code != 0 {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	var dir string
+	for _, l := range strings.Split(e.calls(), "\n") {
+		if rest, ok := strings.CutPrefix(l, "TMPDIR="); ok {
+			dir, _, _ = strings.Cut(rest, " ")
+			if !strings.HasSuffix(l, "args=build x --option build-dir "+dir) {
+				t.Errorf("nix ran as %q, want build-dir set to TMPDIR", l)
+			}
+		}
+	}
+	if !strings.HasPrefix(dir, "/var/tmp/nixos-sd-build.") {
+		t.Fatalf("the build's TMPDIR is %q, want a directory under /var/tmp; calls:\n%s\noutput:\n%s", dir, e.calls(), out)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("the build directory %s is left behind: %v", dir, err)
+	}
+	// A Nix without build-dir (Debian 12's 2.8) reads TMPDIR alone.
+	e.fake("nix", `case "$*" in *"config show"*) echo "max-jobs = 1"; exit 0 ;; esac
+echo "TMPDIR=$TMPDIR args=$*" >>`+e.log)
+	if out, code := e.run(context.Background(), "build", t.TempDir(), "60", "nix", "build", "y"); code != 0 || !strings.Contains(e.calls(), "args=build y\n") {
+		t.Errorf("exit %d, calls:\n%s\noutput:\n%s", code, e.calls(), out)
+	}
+}
+
+// Flake-only settings exist only with the flakes feature, which the build
+// enables: nix_options are checked with it.
+func TestBuildScriptKnowsFlakeSettings(t *testing.T) {
+	e := newScriptEnv(t)
+	e.fake("nix", `case "$*" in
+*"config show"*) echo "max-jobs = 1"; case "$*" in *flakes*) echo "accept-flake-config = false" ;; esac; exit 0 ;;
+--version) echo "nix (Nix) 2.26.3" ;;
+esac`)
+	out, code := e.run(context.Background(), "build", t.TempDir(), "60", "nix", "build", "--option", "accept-flake-config", "true", "x")
+	if code != 0 {
+		t.Errorf("a flake setting refused: exit %d:\n%s", code, out)
+	}
+}
+
+// The image is aarch64-linux: on another host build.sh stops before it
+// installs anything, saying what it found and what to do; a Nix that builds
+// aarch64-linux through extra-platforms is used.
+func TestBuildScriptChecksTheHostArchitecture(t *testing.T) {
+	e := newScriptEnv(t)
+	e.fake("uname", `echo x86_64`)
+	e.fake("apt-get", `echo "apt-get $*" >>`+e.log)
+	e.fake("apt-cache", `exit 0`)
+	out, code := e.run(context.Background(), "ensure-nix")
+	for _, want := range []string{"this host is x86_64 (uname -m), not AArch64", "arm64 instance type", "extra-platforms", "Nothing was installed"} {
+		if code != 5 || !strings.Contains(out, want) {
+			t.Errorf("exit %d, want 5 and %q:\n%s", code, want, out)
+		}
+	}
+	if strings.Contains(e.calls(), "apt-get") {
+		t.Errorf("apt-get ran on an x86_64 host: %s", e.calls())
+	}
+	// Nix installed, building for x86_64-linux only: refused; with
+	// aarch64-linux among its extra-platforms: used.
+	e.fake("nix", `case "$*" in *"config show"*) echo "system = x86_64-linux"; exit 0 ;; esac; echo "nix (Nix) 2.26.3"`)
+	if out, code := e.run(context.Background(), "ensure-nix"); code != 5 {
+		t.Errorf("x86_64 Nix without extra-platforms: exit %d, want 5:\n%s", code, out)
+	}
+	e.fake("nix", `case "$*" in *"config show"*) printf '%s\n' "extra-platforms = aarch64-linux i686-linux" "system = x86_64-linux"; exit 0 ;; esac; echo "nix (Nix) 2.26.3"`)
+	if out, code := e.run(context.Background(), "ensure-nix"); code != 0 || !strings.Contains(out, "builds aarch64-linux through extra-platforms") {
+		t.Errorf("x86_64 Nix with aarch64-linux in extra-platforms: exit %d, want 0:\n%s", code, out)
+	}
+	// An AArch64 host whose Nix builds for another system is refused too.
+	e.fake("uname", `echo aarch64`)
+	e.fake("nix", `case "$*" in *"config show"*) echo "system = armv7l-linux"; exit 0 ;; esac; echo "nix (Nix) 2.26.3"`)
+	if out, code := e.run(context.Background(), "ensure-nix"); code != 5 || !strings.Contains(out, "builds for armv7l-linux, not aarch64-linux") {
+		t.Errorf("aarch64 host, armv7l Nix: exit %d, want 5:\n%s", code, out)
+	}
 }

@@ -12,6 +12,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/nixcache"
 )
 
 // DefaultNixpkgs is the nixpkgs channel used when `nixpkgs` is not set: the
@@ -30,27 +32,40 @@ type Config struct {
 	NixOSConfig string `mapstructure:"nixos_config" required:"false"`
 	// A flake reference with the `nixosConfigurations` attribute to build, for
 	// example `github:me/nixos-pi#rpi4`, or a local directory and attribute such
-	// as `./pi-flake#rpi4` or `path:pi-flake#rpi4` (the directory is uploaded). The build targets
-	// `nixosConfigurations.<attr>.config.system.build.sdImage`. Mutually
-	// exclusive with `nixos_config`.
+	// as `./pi-flake#rpi4`, `${path.root}/pi-flake#rpi4` or `path:pi-flake#rpi4`.
+	// A reference is local, and its directory uploaded, when it starts with
+	// `path:`, `/`, `./` or `../`, or names a directory that exists (relative
+	// to where packer runs); other references (`github:...`, `nixpkgs#...`) are
+	// fetched by the build host. The build targets
+	// `nixosConfigurations.<attr>.config.system.build.sdImage`, as written: it
+	// is refused with `nixos_config`, `nixpkgs`, `hostname`,
+	// `ssh_authorized_keys` and `use_local_ssh_keys = true`, which the plugin
+	// could not apply.
 	Flake string `mapstructure:"flake" required:"false"`
 	// The nixpkgs to build against: a channel name such as `nixos-26.05`, or a
-	// 40-hex-digit nixpkgs git revision. Defaults to `nixos-26.05`. Ignored
+	// 40-hex-digit nixpkgs git revision. Defaults to `nixos-26.05`. Refused
 	// with `flake`, which pins its own inputs.
 	Nixpkgs string `mapstructure:"nixpkgs" required:"false"`
 	// SSH public keys allowed to log in as `root` and `nixos` on the built image
-	// (built-in configuration only; a `nixos_config` of your own sets its own).
-	// When not set, your own public keys are used (see `use_local_ssh_keys`).
+	// of the built-in configuration, and as `root` on a `nixos_config` build
+	// (through a module the plugin adds, with `services.openssh.enable`; the
+	// manifest shows it). Each must be a whole OpenSSH public key line. When
+	// not set, your own public keys are used (see `use_local_ssh_keys`).
+	// Refused with `flake`.
 	SSHAuthorizedKeys []string `mapstructure:"ssh_authorized_keys" required:"false"`
 	// When `ssh_authorized_keys` is not set, let your own public keys into the
 	// built-in configuration: every `~/.ssh/*.pub` and the keys the SSH agent
 	// holds (`SSH_AUTH_SOCK`), so that you can log in to the board at first
-	// boot. The build says which keys it added. Defaults to true; set false
-	// to leave them out (an image nobody can log in to over SSH gets a
-	// warning before the build starts).
+	// boot. The build says which keys it added. Defaults to true for the
+	// built-in configuration; set false to leave them out (an image nobody can
+	// log in to over SSH gets a warning before the build starts). With
+	// `nixos_config` only `true` adds them (as `ssh_authorized_keys` would be);
+	// `true` is refused with `flake`.
 	UseLocalSSHKeys *bool `mapstructure:"use_local_ssh_keys" required:"false"`
-	// The host name of the built system (built-in configuration only).
-	// Defaults to `nixos`.
+	// The host name of the built system. Defaults to `nixos` for the built-in
+	// configuration; with `nixos_config`, when set, it overrides the
+	// configuration's `networking.hostName` (through the module the plugin
+	// adds). Refused with `flake`.
 	Hostname string `mapstructure:"hostname" required:"false"`
 	// Extra Nix settings passed to the build as `--option NAME VALUE`, for
 	// example `{ "extra-substituters" = "https://cache.example.org",
@@ -60,13 +75,22 @@ type Config struct {
 	// name the NixOS build gives it (for example
 	// `nixos-image-sd-card-26.05.20260601.abcdef0-aarch64-linux.img`).
 	ImageName string `mapstructure:"image_name" required:"false"`
-	// The local directory the image, its `.sha256` and its manifest are written
-	// to. Defaults to `output-<build name>`. It must not exist unless Packer runs
-	// with `-force`, which empties it first.
+	// The local directory the image, its `.sha256`, its manifest and the build
+	// log are written to. Defaults to `output-<build name>`. It must not exist
+	// unless Packer runs with `-force`, which empties it first, or it holds
+	// only the build log a failed build left.
 	OutputDirectory string `mapstructure:"output_directory" required:"false"`
 	// Decompress the downloaded `.img.zst` into a plain, sparse `.img`.
 	// Defaults to true; set false to keep the compressed file.
 	Decompress *bool `mapstructure:"decompress" required:"false"`
+	// Show everything the build host prints (apt-get's output, every line
+	// of Nix's and of the builders') instead of a summary: the script's own
+	// lines, one line per package-manager step, Nix's plan, one `building
+	// NAME` per derivation, warnings and errors. The build log
+	// (`nixos-sd-build.log` beside the image, `build_log` in the manifest)
+	// holds everything either way, and `PACKER_LOG=1` shows it too. Defaults
+	// to false.
+	FullOutput bool `mapstructure:"full_output" required:"false"`
 	// Keep the uploaded configuration and the build result on the remote host
 	// after the download, for debugging. Defaults to false.
 	KeepRemoteFiles bool `mapstructure:"keep_remote_files" required:"false"`
@@ -96,92 +120,142 @@ type Config struct {
 	// directory per build from `mktemp -d` in the host's `$TMPDIR` or `/tmp`,
 	// a path nobody can prepare in advance.
 	RemoteDirectory string `mapstructure:"remote_directory" required:"false"`
+	// A Nix binary cache in an S3 bucket of your own: the build substitutes
+	// what an earlier build put there and uploads what it built. See
+	// docs/guides/binary-cache.md and the `cache` block below.
+	Cache *nixcache.Config `mapstructure:"cache" required:"false"`
 
 	buildTimeout  time.Duration
 	force         bool
+	hostnameSet   bool
 	sshKeySources []string
 	warnings      []string
+	// extraArgs are arguments of this run's nix build (the cache's).
+	extraArgs []string
 }
 
 var (
 	revisionPattern = regexp.MustCompile(`^[0-9a-f]{40}$`)
 	channelPattern  = regexp.MustCompile(`^(nixos|nixpkgs)-[0-9a-z.\-]+$`)
-	flakeAttr       = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_'\-]*$`)
+	hostnamePattern = regexp.MustCompile(`^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$`)
 )
 
 // Prepare validates the options and fills in defaults. buildName is Packer's
 // build name (for the output directory) and force is Packer's -force flag.
 func (c *Config) Prepare(buildName string, force bool) []error {
 	var errs []error
+	add := func(es ...error) { errs = append(errs, es...) }
 	c.force = force
+	set := explicit{hostname: c.Hostname != "", nixpkgs: c.Nixpkgs != "", localKeys: c.UseLocalSSHKeys != nil && *c.UseLocalSSHKeys}
+	c.hostnameSet = set.hostname
+	add(c.checkCombinations(set)...)
+	c.prepareSource(add)
+	c.prepareLogin(add, set)
+	c.prepareHost(add)
+	c.prepareOutput(add, buildName)
+	c.prepareDownload(add)
+	if c.Cache != nil {
+		add(c.Cache.Prepare()...)
+	}
+	return errs
+}
+
+// prepareSource checks what the image is built from: nixos_config or flake,
+// and nixpkgs.
+func (c *Config) prepareSource(add func(...error)) {
 	if c.NixOSConfig != "" && c.Flake != "" {
-		errs = append(errs, errors.New("nixos_config and flake: set one or the other; a flake pins its own configuration"))
+		add(errors.New("nixos_config and flake: set one or the other; a flake pins its own configuration"))
 	}
 	if c.NixOSConfig != "" {
 		st, err := os.Stat(c.NixOSConfig)
 		switch {
 		case err != nil:
-			errs = append(errs, fmt.Errorf("nixos_config: %q does not exist; give the path to a configuration.nix file or a directory holding one (relative paths are from where packer runs)", c.NixOSConfig))
+			add(fmt.Errorf("nixos_config: %q does not exist; give the path to a configuration.nix file or a directory holding one (relative paths are from where packer runs)", c.NixOSConfig))
 		case st.IsDir():
 			if _, err := os.Stat(filepath.Join(c.NixOSConfig, "configuration.nix")); err != nil {
-				errs = append(errs, fmt.Errorf("nixos_config: directory %q has no configuration.nix; add one or point nixos_config at the file itself", c.NixOSConfig))
+				add(fmt.Errorf("nixos_config: directory %q has no configuration.nix; add one or point nixos_config at the file itself", c.NixOSConfig))
+			} else {
+				add(checkConfigKeys(c.NixOSConfig)...)
 			}
 		case !strings.HasSuffix(st.Name(), ".nix"):
-			errs = append(errs, fmt.Errorf("nixos_config: %q is not a .nix file; point it at a configuration.nix or a directory holding one", c.NixOSConfig))
+			add(fmt.Errorf("nixos_config: %q is not a .nix file; point it at a configuration.nix or a directory holding one", c.NixOSConfig))
+		default:
+			add(checkConfigKeys(c.NixOSConfig)...)
 		}
 	}
 	if c.Flake != "" {
-		ref, attr, ok := strings.Cut(c.Flake, "#")
-		if !ok || ref == "" || !flakeAttr.MatchString(attr) {
-			errs = append(errs, fmt.Errorf("flake: %q must be a flake reference and a nixosConfigurations attribute; use a form such as \"github:me/nixos-pi#rpi4\" or \"./pi-flake#rpi4\"", c.Flake))
-		} else if dir, local := LocalFlakeDir(ref); local {
-			if _, err := os.Stat(filepath.Join(dir, "flake.nix")); err != nil {
-				errs = append(errs, fmt.Errorf("flake: local directory %q has no flake.nix; fix the path before the '#'", dir))
-			}
+		if _, err := parseFlake(c.Flake); err != nil {
+			add(err)
 		}
 	}
 	if c.Nixpkgs == "" {
 		c.Nixpkgs = DefaultNixpkgs
 	} else if !revisionPattern.MatchString(c.Nixpkgs) && !channelPattern.MatchString(c.Nixpkgs) {
-		errs = append(errs, fmt.Errorf("nixpkgs: %q is neither a channel nor a nixpkgs revision; use a channel such as \"nixos-26.05\" or a 40-hex-digit revision", c.Nixpkgs))
+		add(fmt.Errorf("nixpkgs: %q is neither a channel nor a nixpkgs revision; use a channel such as \"nixos-26.05\" or a 40-hex-digit revision", c.Nixpkgs))
 	}
 	if strings.HasPrefix(c.Nixpkgs, "nixos-") && strings.Contains(c.Nixpkgs, "release") {
-		errs = append(errs, fmt.Errorf("nixpkgs: %q is not a channel; use a nixos-* channel such as %q", c.Nixpkgs, DefaultNixpkgs))
+		add(fmt.Errorf("nixpkgs: %q is not a channel; use a nixos-* channel such as %q", c.Nixpkgs, DefaultNixpkgs))
 	}
-	for i, k := range c.SSHAuthorizedKeys {
-		f := strings.Fields(k)
-		if strings.ContainsAny(strings.TrimSpace(k), "\r\n") {
-			errs = append(errs, fmt.Errorf("ssh_authorized_keys[%d]: holds more than one line; give one key per list entry", i))
-		} else if len(f) < 2 || !(strings.HasPrefix(f[0], "ssh-") || strings.HasPrefix(f[0], "ecdsa-") || strings.HasPrefix(f[0], "sk-")) {
-			errs = append(errs, fmt.Errorf("ssh_authorized_keys[%d]: not an OpenSSH public key line (\"ssh-ed25519 AAAA... comment\"); paste the contents of your ~/.ssh/id_*.pub", i))
-		}
-	}
+}
+
+// prepareLogin checks who may log in to the image: ssh_authorized_keys (or
+// the local keys use_local_ssh_keys adds) and the hostname it answers to.
+func (c *Config) prepareLogin(add func(...error), set explicit) {
+	add(c.checkKeys()...)
 	if c.UseLocalSSHKeys == nil {
 		t := true
 		c.UseLocalSSHKeys = &t
 	}
 	c.sshKeySources, c.warnings = nil, nil
-	if c.NixOSConfig == "" && c.Flake == "" && len(c.SSHAuthorizedKeys) == 0 {
-		if *c.UseLocalSSHKeys {
+	// Local keys go into the built-in configuration unless turned off, and
+	// into a nixos_config only when asked for.
+	if c.Flake == "" && len(c.SSHAuthorizedKeys) == 0 {
+		if c.NixOSConfig == "" && *c.UseLocalSSHKeys || set.localKeys {
 			c.SSHAuthorizedKeys, c.sshKeySources = localSSHKeys()
 		}
-		if len(c.SSHAuthorizedKeys) == 0 {
+		if set.localKeys && len(c.SSHAuthorizedKeys) == 0 {
+			c.warnings = append(c.warnings, "use_local_ssh_keys: true, but no key of yours was found (none in ~/.ssh/*.pub or the SSH agent): the image gets no key from the plugin. Set ssh_authorized_keys, or add a key to the SSH agent.")
+		} else if c.NixOSConfig == "" && len(c.SSHAuthorizedKeys) == 0 {
 			c.warnings = append(c.warnings, "ssh_authorized_keys: not set, and no key of yours was added (none in ~/.ssh/*.pub or the SSH agent, or use_local_ssh_keys = false): "+
 				"nobody will be able to log in to the built image over SSH. Set ssh_authorized_keys = [\"ssh-ed25519 AAAA... you@host\"] to log in at first boot.")
 		}
 	}
 	if c.Hostname == "" {
 		c.Hostname = "nixos"
-	} else if !regexp.MustCompile(`^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$`).MatchString(c.Hostname) {
-		errs = append(errs, fmt.Errorf("hostname: %q is not a valid host name (letters, digits and '-', at most 63)", c.Hostname))
+	} else if !hostnamePattern.MatchString(c.Hostname) {
+		add(fmt.Errorf("hostname: %q is not a valid host name (letters, digits and '-', at most 63)", c.Hostname))
 	}
-	for k := range c.NixOptions {
-		if k == "" || strings.ContainsAny(k, " \t\n=") {
-			errs = append(errs, fmt.Errorf("nix_options: %q is not a Nix setting name; use names such as \"extra-substituters\" or \"max-jobs\"", k))
+}
+
+// prepareHost checks how the build runs on the host: nix_options,
+// build_timeout and remote_directory.
+func (c *Config) prepareHost(add func(...error)) {
+	add(c.checkNixOptions()...)
+	c.buildTimeout = 2 * time.Hour
+	if c.BuildTimeout != "" {
+		d, err := time.ParseDuration(c.BuildTimeout)
+		if err != nil || d <= 0 {
+			add(fmt.Errorf("build_timeout: %q is not a positive duration; use a value such as \"90m\" or \"3h\"", c.BuildTimeout))
+		} else {
+			c.buildTimeout = d
 		}
 	}
+	// Unset, each run makes a fresh directory with mktemp -d (workDirCommand).
+	if rd := c.RemoteDirectory; rd != "" {
+		if !strings.HasPrefix(rd, "/") || strings.ContainsAny(rd, " '\"$`\\") {
+			add(fmt.Errorf("remote_directory: %q must be an absolute path without spaces or shell characters; use a path such as \"/var/tmp/nixos-sd\"", rd))
+		} else if clean := path.Clean(rd); strings.Count(clean, "/") < 2 || strings.Contains(rd, "..") {
+			// The directory is removed after the build: never "/", "/tmp" or a path that climbs out.
+			add(fmt.Errorf("remote_directory: %q must be a directory of its own, at least two levels deep and without \"..\", such as \"/var/tmp/nixos-sd\" (it is created by the build and removed after it); choose such a directory", rd))
+		}
+	}
+}
+
+// prepareOutput checks where the image goes and in which form: image_name,
+// output_directory (which must not exist unless -force) and decompress.
+func (c *Config) prepareOutput(add func(...error), buildName string) {
 	if c.ImageName != "" && (strings.ContainsRune(c.ImageName, '/') || c.ImageName == "." || c.ImageName == "..") {
-		errs = append(errs, fmt.Errorf("image_name: %q must be a plain file name; put the directory in output_directory", c.ImageName))
+		add(fmt.Errorf("image_name: %q must be a plain file name; put the directory in output_directory", c.ImageName))
 	}
 	if c.OutputDirectory == "" {
 		name := buildName
@@ -190,9 +264,9 @@ func (c *Config) Prepare(buildName string, force bool) []error {
 		}
 		c.OutputDirectory = "output-" + name
 	}
-	if !force {
-		if _, err := os.Stat(c.OutputDirectory); err == nil {
-			errs = append(errs, fmt.Errorf("output_directory: %q already exists; remove it, choose another output_directory, or run packer with -force", c.OutputDirectory))
+	if !c.force {
+		if _, err := os.Stat(c.OutputDirectory); err == nil && !onlyBuildLog(c.OutputDirectory) {
+			add(fmt.Errorf("output_directory: %q already exists; remove it, choose another output_directory, or run packer with -force", c.OutputDirectory))
 		}
 	}
 	if c.Decompress == nil {
@@ -200,33 +274,18 @@ func (c *Config) Prepare(buildName string, force bool) []error {
 		c.Decompress = &t
 	}
 	if *c.Decompress && strings.HasSuffix(c.ImageName, ".zst") {
-		errs = append(errs, fmt.Errorf("image_name: %q ends in .zst, but the image is decompressed (decompress defaults to true); name it %q, or set decompress = false to keep the compressed file", c.ImageName, strings.TrimSuffix(c.ImageName, ".zst")))
+		add(fmt.Errorf("image_name: %q ends in .zst, but the image is decompressed (decompress defaults to true); name it %q, or set decompress = false to keep the compressed file", c.ImageName, strings.TrimSuffix(c.ImageName, ".zst")))
 	}
+}
+
+// prepareDownload checks download_channels and download_connections.
+func (c *Config) prepareDownload(add func(...error)) {
 	if c.DownloadChannels < 0 || c.DownloadChannels > 32 {
-		errs = append(errs, fmt.Errorf("download_channels: %d is out of range; use 1 to 32, or leave it unset to choose from the link", c.DownloadChannels))
+		add(fmt.Errorf("download_channels: %d is out of range; use 1 to 32, or leave it unset to choose from the link", c.DownloadChannels))
 	}
 	if c.DownloadConnections < 0 || c.DownloadConnections > 16 {
-		errs = append(errs, fmt.Errorf("download_connections: %d is out of range; use 1 to 16, or leave it unset to choose from the link", c.DownloadConnections))
+		add(fmt.Errorf("download_connections: %d is out of range; use 1 to 16, or leave it unset to choose from the link", c.DownloadConnections))
 	}
-	c.buildTimeout = 2 * time.Hour
-	if c.BuildTimeout != "" {
-		d, err := time.ParseDuration(c.BuildTimeout)
-		if err != nil || d <= 0 {
-			errs = append(errs, fmt.Errorf("build_timeout: %q is not a positive duration; use a value such as \"90m\" or \"3h\"", c.BuildTimeout))
-		} else {
-			c.buildTimeout = d
-		}
-	}
-	// Unset, each run makes a fresh directory with mktemp -d (workDirCommand).
-	if rd := c.RemoteDirectory; rd != "" {
-		if !strings.HasPrefix(rd, "/") || strings.ContainsAny(rd, " '\"$`\\") {
-			errs = append(errs, fmt.Errorf("remote_directory: %q must be an absolute path without spaces or shell characters; use a path such as \"/var/tmp/nixos-sd\"", rd))
-		} else if clean := path.Clean(rd); strings.Count(clean, "/") < 2 || strings.Contains(rd, "..") {
-			// The directory is removed after the build: never "/", "/tmp" or a path that climbs out.
-			errs = append(errs, fmt.Errorf("remote_directory: %q must be a directory of its own, at least two levels deep and without \"..\", such as \"/var/tmp/nixos-sd\" (it is created by the build and removed after it); choose such a directory", rd))
-		}
-	}
-	return errs
 }
 
 // Warnings are what Prepare found worth saying but not wrong, such as an
@@ -247,16 +306,3 @@ func (c *Config) BuildTimeoutDuration() time.Duration {
 
 // Force reports whether packer runs with -force.
 func (c *Config) Force() bool { return c.force }
-
-// LocalFlakeDir returns the local directory a flake reference names, which is
-// uploaded to the host: a relative or absolute path ("./pi", "../pi", "/srv/pi",
-// "."), or any "path:" reference ("path:pi", "path:./pi").
-func LocalFlakeDir(ref string) (string, bool) {
-	if dir, ok := strings.CutPrefix(ref, "path:"); ok {
-		return dir, dir != ""
-	}
-	if strings.HasPrefix(ref, "./") || strings.HasPrefix(ref, "../") || strings.HasPrefix(ref, "/") || ref == "." {
-		return ref, true
-	}
-	return "", false
-}

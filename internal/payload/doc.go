@@ -38,18 +38,27 @@
 // checksum to pin by hand, no `curl | sh`), it installs in seconds from the
 // in-region EC2 mirror, and Debian 13 (trixie) carries Nix 2.26, new enough
 // for current nixpkgs (Debian 12's 2.8 is not: nixpkgs' lib/minver.nix asks
-// for 2.18, and build.sh names both versions when nixpkgs refuses). apt
-// installs nix-bin's recommended nix-setup-systemd, whose nix-daemon serves
-// only the nix-users group (socket folder root:nix-users 0770), which the
-// login user is not in; only root may write /nix/store, so the build runs as
-// root through sudo. A newer Nix is not installed from elsewhere: that would
-// run an installer fetched from the internet without a signature the host
-// can check. Hosts without apt-get, or without a nix-bin package, fail with a
-// message asking for a Debian 13 AMI or a host with Nix preinstalled.
+// for 2.18, and build.sh names both versions when nixpkgs refuses). It
+// installs exactly nix-bin and nix-setup-systemd with --no-install-recommends
+// (an image may turn Recommends off): nix-setup-systemd creates the nixbld
+// build users, without which root's Nix builds no derivation, and turns the
+// sandbox on. apt waits for the dpkg lock (DPkg::Lock::Timeout), which a
+// first boot's unattended-upgrades holds. Whenever sudo works the build runs
+// as root: root's Nix uses the store directly, not Debian's nix-daemon (which
+// serves only the nix-users group, which the login user is not in), so every
+// nix_options setting applies; without sudo a build through a daemon says
+// which settings an untrusted user's daemon ignores. As root, derivations
+// build in a fresh directory under /var/tmp (TMPDIR, and build-dir where Nix
+// has it), since Debian 13's /tmp is a tmpfs of half the RAM, too small for
+// a kernel or an image. A newer Nix is not installed from elsewhere: that
+// would run an installer fetched from the internet without a signature the
+// host can check. Hosts without apt-get, or without a nix-bin package, fail
+// with a message asking for a Debian 13 AMI or a host with Nix preinstalled.
 //
 // Nix only warns about an `--option` whose name it does not know, and builds
 // without it; build.sh refuses such a nix_options name before the build,
-// checked against the host's own `nix config show`.
+// checked against the host's own `nix config show` with the features the
+// build enables (flakes: accept-flake-config exists only with them).
 //
 // # The download
 //

@@ -1,6 +1,10 @@
 package payload
 
-import "embed"
+import (
+	"embed"
+
+	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/nixcache"
+)
 
 // hostFiles are the scripts and Nix files uploaded to the build host.
 //
@@ -10,7 +14,8 @@ var hostFiles embed.FS
 // Names inside remote_directory. The NixOS configuration is one directory,
 // remoteNixOS, that `-I nixos-config=` names: its default.nix is either the
 // built-in configuration (with settings.json next to it) or entry.nix, which
-// wraps the user's configuration uploaded into its config/ folder. Naming the
+// wraps the user's configuration uploaded into its config/ folder and the
+// plugin's module, plugin.nix. Naming the
 // directory makes the whole configuration the build's input.
 const (
 	remoteScript   = "build.sh"
@@ -18,6 +23,7 @@ const (
 	remoteDefault  = "nixos/default.nix"
 	remoteSettings = "nixos/settings.json"
 	remoteConfig   = "nixos/config"
+	remotePlugin   = "nixos/plugin.nix"
 	remoteFlake    = "flake"
 	remoteResult   = "result"
 	remotePID      = "build.pid"
@@ -25,4 +31,5 @@ const (
 
 // remoteEntries are every name the plugin creates in remote_directory; only
 // these are removed, never the directory's other contents.
-var remoteEntries = []string{remoteScript, remoteNixOS, remoteFlake, remoteResult, remotePID}
+var remoteEntries = []string{remoteScript, remoteNixOS, remoteFlake, remoteResult, remotePID,
+	nixcache.RemoteScript}

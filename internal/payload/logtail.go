@@ -9,13 +9,16 @@ import (
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
 )
 
-// logTail shows a remote command's output line by line through ui.Message
-// and remembers the last lines for error messages. Its Writer methods are safe
-// for concurrent use by stdout and stderr.
+// logTail writes a remote command's output line by line to the build log,
+// shows what its summary keeps through ui.Message, and remembers the last
+// lines for error messages. Its Writer methods are safe for concurrent use by
+// stdout and stderr.
 type logTail struct {
 	ui     packersdk.Ui
 	prefix string
 	keep   int
+	log    *buildLog
+	sum    *summary
 
 	mu    sync.Mutex
 	lines []string
@@ -24,6 +27,13 @@ type logTail struct {
 
 func newLogTail(ui packersdk.Ui, prefix string, keep int) *logTail {
 	return &logTail{ui: ui, prefix: prefix, keep: keep, bufs: map[int]*bytes.Buffer{}}
+}
+
+// into sends the whole output to log and shows only what sum keeps (nil:
+// everything).
+func (t *logTail) into(log *buildLog, sum *summary) *logTail {
+	t.log, t.sum = log, sum
+	return t
 }
 
 // Writer returns the writer for one stream (0 stdout, 1 stderr): each stream
@@ -60,7 +70,7 @@ func (s *logStream) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// Flush shows the unterminated last lines.
+// Flush shows the unterminated last lines, and the summary's closing line.
 func (t *logTail) Flush() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -68,6 +78,9 @@ func (t *logTail) Flush() {
 		if b.Len() > 0 {
 			t.emit(string(b.Next(b.Len())))
 		}
+	}
+	if d := t.sum.done(); d != "" {
+		t.ui.Message(t.prefix + d)
 	}
 }
 
@@ -79,7 +92,10 @@ func (t *logTail) emit(line string) {
 	if strings.TrimSpace(line) == "" {
 		return
 	}
-	t.ui.Message(t.prefix + line)
+	t.log.line(line)
+	if shown, ok := t.sum.show(line); ok {
+		t.ui.Message(t.prefix + shown)
+	}
 	t.lines = append(t.lines, line)
 	if len(t.lines) > t.keep {
 		t.lines = append(t.lines[:0], t.lines[len(t.lines)-t.keep:]...)

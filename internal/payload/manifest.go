@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/nixos-sd/packer-plugin-nixos-sd/version"
@@ -25,7 +26,11 @@ func (r *run) writeSidecars(res *Result, n localNames, remoteSum string) ([]stri
 	if err := writeFileAtomic(jsonFile, manifest); err != nil {
 		return nil, fmt.Errorf("nixos-sd: writing %s: %w", jsonFile, err)
 	}
-	return []string{res.ImagePath, sumFile, jsonFile}, nil
+	files := []string{res.ImagePath, sumFile, jsonFile}
+	if res.BuildLog != "" {
+		files = append(files, res.BuildLog)
+	}
+	return files, nil
 }
 
 // ManifestSchemaVersion is the version of the manifest's layout
@@ -56,6 +61,9 @@ func (r *run) manifest(res *Result, final, remoteSum string, zst bool) ([]byte, 
 		m["compressed_size"] = r.builtSize
 	}
 	m["remote_image"] = res.RemoteImage
+	if res.BuildLog != "" {
+		m["build_log"] = filepath.Base(res.BuildLog)
+	}
 	m["config_source"] = configSource(cfg)
 	switch configSource(cfg) {
 	case "flake":
@@ -64,6 +72,13 @@ func (r *run) manifest(res *Result, final, remoteSum string, zst bool) ([]byte, 
 	case "nixos_config":
 		m["nixos_config"] = cfg.NixOSConfig
 		m["nixpkgs"] = cfg.Nixpkgs
+		if mod := pluginModule(cfg); mod != "" {
+			m["plugin_module"] = mod
+			if cfg.hostnameSet {
+				m["hostname"] = cfg.Hostname
+			}
+			m["ssh_authorized_keys"] = len(cfg.SSHAuthorizedKeys)
+		}
 	default:
 		m["nixpkgs"] = cfg.Nixpkgs
 		m["hostname"] = cfg.Hostname
@@ -74,6 +89,9 @@ func (r *run) manifest(res *Result, final, remoteSum string, zst bool) ([]byte, 
 		return nil, fmt.Errorf("nixos-sd: hashing the configuration for the manifest: %w", err)
 	}
 	m["config_sha256"] = sum
+	if c := r.cacheManifest(); c != nil {
+		m["cache"] = c
+	}
 	m["nixpkgs_revision"] = res.Nixpkgs.Revision
 	m["nixpkgs_version"] = res.Nixpkgs.Version
 	m["nixpkgs_source"] = res.Nixpkgs.Source

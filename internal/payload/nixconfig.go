@@ -72,7 +72,7 @@ func nixpkgsURL(nixpkgs string) string {
 // built from its remote copy.
 func flakeTarget(cfg *Config) string {
 	ref, attr, _ := strings.Cut(cfg.Flake, "#")
-	if _, local := LocalFlakeDir(ref); local {
+	if _, local := LocalFlakeDir(cfg.Flake); local {
 		ref = "path:" + path.Join(cfg.RemoteDirectory, remoteFlake)
 	}
 	return ref + "#nixosConfigurations." + attr + ".config.system.build.sdImage"
@@ -94,6 +94,7 @@ func nixArgs(cfg *Config) []string {
 	for _, k := range keys {
 		args = append(args, "--option", k, cfg.NixOptions[k])
 	}
+	args = append(args, cfg.extraArgs...)
 	if cfg.Flake != "" {
 		return append(args, flakeTarget(cfg))
 	}

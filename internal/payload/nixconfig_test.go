@@ -11,7 +11,7 @@ import (
 )
 
 func TestSettingsJSON(t *testing.T) {
-	keys := []string{"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEXAMPLE me@laptop", "ecdsa-sha2-nistp256 AAAAE2VjZHNh other"}
+	keys := []string{"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJw/GPlkoQlfZlY6+D0mbGc0WTg41HU4EtEyCHOx3VX4 me@laptop", "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBD23k/HYV84InkjDnp6pwBBXEbs4611G9ok2dQINqa4v8k/+pEwqKqx5kzL592J49J7yJS0fxFE1i0ocQuzerjI= other"}
 	c := prepared(t, func(c *Config) { c.Hostname = "pi-kitchen"; c.SSHAuthorizedKeys = keys; c.Nixpkgs = "nixos-25.11" })
 	b, err := settingsJSON(c)
 	if err != nil {
@@ -79,13 +79,13 @@ func TestNixConfigurationsEvaluate(t *testing.T) {
 	os.MkdirAll(builtIn, 0o755)
 	def, _ := hostFiles.ReadFile("hostfiles/default.nix")
 	os.WriteFile(filepath.Join(builtIn, "default.nix"), def, 0o644)
-	key := `ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEXAMPLE "quoted" me@laptop`
+	key := `ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJw/GPlkoQlfZlY6+D0mbGc0WTg41HU4EtEyCHOx3VX4 "quoted" me@laptop`
 	c := prepared(t, func(c *Config) { c.Hostname = "pi-kitchen"; c.SSHAuthorizedKeys = []string{key} })
 	js, _ := settingsJSON(c)
 	os.WriteFile(filepath.Join(builtIn, "settings.json"), js, 0o644)
-	got := eval(`let m = import ` + builtIn + ` { }; in { host = m.networking.hostName; root = m.users.users.root.openssh.authorizedKeys.keys; nixos = m.users.users.nixos.openssh.authorizedKeys.keys; normal = m.users.users.nixos.isNormalUser; ssh = m.services.openssh.enable; compress = m.sdImage.compressImage; state = m.system.stateVersion; imports = map toString m.imports; }`)
+	got := eval(`let m = import ` + builtIn + ` { }; in { host = m.networking.hostName; root = m.users.users.root.openssh.authorizedKeys.keys; nixos = m.users.users.nixos.openssh.authorizedKeys.keys; normal = m.users.users.nixos.isNormalUser; ssh = m.services.openssh.enable; compress = m.sdImage.compressImage; state = m.system.stateVersion; imports = map toString m.imports; platform = m.nixpkgs.hostPlatform; }`)
 	keyJSON, _ := json.Marshal(key)
-	want := `{"compress":true,"host":"pi-kitchen","imports":["` + module + `"],"nixos":[` + string(keyJSON) + `],"normal":true,"root":[` + string(keyJSON) + `],"ssh":true,"state":"26.05"}`
+	want := `{"compress":true,"host":"pi-kitchen","imports":["` + module + `"],"nixos":[` + string(keyJSON) + `],"normal":true,"platform":"aarch64-linux","root":[` + string(keyJSON) + `],"ssh":true,"state":"26.05"}`
 	if got != want {
 		t.Fatalf("built-in configuration evaluates to\n%s\nwant\n%s", got, want)
 	}
@@ -96,9 +96,30 @@ func TestNixConfigurationsEvaluate(t *testing.T) {
 	entry, _ := hostFiles.ReadFile("hostfiles/entry.nix")
 	os.WriteFile(filepath.Join(user, "default.nix"), entry, 0o644)
 	os.WriteFile(filepath.Join(user, "config", "configuration.nix"), []byte("{ }\n"), 0o644)
-	got = eval(`map toString (import ` + user + ` { }).imports`)
-	want = `["` + module + `","` + filepath.Join(user, "config", "configuration.nix") + `"]`
+	cfgFile := filepath.Join(user, "config", "configuration.nix")
+	bare := prepared(t, func(c *Config) { c.NixOSConfig = cfgFile })
+	os.WriteFile(filepath.Join(user, "plugin.nix"), []byte(pluginModuleFile(bare)), 0o644)
+	// It pins the platform, as a default a configuration may set too.
+	if got := eval(`(import ` + user + ` { lib.mkDefault = v: { _type = "override"; priority = 1000; content = v; }; }).nixpkgs.hostPlatform`); got != `{"_type":"override","content":"aarch64-linux","priority":1000}` {
+		t.Fatalf("entry.nix's nixpkgs.hostPlatform is %s, want aarch64-linux as a default", got)
+	}
+	got = eval(`map toString (import ` + user + ` { lib = { }; }).imports`)
+	want = `["` + module + `","` + cfgFile + `","` + filepath.Join(user, "plugin.nix") + `"]`
 	if got != want {
 		t.Fatalf("entry.nix imports %s, want %s", got, want)
+	}
+	if got := eval(`import ` + filepath.Join(user, "plugin.nix")); got != "{}" {
+		t.Fatalf("plugin.nix without hostname and keys evaluates to %s, want {}", got)
+	}
+
+	// The template's hostname and keys reach a nixos_config through plugin.nix,
+	// quoted as Nix strings (a comment may hold quotes and ${).
+	odd := `ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJw/GPlkoQlfZlY6+D0mbGc0WTg41HU4EtEyCHOx3VX4 "q" ${x} \n me`
+	withKeys := prepared(t, func(c *Config) { c.NixOSConfig = cfgFile; c.Hostname = "pi-den"; c.SSHAuthorizedKeys = []string{odd} })
+	os.WriteFile(filepath.Join(user, "plugin.nix"), []byte(pluginModuleFile(withKeys)), 0o644)
+	got = eval(`let m = import ` + filepath.Join(user, "plugin.nix") + ` { lib.mkForce = x: x; }; in { host = m.networking.hostName; ssh = m.services.openssh.enable; root = m.users.users.root.openssh.authorizedKeys.keys; }`)
+	oddJSON, _ := json.Marshal(odd)
+	if want := `{"host":"pi-den","root":[` + string(oddJSON) + `],"ssh":true}`; got != want {
+		t.Fatalf("plugin.nix evaluates to\n%s\nwant\n%s", got, want)
 	}
 }

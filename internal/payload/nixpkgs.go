@@ -198,7 +198,7 @@ func configHash(cfg *Config) (string, error) {
 	case cfg.Flake != "":
 		ref, attr, _ := strings.Cut(cfg.Flake, "#")
 		add("attribute", []byte(attr))
-		dir, local := LocalFlakeDir(ref)
+		dir, local := LocalFlakeDir(cfg.Flake)
 		if !local {
 			add("flake", []byte(ref))
 			break
@@ -210,6 +210,7 @@ func configHash(cfg *Config) (string, error) {
 		if err := embedded("entry.nix"); err != nil {
 			return "", err
 		}
+		add("plugin.nix", []byte(pluginModuleFile(cfg)))
 		st, err := os.Stat(cfg.NixOSConfig)
 		if err != nil {
 			return "", err

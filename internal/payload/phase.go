@@ -27,6 +27,8 @@ type PhaseError struct {
 	Err   error
 	// Log is the last lines the remote command printed, if any.
 	Log []string
+	// LogFile is the file holding everything the host printed, if any.
+	LogFile string
 }
 
 func (e *PhaseError) Error() string {
@@ -39,6 +41,9 @@ func (e *PhaseError) Error() string {
 			b.WriteString(l)
 			b.WriteByte('\n')
 		}
+	}
+	if e.LogFile != "" {
+		fmt.Fprintf(&b, "everything the build host printed is in %s\n", e.LogFile)
 	}
 	return strings.TrimRight(b.String(), "\n")
 }

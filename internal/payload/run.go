@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
 
 	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/remotecmd"
@@ -23,6 +24,9 @@ type RunOptions struct {
 	// SSH, when set, lets the download open more connections to the host
 	// (see download_connections); nil keeps it on comm's connection.
 	SSH *SSHTarget
+	// AWS is the AWS configuration (credentials, region) the binary cache
+	// uses; nil loads the SDK's default chain.
+	AWS *aws.Config
 }
 
 // Result describes the image Run wrote.
@@ -44,6 +48,11 @@ type Result struct {
 	RemoteImage string
 	// Nixpkgs is the nixpkgs the build used.
 	Nixpkgs Nixpkgs
+	// Cache is what the build took from and gave to the binary cache; nil
+	// without a cache block.
+	Cache *CacheReport
+	// BuildLog is the file holding everything the build host printed.
+	BuildLog string
 }
 
 // Run builds the NixOS SD image on the host behind comm, downloads it into
@@ -83,6 +92,10 @@ type run struct {
 	link *linkPlan
 	// workDir is the private working directory the run created on the host.
 	workDir string
+	// cache is the binary cache's part of the run; nil without one.
+	cache *cacheRun
+	// log holds everything the host printed (output_directory/nixos-sd-build.log).
+	log *buildLog
 }
 
 // run goes through the phases in order; each phase's file holds its code.
@@ -90,11 +103,20 @@ func (r *run) run(ctx context.Context) (res *Result, err error) {
 	defer func() {
 		if err != nil {
 			r.removePartials()
+			var pe *PhaseError
+			if errors.As(err, &pe) && len(pe.Log) > 0 {
+				pe.LogFile = r.log.Path()
+			}
 		}
 	}()
 	if err := r.prepareOutput(); err != nil {
 		return nil, err
 	}
+	if r.log, err = openBuildLog(r.cfg.OutputDirectory); err != nil {
+		return nil, err
+	}
+	defer r.log.close()
+	r.ui.Say(fmt.Sprintf("Everything the build host prints goes to %s", r.log.Path()))
 	if err := r.makeWorkDir(ctx); err != nil {
 		return nil, phaseErr(PhaseUpload, err, nil)
 	}
@@ -109,7 +131,10 @@ func (r *run) run(ctx context.Context) (res *Result, err error) {
 	if err := r.ensureNix(ctx); err != nil {
 		return nil, err
 	}
-	if err := r.build(ctx); err != nil {
+	r.startCache(ctx)
+	err = r.build(ctx)
+	r.stopPull()
+	if err != nil {
 		return nil, err
 	}
 	r.nixpkgs = r.resolveNixpkgs(ctx)
@@ -127,12 +152,17 @@ func (r *run) run(ctx context.Context) (res *Result, err error) {
 	if err := r.verify(dl); err != nil {
 		return nil, err
 	}
-	res = &Result{RemoteImage: image, Compressed: names.zst && !names.decompress, Nixpkgs: r.nixpkgs}
+	res = &Result{RemoteImage: image, Compressed: names.zst && !names.decompress, Nixpkgs: r.nixpkgs, BuildLog: r.log.Path()}
 	if res.Size, res.SHA256, err = r.checkImage(dl, names, info); err != nil {
 		return nil, err
 	}
 	if res.ImagePath, err = r.placeImage(names); err != nil {
 		return nil, err
+	}
+	r.pushCache(ctx)
+	if r.cache != nil {
+		rep := r.cache.report
+		res.Cache = &rep
 	}
 	res.Timings = r.timer.snapshot()
 	res.Timings["total"] = time.Since(r.started)

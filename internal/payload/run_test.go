@@ -5,10 +5,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -36,6 +36,8 @@ const fakeRevision = "5e0ca22929f3342b19569b21b2f3462f053e497b"
 
 var fakeNix = `#!/bin/bash
 if [ "$1" = --version ]; then echo "nix (Nix) 2.28.3"; exit 0; fi
+# Its settings: an AArch64 Nix.
+case "$*" in *"config show"*) printf '%s\n' "max-jobs = 1" "system = aarch64-linux"; exit 0 ;; esac
 # What the build used: nix eval of lib.version and .git-revision, or the
 # flake's lock (nixpkgs.go).
 if [ "$1" = eval ]; then
@@ -87,6 +89,7 @@ func newRunEnv(t *testing.T, env ...string) *runEnv {
 	os.MkdirAll(filepath.Join(e.store, "sd-image"), 0o755)
 	os.MkdirAll(bin, 0o755)
 	os.WriteFile(filepath.Join(bin, "nix"), []byte(fakeNix), 0o755)
+	os.WriteFile(filepath.Join(bin, "uname"), []byte("#!/bin/sh\necho aarch64\n"), 0o755)
 	os.WriteFile(filepath.Join(bin, "sudo"), []byte("#!/bin/bash\nwhile [ \"${1#-}\" != \"$1\" ]; do shift; done\nexec \"$@\"\n"), 0o755)
 	e.comm = &localComm{Env: append([]string{
 		"PATH=" + bin + ":" + os.Getenv("PATH"),
@@ -143,17 +146,17 @@ func sha256Of(t *testing.T, path string) string {
 	return hex.EncodeToString(s[:])
 }
 
-// noPartials fails when the output directory holds any .partial file, or
-// anything at all when want is empty.
+// outputHolds fails unless the output directory holds exactly want and the
+// build log, which every run that started writes (a failed run leaves only
+// the log).
 func (e *runEnv) outputHolds(want ...string) {
 	e.t.Helper()
 	entries, err := os.ReadDir(e.out)
-	if errors.Is(err, os.ErrNotExist) && len(want) == 0 {
-		return
-	}
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	want = append(want, BuildLogName)
+	slices.Sort(want)
 	var got []string
 	for _, en := range entries {
 		got = append(got, en.Name())
@@ -168,7 +171,7 @@ func TestRunDefaultConfigurationDecompressesSparse(t *testing.T) {
 	remoteImage := e.publish(true)
 	c := e.config(func(c *Config) {
 		c.Hostname = "kitchen-pi"
-		c.SSHAuthorizedKeys = []string{"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEXAMPLE me@laptop"}
+		c.SSHAuthorizedKeys = []string{"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJw/GPlkoQlfZlY6+D0mbGc0WTg41HU4EtEyCHOx3VX4 me@laptop"}
 	})
 	res, err := e.run(context.Background(), c)
 	if err != nil {
@@ -217,19 +220,32 @@ func TestRunDefaultConfigurationDecompressesSparse(t *testing.T) {
 	if tm, ok := m["timings_seconds"].(map[string]any); !ok || tm["build"] == nil || tm["download"] == nil || tm["total"] == nil {
 		t.Errorf("manifest timings: %v", m["timings_seconds"])
 	}
-	if want := []string{final, final + ".sha256", final + ".json"}; strings.Join(res.Files, ",") != strings.Join(want, ",") {
+	if want := []string{final, final + ".sha256", final + ".json", filepath.Join(e.out, BuildLogName)}; strings.Join(res.Files, ",") != strings.Join(want, ",") {
 		t.Errorf("Files = %q", res.Files)
 	}
-	// The remote directory is gone, the build log was shown line by line,
-	// and the progress bar saw the whole file.
+	// The remote directory is gone, the output summarised the build (the
+	// builders' lines only in the build log, which the manifest names), and
+	// the progress bar saw the whole file.
 	if _, err := os.Stat(e.remote); !os.IsNotExist(err) {
 		t.Errorf("the remote directory is still there: %v", err)
 	}
 	all := e.ui.all()
-	for _, want := range []string{"nix: building '/nix/store/0000-nixos-sd-image.drv'...", "nix: nixos-sd-image> Running phase: buildPhase", "SHA-256 verified"} {
+	for _, want := range []string{"nix: building nixos-sd-image\n", "SHA-256 verified", "Everything the build host prints goes to " + filepath.Join(e.out, BuildLogName)} {
 		if !strings.Contains(all, want) {
 			t.Errorf("the output lacks %q:\n%s", want, all)
 		}
+	}
+	if strings.Contains(all, "Running phase") {
+		t.Errorf("the output shows the builder's lines:\n%s", all)
+	}
+	log, _ := os.ReadFile(filepath.Join(e.out, BuildLogName))
+	for _, want := range []string{"building '/nix/store/0000-nixos-sd-image.drv'...", "nixos-sd-image> Running phase: buildPhase", "build.sh ensure-nix", "nixos-sd: Nix is already installed"} {
+		if !strings.Contains(string(log), want) {
+			t.Errorf("the build log lacks %q:\n%s", want, log)
+		}
+	}
+	if m["build_log"] != BuildLogName {
+		t.Errorf("manifest build_log = %v, want %s", m["build_log"], BuildLogName)
 	}
 	zst, _ := os.Stat(remoteImage)
 	if got := e.ui.tracked.Load(); got != zst.Size() || e.ui.bars.Load() != 1 {

@@ -46,8 +46,7 @@ func (r *run) upload(ctx context.Context) error {
 	}
 	switch {
 	case cfg.Flake != "":
-		ref, _, _ := strings.Cut(cfg.Flake, "#")
-		dir, local := LocalFlakeDir(ref)
+		dir, local := LocalFlakeDir(cfg.Flake)
 		if !local {
 			return nil
 		}
@@ -59,6 +58,12 @@ func (r *run) upload(ctx context.Context) error {
 		}
 		if err := r.uploadEmbedded(ctx, "entry.nix", path.Join(rd, remoteDefault)); err != nil {
 			return err
+		}
+		if err := r.uploadBytes(ctx, "plugin.nix", []byte(pluginModuleFile(cfg)), path.Join(rd, remotePlugin)); err != nil {
+			return err
+		}
+		if m := pluginModule(cfg); m != "" {
+			r.ui.Say("Adding to nixos_config, as a module the manifest shows (plugin_module): " + moduleSummary(cfg))
 		}
 		st, err := os.Stat(cfg.NixOSConfig)
 		if err != nil {

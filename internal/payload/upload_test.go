@@ -13,7 +13,7 @@ import (
 func TestRunUploadsBuiltInConfiguration(t *testing.T) {
 	e := newRunEnv(t)
 	e.publish(true)
-	key := "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEXAMPLE me@laptop"
+	key := "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJw/GPlkoQlfZlY6+D0mbGc0WTg41HU4EtEyCHOx3VX4 me@laptop"
 	c := e.config(func(c *Config) {
 		c.KeepRemoteFiles = true
 		c.SSHAuthorizedKeys = []string{key}
@@ -84,14 +84,28 @@ func TestRunUploadsUserConfiguration(t *testing.T) {
 	}
 }
 
+// TestRunUploadsLocalFlake: a flake beside the template is uploaded, named
+// absolutely or (as ${path.root} is when packer runs elsewhere) relative to
+// where packer runs.
 func TestRunUploadsLocalFlake(t *testing.T) {
+	for _, relative := range []bool{false, true} {
+		t.Run("relative="+strconv.FormatBool(relative), func(t *testing.T) { testRunUploadsLocalFlake(t, relative) })
+	}
+}
+
+func testRunUploadsLocalFlake(t *testing.T, relative bool) {
 	e := newRunEnv(t)
 	e.publish(true)
-	flake := filepath.Join(e.dir, "pi-flake")
+	flake := filepath.Join(e.dir, "tmpl", "pi-flake")
 	os.MkdirAll(flake, 0o755)
 	os.WriteFile(filepath.Join(flake, "flake.nix"), []byte("{ outputs = _: { }; }\n"), 0o644)
 	os.WriteFile(filepath.Join(flake, "flake.lock"), []byte("{}\n"), 0o644)
-	c := e.config(func(c *Config) { c.KeepRemoteFiles = true; c.Flake = flake + "#rpi4" })
+	ref := flake
+	if relative {
+		t.Chdir(e.dir)
+		ref = "tmpl/pi-flake"
+	}
+	c := e.config(func(c *Config) { c.KeepRemoteFiles = true; c.Flake = ref + "#rpi4" })
 	if _, err := e.run(context.Background(), c); err != nil {
 		t.Fatalf("Run: %v\n%s", err, e.ui.all())
 	}

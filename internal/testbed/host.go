@@ -12,7 +12,7 @@ import (
 // chrooted in a private overlay of the Debian 13 root (user admin as
 // cloud-init makes it, no Nix until apt-get installs nix-bin from the local
 // mirror; then the stand-in nix fronts the real one), with stand-in
-// shutdown/poweroff/halt/reboot in /usr/local/sbin and a private /tmp,
+// shutdown/poweroff/halt/reboot in /usr/local/sbin, a private tmpfs /tmp,
 // /home/admin and /var/lib/nixos-sd-standin bind-mounted from Dir, in mount
 // and UTS namespaces of its own.
 type Host struct {
@@ -38,6 +38,8 @@ type Host struct {
 	exitErr error
 	slot    *hostSlot
 	logFile *os.File
+	// tmpfs is where the host's /tmp tmpfs is mounted, empty when it is not.
+	tmpfs string
 
 	mu       sync.Mutex
 	stopped  bool

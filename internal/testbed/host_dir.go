@@ -37,10 +37,10 @@ func safeName(id string) string {
 //	bin/    -> /usr/local/lib/nixos-sd-standin (the stand-in nix, the
 //	           after-dpkg hook, the stand-in nixpkgs)
 //	sbin/   -> /usr/local/sbin (shutdown, poweroff, halt, reboot)
-//	localbin/ -> /usr/local/bin (empty, as on Debian; tests put tools there
+//	localbin/ -> /usr/local/bin (the stand-in uname; tests put tools there
 //	           that shadow the system's)
 //	state/  -> /var/lib/nixos-sd-standin (standin.conf, logs, store/, sshd/)
-//	tmp/    -> /tmp
+//	tmp/    -> /tmp (a link to tmpfs/tmp, a small tmpfs: host_boot.go)
 //	sshd.log
 func (p *HostPool) populateDir(ctx context.Context, h *Host, root debianRoot, keys []string) error {
 	if _, err := os.Stat(h.Dir); err == nil {
@@ -48,13 +48,15 @@ func (p *HostPool) populateDir(ctx context.Context, h *Host, root debianRoot, ke
 	}
 	d := func(parts ...string) string { return filepath.Join(append([]string{h.Dir}, parts...)...) }
 	for _, sub := range []string{"", "rootfs", "upper", "upper/etc/ssh/sshd_config.d", "work", "home", "home/.ssh",
-		"bin", "sbin", "localbin", "state", "state/store", "state/sshd", "tmp"} {
+		"bin", "sbin", "localbin", "state", "state/store", "state/sshd", "upper/etc/apt/apt.conf.d"} {
 		if err := os.MkdirAll(d(sub), 0o755); err != nil {
 			return err
 		}
 	}
+	if err := h.mountTmp(); err != nil {
+		return err
+	}
 	modes := map[string]os.FileMode{
-		"tmp":         0o777 | os.ModeSticky,
 		"state/store": 0o777 | os.ModeSticky,
 		"state/sshd":  0o700,
 		"home/.ssh":   0o700,
@@ -73,7 +75,7 @@ func (p *HostPool) populateDir(ctx context.Context, h *Host, root debianRoot, ke
 	if err := chownTree(d("home"), root.AdminUID, root.AdminGID); err != nil {
 		return err
 	}
-	if err := installStandIns(d("bin"), d("sbin")); err != nil {
+	if err := installStandInsWithUname(d("bin"), d("sbin"), d("localbin")); err != nil {
 		return err
 	}
 	if err := os.WriteFile(d("state/standin.conf"), []byte(p.opts.StandIn.conf()), 0o644); err != nil {
@@ -98,7 +100,8 @@ func (p *HostPool) populateDir(ctx context.Context, h *Host, root debianRoot, ke
 	files := map[string]string{
 		"upper/etc/hostname": name + "\n",
 		"upper/etc/hosts":    "127.0.0.1 localhost\n127.0.1.1 " + name + "\n::1 localhost ip6-localhost ip6-loopback\n",
-		"upper/etc/ssh/sshd_config.d/90-nixos-sd-testbed.conf": sshdConfig(h),
+		"upper/etc/ssh/sshd_config.d/90-nixos-sd-testbed.conf":   sshdConfig(h),
+		"upper/etc/apt/apt.conf.d/00nixos-sd-testbed-recommends": hostAptConf,
 	}
 	for f, content := range files {
 		if err := os.WriteFile(d(f), []byte(content), 0o644); err != nil {

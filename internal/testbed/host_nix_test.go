@@ -15,7 +15,7 @@ func TestHostNixIsStrict(t *testing.T) {
 	signer, pub := newKey(t)
 	h := startHost(t, p, "i-strictnix", pub)
 	c := mustDial(t, h.Addr, h.Port, signer)
-	mustRun(t, c, "sudo -n apt-get update -q >/dev/null && sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y -q nix-bin >/dev/null")
+	mustRun(t, c, "sudo -n apt-get update -q >/dev/null && sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o DPkg::Lock::Timeout=60 nix-bin >/dev/null")
 	mustRun(t, c, "mkdir -p /tmp/b/cfg /tmp/b/flake && echo '{ ... }: { imports = [ <nixpkgs/nixos/modules/installer/sd-card/sd-image-aarch64.nix> ]; }' > /tmp/b/cfg/default.nix && mkdir -p /tmp/b/bad && echo '{ ... }: { imports = [ ' > /tmp/b/bad/default.nix")
 	mustRun(t, c, `cat > /tmp/b/flake/flake.nix <<'EOF'
 {
@@ -27,8 +27,19 @@ func TestHostNixIsStrict(t *testing.T) {
   };
 }
 EOF`)
-	const base = "sudo -n -H nix build --extra-experimental-features 'nix-command flakes' --print-build-logs --out-link /tmp/b/result "
+	const base = "sudo -n -H env TMPDIR=/var/tmp nix build --extra-experimental-features 'nix-command flakes' --print-build-logs --out-link /tmp/b/result "
 	const file = "--file '<nixpkgs/nixos>' -I nixos-config=/tmp/b/cfg -I nixpkgs=channel:nixos-26.05 "
+	// nix-bin alone has no build users: root's Nix builds nothing until
+	// nix-setup-systemd (which nix-bin only recommends) makes them.
+	if _, stderr, err := sshRun(c, base+file+"config.system.build.sdImage"); err == nil || !strings.Contains(stderr, "the group 'nixbld' specified in 'build-users-group' does not exist") {
+		t.Errorf("a build with nix-bin alone: %v, %q; want the missing build users", err, stderr)
+	}
+	mustRun(t, c, "sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y -q nix-setup-systemd >/dev/null")
+	// The host presents itself as an AArch64 instance does (uname.sh; Nix's
+	// system through the stand-in nix).
+	if got := strings.Fields(mustRun(t, c, "uname -m; sudo -n uname -m; nix --extra-experimental-features nix-command config show system; sudo -n nix-instantiate --eval -E builtins.currentSystem")); strings.Join(got, " ") != `aarch64 aarch64 aarch64-linux "aarch64-linux"` {
+		t.Errorf("the host's architecture: %q", got)
+	}
 	for _, tc := range []struct {
 		name, args string
 		ok         bool

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 )
@@ -31,6 +32,9 @@ type HostPoolOptions struct {
 	// KeepDirs keeps each host's folder (sshd.log, state/ with the stand-ins'
 	// logs and images) after Stop, for post-mortems.
 	KeepDirs bool
+	// GatewayNames resolve on every host (its /etc/hosts) to its gateway,
+	// this machine: the names of services the test bed plays (S3).
+	GatewayNames []string
 	// Logf receives progress lines; nil = none.
 	Logf func(format string, args ...any)
 }
@@ -322,6 +326,7 @@ func (p *HostPool) create(ctx context.Context, id string, slot *hostSlot, keys [
 			if h.net != nil || h.cmd != nil {
 				_ = h.teardown()
 			}
+			_ = h.unmountTmp()
 			slot.release()
 			if !p.opts.KeepDirs {
 				_ = os.RemoveAll(h.Dir)
@@ -350,6 +355,11 @@ func (p *HostPool) create(ctx context.Context, id string, slot *hostSlot, keys [
 		return nil, err
 	}
 	h.Namespace = h.net.name
+	if len(p.opts.GatewayNames) > 0 {
+		if err := appendFile(filepath.Join(h.Dir, "upper", "etc", "hosts"), h.net.subnet.hostSide()+" "+strings.Join(p.opts.GatewayNames, " ")+"\n"); err != nil {
+			return nil, err
+		}
+	}
 	if err := h.startSSHD(); err != nil {
 		return nil, err
 	}
@@ -357,6 +367,14 @@ func (p *HostPool) create(ctx context.Context, id string, slot *hostSlot, keys [
 		return nil, err
 	}
 	if err := h.checkMounts(); err != nil {
+		return nil, err
+	}
+	if p.opts.StandIn.Arch == "x86_64-binfmt" {
+		if err := h.preinstallNix(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if err := h.holdDpkgLock(dpkgLockHold); err != nil {
 		return nil, err
 	}
 	if boot != nil {
@@ -427,3 +445,15 @@ func (p *HostPool) Running() []string {
 
 // WorkDir is the folder holding the hosts' folders.
 func (p *HostPool) WorkDir() string { return p.workDir }
+
+func appendFile(name, line string) error {
+	f, err := os.OpenFile(name, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteString(line); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}

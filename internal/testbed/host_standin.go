@@ -18,6 +18,8 @@ var (
 	standinAfterDpkg []byte
 	//go:embed standin/shutdown.sh
 	standinShutdown []byte
+	//go:embed standin/uname.sh
+	standinUname []byte
 	//go:embed standin/nixpkgs
 	standinNixpkgs embed.FS
 )
@@ -30,6 +32,17 @@ type StandInOptions struct {
 	// Uncompressed makes the stand-in leave the image as .img; by default it
 	// is zstd-compressed to .img.zst, as NixOS's sdImage.compressImage does.
 	Uncompressed bool
+	// BuildInputs makes the stand-in realise the image derivation's inputs
+	// with the host's real Nix before it fakes the image: the stand-in
+	// nixpkgs' probe, a small input-addressed derivation that takes a few
+	// seconds, which a binary cache can then hold.
+	BuildInputs bool
+	// Arch is the machine the host presents itself as (uname -m, and the
+	// system its Nix builds for): "" or "aarch64" as the Graviton instances
+	// are; "x86_64" as another builder's default instance is; or
+	// "x86_64-binfmt", an x86_64 host with Debian's Nix preinstalled (at
+	// start) that builds aarch64-linux through extra-platforms.
+	Arch string
 }
 
 const defaultImageMiB = 64
@@ -42,6 +55,11 @@ func (o StandInOptions) imageMiB() int {
 }
 
 func (o StandInOptions) validate() error {
+	switch o.Arch {
+	case "", "aarch64", "x86_64", "x86_64-binfmt":
+	default:
+		return fmt.Errorf("testbed: StandInOptions.Arch must be \"aarch64\" (or empty), \"x86_64\" or \"x86_64-binfmt\", got %q", o.Arch)
+	}
 	if n := o.imageMiB(); n < 56 || n > 64*1024 {
 		return fmt.Errorf("testbed: StandInOptions.ImageMiB must be between 56 and 65536 (or 0 for %d), got %d", defaultImageMiB, o.ImageMiB)
 	}
@@ -54,11 +72,24 @@ func (o StandInOptions) conf() string {
 	if o.Uncompressed {
 		compress = 0
 	}
-	return fmt.Sprintf("IMAGE_MIB=%d\nCOMPRESS=%d\n", o.imageMiB(), compress)
+	conf := fmt.Sprintf("IMAGE_MIB=%d\nCOMPRESS=%d\n", o.imageMiB(), compress)
+	if o.BuildInputs {
+		conf += "BUILD_INPUTS=1\n"
+	}
+	if o.Arch != "" {
+		conf += "ARCH=" + o.Arch + "\n"
+	}
+	return conf
 }
 
 // installStandIns writes the stand-ins into a host's bin and sbin.
 func installStandIns(binDir, sbinDir string) error {
+	return installStandInsWithUname(binDir, sbinDir, "")
+}
+
+// installStandInsWithUname also writes the stand-in uname into localBinDir
+// (the host's /usr/local/bin), unless it is empty.
+func installStandInsWithUname(binDir, sbinDir, localBinDir string) error {
 	write := func(path string, data []byte) error {
 		if err := os.WriteFile(path, data, 0o755); err != nil {
 			return err
@@ -80,6 +111,11 @@ func installStandIns(binDir, sbinDir string) error {
 	}
 	if err != nil {
 		return fmt.Errorf("testbed: installing the stand-in nixpkgs: %w", err)
+	}
+	if localBinDir != "" {
+		if err := write(filepath.Join(localBinDir, "uname"), standinUname); err != nil {
+			return fmt.Errorf("testbed: installing the stand-in uname: %w", err)
+		}
 	}
 	for _, name := range []string{"shutdown", "poweroff", "halt", "reboot"} {
 		if err := write(filepath.Join(sbinDir, name), standinShutdown); err != nil {

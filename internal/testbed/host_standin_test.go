@@ -278,7 +278,7 @@ func TestStandInNixBuildsAnSDImage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(real) != 6 || real[0] != "--version" || !strings.HasSuffix(real[1], " --dry-run --option substituters ") ||
+	if len(real) != 6 || real[0] != "--version" || !strings.HasSuffix(real[1], " --dry-run --option substituters  --json") ||
 		!strings.Contains(real[1], "nixpkgs="+e.bin+"/nixpkgs ") || real[5] != "store ls" {
 		t.Errorf("the real nix's calls: %q", real)
 	}
@@ -416,4 +416,50 @@ func equalStrings(a, b []string) bool {
 		}
 	}
 	return true
+}
+
+// TestStandInNixBuildsWhereNixDoes: the realisation's scratch goes where a
+// derivation's build directory would, build-dir else TMPDIR, so a build
+// directory that cannot hold it fails as Nix does; the store holds only the
+// output afterwards.
+func TestStandInNixBuildsWhereNixDoes(t *testing.T) {
+	e := newStandinEnv(t, StandInOptions{ImageMiB: 56})
+	missing := filepath.Join(e.work, "no-such-dir")
+	run := func(env string, args ...string) (string, int) {
+		cmd := exec.Command(filepath.Join(e.bin, "nix"), args...)
+		cmd.Dir = e.work
+		cmd.Env = append(os.Environ(), "NIXOS_SD_STANDIN_STATE="+e.state, "NIXOS_SD_STANDIN_REAL_NIX="+e.realNix, env)
+		out, err := cmd.CombinedOutput()
+		var exitErr *exec.ExitError
+		if errors.As(err, &exitErr) {
+			return string(out), exitErr.ExitCode()
+		}
+		return string(out), 0
+	}
+	for _, tc := range []struct {
+		env  string
+		args []string
+	}{
+		{"TMPDIR=" + missing, []string{"build", "-o", "r1", "a"}},
+		{"TMPDIR=" + e.work, []string{"build", "-o", "r2", "--option", "build-dir", missing, "b"}},
+	} {
+		out, code := run(tc.env, tc.args...)
+		if code != 1 || !strings.Contains(out, "-nixos-sd-image.drv' failed with exit code 1") || !strings.Contains(out, missing) {
+			t.Errorf("%s nix %q: exit %d, want the builder failing in %s:\n%s", tc.env, tc.args, code, missing, out)
+		}
+	}
+	scratch := filepath.Join(e.work, "scratch")
+	if err := os.Mkdir(scratch, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, code := run("TMPDIR="+e.work, "build", "-o", "r3", "--option", "build-dir", scratch, "c"); code != 0 {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	if left, _ := os.ReadDir(scratch); len(left) != 0 {
+		t.Errorf("the build left %v in its build directory", left)
+	}
+	store, _ := os.ReadDir(filepath.Join(e.state, "store"))
+	if len(store) != 1 || !strings.HasSuffix(store[0].Name(), "-nixos-sd-image") {
+		t.Errorf("the store holds %v, want the one output", store)
+	}
 }

@@ -103,6 +103,9 @@ func (h *Host) teardown() error {
 			errs = append(errs, err)
 		}
 	}
+	if err := h.unmountTmp(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 

@@ -137,6 +137,15 @@ func TestHostSSHSudoAndStandIns(t *testing.T) {
 		t.Fatal("a key not in authorized_keys logged in")
 	}
 	c := mustDial(t, h.Addr, h.Port, signer)
+	// Right after boot, dpkg is locked (unattended-upgrades on an instance):
+	// apt fails at once unless it waits.
+	if _, stderr, err := sshRun(c, "sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y -q hello"); err == nil || !strings.Contains(stderr, "Could not get lock /var/lib/dpkg/lock-frontend") {
+		t.Errorf("apt-get install right after boot: %v, %q; want the dpkg lock held", err, stderr)
+	}
+	// apt installs no recommended packages.
+	if got := strings.TrimSpace(mustRun(t, c, "apt-config dump APT::Install-Recommends")); got != `APT::Install-Recommends "0";` {
+		t.Errorf("apt's Install-Recommends: %q", got)
+	}
 
 	if got := strings.TrimSpace(mustRun(t, c, "id -un")); got != "admin" {
 		t.Errorf("id -un = %q", got)
@@ -163,8 +172,9 @@ func TestHostSSHSudoAndStandIns(t *testing.T) {
 		t.Fatalf("nix is installed before apt-get installs it: %s", out)
 	}
 	// apt-get installs the real nix-bin from the local mirror, under
-	// Debian's signed index; the stand-in nix then fronts it.
-	mustRun(t, c, "sudo -n apt-get update -q && sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y -q nix-bin")
+	// Debian's signed index, once the lock is free; the stand-in nix then
+	// fronts it.
+	mustRun(t, c, "sudo -n apt-get update -q && sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o DPkg::Lock::Timeout=60 nix-bin nix-setup-systemd")
 	if got := strings.TrimSpace(mustRun(t, c, "command -v nix; readlink /usr/bin/nix; nix --version; nix-build --version")); got !=
 		"/usr/bin/nix\n"+hostStandInDir+"/nix\nnix (Nix) 2.26.3\nnix-build (Nix) 2.26.3" {
 		t.Errorf("nix after apt-get install nix-bin: %q", got)
@@ -222,16 +232,27 @@ func TestHostSSHSudoAndStandIns(t *testing.T) {
 
 	// The stand-in nix, as root through sudo (as the payload runs it) ...
 	mustRun(t, c, "mkdir -p /tmp/build/cfg && echo '{ }' > /tmp/build/cfg/configuration.nix")
-	out := mustRun(t, c, "cd /tmp/build && sudo -n -H nix --extra-experimental-features 'nix-command flakes' build -L "+
-		"-I nixos-config=/tmp/build/cfg/configuration.nix -I nixpkgs=channel:nixos-26.05 --file '<nixpkgs/nixos>' config.system.build.sdImage --out-link /tmp/build/result && "+
-		"readlink /tmp/build/result && ls /tmp/build/result/sd-image/")
+	const standinBuild = "nix --extra-experimental-features 'nix-command flakes' build -L " +
+		"-I nixos-config=/tmp/build/cfg/configuration.nix -I nixpkgs=channel:nixos-26.05 --file '<nixpkgs/nixos>' config.system.build.sdImage --out-link /tmp/build/result"
+	// ... builds in TMPDIR, else /tmp, as Nix does: the small tmpfs /tmp is
+	// too small for it ...
+	if _, stderr, err := sshRun(c, "cd /tmp/build && sudo -n -H "+standinBuild); err == nil || !strings.Contains(stderr, "No space left on device") ||
+		!strings.Contains(stderr, "-nixos-sd-image.drv' failed with exit code 1") {
+		t.Errorf("a build in the tmpfs /tmp: %v, %q; want it out of space", err, stderr)
+	}
+	if got := strings.Join(strings.Fields(mustRun(t, c, "ls -A /tmp; df -k --output=fstype,size /tmp | tail -n 1")), " "); !strings.HasSuffix(got, fmt.Sprintf("tmpfs %d", hostTmpMiB*1024)) || strings.Contains(got, "nix-build-") {
+		t.Errorf("/tmp after the failed build: %q; want a %d MiB tmpfs without the build's directory", got, hostTmpMiB)
+	}
+	// ... and on the volume.
+	out := mustRun(t, c, "cd /tmp/build && sudo -n -H env TMPDIR=/var/tmp "+standinBuild+" && "+
+		"readlink /tmp/build/result && ls /tmp/build/result/sd-image/ && ls -A /var/tmp")
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	if len(lines) != 2 || !strings.HasPrefix(lines[0], "/var/lib/nixos-sd-standin/store/") || !strings.HasSuffix(lines[0], "-nixos-sd-image") ||
 		lines[1] != "nixos-image-sd-card-26.05.20260601.0000000-aarch64-linux.img.zst" {
 		t.Fatalf("out link and image: %q", lines)
 	}
 	img := "/tmp/build/result/sd-image/" + lines[1]
-	sf := mustRun(t, c, "zstd -dcq "+img+" > /tmp/build/x.img && /usr/sbin/sfdisk -J /tmp/build/x.img")
+	sf := mustRun(t, c, "zstd -dcq "+img+" > /var/tmp/x.img && /usr/sbin/sfdisk -J /var/tmp/x.img")
 	var table struct {
 		PartitionTable struct {
 			Label      string `json:"label"`
@@ -249,7 +270,7 @@ func TestHostSSHSudoAndStandIns(t *testing.T) {
 		t.Fatalf("partition table %+v, want dos with FAT32 (b or c) and Linux (83)", pt)
 	}
 	for i, want := range []string{`LABEL="FIRMWARE"`, `LABEL="NIXOS_SD"`} {
-		got := mustRun(t, c, fmt.Sprintf("/usr/sbin/blkid -p -O %d /tmp/build/x.img", pt.Partitions[i].Start*512))
+		got := mustRun(t, c, fmt.Sprintf("/usr/sbin/blkid -p -O %d /var/tmp/x.img", pt.Partitions[i].Start*512))
 		if !strings.Contains(got, want) {
 			t.Errorf("partition %d: blkid %q, want %s", i+1, got, want)
 		}
@@ -275,9 +296,10 @@ func TestHostSSHSudoAndStandIns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(standin) != 5 || !strings.HasPrefix(standin[0], "nix --version") || !strings.HasPrefix(standin[1], "nix-build --version") ||
+	if len(standin) != 6 || !strings.HasPrefix(standin[0], "nix --version") || !strings.HasPrefix(standin[1], "nix-build --version") ||
 		!strings.HasPrefix(standin[2], "nix --extra-experimental-features nix-command\\ flakes build -L") ||
-		!strings.HasPrefix(standin[3], "nix-build ") || !strings.HasPrefix(standin[4], "nix-build ") {
+		!strings.HasPrefix(standin[3], "nix --extra-experimental-features nix-command\\ flakes build -L") ||
+		!strings.HasPrefix(standin[4], "nix-build ") || !strings.HasPrefix(standin[5], "nix-build ") {
 		t.Errorf("StandInCalls() = %q", standin)
 	}
 

@@ -158,6 +158,15 @@ func TestStandInOptions(t *testing.T) {
 	if got := (StandInOptions{ImageMiB: 128, Uncompressed: true}).conf(); got != "IMAGE_MIB=128\nCOMPRESS=0\n" {
 		t.Errorf("conf %q", got)
 	}
+	if got := (StandInOptions{BuildInputs: true}).conf(); got != "IMAGE_MIB=64\nCOMPRESS=1\nBUILD_INPUTS=1\n" {
+		t.Errorf("conf %q", got)
+	}
+	if got := (StandInOptions{Arch: "x86_64"}).conf(); got != "IMAGE_MIB=64\nCOMPRESS=1\nARCH=x86_64\n" {
+		t.Errorf("conf %q", got)
+	}
+	if err := (StandInOptions{Arch: "arm64"}).validate(); err == nil {
+		t.Error("an unknown Arch accepted")
+	}
 	if err := (StandInOptions{ImageMiB: 40}).validate(); err == nil {
 		t.Error("a 40 MiB image accepted")
 	}

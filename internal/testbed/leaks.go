@@ -9,7 +9,10 @@ package testbed
 //     as AWS does; plain moto would leave it active forever;
 //   - EC2 fleets whose state does not start with "deleted" (moto keeps deleted
 //     fleets listed as deleted_terminating / deleted_running, as AWS does for a
-//     while);
+//     while), except instant fleets none of whose instances lives: AWS lists
+//     an instant fleet only when its id is named (DescribeFleets), so nobody
+//     can find one whose id was lost, and once its instances are terminated
+//     it holds nothing and costs nothing;
 //   - launch templates, key pairs, security groups other than "default";
 //   - volumes: every volume. moto deletes an instance's root volume when the
 //     instance terminates (DeleteOnTermination=true, verified), and the
@@ -19,6 +22,7 @@ package testbed
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -33,6 +37,7 @@ func leaks(ctx context.Context, c *ec2.Client, region string) ([]string, error) 
 		out = append(out, region+": "+fmt.Sprintf(format, args...))
 	}
 
+	live := map[string]bool{}
 	ip := ec2.NewDescribeInstancesPaginator(c, &ec2.DescribeInstancesInput{})
 	for ip.HasMorePages() {
 		page, err := ip.NextPage(ctx)
@@ -46,6 +51,7 @@ func leaks(ctx context.Context, c *ec2.Client, region string) ([]string, error) 
 					state = string(i.State.Name)
 				}
 				if state != "terminated" {
+					live[aws.ToString(i.InstanceId)] = true
 					add("instance %s (%s%s)", aws.ToString(i.InstanceId), state, nameTag(i.Tags))
 				}
 			}
@@ -69,6 +75,11 @@ func leaks(ctx context.Context, c *ec2.Client, region string) ([]string, error) 
 			return nil, fmt.Errorf("%s: DescribeFleets: %w", region, err)
 		}
 		for _, f := range page.Fleets {
+			if f.Type == types.FleetTypeInstant && !slices.ContainsFunc(f.Instances, func(fi types.DescribeFleetsInstances) bool {
+				return slices.ContainsFunc(fi.InstanceIds, func(id string) bool { return live[id] })
+			}) {
+				continue
+			}
 			if !strings.HasPrefix(string(f.FleetState), "deleted") {
 				add("EC2 fleet %s (%s, type %s%s)", aws.ToString(f.FleetId), f.FleetState, f.Type, nameTag(f.Tags))
 			}

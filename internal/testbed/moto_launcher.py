@@ -7,26 +7,32 @@ Usage: python moto_launcher.py -H 127.0.0.1 -p PORT   (same flags as moto_server
 Needs MOTO_AMIS_PATH (the catalogue written by amis.go).
 """
 
+import hashlib
 import ipaddress
 import json
+import math
 import os
 import random
 import sys
 import threading
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from moto.core.parse import default_timestamp_parser as parse_timestamp
+from moto.core.responses import ActionResult
 from moto.ec2 import utils as ec2_utils
 from moto.ec2.exceptions import InvalidParameterCombination, InvalidParameterValueError
 from moto.ec2.models import elastic_network_interfaces
 from moto.ec2.models.amis import Ami, AmiBackend
 from moto.ec2.models.fleets import Fleet
-from moto.ec2.models.instances import Instance, InstanceBackend, InstanceState
+from moto.ec2.models.instances import Instance, InstanceBackend, InstanceState, StateReason
 from moto.ec2.models.launch_templates import LaunchTemplate
 from moto.ec2.models.spot_requests import SpotInstanceRequest
 from moto.ec2.models.subnets import Subnet
 from moto.ec2.responses import EC2Response
 from moto.ec2.responses.amis import AmisResponse
+from moto.ec2.responses.fleets import Fleets as FleetsResponse
+from moto.ec2.responses.spot_instances import SpotInstances as SpotInstancesResponse
+from moto.kms.models import kms_backends
 from moto.server import main
 
 # 1. Region scoping and owner alias of catalogue images.
@@ -446,6 +452,222 @@ def _launch_template_tags(self):
 
 LaunchTemplate.tags = property(_launch_template_tags, lambda self, value: None)
 
+
+
+# 9. Why an instance ended.
+# Plain moto gives every terminated or stopped instance the state reason
+# Client.UserInitiatedShutdown, whoever ended it. AWS names the cause
+# (EC2 API reference, StateReason): Server.SpotInstanceTermination when it
+# takes a spot instance back (and the spot request's status says so, e.g.
+# instance-terminated-no-capacity: "Spot request status"),
+# Client.InstanceInitiatedShutdown when the instance powered itself off,
+# Client.InternalError when a launch fails on the client's side (an EBS
+# volume whose KMS key the caller may not use), Client.VolumeLimitExceeded,
+# Server.InsufficientInstanceCapacity. TestbedEndInstance, an action of the
+# test bed only (sent straight to moto by the watcher and the tests), ends an
+# instance with a given reason, the way EC2 would.
+STATE_REASON_MESSAGES = {
+    "Server.SpotInstanceTermination": "Server.SpotInstanceTermination: Spot instance termination",
+    "Server.SpotInstanceShutdown": "Server.SpotInstanceShutdown: Spot instance shutdown",
+    "Client.InstanceInitiatedShutdown": "Client.InstanceInitiatedShutdown: Instance initiated shutdown",
+    "Client.UserInitiatedShutdown": "Client.UserInitiatedShutdown: User initiated shutdown",
+    "Client.InternalError": "Client.InternalError: Client error on launch",
+    "Client.VolumeLimitExceeded": "Client.VolumeLimitExceeded: Volume limit exceeded",
+    "Server.InsufficientInstanceCapacity": "Server.InsufficientInstanceCapacity: Insufficient capacity to satisfy launch request",
+}
+
+SPOT_STATUS_MESSAGES = {
+    "instance-terminated-no-capacity": "Spot Instance terminated due to no available capacity.",
+    "instance-stopped-no-capacity": "Spot Instance stopped due to no available capacity.",
+    "instance-terminated-by-price": "Spot Instance terminated because your maximum price is lower than the current Spot price.",
+}
+
+
+def end_instance(instance, code, stop=False, spot_status=""):
+    """Stops or terminates the instance with the state reason EC2 gives."""
+    if stop:
+        instance.stop()
+    else:
+        instance.terminate()
+    instance.state_reason = StateReason(STATE_REASON_MESSAGES.get(code, code), code)
+    instance._reason = "Service initiated" if code.startswith("Server.") else instance._reason
+    if spot_status:
+        for req in list(instance.ec2_backend.spot_instance_requests.values()):
+            if getattr(req, "instance", None) is instance:
+                req.state = "disabled" if stop else "closed"
+                req._status_code = spot_status
+                req.status_message = SPOT_STATUS_MESSAGES.get(spot_status, spot_status)
+
+
+def _testbed_end_instance(self):
+    q = self.querystring
+    instance = self.ec2_backend.get_instance((q.get("InstanceId") or [""])[0])
+    code = (q.get("Code") or ["Client.UserInitiatedShutdown"])[0]
+    stop = (q.get("Behavior") or ["terminate"])[0] == "stop"
+    spot_status = (q.get("SpotStatus") or [""])[0]
+    end_instance(instance, code, stop=stop, spot_status=spot_status)
+    return (
+        '<TestbedEndInstanceResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">'
+        f"<instanceId>{instance.id}</instanceId><state>{instance.state}</state>"
+        "</TestbedEndInstanceResponse>"
+    )
+
+
+EC2Response.testbed_end_instance = _testbed_end_instance
+
+# 10. Encrypted volumes under a KMS key.
+# Plain moto launches an instance whatever KmsKeyId its volume names. AWS
+# launches it (RunInstances and CreateFleet succeed), then terminates it
+# during launch with state reason Client.InternalError when EBS cannot use
+# the key: it does not exist, is disabled or pending deletion, or its policy
+# does not let the caller create grants (EBS user guide, "Amazon EBS
+# encryption"; EC2 troubleshooting, "Instance terminates immediately"). The
+# test bed uses the key as moto's KMS knows it: unknown, disabled or pending
+# deletion means the instance ends so.
+_run_with_keys = InstanceBackend.run_instances
+
+
+def _kms_key_usable(backend, ref):
+    kms = kms_backends[backend.account_id][backend.region_name]
+    try:
+        key = kms.describe_key(ref)
+    except Exception:  # noqa: BLE001 - any lookup failure is an unusable key
+        return False
+    if ref.startswith("arn:") and ":" + backend.region_name + ":" not in ref:
+        return False
+    return key.key_state == "Enabled"
+
+
+def _run_instances_checking_keys(self, image_id, count, user_data, security_group_names, **kwargs):
+    reservation = _run_with_keys(self, image_id, count, user_data, security_group_names, **kwargs)
+    for inst in reservation.instances:
+        keys = [getattr(self.get_volume(bd.volume_id), "kms_key_id", None) for bd in inst.block_device_mapping.values()]
+        if any(k and not _kms_key_usable(self, k) for k in keys):
+            # Ended a moment after the launch call answered, as on AWS (the
+            # fleet launching it is not registered before then).
+            _end_soon(inst, "Client.InternalError")
+    return reservation
+
+
+def _end_soon(inst, code, tries=20):
+    def run():
+        try:
+            end_instance(inst, code)
+        except Exception:  # noqa: BLE001 - the fleet is not registered yet
+            if tries > 1:
+                _end_soon(inst, code, tries - 1)
+    t = threading.Timer(0.25, run)
+    t.daemon = True
+    t.start()
+
+
+InstanceBackend.run_instances = _run_instances_checking_keys
+
+# 11. Instant fleets are not listed.
+# Plain moto lists every fleet in DescribeFleets. AWS leaves out fleets of
+# type instant unless their ids are named (EC2 API reference, DescribeFleets:
+# "If a fleet is of type instant, you must specify the fleet ID in the
+# request, otherwise the fleet does not appear in the response"). The test
+# bed's own clients (its watcher and leak checker, user agent
+# app/nixos-sd-testbed) still see them all.
+_describe_fleets = FleetsResponse.describe_fleets
+
+
+def _describe_fleets_without_instant(self):
+    result = _describe_fleets(self)
+    if self._get_param("FleetIds", []) or "app/nixos-sd-testbed" in (self.headers.get("User-Agent") or ""):
+        return result
+    result.result["Fleets"] = [f for f in result.result["Fleets"] if f.fleet_type != "instant"]
+    return result
+
+
+FleetsResponse.describe_fleets = _describe_fleets_without_instant
+
+# 12. Spot requests by instance.
+# Plain moto refuses the instance-id filter of DescribeSpotInstanceRequests
+# (FilterNotImplementedError). AWS supports it ("instance-id - The ID of the
+# instance that fulfilled the request").
+_spot_filter_value = SpotInstanceRequest.get_filter_value
+
+
+def _spot_filter_value_with_instance(self, filter_name, method_name=None):
+    if filter_name == "instance-id":
+        return getattr(getattr(self, "instance", None), "id", None)
+    return _spot_filter_value(self, filter_name, method_name)
+
+
+SpotInstanceRequest.get_filter_value = _spot_filter_value_with_instance
+
+# 13. Spot prices of real size.
+# Plain moto answers every DescribeSpotPriceHistory with $0.00001 for every
+# type and zone, stamped 2006, ignores AvailabilityZone, StartTime and
+# EndTime, and names the product "Linux/UNIX (Amazon VPC)". AWS answers each
+# type and zone's own price, a fraction of the on-demand price that moves
+# over time (a new entry when it changes), within the window asked (with
+# StartTime alone: the price in effect then, and later changes), for the
+# product asked ("Linux/UNIX"). The test bed's price of a type in a zone at
+# hour h is its on-demand price (the .large prices of builder/prices.go,
+# scaled by size) times a fraction between 0.30 and 0.45 fixed per type and
+# zone, moving up to 6% with the hour.
+ON_DEMAND_LARGE = {
+    "a1": 0.051, "c6g": 0.068, "c6gn": 0.0864, "c7g": 0.0725, "c7gn": 0.1248, "c8g": 0.07976,
+    "m6g": 0.077, "m7g": 0.0816, "m8g": 0.08976, "r6g": 0.1008, "r7g": 0.1071, "r8g": 0.11782,
+    "t4g": 0.0672,
+}
+SIZE_FACTOR = {"medium": 0.5, "large": 1, "xlarge": 2, "2xlarge": 4, "4xlarge": 8, "8xlarge": 16}
+
+
+def _on_demand_price(instance_type):
+    family, _, size = instance_type.partition(".")
+    return ON_DEMAND_LARGE.get(family, 0.08) * SIZE_FACTOR.get(size, 4)
+
+
+def testbed_spot_price(instance_type, zone, hour):
+    seed = int(hashlib.sha256(f"{instance_type}/{zone}".encode()).hexdigest()[:8], 16)
+    fraction = 0.30 + (seed % 1500) / 10000
+    wave = 1 + 0.06 * math.sin(hour / 3 + seed % 7)
+    return round(_on_demand_price(instance_type) * fraction * wave, 4)
+
+
+def _timestamp(v):
+    return v if isinstance(v, datetime) else parse_timestamp(str(v))
+
+
+def _describe_spot_price_history_real(self):
+    types_ = self._get_param("InstanceTypes", [])
+    zone = self._get_param("AvailabilityZone")
+    filters = self._filters_from_querystring()
+    if zone:
+        filters["availability-zone"] = [zone]
+    products = self._get_param("ProductDescriptions", []) or ["Linux/UNIX"]
+    now = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    start = self._get_param("StartTime")
+    end = self._get_param("EndTime")
+    start = _timestamp(start) if start else now - timedelta(hours=6)
+    end = _timestamp(end) if end else datetime.now(timezone.utc)
+    if start.tzinfo is None:
+        start = start.replace(tzinfo=timezone.utc)
+    if end.tzinfo is None:
+        end = end.replace(tzinfo=timezone.utc)
+    first = start.replace(minute=0, second=0, microsecond=0)
+    history = []
+    for p in self.ec2_backend.describe_spot_price_history(types_, {k: v for k, v in filters.items() if k != "product-description"}):
+        hour = first
+        while hour <= end and hour <= now:
+            for product in products:
+                history.append({
+                    "InstanceType": p["InstanceType"],
+                    "ProductDescription": product,
+                    "SpotPrice": f"{testbed_spot_price(p['InstanceType'], p['Location'], hour.timestamp() // 3600):.6f}",
+                    "AvailabilityZone": p["Location"],
+                    "Timestamp": hour.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+                })
+            hour += timedelta(hours=1)
+    history.sort(key=lambda h: h["Timestamp"], reverse=True)
+    return ActionResult({"SpotPriceHistory": history})
+
+
+SpotInstancesResponse.describe_spot_price_history = _describe_spot_price_history_real
 
 if __name__ == "__main__":
     main(sys.argv[1:])

@@ -81,8 +81,11 @@ type Call struct {
 	// ErrorCode is the EC2 error code answered, by a rule or by moto.
 	ErrorCode string
 	Injected  bool // a Rule answered, delayed or dropped it
-	Dropped   bool
-	Duration  time.Duration
+	// Repeated: the call repeated an earlier call's client token and got its
+	// answer; moto never saw it (proxy_tokens.go).
+	Repeated bool
+	Dropped  bool
+	Duration time.Duration
 }
 
 // Mutating says whether the call is anything but Describe*/Get*.
@@ -109,6 +112,7 @@ type Proxy struct {
 	rules   []*ruleState
 	keys    map[string]string // region/keyName -> public key seen in ImportKeyPair
 	hidden  []*hidden         // just-created resources not visible yet
+	tokens  tokenCache        // first answers per client token
 	reqSeq  int
 	reqBase string
 	lastMut time.Time
@@ -254,6 +258,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeEC2Error(w, http.StatusBadRequest, "InvalidAction", "The action "+call.Action+" is not valid for this web service.", p.requestID())
 		return
 	}
+	if p.serveNotEnabledRegion(w, call, start) {
+		return
+	}
 	if code, msg, ok := p.notYetVisible(call); ok {
 		idx := p.record(call)
 		p.logf("fault proxy: %s #%d (%s): %s (not visible yet)", call.Action, idx+1, call.Region, code)
@@ -265,6 +272,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	rule := p.match(call)
 	idx := p.record(call)
+	if rule == nil && p.serveRepeatedToken(w, idx, call) {
+		return
+	}
 	if rule != nil {
 		p.logf("fault proxy: %s #%d (%s): applying rule %+v", call.Action, idx+1, call.Region, rule)
 		p.update(idx, func(c *Call) { c.Injected = true })
@@ -301,7 +311,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if rule.AnswerDelay > 0 || rule.DropAnswer {
-			status, code, dropped := p.serveLateAnswer(w, r, rule)
+			status, code, dropped := p.serveLateAnswer(w, r, rule, call)
 			p.update(idx, func(c *Call) { c.Status, c.ErrorCode, c.Dropped, c.Duration = status, code, dropped, time.Since(start) })
 			p.signalMutation()
 			return
@@ -317,6 +327,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 	hides := rule != nil && (rule.NotFoundCalls > 0 || rule.NotFoundFor > 0)
 	p.rp.ServeHTTP(rec, r)
+	p.tokens.remember(call, rec.status, rec.body.Bytes())
 	if hides && rec.status == http.StatusOK {
 		ids := p.hide(call.Action, rec.body.Bytes(), rule)
 		p.logf("fault proxy: %s #%d: %v not visible yet", call.Action, idx+1, ids)

@@ -13,9 +13,11 @@ import (
 // or drops the connection without an answer when rule.DropAnswer is set or
 // the caller left. It returns the status moto answered, its error code and
 // whether the answer was dropped.
-func (p *Proxy) serveLateAnswer(w http.ResponseWriter, r *http.Request, rule *Rule) (int, string, bool) {
+func (p *Proxy) serveLateAnswer(w http.ResponseWriter, r *http.Request, rule *Rule, call Call) (int, string, bool) {
 	rec := httptest.NewRecorder()
 	p.rp.ServeHTTP(rec, r.Clone(context.WithoutCancel(r.Context())))
+	// EC2 acted on the request: a retry with its client token gets this answer.
+	p.tokens.remember(call, rec.Code, rec.Body.Bytes())
 	code := ""
 	if rec.Code >= 400 {
 		code = parseErrorCode(rec.Body.Bytes())

@@ -58,6 +58,7 @@ type Testbed struct {
 	moto       *motoServer
 	proxy      *Proxy
 	ip         *ipServer
+	s3         *s3Front
 	pool       *HostPool
 	watch      *watcher
 	direct     map[string]*ec2.Client
@@ -106,21 +107,29 @@ func Start(ctx context.Context, opts Options) (tb *Testbed, err error) {
 	if tb.ip, err = startIPServer(FakePublicIP); err != nil {
 		return tb, err
 	}
+	if tb.s3, err = startS3Front(tb.moto.url); err != nil {
+		return tb, err
+	}
 	for _, r := range opts.Regions {
 		tb.direct[r] = newEC2Client(r, tb.moto.url)
+		if err = createKMSKeys(ctx, tb.moto.url, r); err != nil {
+			return tb, fmt.Errorf("testbed: KMS keys in %s: %w", r, err)
+		}
 	}
 	tb.pool, err = NewHostPool(HostPoolOptions{
-		WorkDir:   filepath.Join(tb.workDir, "hosts"),
-		BootDelay: opts.BootDelay,
-		Link:      opts.Link,
-		StandIn:   opts.StandIn,
-		Logf:      opts.Logf,
+		WorkDir:      filepath.Join(tb.workDir, "hosts"),
+		BootDelay:    opts.BootDelay,
+		Link:         opts.Link,
+		StandIn:      opts.StandIn,
+		GatewayNames: s3Names(opts.Regions),
+		Logf:         opts.Logf,
 	})
 	if err != nil {
 		return tb, fmt.Errorf("testbed: hosts: %w", err)
 	}
 	hostsPath := tb.HostsFile()
-	if err = writeHostsFile(hostsPath, nil); err != nil {
+	static := map[string][]string{s3Host: {"127.0.0.1 " + strings.Join(s3Names(opts.Regions), " ")}}
+	if err = writeHostsFile(hostsPath, static); err != nil {
 		return tb, err
 	}
 	minute := opts.ShutdownMinute
@@ -128,6 +137,7 @@ func Start(ctx context.Context, opts Options) (tb *Testbed, err error) {
 		minute = time.Minute
 	}
 	tb.watch = startWatcher(tb.moto.url, tb.ip.ip, hostsPath, tb.pool, tb.direct, opts.Regions, tb.proxy, minute, opts.Logf)
+	tb.watch.setStatic(s3Host, static[s3Host])
 	opts.Logf("testbed: EC2 (moto %s) at %s, fault proxy at %s, public IP %s at %s, work dir %s",
 		MotoVersion, tb.moto.url, tb.proxy.URL(), FakePublicIP, tb.ip.URL(), tb.workDir)
 	return tb, nil
@@ -160,6 +170,9 @@ func (tb *Testbed) Close() error {
 		}
 		if tb.ip != nil {
 			tb.ip.Close()
+		}
+		if tb.s3 != nil {
+			tb.s3.Close()
 		}
 		if tb.moto != nil {
 			tb.moto.Close()
@@ -250,6 +263,20 @@ func (tb *Testbed) Proxy() *Proxy { return tb.proxy }
 
 // Hosts is the host pool; a host's id is its instance's id.
 func (tb *Testbed) Hosts() *HostPool { return tb.pool }
+
+// EndInstance stops or terminates an instance as EC2 would for the given
+// state reason code (for example Client.VolumeLimitExceeded), straight in
+// moto; spotStatus, when set, becomes its spot request's status.
+func (tb *Testbed) EndInstance(ctx context.Context, region, id, code string, stop bool, spotStatus string) error {
+	return endInstance(ctx, tb.moto.url, region, id, code, stop, spotStatus)
+}
+
+// Interrupt takes a spot instance back as EC2 does: terminated with state
+// reason Server.SpotInstanceTermination, its spot request closed with status
+// instance-terminated-no-capacity.
+func (tb *Testbed) Interrupt(ctx context.Context, region, id string) error {
+	return tb.EndInstance(ctx, region, id, "Server.SpotInstanceTermination", false, "instance-terminated-no-capacity")
+}
 
 // WatcherErrors lists what went wrong turning instances into hosts.
 func (tb *Testbed) WatcherErrors() []string { return tb.watch.errors() }

@@ -324,11 +324,17 @@ func (w *watcher) bootData(ctx context.Context, region string, inst types.Instan
 }
 
 // markRunning ends the instance's boot in moto (TestbedInstanceRunning, an
-// action moto_launcher.py adds; moto reads the region from the credential
-// scope and checks no signature).
+// action moto_launcher.py adds).
 func (w *watcher) markRunning(ctx context.Context, region, id string) error {
-	form := url.Values{"Action": {"TestbedInstanceRunning"}, "Version": {"2016-11-15"}, "InstanceId": {id}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.motoURL+"/", strings.NewReader(form.Encode()))
+	return testbedAction(ctx, w.motoURL, region, url.Values{"Action": {"TestbedInstanceRunning"}, "InstanceId": {id}}, "<state>running</state>")
+}
+
+// testbedAction sends one of the test bed's own actions (moto_launcher.py)
+// straight to moto; moto reads the region from the credential scope and
+// checks no signature. The answer must hold want.
+func testbedAction(ctx context.Context, motoURL, region string, form url.Values, want string) error {
+	form.Set("Version", "2016-11-15")
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, motoURL+"/", strings.NewReader(form.Encode()))
 	if err != nil {
 		return err
 	}
@@ -340,8 +346,23 @@ func (w *watcher) markRunning(ctx context.Context, region, id string) error {
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "<state>running</state>") {
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), want) {
 		return fmt.Errorf("moto answered %s: %s", resp.Status, body)
 	}
 	return nil
+}
+
+// endInstance stops or terminates the instance in moto with the state reason
+// EC2 gives (TestbedEndInstance, moto_launcher.py patch 9), and the spot
+// request status spotStatus when not empty.
+func endInstance(ctx context.Context, motoURL, region, id, code string, stop bool, spotStatus string) error {
+	behavior := "terminate"
+	if stop {
+		behavior = "stop"
+	}
+	form := url.Values{"Action": {"TestbedEndInstance"}, "InstanceId": {id}, "Code": {code}, "Behavior": {behavior}}
+	if spotStatus != "" {
+		form.Set("SpotStatus", spotStatus)
+	}
+	return testbedAction(ctx, motoURL, region, form, "<instanceId>"+id+"</instanceId>")
 }

@@ -19,8 +19,9 @@ import (
 // keeps the pending power-off (an immediate one, or one scheduled with
 // shutdown's TIME: "+m" minutes, or +1 when none is given; a later schedule
 // replaces an earlier one, "shutdown -c" cancels it), and when it is due
-// terminates (or stops) the instance in moto; the host goes down with it as
-// usual. A test bed minute lasts Options.ShutdownMinute.
+// terminates (or stops) the instance in moto with the state reason
+// Client.InstanceInitiatedShutdown, as EC2 does; the host goes down with it
+// as usual. A test bed minute lasts Options.ShutdownMinute.
 
 type shutdownKind int
 
@@ -122,11 +123,8 @@ func (w *watcher) applyShutdown(ctx context.Context, region string, inst types.I
 	client := w.clients[region]
 	behavior := w.shutdownBehavior(ctx, client, inst)
 	w.logf("watcher: %s: instance %s shut itself down (%q); EC2 would %s it", region, id, call, behavior)
-	if behavior == types.ShutdownBehaviorTerminate {
-		_, err = client.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: []string{id}})
-	} else {
-		_, err = client.StopInstances(ctx, &ec2.StopInstancesInput{InstanceIds: []string{id}})
-	}
+	// EC2's state reason for an instance that powered itself off.
+	err = endInstance(ctx, w.motoURL, region, id, "Client.InstanceInitiatedShutdown", behavior != types.ShutdownBehaviorTerminate, "")
 	if err != nil && ctx.Err() == nil {
 		w.fail("%s: instance %s: applying its shutdown (%s): %v", region, id, behavior, err)
 	}

@@ -5,19 +5,24 @@
 #   bash build.sh ensure-nix
 #       Makes sure Nix is on the host. When `nix` is already on PATH (or in a
 #       standard Nix profile) it is used as is. Otherwise, on Debian and Ubuntu,
-#       it runs `apt-get install nix-bin`; Debian's nix-daemon serves only
-#       the nix-users group, so the build then runs as root through sudo.
-#       internal/payload/doc.go says why.
+#       it runs `apt-get install --no-install-recommends nix-bin
+#       nix-setup-systemd` (the build users), waiting for the dpkg lock a
+#       first boot's unattended-upgrades may hold. internal/payload/doc.go
+#       says why.
 #
 #   bash build.sh build REMOTE_DIR TIMEOUT_SECONDS nix ARGS...
-#       Runs the Nix build (as root through sudo when this user cannot write
-#       the Nix store and no nix-daemon serves it), stopped after
-#       TIMEOUT_SECONDS. Its process id is kept in REMOTE_DIR/build.pid so the
-#       plugin can stop it on cancellation: SIGTERM stops the build. The build
-#       is also stopped when the SSH session that started it ends.
+#       Runs the Nix build, as root through sudo whenever sudo works (root
+#       uses the store directly, so every --option applies and the build
+#       directory is ours to choose), else as this user through a nix-daemon.
+#       As root, derivations build in a fresh directory under /var/tmp (on
+#       the volume: /tmp is a tmpfs of half the RAM on Debian 13), removed
+#       afterwards. The build is stopped after TIMEOUT_SECONDS. Its process id
+#       is kept in REMOTE_DIR/build.pid so the plugin can stop it on
+#       cancellation: SIGTERM stops the build. The build is also stopped when
+#       the SSH session that started it ends.
 #
 # Exit status: 0 success; 3 Nix could not be installed; 4 no usable root
-# access; 124 the build ran longer than its timeout; anything else is the
+# access; 5 the host cannot build for aarch64-linux; 124 the build ran longer than its timeout; anything else is the
 # build's own failure.
 set -euo pipefail
 
@@ -60,12 +65,48 @@ as_root() {
 	fi
 }
 
+# apt_lock_timeout is how long apt waits for the dpkg lock, in seconds.
+apt_lock_timeout=600
+
+# nix_builds_aarch64 reports whether the Nix at $1 builds aarch64-linux: its
+# system, or its extra-platforms (binfmt emulation).
+nix_builds_aarch64() {
+	local s
+	s=$(nix_settings "$1") || return 1
+	case " $(printf '%s\n' "$s" | sed -n 's/^system = //p') $(printf '%s\n' "$s" | sed -n 's/^extra-platforms = //p') " in
+	*" aarch64-linux "*) return 0 ;;
+	esac
+	return 1
+}
+
+# check_arch stops on a host that cannot build the AArch64 image, before
+# anything is installed: what uname -m says, then what an installed Nix
+# builds for.
+check_arch() {
+	local nix_bin=${1:-} machine
+	machine=$(uname -m)
+	case "$machine" in
+	aarch64 | arm64)
+		[ -n "$nix_bin" ] || return 0
+		nix_builds_aarch64 "$nix_bin" && return 0
+		die 5 "this host is $machine, but its Nix ($("$nix_bin" --version 2>/dev/null || echo "$nix_bin")) builds for $(nix_settings "$nix_bin" | sed -n 's/^system = //p'), not aarch64-linux. Use a host whose Nix builds aarch64-linux (Debian's nix-bin on an arm64 AMI does)."
+		;;
+	esac
+	if [ -n "$nix_bin" ] && nix_builds_aarch64 "$nix_bin"; then
+		say "this host is $machine; its Nix builds aarch64-linux through extra-platforms (binfmt emulation): the build will be slow"
+		return 0
+	fi
+	die 5 "this host is $machine (uname -m), not AArch64: the SD image is aarch64-linux, and Nix here could neither build nor run its packages (only the ones a cache has). Run the build on an AArch64 host: give the builder that runs this provisioner an arm64 instance type and AMI (for amazon-ebs a Graviton type such as m7g.large with an arm64 Debian 13 AMI), or use the nixos-sd builder. A host whose Nix builds aarch64-linux through extra-platforms and binfmt (qemu-user-static) is used as it is. Nothing was installed."
+}
+
 ensure_nix() {
 	local nix_bin
 	if nix_bin=$(find_nix); then
 		say "Nix is already installed: $("$nix_bin" --version 2>/dev/null || echo "$nix_bin")"
+		check_arch "$nix_bin"
 		return 0
 	fi
+	check_arch
 	if ! command -v apt-get >/dev/null 2>&1; then
 		die 3 "Nix could not be installed: this host has no apt-get (it is not Debian or Ubuntu). Use a Debian 13 AMI or a host with Nix preinstalled."
 	fi
@@ -73,20 +114,29 @@ ensure_nix() {
 		die 4 "Nix could not be installed: installing it needs root, and 'sudo -n' failed for user $(id -un). Allow passwordless sudo for this user or preinstall Nix."
 	fi
 	say "Nix is not installed; installing Debian's nix-bin package with apt-get"
+	# A first boot's unattended-upgrades (or apt-daily) may hold apt's and
+	# dpkg's locks for minutes: wait for them instead of failing at once.
+	local -a apt=(env DEBIAN_FRONTEND=noninteractive apt-get -q -o "DPkg::Lock::Timeout=$apt_lock_timeout")
 	# Refresh the package lists: an image's lists may be missing or stale.
-	if ! as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q; then
+	if ! as_root "${apt[@]}" update; then
 		die 3 "Nix could not be installed: apt-get update failed (above). Check the host's network access to its package mirror, or preinstall Nix."
 	fi
 	if ! apt-cache show nix-bin >/dev/null 2>&1; then
 		die 3 "Nix could not be installed: this host's apt sources have no nix-bin package. Use a Debian 13 AMI (it carries Nix 2.26) or a host with Nix preinstalled."
 	fi
-	if ! as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q nix-bin; then
+	# Exactly these two, whatever apt's Install-Recommends says: nix-bin's
+	# recommended nix-setup-systemd creates the nixbld build users, without
+	# which root's Nix builds nothing ("the group 'nixbld' specified in
+	# 'build-users-group' does not exist"), and turns the sandbox on. Its
+	# nix-daemon stays unused: root builds in the store directly.
+	if ! as_root "${apt[@]}" install -y --no-install-recommends nix-bin nix-setup-systemd; then
 		die 3 "Nix could not be installed: apt-get install nix-bin failed (above). Use a Debian 13 AMI or a host with Nix preinstalled."
 	fi
 	if ! nix_bin=$(find_nix); then
 		die 3 "Nix could not be installed: nix-bin was installed but no nix command was found afterwards. Use a Debian 13 AMI or preinstall Nix."
 	fi
 	say "installed $("$nix_bin" --version 2>/dev/null || echo "$nix_bin")"
+	check_arch "$nix_bin"
 }
 
 # needs_root reports whether Nix must run as root here: this user cannot write
@@ -98,6 +148,21 @@ needs_root() {
 	return 0
 }
 
+# builds_as_root reports whether the build runs as root: when this user is
+# root or sudo works. Root uses the store directly, never a nix-daemon, so
+# every --option applies and the build directory is the one build.sh sets.
+builds_as_root() {
+	[ "$(id -u)" -eq 0 ] || as_root true 2>/dev/null
+}
+
+# nix_settings prints `nix config show` of this host's Nix, with the
+# features the build enables (flake-only settings exist only with flakes).
+nix_settings() {
+	local nix_bin=$1
+	"$nix_bin" --extra-experimental-features 'nix-command flakes' config show 2>/dev/null ||
+		"$nix_bin" --extra-experimental-features 'nix-command flakes' show-config 2>/dev/null
+}
+
 # check_settings fails on an `--option NAME VALUE` among its arguments whose
 # NAME (or NAME without "extra-") this host's Nix does not know: Nix itself
 # only warns "unknown setting" and builds without it.
@@ -105,9 +170,7 @@ check_settings() {
 	local nix_bin=$1 known
 	shift
 	case " $* " in *" --option "*) ;; *) return 0 ;; esac
-	known=$("$nix_bin" --extra-experimental-features nix-command config show 2>/dev/null ||
-		"$nix_bin" --extra-experimental-features nix-command show-config 2>/dev/null) || return 0
-	known=$(printf '%s\n' "$known" | sed -n 's/^\([A-Za-z0-9-]*\) = .*/\1/p')
+	known=$(printf '%s\n' "$settings" | sed -n 's/^\([A-Za-z0-9-]*\) = .*/\1/p')
 	[ -n "$known" ] || return 0
 	while [ "$#" -gt 0 ]; do
 		if [ "$1" = --option ] && [ "$#" -ge 3 ]; then
@@ -121,6 +184,48 @@ check_settings() {
 	done
 }
 
+# setting prints the value of setting $1 in $settings.
+setting() {
+	printf '%s\n' "$settings" | sed -n "s/^$1 = //p" | head -n 1
+}
+
+# is_trusted reports whether the nix-daemon trusts this user: trusted-users
+# names the user, one of its groups (@group) or everyone (*).
+is_trusted() {
+	local t me g
+	me=$(id -un)
+	for t in $(setting trusted-users); do
+		case "$t" in
+		'*' | "$me") return 0 ;;
+		@*)
+			for g in $(id -Gn); do
+				[ "@$g" != "$t" ] || return 0
+			done
+			;;
+		esac
+	done
+	return 1
+}
+
+# warn_daemon says what a build through the nix-daemon cannot do for this
+# user: settings of an untrusted user are ignored, and the daemon builds in
+# its own TMPDIR.
+warn_daemon() {
+	local -a names=()
+	while [ "$#" -gt 0 ]; do
+		if [ "$1" = --option ] && [ "$#" -ge 3 ]; then
+			names+=("$2")
+			shift 3
+			continue
+		fi
+		shift
+	done
+	say "warning: building as $(id -un) through the nix-daemon ('sudo -n' does not work): the daemon builds in its own TMPDIR (/tmp unless its service sets TMPDIR or build-dir; a tmpfs on Debian 13, too small for a kernel). Allow passwordless sudo to build as root on the volume."
+	if [ "${#names[@]}" -gt 0 ] && ! is_trusted; then
+		say "warning: nix_options ${names[*]}: the nix-daemon ignores restricted settings (substituters, trusted keys, sandbox, ...) of users not in trusted-users ($(setting trusted-users)), and $(id -un) is not. Allow passwordless sudo, or add $(id -un) to trusted-users in the host's nix.conf."
+	fi
+}
+
 # ppid_of prints the parent process id of process $1.
 ppid_of() {
 	local stat ppid
@@ -132,7 +237,7 @@ ppid_of() {
 
 # stop_child stops the build process $1 (sudo relays the signal to nix).
 stop_child() {
-	if needs_root; then
+	if [ -n "${run_as_root:-}" ]; then
 		as_root kill -TERM "$1" 2>/dev/null || true
 	else
 		kill -TERM "$1" 2>/dev/null || true
@@ -162,6 +267,15 @@ watch_session() {
 child=""
 watcher=""
 errlog=""
+build_dir=""
+run_as_root=""
+
+# remove_build_dir removes the build directory build.sh made.
+remove_build_dir() {
+	[ -z "$build_dir" ] || as_root rm -rf -- "$build_dir" 2>/dev/null || true
+	build_dir=""
+}
+
 # stop_build runs on SIGTERM, SIGINT and SIGHUP. When the session is gone,
 # writing to it raises SIGPIPE: stop the build first, and ignore that.
 stop_build() {
@@ -179,6 +293,7 @@ stop_build() {
 		say "stopping the build"
 		wait "$pid" 2>/dev/null
 	fi
+	remove_build_dir
 	exit 143
 }
 
@@ -191,16 +306,27 @@ run_build() {
 	shift
 	local nix_bin
 	nix_bin=$(find_nix) || die 3 "Nix is not installed on this host (run 'build.sh ensure-nix' first)."
+	settings=$(nix_settings "$nix_bin") || settings=""
 	check_settings "$nix_bin" "$@"
-	local -a run=()
-	if needs_root; then
-		if ! as_root true 2>/dev/null; then
-			die 4 "Nix needs root on this host (this user cannot write /nix/store nor reach a nix-daemon), and 'sudo -n' failed for user $(id -un). Allow passwordless sudo, or run a nix-daemon this user may use."
-		fi
-		say "building as root: this user cannot write /nix/store nor reach a nix-daemon"
+	local -a run=() opts=()
+	if builds_as_root; then
 		if [ "$(id -u)" -ne 0 ]; then
 			run=(sudo -n -H)
+			run_as_root=1
 		fi
+		# Derivations build in TMPDIR (or build-dir, where this Nix has
+		# it): on the volume, not in a tmpfs /tmp.
+		build_dir=$(as_root mktemp -d /var/tmp/nixos-sd-build.XXXXXXXXXX) ||
+			die 2 "could not create a build directory in /var/tmp on the host; check that /var/tmp exists and has space"
+		run+=(env TMPDIR="$build_dir")
+		if [ -n "$(printf '%s\n' "$settings" | sed -n '/^build-dir = /p')" ]; then
+			opts=(--option build-dir "$build_dir")
+		fi
+		say "building as root, in $build_dir"
+	elif needs_root; then
+		die 4 "Nix needs root on this host (this user cannot write /nix/store nor reach a nix-daemon), and 'sudo -n' failed for user $(id -un). Allow passwordless sudo, or run a nix-daemon this user may use."
+	else
+		warn_daemon "$@"
 	fi
 	trap stop_build TERM INT HUP
 	say "running: nix $*"
@@ -211,7 +337,7 @@ run_build() {
 	mkfifo -m 600 "$fifo"
 	tee "$errlog" <"$fifo" >&2 &
 	tee_pid=$!
-	"${run[@]}" timeout --kill-after=60 "$timeout_s" "$nix_bin" "$@" </dev/null 2>"$fifo" &
+	"${run[@]}" timeout --kill-after=60 "$timeout_s" "$nix_bin" "$@" "${opts[@]}" </dev/null 2>"$fifo" &
 	child=$!
 	# Written once the build runs, so whoever reads it to stop the build finds
 	# this script ready to pass the signal on.
@@ -229,6 +355,7 @@ run_build() {
 		watcher=""
 	fi
 	rm -f "$remote_dir/build.pid"
+	remove_build_dir
 	if [ "$status" -eq 124 ]; then
 		die 124 "the build ran longer than build_timeout (${timeout_s}s) and was stopped. Raise build_timeout or use a larger instance."
 	fi

@@ -13,6 +13,10 @@ in
     <nixpkgs/nixos/modules/installer/sd-card/sd-image-aarch64.nix>
   ];
 
+  # The image is for AArch64 boards whatever host evaluates it: never
+  # builtins.currentSystem.
+  nixpkgs.hostPlatform = "aarch64-linux";
+
   networking.hostName = settings.hostname;
 
   services.openssh = {

@@ -45,7 +45,7 @@ func (c *Local) Start(ctx context.Context, rc *packersdk.RemoteCmd) error {
 	}
 	cmd := exec.Command("bash", "-c", rc.Command)
 	cmd.Env = append(os.Environ(), c.Env...)
-	cmd.Stdout, cmd.Stderr = rc.Stdout, rc.Stderr
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = rc.Stdin, rc.Stdout, rc.Stderr
 	if cmd.Stdout == nil {
 		cmd.Stdout = io.Discard
 	}

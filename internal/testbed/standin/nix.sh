@@ -38,17 +38,26 @@
 # argument names an existing file or directory (also in the forms name=path
 # and path#attr) whose path or contents contain the text STANDIN_FAIL.
 #
-# Settings come from $STATE/standin.conf (IMAGE_MIB=64, COMPRESS=1, and
+# Settings come from $STATE/standin.conf (IMAGE_MIB=64, COMPRESS=1,
 # CACHED_BUILD_SECONDS=0: how long a build whose result exists still takes,
 # for benchmarks whose runs reuse one image but must see a build as long as a
-# real one, during which the download's connections open). STATE is
+# real one, during which the download's connections open; and BUILD_INPUTS=0:
+# with 1, the real Nix realises the image derivation's inputs (the stand-in
+# nixpkgs' probe, a real derivation that sleeps 3 s) with the command line's
+# --option settings, so that substituters, binary caches and signatures work
+# as in a real build; the host has no network, so `substituters` starts
+# empty, and the probe's builder is the host's /bin/sh, outside the sandbox).
+# With --json, `nix build` prints the real image derivation and the fake
+# output as real Nix does. STATE is
 # /var/lib/nixos-sd-standin unless NIXOS_SD_STANDIN_STATE says otherwise; the
 # real Nix is NIXOS_SD_STANDIN_REAL_NIX, else /usr/bin/nix.real (the unit
 # tests of the realisation set both; on a host sudo resets the environment).
 set -euo pipefail
 umask 022
 
-prog=$(basename "$0")
+# NIXOS_SD_STANDIN_PROG: the name this call stands for, when a test wraps it.
+prog=${NIXOS_SD_STANDIN_PROG:-$(basename "$0")}
+unset NIXOS_SD_STANDIN_PROG
 state=${NIXOS_SD_STANDIN_STATE:-/var/lib/nixos-sd-standin}
 real_nix=${NIXOS_SD_STANDIN_REAL_NIX:-/usr/bin/nix.real}
 standin_dir=$(dirname "$(readlink -f "$0")")
@@ -67,6 +76,21 @@ die() {
 	exit 1
 }
 
+# The host's architecture (ARCH in standin.conf, see uname.sh): an AArch64
+# host's Nix builds for aarch64-linux (its system, and so
+# builtins.currentSystem); an x86_64 host's for x86_64-linux, with
+# aarch64-linux among its extra-platforms when binfmt emulation is there.
+arch=aarch64
+if [ -r "$state/standin.conf" ]; then
+	arch=$(sed -n 's/^ARCH=//p' "$state/standin.conf")
+fi
+case "${arch:-aarch64}" in
+aarch64) export NIX_CONFIG="system = aarch64-linux${NIX_CONFIG:+
+$NIX_CONFIG}" ;;
+x86_64-binfmt) export NIX_CONFIG="extra-platforms = aarch64-linux${NIX_CONFIG:+
+$NIX_CONFIG}" ;;
+esac
+
 # Everything but a build is the real Nix's.
 case "$prog" in
 nix | nix-build) ;;
@@ -81,12 +105,14 @@ done
 IMAGE_MIB=64
 COMPRESS=1
 CACHED_BUILD_SECONDS=0
+BUILD_INPUTS=0
 if [ -r "$state/standin.conf" ]; then
 	while IFS='=' read -r key value; do
 		case "$key" in
 		IMAGE_MIB) IMAGE_MIB=$value ;;
 		COMPRESS) COMPRESS=$value ;;
 		CACHED_BUILD_SECONDS) CACHED_BUILD_SECONDS=$value ;;
+		BUILD_INPUTS) BUILD_INPUTS=$value ;;
 		esac
 	done <"$state/standin.conf"
 fi
@@ -112,6 +138,9 @@ takes_two=" --option --arg --argstr --override-input --override-flake --arg-from
 input_opts=" --include -I --file -f --expr --attr -A --system --arg --argstr --override-input --override-flake --arg-from-file "
 
 out_link="result"
+build_dir_opt=""
+json=0
+options=()
 no_link=0
 print_out_paths=0
 print_logs=0
@@ -128,8 +157,22 @@ while [ "$i" -le "$#" ]; do
 		;;
 	--out-link=*) out_link=${a#--out-link=} ;;
 	--no-link | --no-out-link) no_link=1 ;;
+	--option)
+		if [ "$((i + 2))" -le "$#" ]; then
+			j=$((i + 1))
+			k=$((i + 2))
+			options+=(--option "${!j}" "${!k}")
+			[ "${!j}" != build-dir ] || build_dir_opt=${!k}
+		fi
+		i=$((i + 2))
+		;;
+	--build-dir)
+		i=$((i + 1))
+		build_dir_opt=${!i}
+		;;
 	--print-out-paths) print_out_paths=1 ;;
 	-L | --print-build-logs) print_logs=1 ;;
+	--json) json=1 ;;
 	--extra-*)
 		# Any nix.conf setting may be passed as --extra-NAME VALUE.
 		i=$((i + 1))
@@ -332,21 +375,40 @@ for ((k = 0; k < ${#validate[@]}; k++)); do
 		break
 	fi
 done
+dry=(--dry-run --option substituters '')
+# nix build --dry-run --json names the derivation.
+[ "$prog" != nix ] || dry+=(--json)
 if [ "$dd" -ge 0 ]; then
-	validate=("${validate[@]:0:dd}" --dry-run --option substituters '' "${validate[@]:dd}")
+	validate=("${validate[@]:0:dd}" "${dry[@]}" "${validate[@]:dd}")
 else
-	validate+=(--dry-run --option substituters '')
+	validate+=("${dry[@]}")
 fi
 vlog=$(mktemp /tmp/nixos-sd-standin-eval.XXXXXX)
-tmp_flakes+=("$vlog")
+vout=$(mktemp /tmp/nixos-sd-standin-eval.XXXXXX)
+tmp_flakes+=("$vlog" "$vout")
 vstatus=0
-(exec -a "$prog" "$real_nix" "${validate[@]}") >/dev/null 2>"$vlog" </dev/null || vstatus=$?
+(exec -a "$prog" "$real_nix" "${validate[@]}") >"$vout" 2>"$vlog" </dev/null || vstatus=$?
 if [ "$vstatus" -ne 0 ]; then
 	cat "$vlog" >&2
 	exit "$vstatus"
 fi
+# The derivations it would build, for tests to read back what was
+# evaluated (the image's name carries its platform).
+grep -E '^ +/nix/store/.*\.drv$' "$vlog" | sed 's/^ *//' >>"$state/standin-drvs.log" 2>/dev/null || true
 # Its warnings, but for those about the stand-in's own flake and lock files.
 grep -E '^warning:' "$vlog" | grep -vE 'nixos-sd-standin|lock file' >&2 || true
+
+real_drv=$(sed -n 's/.*"drvPath":"\([^"]*\.drv\)".*/\1/p' "$vout" | head -n 1)
+
+# ---- the inputs, built by the real Nix ---------------------------------------
+
+if [ "$BUILD_INPUTS" = 1 ] && [ -n "$real_drv" ]; then
+	mapfile -t input_drvs < <(exec -a nix-store "$real_nix" --query --references "$real_drv" | grep '\.drv$' || true)
+	if [ "${#input_drvs[@]}" -gt 0 ]; then
+		(exec -a nix-store "$real_nix" --realise --no-gc-warning --option substituters '' \
+			--option sandbox false "${options[@]}" "${input_drvs[@]}") >&2 </dev/null || exit $?
+	fi
+fi
 
 # ---- STANDIN_FAIL ---------------------------------------------------------
 
@@ -440,6 +502,18 @@ log() {
 	printf '%s%s\n' "$log_prefix" "$*" >&2
 }
 
+# build_failed fails as Nix does when a builder fails, with the last lines of
+# its log ($blog).
+build_failed() {
+	{
+		printf "error: builder for '%s' failed with exit code 1;\n" "$drv"
+		printf '       last 10 log lines:\n'
+		tail -n 10 "$blog" | sed 's/^/       > /'
+		printf '       For full logs, run:\n         nix log %s\n' "$drv"
+	} >&2
+	exit 1
+}
+
 # ---- build ----------------------------------------------------------------
 
 if [ -d "$out" ] && [ "$CACHED_BUILD_SECONDS" -gt 0 ]; then
@@ -465,158 +539,193 @@ if [ ! -d "$out" ]; then
 		exit 1
 	fi
 
+	# Root's Nix builds as a member of build-users-group (nixbld, which
+	# Debian's nix-setup-systemd creates), and fails without one (on a host:
+	# the unit tests' fake real Nix has no settings).
+	if [ "$(id -u)" -eq 0 ] && [ -z "${NIXOS_SD_STANDIN_REAL_NIX:-}" ]; then
+		bug=$("$real_nix" --extra-experimental-features nix-command config show 2>/dev/null | sed -n 's/^build-users-group = //p' || true)
+		if [ -n "$bug" ] && ! getent group "$bug" >/dev/null; then
+			die "the group '$bug' specified in 'build-users-group' does not exist"
+		fi
+	fi
 	mkdir -p "$store"
 	chmod 1777 "$store" 2>/dev/null || true
-	work=$(mktemp -d "$store/.build-${hash}.XXXXXX")
-	trap 'rm -rf "$work"; cleanup_validation' EXIT
+	# As Nix does, the derivation builds in a fresh directory under
+	# build-dir, else TMPDIR, else /tmp; only its output goes to the store.
+	scratch=${build_dir_opt:-${TMPDIR:-/tmp}}
+	blog=$(mktemp "$store/.log-${hash}.XXXXXX")
+	work=""
+	stage=""
+	trap 'rm -rf ${work:+"$work"} ${stage:+"$stage"} "$blog"; cleanup_validation' EXIT
 	# Stopped (e.g. by timeout or the plugin's cancellation): clean up too.
 	trap 'exit 143' TERM INT HUP
-
-	mib=1048576
-	fw_start_mib=8
-	fw_mib=34
-	root_start_mib=$((fw_start_mib + fw_mib))
-	root_mib=$((IMAGE_MIB - root_start_mib))
-	img="$work/$image_name"
-
-	# The firmware partition's files: sizes like the Raspberry Pi firmware
-	# nixpkgs copies (start*.elf, fixup*.dat, U-Boot, device trees).
-	fwdir="$work/firmware"
-	mkdir -p "$fwdir"
-	cat >"$fwdir/config.txt" <<-'EOF'
-		[pi3]
-		kernel=u-boot-rpi3.bin
-
-		[pi02]
-		kernel=u-boot-rpi3.bin
-
-		[pi4]
-		kernel=u-boot-rpi4.bin
-		enable_gic=1
-		armstub=armstub8-gic.bin
-
-		# Otherwise the resolution will be weird in most cases, compared to
-		# what the pi3 firmware does by default.
-		disable_overscan=1
-
-		# Supported in newer board revisions
-		arm_boost=1
-
-		[all]
-		# Boot in 64-bit mode.
-		arm_64bit=1
-
-		# U-Boot needs this to work, regardless of whether UART is actually used or not.
-		enable_uart=1
-
-		# Prevent the firmware from smashing the framebuffer setup done by the mainline kernel
-		# when attempting to show low-voltage or overtemperature warnings.
-		avoid_warnings=1
-	EOF
-	fw_kib=0
-	for f in bootcode.bin:52 fixup.dat:7 fixup4.dat:5 fixup_cd.dat:3 fixup4cd.dat:3 \
-		start.elf:2900 start4.elf:2200 start_cd.elf:800 start4cd.elf:800 \
-		u-boot-rpi3.bin:600 u-boot-rpi4.bin:600 armstub8-gic.bin:1 \
-		bcm2710-rpi-3-b.dtb:32 bcm2710-rpi-3-b-plus.dtb:33 bcm2711-rpi-4-b.dtb:53 \
-		bcm2711-rpi-400.dtb:53 bcm2711-rpi-cm4.dtb:53; do
-		head -c "$((${f#*:} * 1024))" /dev/urandom >"$fwdir/${f%%:*}"
-		fw_kib=$((fw_kib + ${f#*:}))
-	done
-
-	# The root file system's contents: a store-like tree with files that
-	# compress about like a real system closure. A real image compresses about
-	# 3:1; free space is zeros, so the fill mixes incompressible data (like
-	# already compressed files) with text that compresses about 3:1, in the
-	# share that brings the whole image to about 3:1.
-	rootdir="$work/root"
-	mkdir -p "$rootdir/nix/store" "$rootdir/boot/extlinux" "$rootdir/etc"
-	# Leave room for the journal, inode tables and block group metadata.
-	fill_kib=$((root_mib * 1024 * 80 / 100 - 2048))
-	target_kib=$((IMAGE_MIB * 1024 / 3 - fw_kib))
-	# random share r of the fill F: r*F + (1-r)*F/3 = target.
-	random_kib=$(((3 * target_kib - fill_kib) / 2))
-	[ "$random_kib" -gt 0 ] || random_kib=0
-	[ "$random_kib" -le "$fill_kib" ] || random_kib=$fill_kib
-	text_kib=$((fill_kib - random_kib))
-	log "building the root file system (${fill_kib} KiB of store paths)"
-	n=0
-	chunk_kib=4096
-	left=$random_kib
-	while [ "$left" -gt 0 ]; do
-		k=$((left < chunk_kib ? left : chunk_kib))
-		d="$rootdir/nix/store/$(printf 'blob %s %s\n' "$hash" "$n" | nix_hash)-blob-$n"
-		mkdir -p "$d/lib"
-		head -c "$((k * 1024))" /dev/urandom >"$d/lib/data.bin"
-		left=$((left - k))
-		n=$((n + 1))
-	done
-	left=$text_kib
-	while [ "$left" -gt 0 ]; do
-		k=$((left < chunk_kib ? left : chunk_kib))
-		d="$rootdir/nix/store/$(printf 'text %s %s\n' "$hash" "$n" | nix_hash)-text-$n"
-		mkdir -p "$d/share"
-		# base64 of random data mapped onto 4 symbols: about 2 bits per byte.
-		# 57 input bytes make one 76-character line plus its newline.
-		head -c "$((k * 1024 * 57 / 77))" /dev/urandom | base64 -w 76 |
-			tr 'A-Za-z0-9+/' '0123012301230123012301230123012301230123012301230123012301230123' \
-				>"$d/share/data.txt"
-		left=$((left - k))
-		n=$((n + 1))
-	done
-	cat >"$rootdir/boot/extlinux/extlinux.conf" <<-EOF
-		# Generated file, all changes will be lost on nixos-rebuild!
-		DEFAULT nixos-default
-		MENU TITLE ------------------------------------------------------------
-		TIMEOUT 50
-		LABEL nixos-default
-		  MENU LABEL NixOS - Default
-		  LINUX ../nixos/kernel-Image
-		  INITRD ../nixos/initrd
-		  APPEND init=/nix/store/${hash}-nixos-system-nixos-sd-${release}/init loglevel=4
-	EOF
-	printf 'nixos-sd stand-in image %s\n' "$release" >"$rootdir/etc/nixos-sd-standin"
-	: >"$rootdir/nix-path-registration"
-
-	log "creating the partition table"
-	truncate -s "$((IMAGE_MIB * mib))" "$img"
-	sfdisk --quiet --no-reread --no-tell-kernel "$img" >/dev/null <<-EOF
-		label: dos
-		label-id: 0x2178694e
-
-		start=$((fw_start_mib * 2048)), size=$((fw_mib * 2048)), type=b
-		start=$((root_start_mib * 2048)), type=83, bootable
-	EOF
-	log "creating the FAT32 firmware partition"
-	mkfs.vfat -F 32 -s 1 -n FIRMWARE -i 2178694e --offset "$((fw_start_mib * 2048))" "$img" "$((fw_mib * 1024))" >/dev/null 2>&1 ||
-		die "stand-in nix: mkfs.vfat failed"
-	MTOOLS_SKIP_CHECK=1 mcopy -i "$img@@$((fw_start_mib * mib))" "$fwdir"/* ::/ ||
-		die "stand-in nix: mcopy into the firmware partition failed"
-	log "creating the ext4 root partition"
-	mkfs.ext4 -F -q -L NIXOS_SD -U 44444444-4444-4444-8888-888888888888 -E "offset=$((root_start_mib * mib))" \
-		-d "$rootdir" "$img" "$((root_mib * 1024))k" >/dev/null ||
-		die "stand-in nix: mkfs.ext4 failed"
-	rm -rf "$rootdir" "$fwdir"
-
-	result="$work/out"
-	mkdir -p "$result/sd-image" "$result/nix-support"
-	if [ "$COMPRESS" = 1 ]; then
-		log "compressing the image with zstd"
-		zstd -T0 -q --rm "$img" -o "$result/sd-image/$image_name.zst"
-		echo "file sd-image $out/sd-image/$image_name.zst" >"$result/nix-support/hydra-build-products"
-	else
-		mv "$img" "$result/sd-image/$image_name"
-		echo "file sd-image $out/sd-image/$image_name" >"$result/nix-support/hydra-build-products"
+	if ! work=$(mktemp -d "$scratch/nix-build-nixos-sd-image.drv-XXXXXX" 2>"$blog"); then
+		work=""
+		build_failed
 	fi
-	printf '%s\n' "aarch64-linux" >"$result/nix-support/system"
+
+	# assemble makes the image in $work/out; it runs in a subshell of its own
+	# so that set -e holds in it, its messages in $blog.
+	assemble() {
+		mib=1048576
+		fw_start_mib=8
+		fw_mib=34
+		root_start_mib=$((fw_start_mib + fw_mib))
+		root_mib=$((IMAGE_MIB - root_start_mib))
+		img="$work/$image_name"
+
+		# The firmware partition's files: sizes like the Raspberry Pi firmware
+		# nixpkgs copies (start*.elf, fixup*.dat, U-Boot, device trees).
+		fwdir="$work/firmware"
+		mkdir -p "$fwdir"
+		cat >"$fwdir/config.txt" <<-'EOF'
+			[pi3]
+			kernel=u-boot-rpi3.bin
+
+			[pi02]
+			kernel=u-boot-rpi3.bin
+
+			[pi4]
+			kernel=u-boot-rpi4.bin
+			enable_gic=1
+			armstub=armstub8-gic.bin
+
+			# Otherwise the resolution will be weird in most cases, compared to
+			# what the pi3 firmware does by default.
+			disable_overscan=1
+
+			# Supported in newer board revisions
+			arm_boost=1
+
+			[all]
+			# Boot in 64-bit mode.
+			arm_64bit=1
+
+			# U-Boot needs this to work, regardless of whether UART is actually used or not.
+			enable_uart=1
+
+			# Prevent the firmware from smashing the framebuffer setup done by the mainline kernel
+			# when attempting to show low-voltage or overtemperature warnings.
+			avoid_warnings=1
+		EOF
+		fw_kib=0
+		for f in bootcode.bin:52 fixup.dat:7 fixup4.dat:5 fixup_cd.dat:3 fixup4cd.dat:3 \
+			start.elf:2900 start4.elf:2200 start_cd.elf:800 start4cd.elf:800 \
+			u-boot-rpi3.bin:600 u-boot-rpi4.bin:600 armstub8-gic.bin:1 \
+			bcm2710-rpi-3-b.dtb:32 bcm2710-rpi-3-b-plus.dtb:33 bcm2711-rpi-4-b.dtb:53 \
+			bcm2711-rpi-400.dtb:53 bcm2711-rpi-cm4.dtb:53; do
+			head -c "$((${f#*:} * 1024))" /dev/urandom >"$fwdir/${f%%:*}"
+			fw_kib=$((fw_kib + ${f#*:}))
+		done
+
+		# The root file system's contents: a store-like tree with files that
+		# compress about like a real system closure. A real image compresses about
+		# 3:1; free space is zeros, so the fill mixes incompressible data (like
+		# already compressed files) with text that compresses about 3:1, in the
+		# share that brings the whole image to about 3:1.
+		rootdir="$work/root"
+		mkdir -p "$rootdir/nix/store" "$rootdir/boot/extlinux" "$rootdir/etc"
+		# Leave room for the journal, inode tables and block group metadata.
+		fill_kib=$((root_mib * 1024 * 80 / 100 - 2048))
+		target_kib=$((IMAGE_MIB * 1024 / 3 - fw_kib))
+		# random share r of the fill F: r*F + (1-r)*F/3 = target.
+		random_kib=$(((3 * target_kib - fill_kib) / 2))
+		[ "$random_kib" -gt 0 ] || random_kib=0
+		[ "$random_kib" -le "$fill_kib" ] || random_kib=$fill_kib
+		text_kib=$((fill_kib - random_kib))
+		log "building the root file system (${fill_kib} KiB of store paths)"
+		n=0
+		chunk_kib=4096
+		left=$random_kib
+		while [ "$left" -gt 0 ]; do
+			k=$((left < chunk_kib ? left : chunk_kib))
+			d="$rootdir/nix/store/$(printf 'blob %s %s\n' "$hash" "$n" | nix_hash)-blob-$n"
+			mkdir -p "$d/lib"
+			head -c "$((k * 1024))" /dev/urandom >"$d/lib/data.bin"
+			left=$((left - k))
+			n=$((n + 1))
+		done
+		left=$text_kib
+		while [ "$left" -gt 0 ]; do
+			k=$((left < chunk_kib ? left : chunk_kib))
+			d="$rootdir/nix/store/$(printf 'text %s %s\n' "$hash" "$n" | nix_hash)-text-$n"
+			mkdir -p "$d/share"
+			# base64 of random data mapped onto 4 symbols: about 2 bits per byte.
+			# 57 input bytes make one 76-character line plus its newline.
+			head -c "$((k * 1024 * 57 / 77))" /dev/urandom | base64 -w 76 |
+				tr 'A-Za-z0-9+/' '0123012301230123012301230123012301230123012301230123012301230123' \
+					>"$d/share/data.txt"
+			left=$((left - k))
+			n=$((n + 1))
+		done
+		cat >"$rootdir/boot/extlinux/extlinux.conf" <<-EOF
+			# Generated file, all changes will be lost on nixos-rebuild!
+			DEFAULT nixos-default
+			MENU TITLE ------------------------------------------------------------
+			TIMEOUT 50
+			LABEL nixos-default
+			  MENU LABEL NixOS - Default
+			  LINUX ../nixos/kernel-Image
+			  INITRD ../nixos/initrd
+			  APPEND init=/nix/store/${hash}-nixos-system-nixos-sd-${release}/init loglevel=4
+		EOF
+		printf 'nixos-sd stand-in image %s\n' "$release" >"$rootdir/etc/nixos-sd-standin"
+		: >"$rootdir/nix-path-registration"
+
+		log "creating the partition table"
+		truncate -s "$((IMAGE_MIB * mib))" "$img"
+		sfdisk --quiet --no-reread --no-tell-kernel "$img" >/dev/null <<-EOF
+			label: dos
+			label-id: 0x2178694e
+
+			start=$((fw_start_mib * 2048)), size=$((fw_mib * 2048)), type=b
+			start=$((root_start_mib * 2048)), type=83, bootable
+		EOF
+		log "creating the FAT32 firmware partition"
+		mkfs.vfat -F 32 -s 1 -n FIRMWARE -i 2178694e --offset "$((fw_start_mib * 2048))" "$img" "$((fw_mib * 1024))" >/dev/null 2>&1 ||
+			die "stand-in nix: mkfs.vfat failed"
+		MTOOLS_SKIP_CHECK=1 mcopy -i "$img@@$((fw_start_mib * mib))" "$fwdir"/* ::/ ||
+			die "stand-in nix: mcopy into the firmware partition failed"
+		log "creating the ext4 root partition"
+		mkfs.ext4 -F -q -L NIXOS_SD -U 44444444-4444-4444-8888-888888888888 -E "offset=$((root_start_mib * mib))" \
+			-d "$rootdir" "$img" "$((root_mib * 1024))k" >/dev/null ||
+			die "stand-in nix: mkfs.ext4 failed"
+		rm -rf "$rootdir" "$fwdir"
+
+		result="$work/out"
+		mkdir -p "$result/sd-image" "$result/nix-support"
+		if [ "$COMPRESS" = 1 ]; then
+			log "compressing the image with zstd"
+			zstd -T0 -q --rm "$img" -o "$result/sd-image/$image_name.zst"
+			echo "file sd-image $out/sd-image/$image_name.zst" >"$result/nix-support/hydra-build-products"
+		else
+			mv "$img" "$result/sd-image/$image_name"
+			echo "file sd-image $out/sd-image/$image_name" >"$result/nix-support/hydra-build-products"
+		fi
+		printf '%s\n' "aarch64-linux" >"$result/nix-support/system"
+	}
+	st=0
+	(assemble) 2>>"$blog" &
+	apid=$!
+	trap 'kill "$apid" 2>/dev/null; exit 143' TERM INT HUP
+	wait "$apid" || st=$?
+	cat "$blog" >&2
+	[ "$st" -eq 0 ] || build_failed
+	stage=$(mktemp -d "$store/.build-${hash}.XXXXXX")
+	cp -a "$work/out" "$stage/out"
 	# Publish atomically; a concurrent identical build may have won the race.
-	mv -T "$result" "$out" 2>/dev/null || true
-	rm -rf "$work"
+	mv -T "$stage/out" "$out" 2>/dev/null || true
+	rm -rf "$work" "$stage" "$blog"
+	work="" stage=""
 	trap cleanup_validation EXIT
 	[ -d "$out" ] || die "stand-in nix: could not create $out"
 fi
 
 if [ "$no_link" -eq 0 ]; then
 	ln -sfn "$out" "$out_link" || die "stand-in nix: could not create the out link $out_link"
+fi
+if [ "$json" -eq 1 ]; then
+	printf '[{"drvPath":"%s","outputs":{"out":"%s"}}]\n' "$real_drv" "$out"
 fi
 if [ "$print_out_paths" -eq 1 ]; then
 	printf '%s\n' "$out"

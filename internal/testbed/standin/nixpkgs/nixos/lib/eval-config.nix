@@ -17,6 +17,8 @@ let
     options = { };
     modulesPath = toString ../modules;
   } // specialArgs;
+  # Each module file (or inline module) with what it evaluates to, the
+  # importing module first.
   load =
     m:
     let
@@ -24,19 +26,55 @@ let
       v = if file != null then import file else m;
       r = if builtins.isFunction v then v args else v;
     in
-    [ (if file != null then toString file else "<inline>") ] ++ builtins.concatMap load (r.imports or [ ]);
-  loaded = builtins.concatMap load modules;
+    [
+      {
+        name = if file != null then toString file else "<inline>";
+        value = r;
+      }
+    ]
+    ++ builtins.concatMap load (r.imports or [ ]);
+  modulesLoaded = builtins.concatMap load modules;
+  loaded = map (m: m.name) modulesLoaded;
+  # nixpkgs.hostPlatform as NixOS reads it: the last module that sets it
+  # (an import's plain value over its importer's lib.mkDefault), else the
+  # evaluating machine's system.
+  platforms = builtins.concatMap (
+    m: if m.value ? nixpkgs && m.value.nixpkgs ? hostPlatform then [ m.value.nixpkgs.hostPlatform ] else [ ]
+  ) modulesLoaded;
+  lastPlatform = builtins.elemAt platforms (builtins.length platforms - 1);
+  hostPlatform =
+    if platforms == [ ] then
+      system
+    else if builtins.isAttrs lastPlatform then
+      lastPlatform.system
+    else
+      lastPlatform;
+  # A real build step for the test bed's binary cache: input-addressed, no
+  # nixpkgs (the host's /bin/sh), a few seconds long. The stand-in nix builds
+  # it with the real Nix when standin.conf says BUILD_INPUTS=1. Pure
+  # evaluation (flakes) has no currentSystem.
+  probe = derivation {
+    name = "nixos-sd-testbed-probe";
+    system = builtins.currentSystem or "x86_64-linux";
+    builder = "/bin/sh";
+    args = [
+      "-c"
+      "echo building the nixos-sd test bed probe; /bin/sleep 3; echo probe > $out"
+    ];
+  };
   sdImage = derivation {
-    name = "nixos-image-sd-card-26.05.20260601.0000000-aarch64-linux.img";
-    system = "aarch64-linux";
+    name = "nixos-image-sd-card-26.05.20260601.0000000-${hostPlatform}.img";
+    system = hostPlatform;
     builder = "/bin/sh";
     args = [ "-c" "echo the nixos-sd test bed realises this image outside Nix; exit 1" ];
     modules = builtins.toJSON loaded;
+    inherit probe;
   };
 in
 # The image is built with pkgs, so evaluating it runs nixpkgs' version check.
 builtins.seq pkgs.lib (builtins.seq (builtins.length loaded) {
   inherit pkgs;
+  config.nixpkgs.hostPlatform.system = hostPlatform;
   config.system.build = {
     inherit sdImage;
     toplevel = sdImage;

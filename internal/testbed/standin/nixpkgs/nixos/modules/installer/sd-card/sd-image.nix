@@ -1,0 +1,9 @@
+# Stand-in for nixpkgs' nixos/modules/installer/sd-card/sd-image.nix: nixpkgs' SD card image builder (options sdImage.*).
+# Only its imports are real (nixpkgs-module-tree.txt).
+{ ... }:
+{
+  imports = [
+    ../../profiles/all-hardware.nix
+    ../../image/file-options.nix
+  ];
+}
