@@ -30,8 +30,9 @@ import (
 
 const (
 	cacheBucket = "nixos-sd-e2e-cache"
-	// probeBuilt is what the probe's builder prints: the build ran it.
-	probeBuilt = "building the nixos-sd test bed probe"
+	// probeBuilt is the summary line of Nix starting the probe's builder
+	// (its own output goes to the build log only).
+	probeBuilt = "nix: building nixos-sd-testbed-probe"
 )
 
 // cacheKey writes a Nix secret key file and returns its path and the

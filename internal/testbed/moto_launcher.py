@@ -483,13 +483,39 @@ SPOT_STATUS_MESSAGES = {
 }
 
 
+# EC2 gives an instance its state reason as it leaves running: no call sees
+# it stopped or terminated without one. moto sets the state first and the
+# reason after, and its threaded server can answer DescribeInstances in
+# between (a spot instance ending without a reason reads as EC2's doing).
+# Here the reason is set before the state changes, and again after.
+_terminate_reasonless = Instance.terminate
+_stop_reasonless = Instance.stop
+
+
+def _ending(original):
+    def end(self, reason=None):
+        reason = reason or StateReason(
+            STATE_REASON_MESSAGES["Client.UserInitiatedShutdown"], "Client.UserInitiatedShutdown"
+        )
+        self.state_reason = reason
+        previous = original(self)
+        self.state_reason = reason
+        return previous
+
+    return end
+
+
+Instance.terminate = _ending(_terminate_reasonless)
+Instance.stop = _ending(_stop_reasonless)
+
+
 def end_instance(instance, code, stop=False, spot_status=""):
     """Stops or terminates the instance with the state reason EC2 gives."""
+    reason = StateReason(STATE_REASON_MESSAGES.get(code, code), code)
     if stop:
-        instance.stop()
+        instance.stop(reason)
     else:
-        instance.terminate()
-    instance.state_reason = StateReason(STATE_REASON_MESSAGES.get(code, code), code)
+        instance.terminate(reason)
     instance._reason = "Service initiated" if code.startswith("Server.") else instance._reason
     if spot_status:
         for req in list(instance.ec2_backend.spot_instance_requests.values()):

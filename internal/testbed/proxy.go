@@ -151,11 +151,12 @@ func (p *Proxy) AddRule(r Rule) {
 	p.rules = append(p.rules, &ruleState{Rule: r})
 }
 
-// ClearRules removes every fault rule.
+// ClearRules removes every fault rule and makes visible what rules hid.
 func (p *Proxy) ClearRules() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.rules = nil
+	p.hidden = nil
 }
 
 // Calls returns every call so far, in order.

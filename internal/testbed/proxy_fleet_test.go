@@ -176,6 +176,11 @@ func TestProxyNotFoundAfterCreate(t *testing.T) {
 	if n := p.NotFoundAnswers("sg-0123456789abcdef0"); n != 2 {
 		t.Errorf("NotFoundAnswers = %d, want 2", n)
 	}
+	// The next test's record starts empty.
+	p.ClearRules()
+	if h := p.Hidden(); len(h) != 0 {
+		t.Errorf("after ClearRules the proxy still lists %v as hidden", h)
+	}
 }
 
 // NotFoundFor hides a fleet's instance for a time.
