@@ -98,8 +98,9 @@ type Config struct {
 	// blocks, since AWS then sees the caller's address inside the VPC (or a
 	// bastion's).
 	SSHSourceCIDRs []string `mapstructure:"ssh_source_cidrs" required:"false"`
-	// The URL that answers this machine's public IPv4 address as plain text.
-	// Defaults to `https://checkip.amazonaws.com`.
+	// The URL that answers this machine's public IPv4 address as plain text,
+	// asked directly, never through `HTTP_PROXY`/`HTTPS_PROXY` (a proxy's
+	// address is not the one AWS sees). Defaults to `https://checkip.amazonaws.com`.
 	PublicIPURL string `mapstructure:"public_ip_url" required:"false"`
 	// Which address of the instance to connect to: `public_ip` (the default),
 	// `private_ip`, `public_dns` or `private_dns`. `ssh_host`, when set, wins.

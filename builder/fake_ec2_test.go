@@ -64,6 +64,8 @@ type fakeEC2 struct {
 	templates     []types.LaunchTemplate
 	// spotPrices, when set, are the current spot prices: type -> zone -> price.
 	spotPrices map[string]map[string]string
+	// vpcCIDR is the default VPC's CIDR block; empty means 172.31.0.0/16.
+	vpcCIDR string
 }
 
 func newFakeEC2() *fakeEC2 {
@@ -247,7 +249,11 @@ func (f *fakeEC2) DescribeVpcs(_ context.Context, in *ec2.DescribeVpcsInput, _ .
 			if id != f.defaultVpc {
 				return nil, apiErr("InvalidVpcID.NotFound", "The vpc ID '"+id+"' does not exist")
 			}
-			out.Vpcs = append(out.Vpcs, types.Vpc{VpcId: aws.String(id), IsDefault: aws.Bool(true), CidrBlock: aws.String("172.31.0.0/16")})
+			cidr := f.vpcCIDR
+			if cidr == "" {
+				cidr = "172.31.0.0/16"
+			}
+			out.Vpcs = append(out.Vpcs, types.Vpc{VpcId: aws.String(id), IsDefault: aws.Bool(true), CidrBlock: aws.String(cidr)})
 		}
 		return out, nil
 	}

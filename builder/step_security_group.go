@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -26,7 +27,7 @@ const publicIPTimeout = 10 * time.Second
 // from ssh_source_cidrs or this machine's public IPv4 as a /32. It never
 // opens SSH to the whole internet by default.
 type stepSecurityGroup struct {
-	// httpClient fetches public_ip_url; nil means a default client.
+	// httpClient fetches public_ip_url; nil means publicIPClient.
 	httpClient *http.Client
 }
 
@@ -56,6 +57,11 @@ func (s *stepSecurityGroup) Run(ctx context.Context, state multistep.StateBag) m
 			return halt(state, err)
 		}
 		e.ui.Say(fmt.Sprintf("SSH will be allowed from the VPC %s (%s), as ssh_interface = %q connects from inside it", vpcID, strings.Join(cidrs, ", "), cfg.SSHInterface))
+		if cfg.Comm.SSHBastionHost == "" && cfg.Comm.SSHProxyHost == "" && cfg.UserSSHHost() == "" {
+			if w := routeWarning(ctx, vpcID, cfg.SSHInterface, cidrs); w != "" {
+				e.ui.Say(w)
+			}
+		}
 	default:
 		ip, err := s.publicIP(ctx, cfg.PublicIPURL)
 		if err != nil {
@@ -159,12 +165,71 @@ func vpcCIDRs(ctx context.Context, e stepEnv, vpcID string) ([]string, error) {
 	return cidrs, nil
 }
 
+// routeWarning warns when this machine reaches the VPC from an address
+// outside its CIDR blocks (a VPN, peering or transit gateway route): the
+// group, admitting only the VPC, then lets nothing in. The address is the
+// one the kernel picks as source toward the VPC; finding it sends no packet.
+func routeWarning(ctx context.Context, vpcID, iface string, cidrs []string) string {
+	var prefixes []netip.Prefix
+	for _, c := range cidrs {
+		if p, err := netip.ParsePrefix(c); err == nil && p.Addr().Is4() {
+			prefixes = append(prefixes, p.Masked())
+		}
+	}
+	if len(prefixes) == 0 {
+		return ""
+	}
+	local, err := sourceAddrToward(ctx, probeAddr(prefixes[0]))
+	if err != nil {
+		return fmt.Sprintf("Warning: ssh_interface = %q, and this machine has no route to VPC %s (%v): so SSH to the instance's private address will time out; connect through ssh_bastion_host, or add a route to the VPC and set ssh_source_cidrs to the address SSH comes from", iface, vpcID, err)
+	}
+	for _, p := range prefixes {
+		if p.Contains(local) {
+			return ""
+		}
+	}
+	return fmt.Sprintf("Warning: ssh_interface = %q, and this machine reaches VPC %s from %s, outside its CIDR blocks (%s), as over a VPN, peering or transit gateway; the security group admits only the VPC, so unless that route translates addresses into the VPC SSH will time out: set ssh_source_cidrs to the address the instance sees (for example [\"%s/32\"])", iface, vpcID, local, strings.Join(cidrs, ", "), local)
+}
+
+// probeAddr is an address inside p: its first host address.
+func probeAddr(p netip.Prefix) netip.Addr {
+	a := p.Addr()
+	if p.Bits() < a.BitLen()-1 {
+		a = a.Next()
+	}
+	return a
+}
+
+// sourceAddrToward is the local address the kernel picks for traffic to
+// dst. Connecting a UDP socket chooses the route and sends nothing.
+func sourceAddrToward(ctx context.Context, dst netip.Addr) (netip.Addr, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "udp", netip.AddrPortFrom(dst, 22).String())
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	defer c.Close()
+	ua, ok := c.LocalAddr().(*net.UDPAddr)
+	if !ok {
+		return netip.Addr{}, fmt.Errorf("unexpected local address %v", c.LocalAddr())
+	}
+	return ua.AddrPort().Addr().Unmap(), nil
+}
+
+// publicIPClient asks public_ip_url directly, never through HTTP_PROXY or
+// HTTPS_PROXY: a proxy's address is not the one AWS sees SSH come from.
+func publicIPClient() *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.Proxy = nil
+	return &http.Client{Transport: t, Timeout: publicIPTimeout}
+}
+
 // publicIP asks url for this machine's public IPv4 address.
 func (s *stepSecurityGroup) publicIP(ctx context.Context, url string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, publicIPTimeout)
 	defer cancel()
 	fail := func(what string) (string, error) {
-		return "", fmt.Errorf("finding this machine's public IPv4 address from %s: %s; set ssh_source_cidrs to the address SSH will come from (for example [\"203.0.113.7/32\"]) or public_ip_url to a service that answers it", url, what)
+		return "", fmt.Errorf("finding this machine's public IPv4 address from %s (asked directly, never through a proxy): %s; set ssh_source_cidrs to the address SSH will come from (for example [\"203.0.113.7/32\"]) or public_ip_url to a service that answers it", url, what)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
@@ -172,7 +237,7 @@ func (s *stepSecurityGroup) publicIP(ctx context.Context, url string) (string, e
 	}
 	client := s.httpClient
 	if client == nil {
-		client = &http.Client{Timeout: publicIPTimeout}
+		client = publicIPClient()
 	}
 	resp, err := client.Do(req)
 	if err != nil {

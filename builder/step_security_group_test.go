@@ -3,8 +3,12 @@ package builder
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
+	"os"
+	osexec "os/exec"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -202,6 +206,105 @@ func TestSecurityGroupDuplicateOfOwnLostRequest(t *testing.T) {
 		}
 		if in := inputsOf[*ec2.AuthorizeSecurityGroupIngressInput](f, "AuthorizeSecurityGroupIngress"); len(in) != 1 || aws.ToString(in[0].GroupId) != "sg-0lost0000000000" {
 			t.Errorf("ingress %v, want one on the adopted group", in)
+		}
+	}
+}
+
+// TestPublicIPIgnoresProxy: the public address look-up goes straight to
+// public_ip_url even with HTTP_PROXY and HTTPS_PROXY set, since the proxy's
+// address is not the one AWS sees. net/http reads the proxy variables once
+// per process and never proxies loopback hosts, so the look-up runs in a
+// child process started with them set, against a host name the test's
+// dialer maps to a local server.
+func TestPublicIPIgnoresProxy(t *testing.T) {
+	if target := os.Getenv("NIXOS_SD_PUBLIC_IP_CHILD"); target != "" {
+		client := publicIPClient()
+		tr := client.Transport.(*http.Transport)
+		if tr.Proxy != nil {
+			if u, _ := tr.Proxy(httptest.NewRequest(http.MethodGet, "http://checkip.invalid/", nil)); u != nil {
+				t.Logf("the transport would send the request to proxy %s", u)
+			}
+		}
+		tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if addr == "checkip.invalid:80" {
+				addr = target
+			}
+			return (&net.Dialer{}).DialContext(ctx, network, addr)
+		}
+		ip, err := (&stepSecurityGroup{httpClient: client}).publicIP(context.Background(), "http://checkip.invalid/")
+		if err != nil || ip != "203.0.113.45" {
+			t.Fatalf("public address = %q, %v; want 203.0.113.45 from public_ip_url itself", ip, err)
+		}
+		return
+	}
+	direct, directHits := publicIPServer(t, "203.0.113.45")
+	proxy, proxyHits := publicIPServer(t, "198.51.100.99")
+	cmd := osexec.Command(os.Args[0], "-test.run=^TestPublicIPIgnoresProxy$", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(),
+		"NIXOS_SD_PUBLIC_IP_CHILD="+strings.TrimPrefix(direct.URL, "http://"),
+		"HTTP_PROXY="+proxy.URL, "HTTPS_PROXY="+proxy.URL, "http_proxy="+proxy.URL, "https_proxy="+proxy.URL,
+		"NO_PROXY=", "no_proxy=")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("the look-up in a process with HTTP(S)_PROXY set failed: %v\n%s", err, out)
+	}
+	if proxyHits.Load() != 0 || directHits.Load() != 1 {
+		t.Errorf("proxy hits = %d, public_ip_url hits = %d; want 0 and 1", proxyHits.Load(), directHits.Load())
+	}
+}
+
+// TestRouteWarning: with ssh_interface private_ip the group admits the VPC
+// only, so an address outside the VPC from which this machine reaches it
+// (VPN, peering) gets a warning naming ssh_source_cidrs. The kernel's own
+// source address choice is used: toward 127.0.0.2 it is 127.0.0.1.
+func TestRouteWarning(t *testing.T) {
+	ctx := context.Background()
+	if w := routeWarning(ctx, "vpc-1", "private_ip", []string{"127.0.0.0/8"}); w != "" {
+		t.Errorf("this machine inside the VPC: warned %q", w)
+	}
+	w := routeWarning(ctx, "vpc-1", "private_ip", []string{"2001:db8::/56", "127.0.0.2/32"})
+	for _, want := range []string{"vpc-1", "127.0.0.1", "127.0.0.2/32", "ssh_source_cidrs", `"127.0.0.1/32"`} {
+		if !strings.Contains(w, want) {
+			t.Errorf("this machine outside the VPC: warning %q lacks %q", w, want)
+		}
+	}
+	if w := routeWarning(ctx, "vpc-1", "private_ip", []string{"2001:db8::/56"}); w != "" {
+		t.Errorf("no IPv4 block: warned %q", w)
+	}
+	for p, want := range map[string]string{"10.0.0.0/16": "10.0.0.1", "10.0.0.4/31": "10.0.0.4", "10.0.0.9/32": "10.0.0.9"} {
+		if got := probeAddr(netip.MustParsePrefix(p)); got.String() != want {
+			t.Errorf("probeAddr(%s) = %s, want %s", p, got, want)
+		}
+	}
+}
+
+// The step warns at the start, before anything is launched, and only when
+// SSH goes from this machine to the private address.
+func TestSecurityGroupPrivateInterfaceOutsideVPCWarns(t *testing.T) {
+	for _, c := range []struct {
+		name, cidr string
+		extra      map[string]interface{}
+		warn       bool
+	}{
+		{"outside", "127.0.0.2/32", nil, true},
+		{"inside", "127.0.0.0/8", nil, false},
+		{"bastion", "127.0.0.2/32", map[string]interface{}{"ssh_bastion_host": "192.0.2.9", "ssh_bastion_agent_auth": true}, false},
+	} {
+		f := newFakeEC2()
+		f.vpcCIDR = c.cidr
+		extra := map[string]interface{}{"ssh_interface": "private_ip"}
+		for k, v := range c.extra {
+			extra[k] = v
+		}
+		cfg := testConfig(t, extra)
+		cfg.SSHSourceCIDRs = nil
+		state, ui := testState(cfg, f)
+		state.Put(stateVpcID, "vpc-0123456789abcdef0")
+		if action := (&stepSecurityGroup{}).Run(context.Background(), state); action != multistep.ActionContinue {
+			t.Fatalf("%s: halted: %v", c.name, stateErr(state))
+		}
+		if got := strings.Contains(ui.String(), "set ssh_source_cidrs"); got != c.warn {
+			t.Errorf("%s: warned = %v, want %v:\n%s", c.name, got, c.warn, ui.String())
 		}
 	}
 }
