@@ -81,6 +81,20 @@ func TestOnDemandTable(t *testing.T) {
 	if _, ok := onDemandPrice("c7g"); ok {
 		t.Error("a family without size has a price")
 	}
+	for family, row := range onDemandLarge {
+		if row.large <= 0 || row.source == "" || strings.Contains(strings.ToLower(row.source), "unconfirmed") {
+			t.Errorf("%s: row %+v lacks a price or its source", family, row)
+		}
+		if _, err := time.Parse(time.DateOnly, row.read); err != nil || row.read > pricesDate {
+			t.Errorf("%s: read date %q is not a date on or before the table's %s", family, row.read, pricesDate)
+		}
+	}
+	// The figures the cited pages give, for sizes other than .large.
+	for it, want := range map[string]float64{"c7g.16xlarge": 2.32, "c8g.8xlarge": 1.276, "c8g.16xlarge": 2.552, "r8g.4xlarge": 0.9426, "t4g.large": 0.0672, "m6gd.large": 0.0904} {
+		if p, _ := onDemandPrice(it); math.Abs(p-want) > 0.0005 {
+			t.Errorf("%s = %v, the cited page says %v", it, p, want)
+		}
+	}
 }
 
 // TestCostCountsInterruptedInstances: an instance EC2 interrupted before the
