@@ -32,7 +32,7 @@ func (cw *channelWorker) run(ctx context.Context) error {
 	}
 	failures := 0
 	var dialFailing time.Time
-	for c := cw.q.next(cw.w.own); c != nil; c = cw.q.next(cw.w.own) {
+	for c := cw.q.next(cw.w); c != nil; c = cw.q.next(cw.w) {
 		err, fatal := cw.fetch(ctx, c)
 		if fatal != nil {
 			return fatal
@@ -63,7 +63,8 @@ func (cw *channelWorker) fetch(ctx context.Context, c *chunk) (err, fatal error)
 	d := cw.d
 	// A name with a newline cannot be sent on a line.
 	if ss, ok := cw.w.src.(streamSource); ok && !d.compress && !strings.Contains(cw.file, "\n") {
-		return d.stream(ctx, ss, cw.file, c, cw.q.more, cw.q.finish, cw.dst)
+		more := func() *chunk { return cw.q.more(cw.w) }
+		return d.stream(ctx, ss, cw.file, c, more, cw.q.finish, cw.dst)
 	}
 	before := c.got
 	err = d.fetch(ctx, cw.w.src, cw.file, c, cw.dst)

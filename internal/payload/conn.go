@@ -284,7 +284,7 @@ func (c *sshConn) wait(ctx context.Context, s *ssh.Session, gen int) (int, error
 // and outputs that can be pointed at their readers once the file is known.
 type streamSession struct {
 	in             io.WriteCloser
-	wait           func() (int, error)
+	wait           func(ctx context.Context) (int, error) // ends early with ctx
 	stdout, stderr *switchWriter
 	gen            int
 }
@@ -340,7 +340,7 @@ func (c *sshConn) openStream(ctx context.Context) (*streamSession, error) {
 		c.broken(gen)
 		return nil, fmt.Errorf("%w: starting the range command: %w", errDial, err)
 	}
-	ss.wait = func() (int, error) {
+	ss.wait = func(ctx context.Context) (int, error) {
 		defer s.Close()
 		return c.wait(ctx, s, gen)
 	}

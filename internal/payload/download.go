@@ -70,6 +70,9 @@ type downloader struct {
 	// ranges counts, for tests and the log, the range commands run;
 	// resumed those that ran again after a failure.
 	ranges, resumed atomic.Int64
+	// hedged counts ranges asked for a second time because they held the
+	// prefix back.
+	hedged atomic.Int64
 }
 
 type chunk struct {
@@ -83,6 +86,9 @@ type chunk struct {
 	// dirty is set when a failed write may have left data beyond got, so
 	// the retry writes zero blocks too.
 	dirty bool
+	// race, when set, ties the range to a second request for it
+	// (range_hedge.go); the rangeQueue's lock guards it.
+	race *race
 }
 
 // download copies size bytes of the remote file into dst, which it first
@@ -103,6 +109,14 @@ type worker struct {
 	// (leaving its ranges to the others) when its connection cannot be
 	// opened for dialPatience.
 	own bool
+}
+
+// conn is the connection the channel runs on: nil for the communicator's.
+func (w worker) conn() any {
+	if w.own {
+		return w.src
+	}
+	return nil
 }
 
 // dialPatience is how long a channel on a connection of our own keeps
@@ -142,14 +156,18 @@ func (d *downloader) downloadRanges(ctx context.Context, file string, size int64
 	// needs no connection of our own.
 	ws = ws[:min(len(ws), carve.count())]
 
-	// The first range to fail for good cancels the other channels.
+	// The first range to fail for good cancels the other channels; so
+	// does the whole file's arrival, for ranges asked for a second time.
 	g, gctx := errgroup.WithContext(ctx)
-	q := newRangeQueue(gctx, file, carve, d.tracker, &d.resumed)
+	wctx, arrived := context.WithCancel(gctx)
+	defer arrived()
+	q := newRangeQueue(wctx, file, carve, d.tracker, &d.resumed)
+	q.arrived = arrived
 	defer q.close()
 	start := func(w worker) {
 		q.addChannel()
 		cw := &channelWorker{d: d, q: q, w: w, file: file, dst: dst}
-		g.Go(func() error { return cw.run(gctx) })
+		g.Go(func() error { return cw.run(wctx) })
 	}
 	for _, w := range ws {
 		start(w)
@@ -163,7 +181,9 @@ func (d *downloader) downloadRanges(ctx context.Context, file string, size int64
 			return nil
 		})
 	}
-	if err := g.Wait(); err != nil {
+	err := g.Wait()
+	d.hedged.Add(q.hedged.Load())
+	if err != nil {
 		return err
 	}
 	if err := ctx.Err(); err != nil {

@@ -144,3 +144,14 @@ func (r *prefixReader) Read(p []byte) (int, error) {
 	}
 	return m, err
 }
+
+// ahead is how many bytes arrived beyond the prefix.
+func (t *prefixTracker) ahead() int64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var n int64
+	for start, end := range t.done {
+		n += end - start
+	}
+	return n
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // chooseChunk picks a range length giving each channel about four ranges,
@@ -95,21 +96,48 @@ type rangeQueue struct {
 	channels  int // channels started, which the carver shares the rest among
 	ownActive int // running channels on connections of our own
 	stop      func() bool
+	// flying are the ranges in flight; perByte the time a range took per
+	// byte, averaged (range_hedge.go).
+	flying  map[*chunk]flight
+	perByte float64
+	hedged  atomic.Int64 // ranges asked for a second time
+	// arrived ends the channels once the whole file arrived while second
+	// requests may still be in flight.
+	arrived func()
+	ticker  *time.Ticker
 }
 
 func newRangeQueue(ctx context.Context, file string, carve *rangeCarver, tracker *prefixTracker, resumed *atomic.Int64) *rangeQueue {
-	q := &rangeQueue{ctx: ctx, file: file, tracker: tracker, resumed: resumed, carve: carve}
+	q := &rangeQueue{ctx: ctx, file: file, tracker: tracker, resumed: resumed, carve: carve, flying: map[*chunk]flight{}}
 	q.cond = sync.NewCond(&q.mu)
 	q.stop = context.AfterFunc(ctx, func() {
 		q.mu.Lock()
 		q.cond.Broadcast()
 		q.mu.Unlock()
 	})
+	// Waiting channels look again now and then: a range in flight may
+	// have become slow enough to ask for again.
+	q.ticker = time.NewTicker(hedgeTick)
+	go func() {
+		for {
+			select {
+			case <-q.ticker.C:
+				q.mu.Lock()
+				q.cond.Broadcast()
+				q.mu.Unlock()
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
 	return q
 }
 
-// close stops waking channels when the download's context ends.
-func (q *rangeQueue) close() { q.stop() }
+// close stops waking channels; the download's context must end after it.
+func (q *rangeQueue) close() {
+	q.stop()
+	q.ticker.Stop()
+}
 
 // addChannel counts a channel about to start.
 func (q *rangeQueue) addChannel() {
@@ -133,35 +161,43 @@ func (q *rangeQueue) ownStopped() {
 	q.mu.Unlock()
 }
 
-// takeLocked hands out the next range, a failed one first; q.mu is held.
-func (q *rangeQueue) takeLocked() *chunk {
+// takeLocked hands out the next range for a channel on connection conn: a
+// failed one first, then a second request for a range holding the prefix
+// back, then a new one; q.mu is held.
+func (q *rangeQueue) takeLocked(conn any) *chunk {
+	var c *chunk
 	if len(q.failed) > 0 {
-		c := q.failed[0]
+		c = q.failed[0]
 		q.failed = q.failed[1:]
-		q.inFlight++
-		return c
+		if c.race != nil {
+			c.race.live++
+		}
+	} else if c = q.hedgeLocked(conn); c != nil {
+	} else if off, n, ok := q.carve.take(q.channels); ok {
+		c = &chunk{off: off, n: n}
+	} else {
+		return nil
 	}
-	if off, n, ok := q.carve.take(q.channels); ok {
-		q.inFlight++
-		return &chunk{off: off, n: n}
-	}
-	return nil
+	q.inFlight++
+	q.flying[c] = flight{since: time.Now(), conn: conn}
+	return c
 }
 
 // more is next without waiting, for a channel asking ahead; nil when no
 // range is free now.
-func (q *rangeQueue) more() *chunk {
+func (q *rangeQueue) more(w worker) *chunk {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.ctx.Err() != nil {
 		return nil
 	}
-	return q.takeLocked()
+	return q.takeLocked(w.conn())
 }
 
-// next waits for a range for a channel (own: on a connection of our own);
-// nil when the download is over for it.
-func (q *rangeQueue) next(own bool) *chunk {
+// next waits for a range for channel w; nil when the download is over for
+// it.
+func (q *rangeQueue) next(w worker) *chunk {
+	own := w.own
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	for {
@@ -169,7 +205,7 @@ func (q *rangeQueue) next(own bool) *chunk {
 			return nil
 		}
 		if own || q.ownActive == 0 {
-			if c := q.takeLocked(); c != nil {
+			if c := q.takeLocked(w.conn()); c != nil {
 				return c
 			}
 		} else if len(q.failed) > 0 || q.carve.next < q.carve.size {
@@ -194,14 +230,20 @@ func (q *rangeQueue) finish(c *chunk, got int64, err error) error {
 	defer q.mu.Unlock()
 	q.inFlight--
 	defer q.cond.Broadcast()
+	defer delete(q.flying, c)
 	if err == nil {
+		q.landed(c)
+		q.settleRace(c, true)
 		// A fetch returns only once every byte of the range is written.
 		if q.tracker != nil {
 			q.tracker.complete(c.off, c.n)
+			if q.hedged.Load() > 0 && q.tracker.completed() == q.carve.size && q.arrived != nil {
+				q.arrived()
+			}
 		}
 		return nil
 	}
-	if q.ctx.Err() != nil {
+	if q.ctx.Err() != nil || q.settleRace(c, false) {
 		return nil
 	}
 	if errors.Is(err, errUnstarted) {

@@ -179,7 +179,7 @@ func (d *downloader) stream(ctx context.Context, src streamSource, file string, 
 	s.ask()
 	s.mu.Unlock()
 
-	status, err := ss.wait()
+	status, err := ss.wait(ctx)
 	s.mu.Lock()
 	s.endInput()
 	left, local := len(s.pending), s.err

@@ -1,0 +1,64 @@
+package payload
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// A range that stalls on one connection holds the prefix, and the decoder
+// following it, back: it is asked for again on the other connection, and the
+// download ends without waiting for the stalled one.
+func TestStalledRangeIsAskedForAgainOnAnotherConnection(t *testing.T) {
+	srv, user := newSSHServer(t, 1)
+	dir := t.TempDir()
+	src := filepath.Join(dir, "remote.img")
+	want := randomFile(t, src, 12<<20, 11)
+	// dd stalls for a minute the first time it is asked for the first range.
+	fake := filepath.Join(dir, "bin")
+	os.Mkdir(fake, 0o755)
+	flag := filepath.Join(dir, "stalled-once")
+	script := "#!/bin/bash\nfor a in \"$@\"; do [ \"$a\" = skip=0 ] && [ ! -e " + flag + " ] && { touch " + flag + "; sleep 60; }; done\nexec /bin/dd \"$@\"\n"
+	if err := os.WriteFile(filepath.Join(fake, "dd"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", fake+":"+os.Getenv("PATH"))
+	a := &sshConn{target: srv.target(user), pin: &hostKeyPin{}}
+	defer a.close()
+	b := &sshConn{target: srv.target(user), pin: &hostKeyPin{}}
+	defer b.close()
+	tracker := newPrefixTracker(int64(len(want)))
+	d := &downloader{conns: []*sshConn{a, b}, connChannels: 1, chunkSize: 1 << 20, retryDelay: time.Millisecond, tracker: tracker}
+	start := time.Now()
+	downloadAndCompare(t, d, src, want)
+	if el := time.Since(start); el > 20*time.Second {
+		t.Fatalf("the download took %s: it waited for the stalled range", el)
+	}
+	if _, err := os.Stat(flag); err != nil {
+		t.Fatal("the stalling dd never ran")
+	}
+	if d.hedged.Load() < 1 {
+		t.Fatal("no range was asked for a second time")
+	}
+	if tracker.completed() != int64(len(want)) {
+		t.Fatalf("the prefix is %d bytes of %d", tracker.completed(), len(want))
+	}
+}
+
+// Without a stall, no range is asked for twice.
+func TestNoRangeIsAskedForTwiceWithoutAStall(t *testing.T) {
+	srv, user := newSSHServer(t, 1)
+	dir := t.TempDir()
+	src := filepath.Join(dir, "remote.img")
+	want := randomFile(t, src, 8<<20, 12)
+	a := &sshConn{target: srv.target(user), pin: &hostKeyPin{}}
+	defer a.close()
+	b := &sshConn{target: srv.target(user), pin: &hostKeyPin{}}
+	defer b.close()
+	d := &downloader{conns: []*sshConn{a, b}, connChannels: 2, chunkSize: 1 << 20, retryDelay: time.Millisecond, tracker: newPrefixTracker(int64(len(want)))}
+	downloadAndCompare(t, d, src, want)
+	if n := d.hedged.Load(); n != 0 {
+		t.Fatalf("%d ranges were asked for twice", n)
+	}
+}
