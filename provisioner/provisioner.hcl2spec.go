@@ -29,6 +29,7 @@ type FlatConfig struct {
 	ImageName           *string              `mapstructure:"image_name" required:"false" cty:"image_name" hcl:"image_name"`
 	OutputDirectory     *string              `mapstructure:"output_directory" required:"false" cty:"output_directory" hcl:"output_directory"`
 	Decompress          *bool                `mapstructure:"decompress" required:"false" cty:"decompress" hcl:"decompress"`
+	HashImageLocally    *bool                `mapstructure:"hash_image_locally" required:"false" cty:"hash_image_locally" hcl:"hash_image_locally"`
 	FullOutput          *bool                `mapstructure:"full_output" required:"false" cty:"full_output" hcl:"full_output"`
 	KeepRemoteFiles     *bool                `mapstructure:"keep_remote_files" required:"false" cty:"keep_remote_files" hcl:"keep_remote_files"`
 	DownloadChannels    *int                 `mapstructure:"download_channels" required:"false" cty:"download_channels" hcl:"download_channels"`
@@ -68,6 +69,7 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 		"image_name":                 &hcldec.AttrSpec{Name: "image_name", Type: cty.String, Required: false},
 		"output_directory":           &hcldec.AttrSpec{Name: "output_directory", Type: cty.String, Required: false},
 		"decompress":                 &hcldec.AttrSpec{Name: "decompress", Type: cty.Bool, Required: false},
+		"hash_image_locally":         &hcldec.AttrSpec{Name: "hash_image_locally", Type: cty.Bool, Required: false},
 		"full_output":                &hcldec.AttrSpec{Name: "full_output", Type: cty.Bool, Required: false},
 		"keep_remote_files":          &hcldec.AttrSpec{Name: "keep_remote_files", Type: cty.Bool, Required: false},
 		"download_channels":          &hcldec.AttrSpec{Name: "download_channels", Type: cty.Number, Required: false},

@@ -2,8 +2,11 @@ package payload
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path"
 	"strings"
@@ -18,20 +21,30 @@ import (
 // incoming is the image arriving in its partial file, and the local work
 // that follows it: the SHA-256 of the file and, for a decompressed image, the
 // decoding. Both read the contiguous prefix of fully arrived ranges as it
-// grows, so that little is left to do when the last range lands.
+// grows, so that little is left to do when the last range lands; when
+// decoding, the hash is of the bytes the decoder reads, not a second read.
 type incoming struct {
 	file *os.File
-	// remoteSum is the SHA-256 the host computed.
-	remoteSum string
+	// remoteSum is the SHA-256 the host computed; remoteImageSum that of
+	// the decompressed image, when the host computed it.
+	remoteSum      string
+	remoteImageSum string
+	// hashImage is set when the decoded image is hashed here; decodes when
+	// the file is decompressed as it arrives.
+	hashImage, decodes bool
 
 	cancel   context.CancelFunc
 	hashing  errgroup.Group
 	localSum string
 	decoding errgroup.Group
 	decoded  decodedImage
+	// fetched is when the download and the host's checksum ended;
+	// decodedAt when the decoding did.
+	fetched, decodedAt time.Time
 }
 
-// decodedImage is the image decodeSparse wrote.
+// decodedImage is the image decodeSparse wrote; sum is empty when it was not
+// hashed here.
 type decodedImage struct {
 	size  int64
 	sum   string
@@ -47,6 +60,38 @@ func (d *incoming) stop() {
 	d.file.Close()
 }
 
+// startLocal starts the work that follows the download: the SHA-256 of the
+// file and, when decompressing, the decoding, which feeds that hash the
+// bytes it reads. A decoder that fails leaves the rest of the file to the
+// hash, so that a corrupted transfer is reported as such.
+func (d *incoming) startLocal(ctx context.Context, tracker *prefixTracker, decodeTo string) {
+	pr := &prefixReader{ctx: ctx, t: tracker, f: d.file}
+	if decodeTo == "" {
+		d.hashing.Go(func() (err error) {
+			d.localSum, err = hashReader(pr)
+			return err
+		})
+		return
+	}
+	d.decodes = true
+	h := sha256.New()
+	hashed := make(chan error, 1)
+	d.hashing.Go(func() error {
+		err := <-hashed
+		d.localSum = hex.EncodeToString(h.Sum(nil))
+		return err
+	})
+	d.decoding.Go(func() (err error) {
+		im := &d.decoded
+		im.size, im.sum, im.first, err = decodeSparse(io.TeeReader(pr, h), decodeTo, d.hashImage)
+		d.decodedAt = time.Now()
+		// What the decoder did not read (after a failure) still counts.
+		_, herr := io.CopyBuffer(h, pr, make([]byte, 1<<20))
+		hashed <- herr
+		return err
+	})
+}
+
 // fetch downloads the image into n.download while the host computes its
 // SHA-256, and starts the local work that follows the download. When it
 // returns without error the download and the host's SHA-256 are complete;
@@ -59,31 +104,27 @@ func (r *run) fetch(ctx context.Context, image string, info imageInfo, n localNa
 	r.partials = append(r.partials, n.download)
 	tracker := newPrefixTracker(info.size)
 	localCtx, cancel := context.WithCancel(ctx)
-	d := &incoming{file: f, cancel: cancel}
-	d.hashing.Go(func() (err error) {
-		d.localSum, err = hashReader(&prefixReader{ctx: localCtx, t: tracker, f: f})
-		return err
-	})
+	// The host hashes the image too when it can decompress it.
+	remoteImage := n.decompress && info.zstd
+	d := &incoming{file: f, cancel: cancel, hashImage: r.cfg.HashImageLocally || !remoteImage}
+	decodeTo := ""
 	if n.decompress {
 		r.partials = append(r.partials, n.finalTmp)
-		d.decoding.Go(func() (err error) {
-			im := &d.decoded
-			im.size, im.sum, im.first, err = decodeSparse(&prefixReader{ctx: localCtx, t: tracker, f: f}, n.finalTmp)
-			return err
-		})
+		decodeTo = n.finalTmp
 	}
+	d.startLocal(localCtx, tracker, decodeTo)
 
 	// The transfer and the host's checksum end together: the first to fail
 	// cancels the other.
 	transfer, tctx := errgroup.WithContext(ctx)
 	transfer.Go(func() error {
 		defer r.timer.track(PhaseChecksum)()
-		s, err := remoteSHA256(tctx, r.comm, image)
+		s, err := remoteSHA256(tctx, r.comm, image, remoteImage)
 		if err != nil && tctx.Err() == nil {
-			return phaseErr(PhaseChecksum, fmt.Errorf("computing the image's SHA-256 on the host: %w; check that sha256sum works on the host and run the build again", err), nil)
+			return phaseErr(PhaseChecksum, fmt.Errorf("computing the image's SHA-256 on the host: %w; check that sha256sum (and zstd) work on the host and run the build again, or set hash_image_locally = true", err), nil)
 		}
 		// When tctx ended, whatever ended it reports why.
-		d.remoteSum = s
+		d.remoteSum, d.remoteImageSum = s.file, s.image
 		return nil
 	})
 	transfer.Go(func() error {
@@ -95,6 +136,7 @@ func (r *run) fetch(ctx context.Context, image string, info imageInfo, n localNa
 		d.stop()
 		return nil, err
 	}
+	d.fetched = time.Now()
 	if d.remoteSum == "" {
 		// ctx ended after the download completed.
 		d.stop()
@@ -130,13 +172,18 @@ func channelsFor(want, maxSessions int) int {
 // connection drops under it.
 const checksumAttempts = 4
 
-// remoteSHA256 is the SHA-256 of the host's file image. A dropped connection
+// remoteSums are the SHA-256 sums the host computed: of the file, and of
+// the image decompressed from it when asked for.
+type remoteSums struct{ file, image string }
+
+// remoteSHA256 is the SHA-256 of the host's file image and, with
+// decompressed, of the image zstd decompresses from it. A dropped connection
 // runs it again (the communicator reconnects).
-func remoteSHA256(ctx context.Context, comm packersdk.Communicator, image string) (string, error) {
+func remoteSHA256(ctx context.Context, comm packersdk.Communicator, image string, decompressed bool) (remoteSums, error) {
 	var out string
 	var err error
 	for attempt := 1; ; attempt++ {
-		out, err = remotecmd.Output(ctx, comm, sha256Command(image))
+		out, err = remotecmd.Output(ctx, comm, sha256Command(image, decompressed))
 		if err == nil || ctx.Err() != nil || attempt == checksumAttempts || !remotecmd.Dropped(err) {
 			break
 		}
@@ -146,13 +193,27 @@ func remoteSHA256(ctx context.Context, comm packersdk.Communicator, image string
 		}
 	}
 	if err != nil {
-		return "", err
+		return remoteSums{}, err
 	}
-	f := strings.Fields(out)
-	if len(f) == 0 || len(f[0]) != 64 || strings.Trim(f[0], "0123456789abcdef") != "" {
-		return "", fmt.Errorf("sha256sum printed %q, not a checksum; check the host's coreutils", strings.TrimSpace(out))
+	var s remoteSums
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) >= 2 && f[0] == "image" && decompressed:
+			s.image = f[1]
+		case len(f) > 0 && s.file == "" && f[0] != "image":
+			s.file = f[0]
+		}
 	}
-	return f[0], nil
+	if !isSHA256(s.file) || decompressed && !isSHA256(s.image) {
+		return remoteSums{}, fmt.Errorf("sha256sum printed %q, not a checksum; check the host's coreutils", strings.TrimSpace(out))
+	}
+	return s, nil
+}
+
+// isSHA256 reports whether s is a hex SHA-256 as sha256sum prints it.
+func isSHA256(s string) bool {
+	return len(s) == 64 && strings.Trim(s, "0123456789abcdef") == ""
 }
 
 // download fetches the remote image into f, telling tracker of every range

@@ -88,9 +88,15 @@ func probeCommand(image string) string {
 		"{ sudo -n sshd -T 2>/dev/null | grep -i '^maxsessions ' | sed 's/^[^ ]* /maxsessions=/' || true; }"
 }
 
-// sha256Command prints the image's SHA-256 as sha256sum does.
-func sha256Command(image string) string {
-	return "sha256sum " + remotecmd.Quote(image)
+// sha256Command prints the image's SHA-256 as sha256sum does; with
+// decompressed, also "image " and the SHA-256 of what zstd decompresses from
+// it, computed alongside on the host's other cores (bash for pipefail: a
+// failed zstd fails the command).
+func sha256Command(image string, decompressed bool) string {
+	if !decompressed {
+		return "sha256sum " + remotecmd.Quote(image)
+	}
+	return `bash -c 'set -o pipefail; zstd -dcq -- "$1" | sha256sum | sed "s/^/image /" & sha256sum "$1" || exit 1; wait "$!"' nixos-sd ` + remotecmd.Quote(image)
 }
 
 // streamCommand serves ranges of a remote file one after another on one

@@ -22,10 +22,11 @@ func decoderConcurrency() int {
 }
 
 // decodeSparse decompresses the zstd stream r into the file dst, leaving
-// all-zero 4 KiB blocks as holes. It returns the decompressed size, its hex
-// SHA-256 and its first sector. r may block until more of it is there; the
-// decoder's goroutines end with Close.
-func decodeSparse(r io.Reader, dst string) (size int64, sum string, first []byte, err error) {
+// all-zero 4 KiB blocks as holes, and checks zstd's frame checksums. It
+// returns the decompressed size, with withSum its hex SHA-256, and its first
+// sector. r may block until more of it is there; the decoder's goroutines
+// end with Close.
+func decodeSparse(r io.Reader, dst string, withSum bool) (size int64, sum string, first []byte, err error) {
 	dec, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(decoderConcurrency()), zstd.WithDecoderLowmem(false))
 	if err != nil {
 		return 0, "", nil, err
@@ -40,7 +41,10 @@ func decodeSparse(r io.Reader, dst string) (size int64, sum string, first []byte
 			err = cerr
 		}
 	}()
-	h := sha256.New()
+	var h hash.Hash
+	if withSum {
+		h = sha256.New()
+	}
 	size, first, err = copySparse(out, dec, h)
 	if err != nil {
 		return 0, "", nil, err
@@ -48,11 +52,14 @@ func decodeSparse(r io.Reader, dst string) (size int64, sum string, first []byte
 	if err := out.Truncate(size); err != nil {
 		return 0, "", nil, err
 	}
-	return size, hex.EncodeToString(h.Sum(nil)), first, nil
+	if h != nil {
+		sum = hex.EncodeToString(h.Sum(nil))
+	}
+	return size, sum, first, nil
 }
 
 // copySparse copies r to the start of the empty file w, hashing everything
-// and writing only blocks that are not all zero. Hashing and writing are two
+// into h (unless nil) and writing only blocks that are not all zero. Hashing and writing are two
 // goroutines, each about as costly as the decoding that feeds them, so that
 // on several cores the writes overlap the hash of the next piece.
 func copySparse(w io.WriterAt, r io.Reader, h hash.Hash) (int64, []byte, error) {
@@ -87,7 +94,9 @@ func copySparse(w io.WriterAt, r io.Reader, h hash.Hash) (int64, []byte, error) 
 		buf := <-free
 		n, err := fill(r, buf)
 		if n > 0 {
-			h.Write(buf[:n])
+			if h != nil {
+				h.Write(buf[:n])
+			}
 			if first == nil {
 				first = append([]byte(nil), buf[:min(n, 512)]...)
 			}

@@ -98,7 +98,7 @@ func decodeFile(t *testing.T, src, dst string) (int64, string, []byte, error) {
 		t.Fatal(err)
 	}
 	defer in.Close()
-	return decodeSparse(in, dst)
+	return decodeSparse(in, dst, true)
 }
 
 func TestDecodeSparse(t *testing.T) {

@@ -18,7 +18,16 @@ import (
 // verify waits for the local SHA-256 of the download and compares it with
 // the host's.
 func (r *run) verify(d *incoming) error {
-	r.ui.Say("Verifying the download's SHA-256")
+	if d.decodes {
+		// The hash is of the bytes the decoder reads: it ends with it
+		// (checkImage reports the decoder's own failure).
+		r.ui.Say("Decompressing while verifying the download's SHA-256")
+		done := r.timer.track(PhaseDecompress)
+		d.decoding.Wait()
+		done()
+	} else {
+		r.ui.Say("Verifying the download's SHA-256")
+	}
 	done := r.timer.track(PhaseVerify)
 	err := d.hashing.Wait()
 	done()
@@ -37,16 +46,16 @@ func (r *run) verify(d *incoming) error {
 // size and SHA-256.
 func (r *run) checkImage(d *incoming, n localNames, info imageInfo) (int64, string, error) {
 	if n.decompress {
-		r.ui.Say(fmt.Sprintf("Decompressing into %s (sparse)", filepath.Join(r.cfg.OutputDirectory, n.final)))
-		done := r.timer.track(PhaseDecompress)
-		start := time.Now()
-		err := d.decoding.Wait()
-		done()
-		if err != nil {
+		r.ui.Say(fmt.Sprintf("Decompressed into %s (sparse)", filepath.Join(r.cfg.OutputDirectory, n.final)))
+		if err := d.decoding.Wait(); err != nil {
 			return 0, "", phaseErr(PhaseDecompress, fmt.Errorf("decompressing %s: %w", n.base, err), nil)
 		}
-		if msg := cpuLimitNote(time.Since(start), r.timer.snapshot()[PhaseDownload], d.decoded.size, runtime.NumCPU()); msg != "" {
+		if msg := cpuLimitNote(max(d.decodedAt.Sub(d.fetched), 0), r.timer.snapshot()[PhaseDownload], d.decoded.size, runtime.NumCPU()); msg != "" {
 			r.ui.Say(msg)
+		}
+		sum, err := d.imageSum()
+		if err != nil {
+			return 0, "", phaseErr(PhaseVerify, err, nil)
 		}
 		if err := checkMBR(d.decoded.first); err != nil {
 			return 0, "", phaseErr(PhaseVerify, fmt.Errorf("the built file %s is not an SD card image: %w; make sure the configuration builds nixpkgs' sd-image (sd-image-aarch64.nix)", n.base, err), nil)
@@ -55,7 +64,7 @@ func (r *run) checkImage(d *incoming, n localNames, info imageInfo) (int64, stri
 		if err := os.Remove(n.download); err != nil {
 			return 0, "", phaseErr(PhaseDecompress, err, nil)
 		}
-		return d.decoded.size, d.decoded.sum, nil
+		return d.decoded.size, sum, nil
 	}
 	if err := d.file.Sync(); err != nil {
 		return 0, "", phaseErr(PhaseDownload, fmt.Errorf("writing %s: %w", n.download, err), nil)
@@ -67,6 +76,19 @@ func (r *run) checkImage(d *incoming, n localNames, info imageInfo) (int64, stri
 		return 0, "", phaseErr(PhaseVerify, fmt.Errorf("the built file %s is not an SD card image: %w; make sure the configuration builds nixpkgs' sd-image (sd-image-aarch64.nix)", n.base, err), nil)
 	}
 	return info.size, d.remoteSum, nil
+}
+
+// imageSum is the decoded image's SHA-256: the one hashed here, checked
+// against the host's when there is one, else the host's.
+func (d *incoming) imageSum() (string, error) {
+	local, remote := d.decoded.sum, d.remoteImageSum
+	switch {
+	case local == "":
+		return remote, nil
+	case remote != "" && local != remote:
+		return "", fmt.Errorf("the decompressed image's SHA-256 is %s but the host's decompressed copy has %s, although the compressed files matched: this machine's decompression or disk failed; run the build again", local, remote)
+	}
+	return local, nil
 }
 
 // cpuLimitNote says, when decoding went on well after the download ended,
