@@ -73,6 +73,9 @@ type downloader struct {
 	// hedged counts ranges asked for a second time because they held the
 	// prefix back.
 	hedged atomic.Int64
+	// gated counts the times a channel beyond the first connection waited
+	// for the local work to catch up.
+	gated atomic.Int64
 }
 
 type chunk struct {
@@ -109,6 +112,10 @@ type worker struct {
 	// (leaving its ranges to the others) when its connection cannot be
 	// opened for dialPatience.
 	own bool
+	// extra is set for a channel on a connection of our own beyond the
+	// first: it takes new ranges only while the local work keeps up
+	// (rangeQueue.gatedLocked).
+	extra bool
 }
 
 // conn is the connection the channel runs on: nil for the communicator's.
@@ -128,9 +135,9 @@ func (d *downloader) workers() []worker {
 	for range d.channels {
 		ws = append(ws, worker{src: commSource{d.comm}})
 	}
-	for _, c := range d.conns {
+	for i, c := range d.conns {
 		for range max(d.connChannels, 1) {
-			ws = append(ws, worker{src: c, own: true})
+			ws = append(ws, worker{src: c, own: true, extra: i > 0})
 		}
 	}
 	return ws
@@ -183,6 +190,7 @@ func (d *downloader) downloadRanges(ctx context.Context, file string, size int64
 	}
 	err := g.Wait()
 	d.hedged.Add(q.hedged.Load())
+	d.gated.Add(q.gated.Load())
 	if err != nil {
 		return err
 	}

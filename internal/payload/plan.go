@@ -161,9 +161,9 @@ func (p *linkPlan) workers(ctx context.Context, ui packersdk.Ui, size int64, max
 	}
 	_, per := chooseLink(p.rtt, p.cfg.DownloadConnections, p.cfg.DownloadChannels, maxSessions)
 	var ws []worker
-	for _, c := range conns {
+	for i, c := range conns {
 		for range per {
-			ws = append(ws, worker{src: c, own: true})
+			ws = append(ws, worker{src: c, own: true, extra: i > 0})
 		}
 	}
 	ui.Say(fmt.Sprintf("Round trip to the host: %s; moving the download to %s of its own with %d channels each", rtt, plural(len(conns), "SSH connection"), per))

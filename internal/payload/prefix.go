@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"sync"
+	"sync/atomic"
 )
 
 // prefixTracker follows a file being downloaded in ranges that arrive in any
@@ -20,6 +21,10 @@ type prefixTracker struct {
 	// done holds the ranges that arrived beyond the prefix: start -> end.
 	done map[int64]int64
 	err  error
+	// read is how far a reader (the decoder, or the hash) got, once one
+	// started: the prefix beyond it is the local work's backlog.
+	read    atomic.Int64
+	reading atomic.Bool
 }
 
 func newPrefixTracker(size int64) *prefixTracker {
@@ -127,6 +132,10 @@ func (r *prefixReader) Read(p []byte) (int, error) {
 	}
 	end, err := r.t.wait(r.ctx, r.pos)
 	if err != nil {
+		if err != io.EOF {
+			// A reader that stopped no longer paces the download.
+			r.t.reading.Store(false)
+		}
 		return 0, err
 	}
 	n := int64(len(p))
@@ -135,6 +144,8 @@ func (r *prefixReader) Read(p []byte) (int, error) {
 	}
 	m, err := r.f.ReadAt(p[:n], r.pos)
 	r.pos += int64(m)
+	r.t.reading.Store(true)
+	r.t.read.Store(r.pos)
 	if err == io.EOF {
 		if int64(m) == n {
 			err = nil
@@ -154,4 +165,13 @@ func (t *prefixTracker) ahead() int64 {
 		n += end - start
 	}
 	return n
+}
+
+// backlog is how much of the prefix the reader has not read yet; 0 before
+// a reader started.
+func (t *prefixTracker) backlog() int64 {
+	if !t.reading.Load() {
+		return 0
+	}
+	return max(t.completed()-t.read.Load(), 0)
 }

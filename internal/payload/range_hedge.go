@@ -100,3 +100,21 @@ func (q *rangeQueue) settleRace(c *chunk, ok bool) (drop bool) {
 	}
 	return r.done || r.live > 0
 }
+
+// maxBacklog is how far the arrived prefix may run ahead of the local work
+// (the decoder) before channels on connections beyond the first stop taking
+// new ranges: when this machine's CPU and not the link sets the pace, more
+// connections only take CPU from the decoder. The first connection (or the
+// communicator's) keeps fetching, so the download is never slower than on
+// one connection.
+var maxBacklog int64 = 48 << 20
+
+// gatedLocked reports whether the local work lags so far behind the
+// download that extra channels should wait. q.mu is held.
+func (q *rangeQueue) gatedLocked() bool {
+	if q.tracker == nil || q.tracker.backlog() <= maxBacklog {
+		return false
+	}
+	q.gated.Add(1)
+	return true
+}

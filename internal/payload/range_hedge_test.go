@@ -62,3 +62,41 @@ func TestNoRangeIsAskedForTwiceWithoutAStall(t *testing.T) {
 		t.Fatalf("%d ranges were asked for twice", n)
 	}
 }
+
+// While the local work lags behind the download by more than maxBacklog,
+// channels on connections beyond the first take no new ranges; the first
+// connection fetches the rest, so the download still completes.
+func TestExtraConnectionsWaitForTheDecoder(t *testing.T) {
+	old := maxBacklog
+	maxBacklog = 2 << 20
+	t.Cleanup(func() { maxBacklog = old })
+	srv, user := newSSHServer(t, 1)
+	dir := t.TempDir()
+	src := filepath.Join(dir, "remote.img")
+	want := randomFile(t, src, 16<<20, 13)
+	a := &sshConn{target: srv.target(user), pin: &hostKeyPin{}}
+	defer a.close()
+	b := &sshConn{target: srv.target(user), pin: &hostKeyPin{}}
+	defer b.close()
+	tracker := newPrefixTracker(int64(len(want)))
+	d := &downloader{conns: []*sshConn{a, b}, connChannels: 2, chunkSize: 512 << 10, retryDelay: time.Millisecond, tracker: tracker}
+	// A reader that read the first bytes and then stalls, as a decoder
+	// on a busy CPU would.
+	dst, err := os.Create(src + ".local")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
+	r := &prefixReader{ctx: t.Context(), t: tracker, f: dst}
+	go r.Read(make([]byte, 1))
+	if err := d.download(t.Context(), src, int64(len(want)), dst); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(dst.Name())
+	if string(got) != string(want) {
+		t.Fatal("the download differs from the source")
+	}
+	if d.gated.Load() == 0 {
+		t.Fatal("the second connection never waited for the stalled reader")
+	}
+}

@@ -101,6 +101,7 @@ type rangeQueue struct {
 	flying  map[*chunk]flight
 	perByte float64
 	hedged  atomic.Int64 // ranges asked for a second time
+	gated   atomic.Int64 // times an extra channel waited for the local work
 	// arrived ends the channels once the whole file arrived while second
 	// requests may still be in flight.
 	arrived func()
@@ -164,7 +165,8 @@ func (q *rangeQueue) ownStopped() {
 // takeLocked hands out the next range for a channel on connection conn: a
 // failed one first, then a second request for a range holding the prefix
 // back, then a new one; q.mu is held.
-func (q *rangeQueue) takeLocked(conn any) *chunk {
+func (q *rangeQueue) takeLocked(w worker) *chunk {
+	conn := w.conn()
 	var c *chunk
 	if len(q.failed) > 0 {
 		c = q.failed[0]
@@ -173,6 +175,8 @@ func (q *rangeQueue) takeLocked(conn any) *chunk {
 			c.race.live++
 		}
 	} else if c = q.hedgeLocked(conn); c != nil {
+	} else if w.extra && q.gatedLocked() {
+		return nil
 	} else if off, n, ok := q.carve.take(q.channels); ok {
 		c = &chunk{off: off, n: n}
 	} else {
@@ -191,7 +195,7 @@ func (q *rangeQueue) more(w worker) *chunk {
 	if q.ctx.Err() != nil {
 		return nil
 	}
-	return q.takeLocked(w.conn())
+	return q.takeLocked(w)
 }
 
 // next waits for a range for channel w; nil when the download is over for
@@ -205,7 +209,7 @@ func (q *rangeQueue) next(w worker) *chunk {
 			return nil
 		}
 		if own || q.ownActive == 0 {
-			if c := q.takeLocked(w.conn()); c != nil {
+			if c := q.takeLocked(w); c != nil {
 				return c
 			}
 		} else if len(q.failed) > 0 || q.carve.next < q.carve.size {
@@ -214,7 +218,7 @@ func (q *rangeQueue) next(w worker) *chunk {
 			q.cond.Wait()
 			continue
 		}
-		if q.inFlight == 0 {
+		if q.inFlight == 0 && !(w.extra && q.carve.next < q.carve.size) {
 			return nil
 		}
 		// Another channel may give its range back.
