@@ -45,6 +45,13 @@ import (
 //	                  process of its own whose peak RSS (VmHWM) is read
 //	(c1) engine-1conn the same on the communicator's connection only
 //	(d) link limit    the compressed bytes over the link rate
+//	(e) decode limit  payload.DecodeLocal of the host's compressed file from
+//	                  local disk: the engine's local work (SHA-256 of the
+//	                  compressed bytes, zstd with its frame checksum, sparse
+//	                  writes) with nothing to wait for
+//
+// Each engine row's target is max((d), (e)): the engine overlaps the fetch
+// and the decoding, so neither the link nor this machine's CPU allows less.
 //
 // Every figure is measured in the same run, against the same host and link,
 // and printed as a ratio against (a). Nothing is asserted about times. The
@@ -52,7 +59,7 @@ import (
 // RTT, 0 = none) are shaped with tc tbf and the test bed's delay proxy, which
 // also caps each TCP connection's bytes in flight at 4 MiB (Linux's default
 // tcp_wmem maximum on the sending instance). NIXOS_SD_BENCH_IMAGE_MIB sets
-// the image (1024), NIXOS_SD_BENCH_METHODS the methods (a,b,c,c1). Run it
+// the image (1024), NIXOS_SD_BENCH_METHODS the methods (a,b,c,c1,e). Run it
 // with `make bench-e2e` (root).
 func BenchmarkDownloadLongLink(b *testing.B) {
 	links := benchLinks(b)
@@ -103,14 +110,14 @@ func benchLinks(b *testing.B) []testbed.LinkProfile {
 }
 
 // benchMethods are the methods NIXOS_SD_BENCH_METHODS names (a, b, c,
-// c1; all by default).
+// c1, e; all by default).
 func benchMethods(b *testing.B) map[string]bool {
-	spec := orDefault(os.Getenv("NIXOS_SD_BENCH_METHODS"), "a,b,c,c1")
+	spec := orDefault(os.Getenv("NIXOS_SD_BENCH_METHODS"), "a,b,c,c1,e")
 	m := map[string]bool{}
 	for _, k := range strings.Split(spec, ",") {
 		k = strings.TrimSpace(k)
-		if k != "a" && k != "b" && k != "c" && k != "c1" {
-			b.Fatalf("NIXOS_SD_BENCH_METHODS=%q: want a comma-separated list of a, b, c and c1", spec)
+		if k != "a" && k != "b" && k != "c" && k != "c1" && k != "e" {
+			b.Fatalf("NIXOS_SD_BENCH_METHODS=%q: want a comma-separated list of a, b, c, c1 and e", spec)
 		}
 		m[k] = true
 	}
@@ -190,7 +197,27 @@ func benchOneLink(b *testing.B, link testbed.LinkProfile, imageMiB int) []benchR
 		d := time.Duration(float64(size) / (link.RateMbit * 1e6 / 8) * float64(time.Second))
 		add(benchRow{method: "(d) link limit", fetch: d, total: d, comment: "compressed bytes / link rate"})
 	}
+	if want["e"] {
+		add(bench.decodeLimit(b, remote))
+	}
 	return rows
+}
+
+// decodeLimit times payload.DecodeLocal of the host's compressed file, read
+// from the host's folder on this machine's disk.
+func (h *benchHost) decodeLimit(b *testing.B, remote string) benchRow {
+	b.Helper()
+	rel, _ := strings.CutPrefix(remote, standinState)
+	src := filepath.Join(h.host.Dir, "state", filepath.FromSlash(rel))
+	dst := filepath.Join(h.dir, "decode-limit.img")
+	defer os.Remove(dst)
+	cpu0 := machineCPU()
+	start := time.Now()
+	if _, _, err := payload.DecodeLocal(src, dst, false); err != nil {
+		b.Fatalf("(e) decode limit: %v", err)
+	}
+	el := time.Since(start)
+	return benchRow{method: "(e) decode limit", fetch: 0, total: el, cpuBusy: machineCPU().busySince(cpu0), comment: "payload.DecodeLocal of the file on local disk"}
 }
 
 // benchBuildSeconds is how long the engine's measured runs, which reuse the
@@ -609,7 +636,7 @@ func loadAvg() string {
 // its rate or more, else the CPU when the machine was at least 90% busy,
 // else the windows (channel or TCP window over the RTT).
 func limitOf(r benchRow) string {
-	if strings.HasPrefix(r.method, "(d)") {
+	if isLimitRow(r) {
 		return "-"
 	}
 	rate := r.fileMB / r.fetch.Seconds() // MB/s
@@ -625,18 +652,40 @@ func limitOf(r benchRow) string {
 	return "?"
 }
 
+// isLimitRow reports whether r is (d) or (e), a limit rather than a method.
+func isLimitRow(r benchRow) bool {
+	return strings.HasPrefix(r.method, "(d)") || strings.HasPrefix(r.method, "(e)")
+}
+
+// targetOf is max((d), (e)) among a link's rows; 0 when neither is there.
+func targetOf(rows []benchRow) time.Duration {
+	var t time.Duration
+	for _, r := range rows {
+		if isLimitRow(r) {
+			t = max(t, r.total)
+		}
+	}
+	return t
+}
+
 func printBenchTable(imageMiB int, rows []benchRow, load0, load1 string) {
 	var s strings.Builder
 	fmt.Fprintf(&s, "\nTime to a verified .img on disk: image %d MiB (stand-in NixOS SD image, compresses about 3:1), %d cores, load average %s before, %s after\n",
 		imageMiB, runtime.NumCPU(), load0, load1)
-	fmt.Fprintf(&s, "%-22s %-18s %8s %8s %8s %8s %8s %9s %8s %6s %-10s %s\n",
-		"link", "method", "file MB", "fetch s", "MB/s", ".img s", "vs (a)", "fetch/(d)", "RSS MiB", "cpu%", "limit", "notes")
+	fmt.Fprintf(&s, "%-22s %-18s %8s %8s %8s %8s %8s %9s %9s %8s %6s %-10s %s\n",
+		"link", "method", "file MB", "fetch s", "MB/s", ".img s", "vs (a)", "fetch/(d)", "/target", "RSS MiB", "cpu%", "limit", "notes")
 	var base, limit *benchRow
+	var target time.Duration
 	for i := range rows {
 		r := &rows[i]
 		if i == 0 || rows[i-1].link != r.link {
 			base, limit = nil, nil
-			for j := i; j < len(rows) && rows[j].link == r.link; j++ {
+			end := i
+			for end < len(rows) && rows[end].link == r.link {
+				end++
+			}
+			target = targetOf(rows[i:end])
+			for j := i; j < end; j++ {
 				if rows[j].baseline {
 					base = &rows[j]
 				}
@@ -645,12 +694,19 @@ func printBenchTable(imageMiB int, rows []benchRow, load0, load1 string) {
 				}
 			}
 		}
-		vs, vsd, rss, cpu := "-", "-", "-", "-"
-		if base != nil && !strings.HasPrefix(r.method, "(d)") {
+		vs, vsd, vst, rss, cpu := "-", "-", "-", "-", "-"
+		fetch, rate := "-", "-"
+		if r.fetch > 0 {
+			fetch, rate = fmt.Sprintf("%.2f", r.fetch.Seconds()), fmt.Sprintf("%.1f", r.fileMB/r.fetch.Seconds())
+		}
+		if base != nil && !isLimitRow(*r) {
 			vs = fmt.Sprintf("%.2fx", base.total.Seconds()/r.total.Seconds())
 		}
-		if limit != nil {
+		if limit != nil && r.fetch > 0 {
 			vsd = fmt.Sprintf("%.2f", r.fetch.Seconds()/limit.fetch.Seconds())
+		}
+		if target > 0 && !isLimitRow(*r) {
+			vst = fmt.Sprintf("%.2fx", r.total.Seconds()/target.Seconds())
 		}
 		if r.rssMiB > 0 {
 			rss = fmt.Sprintf("%.0f", r.rssMiB)
@@ -662,11 +718,11 @@ func printBenchTable(imageMiB int, rows []benchRow, load0, load1 string) {
 		if r.procCPU > 0 {
 			notes = strings.TrimSpace(fmt.Sprintf("engine CPU %.1fs; %s", r.procCPU.Seconds(), notes))
 		}
-		fmt.Fprintf(&s, "%-22s %-18s %8.1f %8.2f %8.1f %8.2f %8s %9s %8s %6s %-10s %s\n",
-			linkName(r.link), r.method, r.fileMB, r.fetch.Seconds(), r.fileMB/r.fetch.Seconds(), r.total.Seconds(),
-			vs, vsd, rss, cpu, limitOf(*r), notes)
+		fmt.Fprintf(&s, "%-22s %-18s %8.1f %8s %8s %8.2f %8s %9s %9s %8s %6s %-10s %s\n",
+			linkName(r.link), r.method, r.fileMB, fetch, rate, r.total.Seconds(),
+			vs, vsd, vst, rss, cpu, limitOf(*r), notes)
 	}
-	s.WriteString("\nvs (a): how many times faster than (a) to a verified .img; fetch/(d): the fetch's time over the link limit's.\n")
+	s.WriteString("\nvs (a): how many times faster than (a) to a verified .img; fetch/(d): the fetch's time over the link limit's; /target: .img s over the link's max((d), (e)).\n")
 	s.WriteString("cpu%: the whole machine's CPU use during the run (/proc/stat); limit: link = within 80% of the link rate, CPU = machine at least 90% busy, window/RTT = neither.\n")
 	fmt.Fprint(os.Stdout, s.String())
 }

@@ -93,3 +93,23 @@ func TestDecodeSparseChecksTheFrameChecksum(t *testing.T) {
 		t.Fatalf("a stream with a wrong frame checksum decoded: %v", err)
 	}
 }
+
+// DecodeLocal, the benchmark's decode limit, yields the sums of both files.
+func TestDecodeLocal(t *testing.T) {
+	dir := t.TempDir()
+	img := filepath.Join(dir, "x.img")
+	makeSDImage(t, img, 8, 3)
+	zst := img + ".zst"
+	zstdFile(t, img, zst)
+	out := filepath.Join(dir, "out.img")
+	zsum, isum, err := DecodeLocal(zst, out, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if zsum != sha256Of(t, zst) || isum != sha256Of(t, img) || sha256Of(t, out) != isum {
+		t.Fatalf("sums %s %s, want %s %s", zsum, isum, sha256Of(t, zst), sha256Of(t, img))
+	}
+	if _, isum, _ = DecodeLocal(zst, out, false); isum != "" {
+		t.Fatalf("the image was hashed without hashImage: %s", isum)
+	}
+}
