@@ -107,7 +107,8 @@ type Config struct {
 	SSHInterface string `mapstructure:"ssh_interface" required:"false"`
 	// The longest the instance may live. It shuts itself down (and so
 	// terminates) after this, even if Packer was killed and could not clean
-	// up. Defaults to `3h`; at least `build_timeout` plus 15m.
+	// up. Defaults to `3h`, or `build_timeout` plus 15m when that is longer;
+	// at least `build_timeout` plus 15m.
 	InstanceMaxLifetime string `mapstructure:"instance_max_lifetime" required:"false"`
 	// How long the instance keeps running after it last heard from Packer.
 	// While the build runs, Packer touches a heartbeat file on the instance;

@@ -122,6 +122,9 @@ func (c *AccessConfig) Prepare() []error {
 	return errs
 }
 
+// AssumeRoleDuration is the prepared assume_role.duration.
+func (c *AccessConfig) AssumeRoleDuration() time.Duration { return c.assumeRoleDuration }
+
 // RegionSource says where the region came from when the configuration did
 // not set it ("AWS_REGION", "profile default in the AWS config file"); empty
 // when it did.

@@ -106,7 +106,8 @@ type Config struct {
 	// fetching its own range. One channel carries at most 2 MiB per round
 	// trip (about 26 MB/s at 80 ms). Defaults to choosing from the round
 	// trip the download measures (2 on a LAN and about 3 at 80 ms on each
-	// connection of its own, 4 on the communicator's). 1 to 32; sshd's
+	// connection of its own, 4 on the communicator's); 0 is the same as
+	// unset. 1 to 32; sshd's
 	// MaxSessions caps it (at 7 on the communicator's connection, 9 on the
 	// others, with the usual 10).
 	DownloadChannels int `mapstructure:"download_channels" required:"false"`
@@ -118,7 +119,7 @@ type Config struct {
 	// 80 ms with Linux's default buffers), so a long, fast link needs
 	// several. Defaults to choosing from the measured round trip (1 on a LAN,
 	// 5 at 80 ms); setting 1 keeps the download on the communicator's
-	// connection. 0 to 16.
+	// connection; 0 is the same as unset. 1 to 16.
 	DownloadConnections int `mapstructure:"download_connections" required:"false"`
 	// How long the remote build may run before it is stopped. Defaults to `2h`.
 	BuildTimeout string `mapstructure:"build_timeout" required:"false"`
