@@ -37,11 +37,19 @@ func (r *run) ensureNix(ctx context.Context) error {
 func (r *run) build(ctx context.Context) error {
 	defer r.timer.track(PhaseBuild)()
 	cfg := r.cfg
-	r.ui.Say(fmt.Sprintf("Building the NixOS SD image (timeout %s): %s", cfg.BuildTimeoutDuration(), buildCommand(cfg)))
 	// The host stops the build at build_timeout; this deadline is a backstop
 	// for a host that stopped answering.
 	buildCtx, cancel := context.WithTimeout(ctx, cfg.BuildTimeoutDuration()+5*time.Minute)
 	defer cancel()
+	if cfg.Flake != "" {
+		if log, err := r.checkFlakePlatform(buildCtx); err != nil {
+			if buildCtx.Err() != nil {
+				r.stopBuild(ctx)
+			}
+			return phaseErr(PhaseBuild, err, log)
+		}
+	}
+	r.ui.Say(fmt.Sprintf("Building the NixOS SD image (timeout %s): %s", cfg.BuildTimeoutDuration(), buildCommand(cfg)))
 	r.log.section("build.sh build: " + buildCommand(cfg))
 	tail := newLogTail(r.ui, "nix: ", logLines).into(r.log, newSummary(cfg.FullOutput))
 	stdout := tail.Writer(0)

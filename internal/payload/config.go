@@ -40,7 +40,10 @@ type Config struct {
 	// `nixosConfigurations.<attr>.config.system.build.sdImage`, as written: it
 	// is refused with `nixos_config`, `nixpkgs`, `hostname`,
 	// `ssh_authorized_keys` and `use_local_ssh_keys = true`, which the plugin
-	// could not apply.
+	// could not apply. Before the build, the host's Nix evaluates the
+	// configuration's platform (`pkgs.stdenv.hostPlatform.system`, set with
+	// `nixpkgs.hostPlatform`); anything but `aarch64-linux`, or a cross
+	// build from another platform, is refused.
 	Flake string `mapstructure:"flake" required:"false"`
 	// The nixpkgs to build against: a channel name such as `nixos-26.05`, or a
 	// 40-hex-digit nixpkgs git revision. Defaults to `nixos-26.05`. Refused

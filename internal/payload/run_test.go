@@ -38,6 +38,11 @@ var fakeNix = `#!/bin/bash
 if [ "$1" = --version ]; then echo "nix (Nix) 2.28.3"; exit 0; fi
 # Its settings: an AArch64 Nix.
 case "$*" in *"config show"*) printf '%s\n' "max-jobs = 1" "system = aarch64-linux"; exit 0 ;; esac
+# A flake configuration's platform (platform.go): aarch64-linux.
+if [ "$1" = eval ] && [[ " $* " == *" --apply "* ]]; then
+	echo '{"build":"aarch64-linux","host":"aarch64-linux"}'
+	exit 0
+fi
 # What the build used: nix eval of lib.version and .git-revision, or the
 # flake's lock (nixpkgs.go).
 if [ "$1" = eval ]; then

@@ -264,9 +264,9 @@ func TestStandInNixBuildsAnSDImage(t *testing.T) {
 		t.Errorf("nix-build --version: %d %q", code, out)
 	}
 
-	// Evaluations other than nixpkgs' version are refused; other commands
-	// are the real Nix's.
-	if _, stderr, code := e.run("nix", "eval", "--raw", "x"); code != 1 || !strings.Contains(stderr, "evaluates only nixpkgs' lib.version") {
+	// Expressions other than nixpkgs' version are refused (a flake's
+	// attribute is the real Nix's, below); other commands are the real Nix's.
+	if _, stderr, code := e.run("nix", "eval", "--raw", "--expr", "1"); code != 1 || !strings.Contains(stderr, "evaluates only nixpkgs' lib.version") {
 		t.Errorf("nix eval: exit %d, %q", code, stderr)
 	}
 	if _, stderr, code := e.run("nix", "store", "ls"); code != 0 {
@@ -286,7 +286,7 @@ func TestStandInNixBuildsAnSDImage(t *testing.T) {
 	calls := e.calls(t, "standin-calls.log")
 	if len(calls) != 7 || calls[0] != "nix --version" ||
 		!strings.HasPrefix(calls[1], `nix --extra-experimental-features nix-command\ flakes --option sandbox false build -L`) ||
-		!strings.HasPrefix(calls[3], "nix-build ") || calls[5] != "nix eval --raw x" {
+		!strings.HasPrefix(calls[3], "nix-build ") || calls[5] != "nix eval --raw --expr 1" {
 		t.Errorf("standin-calls.log: %q", calls)
 	}
 }
@@ -461,5 +461,39 @@ func TestStandInNixBuildsWhereNixDoes(t *testing.T) {
 	store, _ := os.ReadDir(filepath.Join(e.state, "store"))
 	if len(store) != 1 || !strings.HasSuffix(store[0].Name(), "-nixos-sd-image") {
 		t.Errorf("the store holds %v, want the one output", store)
+	}
+}
+
+// TestStandInNixEvaluatesFlakeAttributes: `nix eval` of a flake's attribute
+// (the plugin's platform check) goes to the real Nix, with a local flake's
+// nixpkgs input overridden by the stand-in nixpkgs, and a flake the host
+// cannot fetch replaced by a local one with the same configuration.
+func TestStandInNixEvaluatesFlakeAttributes(t *testing.T) {
+	e := newStandinEnv(t, StandInOptions{})
+	flake := filepath.Join(e.work, "flake")
+	os.MkdirAll(flake, 0o755)
+	os.WriteFile(filepath.Join(flake, "flake.nix"), []byte("{ outputs = _: { }; }\n"), 0o644)
+	const apply = "c: c.pkgs.stdenv.hostPlatform.system"
+	if _, stderr, code := e.run("nix", "eval", "--extra-experimental-features", "nix-command flakes", "--json", "path:"+flake+"#nixosConfigurations.rpi4", "--apply", apply); code != 0 {
+		t.Fatalf("nix eval of a local flake: exit %d: %s", code, stderr)
+	}
+	if _, stderr, code := e.run("nix", "eval", "--json", "github:me/pis#nixosConfigurations.pc", "--apply", apply); code != 0 {
+		t.Fatalf("nix eval of a remote flake: exit %d: %s", code, stderr)
+	}
+	b, _ := os.ReadFile(filepath.Join(filepath.Dir(e.realNix), "real-nix-calls.log"))
+	var evals []string
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		if strings.Contains(l, "eval ") && strings.Contains(l, "--apply") {
+			evals = append(evals, l)
+		}
+	}
+	if len(evals) != 2 {
+		t.Fatalf("the real Nix evaluated %d flake attributes, want 2:\n%s", len(evals), b)
+	}
+	if want := "path:" + flake + "#nixosConfigurations.rpi4 --apply " + apply + " --override-input nixpkgs path:"; !strings.Contains(evals[0], want) {
+		t.Errorf("the local flake's evaluation %q lacks %q", evals[0], want)
+	}
+	if !regexp.MustCompile(`path:/tmp/nixos-sd-standin-flake\.\w+#nixosConfigurations\.pc --apply `).MatchString(evals[1]) {
+		t.Errorf("the remote flake was not replaced by a local one: %q", evals[1])
 	}
 }

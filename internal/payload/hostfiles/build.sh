@@ -10,6 +10,11 @@
 #       first boot's unattended-upgrades may hold. internal/payload/doc.go
 #       says why.
 #
+#   bash build.sh eval REMOTE_DIR TIMEOUT_SECONDS nix ARGS...
+#       Runs `nix eval` (ARGS) as `build` would run the build, as the same
+#       user and with the same settings, printing its result: the plugin
+#       reads a flake configuration's platform with it before the build.
+#
 #   bash build.sh build REMOTE_DIR TIMEOUT_SECONDS nix ARGS...
 #       Runs the Nix build, as root through sudo whenever sudo works (root
 #       uses the store directly, so every --option applies and the build
@@ -297,6 +302,9 @@ stop_build() {
 	exit 143
 }
 
+# what names the run in messages: "build", or "evaluation" for eval.
+what=build
+
 run_build() {
 	local remote_dir=$1 timeout_s=$2
 	shift 2
@@ -322,7 +330,7 @@ run_build() {
 		if [ -n "$(printf '%s\n' "$settings" | sed -n '/^build-dir = /p')" ]; then
 			opts=(--option build-dir "$build_dir")
 		fi
-		say "building as root, in $build_dir"
+		say "running nix as root, in $build_dir"
 	elif needs_root; then
 		die 4 "Nix needs root on this host (this user cannot write /nix/store nor reach a nix-daemon), and 'sudo -n' failed for user $(id -un). Allow passwordless sudo, or run a nix-daemon this user may use."
 	else
@@ -357,7 +365,7 @@ run_build() {
 	rm -f "$remote_dir/build.pid"
 	remove_build_dir
 	if [ "$status" -eq 124 ]; then
-		die 124 "the build ran longer than build_timeout (${timeout_s}s) and was stopped. Raise build_timeout or use a larger instance."
+		die 124 "the $what ran longer than build_timeout (${timeout_s}s) and was stopped. Raise build_timeout or use a larger instance."
 	fi
 	# tee has all of Nix's messages once it ends.
 	wait "$tee_pid" 2>/dev/null || true
@@ -372,8 +380,9 @@ run_build() {
 		die "$status" "this host's Nix ($("$nix_bin" --version 2>/dev/null || echo "$nix_bin")) is older than the requested nixpkgs needs (Nix >= $need). Use a Debian 13 AMI (debian_release = \"trixie\"; its nix-bin is 2.26), an AMI with a newer Nix preinstalled, or an older nixpkgs. Debian 12's nix-bin (2.8) is too old for current nixpkgs."
 	fi
 	if [ "$status" -ne 0 ]; then
-		die "$status" "nix build failed with exit status $status; see nix's output above and fix the configuration"
+		die "$status" "nix $1 failed with exit status $status; see nix's output above and fix the configuration"
 	fi
+	[ "$what" = build ] || return 0
 	say "build finished: $(readlink "$remote_dir/result" || echo "$remote_dir/result")"
 }
 
@@ -381,12 +390,13 @@ case "${1:-}" in
 ensure-nix)
 	ensure_nix
 	;;
-build)
-	[ "$#" -ge 4 ] || die 2 "usage: build.sh build REMOTE_DIR TIMEOUT_SECONDS nix ARGS..."
+build | eval)
+	[ "$#" -ge 4 ] || die 2 "usage: build.sh $1 REMOTE_DIR TIMEOUT_SECONDS nix ARGS..."
+	[ "$1" = build ] || what=evaluation
 	shift
 	run_build "$@"
 	;;
 *)
-	die 2 "usage: build.sh ensure-nix | build REMOTE_DIR TIMEOUT_SECONDS nix ARGS..."
+	die 2 "usage: build.sh ensure-nix | build REMOTE_DIR TIMEOUT_SECONDS nix ARGS... | eval REMOTE_DIR TIMEOUT_SECONDS nix ARGS..."
 	;;
 esac

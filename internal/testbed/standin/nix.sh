@@ -6,7 +6,8 @@
 #
 # - Every command but `nix build`, `nix-build`, `nix eval` of nixpkgs' version
 #   and `nix flake metadata` (see the contract below) runs the
-#   real Nix.
+#   real Nix. `nix eval` of a flake's attribute runs the real Nix on the
+#   command line as a build's evaluation sees it (below).
 # - A build first runs the real Nix on the same command line with --dry-run,
 #   so the real Nix parses the flags, options and installables and evaluates
 #   them: a bad flag, -I entry, --file, attribute path or flake output fails
@@ -132,7 +133,7 @@ fi
 takes_one=" --out-link -o --include -I --file -f --expr --attr -A --max-jobs -j --cores --system
  --store --eval-store --log-format --builders --substituters --trusted-public-keys --experimental-features
  --profile --reference-lock-file --output-lock-file --inputs-from --update-input --commit-lock-file-summary
- --timeout --max-silent-time --keep-failed-outputs --option-file --drv-link --add-root --out-path "
+ --timeout --max-silent-time --keep-failed-outputs --option-file --drv-link --add-root --out-path --apply "
 takes_two=" --option --arg --argstr --override-input --override-flake --arg-from-file --arg-from-stdin "
 # Those whose values are inputs of the build (they decide the store path).
 input_opts=" --include -I --file -f --expr --attr -A --system --arg --argstr --override-input --override-flake --arg-from-file "
@@ -281,6 +282,90 @@ standin_flake_metadata() {
 	printf '{"locks":{"nodes":{"nixpkgs":{"locked":{"owner":"NixOS","repo":"nixpkgs","rev":"%s","type":"github"},"original":{"owner":"NixOS","ref":"nixos-26.05","repo":"nixpkgs","type":"github"}},"root":{"inputs":{"nixpkgs":"nixpkgs"}}},"root":"root","version":7},"url":"%s"}\n' "$rev" "$ref"
 }
 
+# ---- the command line the real Nix judges -----------------------------------
+
+# standin_command sets validate to this command line as the real Nix can
+# evaluate it on a host without network: nixpkgs channels and tarballs name
+# the stand-in nixpkgs, a local flake's nixpkgs input is overridden with it,
+# and a flake the host cannot fetch is replaced by a local one with the same
+# nixosConfigurations entry.
+nixpkgs_standin="$standin_dir/nixpkgs"
+validate=()
+uses_file=0
+tmp_flakes=()
+cleanup_validation() {
+	if [ "${#tmp_flakes[@]}" -gt 0 ]; then rm -rf "${tmp_flakes[@]}"; fi
+}
+trap cleanup_validation EXIT
+standin_command() {
+	for a in "$@"; do
+		case "$a" in
+		-f | --file | --expr | -E) uses_file=1 ;;
+		nixpkgs=channel:?* | nixpkgs=https://nixos.org/channels/?* | nixpkgs=https://github.com/NixOS/nixpkgs/archive/?*.tar.gz)
+			a="nixpkgs=$nixpkgs_standin"
+			;;
+		esac
+		validate+=("$a")
+	done
+	[ "$prog" = nix-build ] && uses_file=1
+	if [ "$uses_file" -eq 0 ]; then
+		for ((k = 0; k < ${#validate[@]}; k++)); do
+			inst=${validate[k]}
+			# Only the positional installables (after the subcommand).
+			found=0
+			for ((j = 1; j < ${#positional[@]}; j++)); do
+				[ "${positional[j]}" != "$inst" ] || found=1
+			done
+			[ "$found" -eq 1 ] || continue
+			ref=${inst%%#*}
+			frag=""
+			[[ $inst != *'#'* ]] || frag=${inst#*#}
+			case "$ref" in
+			path:* | /* | ./* | ../* | . | git+file:*)
+				validate+=(--override-input nixpkgs "path:$nixpkgs_standin")
+				;;
+			*)
+				# A flake the host cannot fetch: a local one with the same
+				# nixosConfigurations entry, on the stand-in nixpkgs.
+				"$real_nix" --extra-experimental-features 'nix-command flakes' eval --raw \
+					--expr "builtins.flakeRefToString (builtins.parseFlakeRef \"$ref\")" >/dev/null || exit 1
+				tmp=$(mktemp -d /tmp/nixos-sd-standin-flake.XXXXXX)
+				tmp_flakes+=("$tmp")
+				name=""
+				if [[ $frag == nixosConfigurations.* ]]; then
+					name=${frag#nixosConfigurations.}
+					name=${name%%.*}
+				fi
+				{
+					printf '{\n  inputs.nixpkgs.url = "path:%s";\n  outputs = { nixpkgs, ... }: {\n' "$nixpkgs_standin"
+					if [ -n "$name" ]; then
+						printf '    nixosConfigurations."%s" = nixpkgs.lib.nixosSystem { modules = [ ]; };\n' "$name"
+					fi
+					printf '  };\n}\n'
+				} >"$tmp/flake.nix"
+				validate[k]="path:$tmp${frag:+#$frag}"
+				;;
+			esac
+		done
+	fi
+}
+
+# `nix eval` of a flake's attribute (a configuration's platform): the real
+# Nix's, on the command line as the host can evaluate it.
+if [ "$prog" = "nix" ] && [ "${positional[0]:-}" = eval ] && [[ " $* " != *" --expr "* ]]; then
+	standin_command "$@"
+	elog=$(mktemp /tmp/nixos-sd-standin-eval.XXXXXX)
+	tmp_flakes+=("$elog")
+	st=0
+	(exec -a "$prog" "$real_nix" "${validate[@]}") 2>"$elog" </dev/null || st=$?
+	if [ "$st" -ne 0 ]; then
+		cat "$elog" >&2
+	else
+		# Its warnings, but for those about the stand-in's own flakes and lock files.
+		grep -vE 'nixos-sd-standin|lock file' "$elog" >&2 || true
+	fi
+	exit "$st"
+fi
 if [ "$prog" = "nix" ] && [ "${positional[0]:-}" = eval ]; then
 	standin_eval "$@"
 	exit 0
@@ -307,64 +392,7 @@ fi
 
 # ---- the real Nix's verdict -----------------------------------------------
 
-nixpkgs_standin="$standin_dir/nixpkgs"
-validate=()
-uses_file=0
-for a in "$@"; do
-	case "$a" in
-	-f | --file | --expr | -E) uses_file=1 ;;
-	nixpkgs=channel:?* | nixpkgs=https://nixos.org/channels/?* | nixpkgs=https://github.com/NixOS/nixpkgs/archive/?*.tar.gz)
-		a="nixpkgs=$nixpkgs_standin"
-		;;
-	esac
-	validate+=("$a")
-done
-[ "$prog" = nix-build ] && uses_file=1
-tmp_flakes=()
-cleanup_validation() {
-	if [ "${#tmp_flakes[@]}" -gt 0 ]; then rm -rf "${tmp_flakes[@]}"; fi
-}
-trap cleanup_validation EXIT
-if [ "$uses_file" -eq 0 ]; then
-	for ((k = 0; k < ${#validate[@]}; k++)); do
-		inst=${validate[k]}
-		# Only the positional installables (after the subcommand).
-		found=0
-		for ((j = 1; j < ${#positional[@]}; j++)); do
-			[ "${positional[j]}" != "$inst" ] || found=1
-		done
-		[ "$found" -eq 1 ] || continue
-		ref=${inst%%#*}
-		frag=""
-		[[ $inst != *'#'* ]] || frag=${inst#*#}
-		case "$ref" in
-		path:* | /* | ./* | ../* | . | git+file:*)
-			validate+=(--override-input nixpkgs "path:$nixpkgs_standin")
-			;;
-		*)
-			# A flake the host cannot fetch: a local one with the same
-			# nixosConfigurations entry, on the stand-in nixpkgs.
-			"$real_nix" --extra-experimental-features 'nix-command flakes' eval --raw \
-				--expr "builtins.flakeRefToString (builtins.parseFlakeRef \"$ref\")" >/dev/null || exit 1
-			tmp=$(mktemp -d /tmp/nixos-sd-standin-flake.XXXXXX)
-			tmp_flakes+=("$tmp")
-			name=""
-			if [[ $frag == nixosConfigurations.* ]]; then
-				name=${frag#nixosConfigurations.}
-				name=${name%%.*}
-			fi
-			{
-				printf '{\n  inputs.nixpkgs.url = "path:%s";\n  outputs = { nixpkgs, ... }: {\n' "$nixpkgs_standin"
-				if [ -n "$name" ]; then
-					printf '    nixosConfigurations."%s" = nixpkgs.lib.nixosSystem { modules = [ ]; };\n' "$name"
-				fi
-				printf '  };\n}\n'
-			} >"$tmp/flake.nix"
-			validate[k]="path:$tmp${frag:+#$frag}"
-			;;
-		esac
-	done
-fi
+standin_command "$@"
 # --dry-run evaluates and instantiates, and builds nothing; with no
 # substituters it does not look for the outputs in a binary cache the host
 # cannot reach.

@@ -38,17 +38,23 @@ let
   # nixpkgs.hostPlatform as NixOS reads it: the last module that sets it
   # (an import's plain value over its importer's lib.mkDefault), else the
   # evaluating machine's system.
-  platforms = builtins.concatMap (
-    m: if m.value ? nixpkgs && m.value.nixpkgs ? hostPlatform then [ m.value.nixpkgs.hostPlatform ] else [ ]
-  ) modulesLoaded;
-  lastPlatform = builtins.elemAt platforms (builtins.length platforms - 1);
-  hostPlatform =
-    if platforms == [ ] then
-      system
-    else if builtins.isAttrs lastPlatform then
-      lastPlatform.system
+  # nixpkgs.buildPlatform likewise, else the host platform.
+  platformOf =
+    name: default:
+    let
+      set = builtins.concatMap (
+        m: if m.value ? nixpkgs && m.value.nixpkgs ? ${name} then [ m.value.nixpkgs.${name} ] else [ ]
+      ) modulesLoaded;
+      last = builtins.elemAt set (builtins.length set - 1);
+    in
+    if set == [ ] then
+      default
+    else if builtins.isAttrs last then
+      last.system
     else
-      lastPlatform;
+      last;
+  hostPlatform = platformOf "hostPlatform" system;
+  buildPlatform = platformOf "buildPlatform" hostPlatform;
   # A real build step for the test bed's binary cache: input-addressed, no
   # nixpkgs (the host's /bin/sh), a few seconds long. The stand-in nix builds
   # it with the real Nix when standin.conf says BUILD_INPUTS=1. Pure
@@ -73,7 +79,14 @@ let
 in
 # The image is built with pkgs, so evaluating it runs nixpkgs' version check.
 builtins.seq pkgs.lib (builtins.seq (builtins.length loaded) {
-  inherit pkgs;
+  # The package set NixOS builds with, as lib.nixosSystem's result carries
+  # it: its stdenv's platforms are the configuration's.
+  pkgs = pkgs // {
+    stdenv = {
+      hostPlatform.system = hostPlatform;
+      buildPlatform.system = buildPlatform;
+    };
+  };
   config.nixpkgs.hostPlatform.system = hostPlatform;
   config.system.build = {
     inherit sdImage;
