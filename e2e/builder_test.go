@@ -423,6 +423,52 @@ func TestBuilderExample(t *testing.T) {
 	if !listed {
 		t.Errorf("packer-manifest.json does not list the image %s (%d bytes):\n%s", bldImageName, st.Size(), b)
 	}
+
+	// On the same test bed, example/flake.
+	buildFlakeExample(t, tb)
+}
+
+// buildFlakeExample builds example/flake as shipped, with the region from
+// AWS_REGION: its source line and its flake are kept; the build block adds
+// the test bed's ssh_host and public_ip_url to the source, as
+// TestBuilderMinimalExample does. The host cannot fetch the flake's inputs:
+// the stand-in nix evaluates it with the stand-in nixpkgs and nixos-hardware
+// (internal/testbed/README.md).
+func buildFlakeExample(t *testing.T, tb *testbed.Testbed) {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "flake")
+	copyTree(t, filepath.Join(repoRoot(t), "example", "flake"), dir)
+	src, err := os.ReadFile(filepath.Join(dir, "build.pkr.hcl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, build, ok := strings.Cut(string(src), "\nbuild {")
+	if !ok || strings.TrimSpace(build) != `sources = ["source.nixos-sd.rpi5"]
+}` {
+		t.Fatalf("example/flake/build.pkr.hcl does not end in the build block this test replaces:\n%s", src)
+	}
+	host, port := tb.NextSSHEndpoint()
+	writeTemplate(t, dir, "build.pkr.hcl", fmt.Sprintf(`%s
+build {
+  source "source.nixos-sd.rpi5" {
+    ssh_host      = %q
+    ssh_port      = %d
+    public_ip_url = %q
+  }
+}
+`, head, host, port, tb.PublicIPURL()))
+	out, code := packerRun(t, dir, tb.Env(), "build", "-color=false", ".")
+	if code != 0 {
+		t.Fatalf("packer build of example/flake exited %d:\n%s", code, out)
+	}
+	image := filepath.Join(dir, "output-rpi5", bldImageName)
+	checkBuiltImage(t, image)
+	if m := readManifest(t, image); m["config_source"] != "flake" {
+		t.Errorf("example/flake's image was built from %v, want the flake", m["config_source"])
+	}
+	if !strings.Contains(out, "Checking that nixosConfigurations.rpi5 is built for aarch64-linux") {
+		t.Errorf("the flake's platform was not checked:\n%s", out)
+	}
 }
 
 // TestBuilderPostProcessorsAndOnly: of two sources, -only builds one; the

@@ -407,6 +407,48 @@ func TestProvisionerLocalFlake(t *testing.T) {
 	if !strings.Contains(out, "compressed in transit with zstd") {
 		t.Errorf("the uncompressed image was not compressed in transit:\n%s", out)
 	}
+
+	// The same host, whose Nix is installed now, builds example/provisioner.
+	buildProvisionerExample(t, p)
+}
+
+// buildProvisionerExample builds example/provisioner as shipped on the
+// host: its only variable given is host (the host's address; sshd answers on
+// port 22 there), and the null builder logs in as admin through an SSH agent
+// holding the host's key, as the example's ssh_agent_auth says.
+func buildProvisionerExample(t *testing.T, p *provHost) {
+	t.Helper()
+	if p.host.Port != 22 {
+		t.Fatalf("the host answers SSH on port %d; example/provisioner has no port variable", p.host.Port)
+	}
+	root := t.TempDir()
+	copyTree(t, filepath.Join(repoRoot(t), "example"), root)
+	dir := filepath.Join(root, "provisioner")
+	sock := filepath.Join(t.TempDir(), "agent.sock")
+	agent := exec.Command("ssh-agent", "-D", "-a", sock)
+	if err := agent.Start(); err != nil {
+		t.Fatalf("ssh-agent: %v", err)
+	}
+	t.Cleanup(func() { agent.Process.Kill(); agent.Wait() })
+	if !waitForFile(t, sock, 10*time.Second) {
+		t.Fatalf("ssh-agent did not open %s", sock)
+	}
+	if out, err := exec.Command("env", "SSH_AUTH_SOCK="+sock, "ssh-add", p.keyFile).CombinedOutput(); err != nil {
+		t.Fatalf("ssh-add: %v\n%s", err, out)
+	}
+	env := []string{"SSH_AUTH_SOCK=" + sock}
+	if out, code := packerRun(t, dir, env, "init", "."); code != 0 {
+		t.Fatalf("packer init of example/provisioner exited %d:\n%s", code, out)
+	}
+	out, code := packerRun(t, dir, env, "build", "-var", "host="+p.host.Addr, ".")
+	if code != 0 {
+		t.Fatalf("packer build of example/provisioner exited %d:\n%s", code, out)
+	}
+	image := filepath.Join(dir, "output-aarch64", standInImage)
+	checkBuiltImage(t, image)
+	if m := readManifest(t, image); m["config_source"] != "nixos_config" {
+		t.Errorf("example/provisioner's image was built from %v, want its nixos_config", m["config_source"])
+	}
 }
 
 // TestProvisionerNixTooOld: on Debian 12, apt-get installs Nix 2.8, and

@@ -20,7 +20,7 @@ var (
 	standinShutdown []byte
 	//go:embed standin/uname.sh
 	standinUname []byte
-	//go:embed standin/nixpkgs
+	//go:embed standin/nixpkgs standin/nixos-hardware
 	standinNixpkgs embed.FS
 )
 

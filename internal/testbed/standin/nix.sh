@@ -323,6 +323,17 @@ standin_command() {
 			case "$ref" in
 			path:* | /* | ./* | ../* | . | git+file:*)
 				validate+=(--override-input nixpkgs "path:$nixpkgs_standin")
+				# Its other inputs the stand-in has (nixos-hardware), by name:
+				# the host cannot fetch them.
+				local dir=${ref#path:} input
+				dir=${dir#git+file://}
+				dir=${dir%%\?*}
+				for input in $("$real_nix" --extra-experimental-features nix-command eval --impure --raw --expr \
+					"builtins.concatStringsSep \" \" (builtins.attrNames ((import $dir/flake.nix).inputs or { }))" 2>/dev/null || true); do
+					if [ "$input" != nixpkgs ] && [ -f "$standin_dir/$input/flake.nix" ]; then
+						validate+=(--override-input "$input" "path:$standin_dir/$input")
+					fi
+				done
 				;;
 			*)
 				# A flake the host cannot fetch: a local one with the same

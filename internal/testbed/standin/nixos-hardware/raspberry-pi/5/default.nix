@@ -1,0 +1,7 @@
+# Stand-in of nixos-hardware's raspberry-pi/5 module: the Pi 5's serial
+# console and U-Boot option, as the real module declares them.
+{ lib, ... }:
+{
+  boot.kernelParams = [ "console=ttyAMA10,115200" ];
+  hardware.raspberry-pi.firmware.uboot.enable = lib.mkDefault false;
+}
