@@ -424,8 +424,56 @@ func TestBuilderExample(t *testing.T) {
 		t.Errorf("packer-manifest.json does not list the image %s (%d bytes):\n%s", bldImageName, st.Size(), b)
 	}
 
-	// On the same test bed, example/flake.
+	// On the same test bed, example/flake and example/datasource.
 	buildFlakeExample(t, tb)
+	buildDatasourceExample(t, tb)
+}
+
+// withTestbedConnection replaces a copied example's closing build block,
+// which must list only source, with one that adds the test bed's ssh_host,
+// ssh_port and public_ip_url to that source (on AWS the build finds the
+// instance's address and this machine's on its own).
+func withTestbedConnection(t *testing.T, tb *testbed.Testbed, file, source string) {
+	t.Helper()
+	src, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, build, ok := strings.Cut(string(src), "\nbuild {")
+	if !ok || strings.TrimSpace(build) != fmt.Sprintf("sources = [%q]\n}", source) {
+		t.Fatalf("%s does not end in the build block this test replaces:\n%s", file, src)
+	}
+	host, port := tb.NextSSHEndpoint()
+	writeTemplate(t, filepath.Dir(file), filepath.Base(file), fmt.Sprintf(`%s
+build {
+  source %q {
+    ssh_host      = %q
+    ssh_port      = %d
+    public_ip_url = %q
+  }
+}
+`, head, source, host, port, tb.PublicIPURL()))
+}
+
+// buildDatasourceExample builds example/datasource as shipped in its default
+// region: the data source's AMI is the one the instance boots.
+func buildDatasourceExample(t *testing.T, tb *testbed.Testbed) {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "datasource")
+	copyTree(t, filepath.Join(repoRoot(t), "example", "datasource"), dir)
+	withTestbedConnection(t, tb, filepath.Join(dir, "debian-ami.pkr.hcl"), "source.nixos-sd.rpi")
+	tb.Proxy().ResetCalls()
+	out, code := packerRun(t, dir, tb.Env(), "build", "-color=false", ".")
+	if code != 0 {
+		t.Fatalf("packer build of example/datasource exited %d:\n%s", code, out)
+	}
+	checkBuiltImage(t, filepath.Join(dir, "output-rpi", bldImageName))
+	lookups := tb.Proxy().CallsOf("DescribeImages")
+	fleet := onlyCall(t, tb, "CreateFleet")
+	lt := onlyCall(t, tb, "CreateLaunchTemplate")
+	if len(lookups) == 0 || fleet.Region != "us-east-2" || !strings.HasPrefix(lt.Params["LaunchTemplateData.ImageId"], "ami-") {
+		t.Errorf("the example did not look the AMI up and launch it in us-east-2: %d lookups, fleet in %s, image %q", len(lookups), fleet.Region, lt.Params["LaunchTemplateData.ImageId"])
+	}
 }
 
 // buildFlakeExample builds example/flake as shipped, with the region from
@@ -438,25 +486,7 @@ func buildFlakeExample(t *testing.T, tb *testbed.Testbed) {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "flake")
 	copyTree(t, filepath.Join(repoRoot(t), "example", "flake"), dir)
-	src, err := os.ReadFile(filepath.Join(dir, "build.pkr.hcl"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	head, build, ok := strings.Cut(string(src), "\nbuild {")
-	if !ok || strings.TrimSpace(build) != `sources = ["source.nixos-sd.rpi5"]
-}` {
-		t.Fatalf("example/flake/build.pkr.hcl does not end in the build block this test replaces:\n%s", src)
-	}
-	host, port := tb.NextSSHEndpoint()
-	writeTemplate(t, dir, "build.pkr.hcl", fmt.Sprintf(`%s
-build {
-  source "source.nixos-sd.rpi5" {
-    ssh_host      = %q
-    ssh_port      = %d
-    public_ip_url = %q
-  }
-}
-`, head, host, port, tb.PublicIPURL()))
+	withTestbedConnection(t, tb, filepath.Join(dir, "build.pkr.hcl"), "source.nixos-sd.rpi5")
 	out, code := packerRun(t, dir, tb.Env(), "build", "-color=false", ".")
 	if code != 0 {
 		t.Fatalf("packer build of example/flake exited %d:\n%s", code, out)

@@ -373,7 +373,7 @@ if [ "$prog" = "nix" ] && [ "${positional[0]:-}" = eval ] && [[ " $* " != *" --e
 		cat "$elog" >&2
 	else
 		# Its warnings, but for those about the stand-in's own flakes and lock files.
-		grep -vE 'nixos-sd-standin|lock file' "$elog" >&2 || true
+		grep -E '^warning:' "$elog" | grep -vE 'nixos-sd-standin|lock file' >&2 || true
 	fi
 	exit "$st"
 fi
