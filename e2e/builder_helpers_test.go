@@ -359,6 +359,12 @@ func useSlowNix(t *testing.T, hostDir string) (started, stopped string) {
 	if err := os.WriteFile(nix, []byte(slowNix), 0o755); err != nil {
 		t.Fatalf("installing the slow nix: %v", err)
 	}
+	return slowNixMarkers(hostDir)
+}
+
+// slowNixMarkers are the paths of slowNix's started and stopped markers on
+// the host in hostDir.
+func slowNixMarkers(hostDir string) (started, stopped string) {
 	return filepath.Join(hostDir, "state", "slow-nix-started"), filepath.Join(hostDir, "state", "slow-nix-term")
 }
 

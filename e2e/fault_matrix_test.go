@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -17,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
+	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/payload"
 	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/testbed"
 )
 
@@ -41,11 +41,15 @@ const (
 
 // scenario is one row of the matrix.
 type scenario struct {
-	name  string
-	extra string            // source attributes
+	name string
+	// bench is what the row builds with: nil = the builder on the test
+	// bed's EC2; onHost = the provisioner on a host the row starts; lookup =
+	// the data source.
+	bench bench
+	extra string            // source attributes (builder rows)
 	files map[string]string // files beside the template
-	args  []string          // extra packer build arguments
-	build string            // provisioners of the build block
+	args  []string          // extra packer build arguments (builder rows)
+	build string            // provisioners of the build block (builder rows)
 	// killed: during kills the plugin, which then cannot print its phase
 	// table and cost report.
 	killed bool
@@ -53,10 +57,15 @@ type scenario struct {
 	// (p.keys): Packer asks nothing without one.
 	terminal bool
 	rules    []testbed.Rule
+	// setup changes the test bed for this row only (t.Cleanup undoes it).
+	setup func(t *testing.T, tb *testbed.Testbed)
 	// during, when set, runs while Packer builds (Packer runs in the
 	// background); it may interrupt Packer, terminate the instance, ...
+	// (builder rows; a provisioner row's is its onHost's).
 	during func(t *testing.T, tb *testbed.Testbed, p *bgPacker)
 	want   outcome
+	// within bounds how long Packer may run; 0 = no bound.
+	within time.Duration
 	// output are texts Packer's output must hold (white space collapsed);
 	// absent texts it must not.
 	output, absent []string
@@ -103,6 +112,8 @@ func TestFaultMatrixDocumented(t *testing.T) {
 	}
 }
 
+// runScenario runs one row on its bench, then checks what every row
+// states: the outcome, the messages, the calls, and that nothing is left.
 func runScenario(t *testing.T, tb *testbed.Testbed, sc scenario) {
 	p := tb.Proxy()
 	p.ClearRules()
@@ -111,75 +122,24 @@ func runScenario(t *testing.T, tb *testbed.Testbed, sc scenario) {
 	for _, r := range sc.rules {
 		p.AddRule(r)
 	}
+	if sc.setup != nil {
+		sc.setup(t, tb)
+	}
 	dir := t.TempDir()
-	name := "mx"
 	for f, content := range sc.files {
 		writeTemplate(t, dir, f, content)
 	}
-	sources := fmt.Sprintf("  sources = [\"source.nixos-sd.%s\"]\n", name)
-	tmpl := strings.Replace(netTemplate(tb, name, mxAttributes(sc.extra)), sources, sources+sc.build, 1)
-	if sc.region != "" {
-		tmpl = strings.Replace(tmpl, fmt.Sprintf("region        = %q", bldRegion), fmt.Sprintf("region        = %q", sc.region), 1)
+	b := sc.bench
+	if b == nil {
+		b = onEC2{}
 	}
-	writeTemplate(t, dir, "build.pkr.hcl", tmpl)
-	var out string
-	var code int
-	if sc.during == nil {
-		out, code = bldBuild(t, tb, dir, sc.args...)
-	} else {
-		var bp *bgPacker
-		if sc.terminal {
-			bp = startPackerOnTerminal(t, tb, dir, sc.args...)
-		} else {
-			bp = startPackerArgs(t, tb, dir, sc.args...)
-		}
-		sc.during(t, tb, bp)
-		var ended bool
-		out, code, ended = bp.wait(4 * time.Minute)
-		if !ended {
-			t.Fatalf("packer still ran 4 minutes into the scenario:\n%s", out)
-		}
-		// A terminal ends its lines with a carriage return too.
-		out = strings.ReplaceAll(out, "\r\n", "\n")
-		if !sc.killed {
-			checkBuildReport(t, out)
-		}
+	started := time.Now()
+	r := b.run(t, tb, sc, dir)
+	if took := time.Since(started); sc.within > 0 && took > sc.within {
+		t.Errorf("packer ran %s; the row allows %s", took.Round(time.Second), sc.within)
 	}
-	flat := normalizeSpace(out)
-	image := filepath.Join(dir, "output-"+name, bldImageName)
-	switch sc.want {
-	case failedSayingSo:
-		if code == 0 {
-			t.Errorf("packer build succeeded; the scenario expects it to fail")
-		}
-		// -on-error=abort and run-cleanup-provisioner keep what the build
-		// made, the image too.
-		keeps := slices.Contains(sc.args, "-on-error=abort") || slices.Contains(sc.args, "-on-error=run-cleanup-provisioner")
-		// A failed build leaves only its log (payload.BuildLogName).
-		got := slices.DeleteFunc(dirEntries(t, filepath.Dir(image)), func(n string) bool { return n == "nixos-sd-build.log" })
-		if len(got) > 0 && !keeps {
-			t.Errorf("a failed build left %q in its output directory", got)
-		}
-		if strings.Contains(out, "The artifacts of successful builds are") {
-			t.Errorf("packer lists an artifact of the failed build")
-		}
-	default:
-		if code != 0 {
-			t.Errorf("packer build exited %d; the scenario expects %s", code, sc.want)
-		} else {
-			checkBuiltImage(t, image)
-		}
-	}
-	switch sc.want {
-	case retried:
-		if !strings.Contains(flat, "Starting the build again on a new instance") && sc.check == nil {
-			t.Errorf("the build does not say it started again")
-		}
-	case fellBack:
-		if !strings.Contains(flat, "falling back to on-demand") || !strings.Contains(flat, "Launched on-demand instance") {
-			t.Errorf("the build does not say it fell back to on-demand")
-		}
-	}
+	checkOutcome(t, sc, r)
+	flat := normalizeSpace(r.out)
 	for _, w := range sc.output {
 		if !strings.Contains(flat, normalizeSpace(w)) {
 			t.Errorf("packer's output lacks %q", w)
@@ -200,15 +160,59 @@ func runScenario(t *testing.T, tb *testbed.Testbed, sc scenario) {
 		}
 	}
 	if sc.check != nil {
-		sc.check(t, tb, out)
+		sc.check(t, tb, r.out)
 	}
 	if sc.after != nil {
-		sc.after(t, tb, dir, out)
+		sc.after(t, tb, dir, r.out)
 	}
 	// Nothing may stay: the leak checker looks at all of EC2.
 	checkNoLeaks(t, tb)
 	if t.Failed() {
-		t.Logf("packer output (exit %d):\n%s\nEC2 calls:\n%s", code, out, p.Summary())
+		t.Logf("packer output (exit %d):\n%s\nEC2 calls:\n%s", r.code, r.out, p.Summary())
+	}
+}
+
+// checkOutcome checks the exit code, the image or what a failed build left
+// in its output directory, and what the build said of a retry or fallback.
+func checkOutcome(t *testing.T, sc scenario, r ran) {
+	t.Helper()
+	if !sc.killed && (strings.Contains(r.out, "panic:") || strings.Contains(r.out, "plugin exited before we could connect")) {
+		t.Errorf("the plugin crashed")
+	}
+	switch sc.want {
+	case failedSayingSo:
+		if r.code == 0 {
+			t.Errorf("packer succeeded; the scenario expects it to fail")
+		}
+		// -on-error=abort and run-cleanup-provisioner keep what the build
+		// made, the image too.
+		keeps := slices.Contains(sc.args, "-on-error=abort") || slices.Contains(sc.args, "-on-error=run-cleanup-provisioner")
+		// A failed build leaves only its log (payload.BuildLogName).
+		if r.outputDir != "" && !keeps {
+			if got := slices.DeleteFunc(dirEntries(t, r.outputDir), func(n string) bool { return n == payload.BuildLogName }); len(got) > 0 {
+				t.Errorf("a failed build left %q in its output directory", got)
+			}
+		}
+		if strings.Contains(r.out, "The artifacts of successful builds are") {
+			t.Errorf("packer lists an artifact of the failed build")
+		}
+	default:
+		if r.code != 0 {
+			t.Errorf("packer exited %d; the scenario expects: %s", r.code, sc.want)
+		} else if r.outputDir != "" {
+			checkBuiltImage(t, filepath.Join(r.outputDir, bldImageName))
+		}
+	}
+	flat := normalizeSpace(r.out)
+	switch sc.want {
+	case retried:
+		if !strings.Contains(flat, "Starting the build again on a new instance") && sc.check == nil {
+			t.Errorf("the build does not say it started again")
+		}
+	case fellBack:
+		if !strings.Contains(flat, "falling back to on-demand") || !strings.Contains(flat, "Launched on-demand instance") {
+			t.Errorf("the build does not say it fell back to on-demand")
+		}
 	}
 }
 
@@ -224,13 +228,6 @@ func mxAttributes(extra string) string {
 		b.WriteString(line)
 	}
 	return b.String() + extra + "\n"
-}
-
-// startPackerArgs is startPacker with extra packer build arguments.
-func startPackerArgs(t *testing.T, tb *testbed.Testbed, dir string, args ...string) *bgPacker {
-	t.Helper()
-	p := startPacker(t, tb, dir, args...)
-	return p
 }
 
 // failOnce answers the first call of action with code (HTTP status).
@@ -473,14 +470,6 @@ func killedBuildLeftovers(t *testing.T, tb *testbed.Testbed, _ string, _ string)
 	sweepWithNextBuild(t, tb, left)
 }
 
-// killPluginWhen SIGKILLs the plugin (Packer loses it: no cleanup at all).
-func killPlugin(t *testing.T, p *bgPacker) {
-	t.Helper()
-	if killPlugins(t, p.cmd.Process.Pid) == 0 {
-		t.Fatal("found no plugin process to kill")
-	}
-}
-
 // pools of the matrix builds: the region's zones offer both types.
 var (
 	capacity = "InsufficientInstanceCapacity"
@@ -497,7 +486,7 @@ func faultMatrix() []scenario {
 	term := func(action string) func(*testing.T, *testbed.Testbed, string) {
 		return callCount(action, func(n int) bool { return n >= 2 }, "a failed call and its retry")
 	}
-	return append([]scenario{
+	rows := []scenario{
 		// --- An error from each EC2 call the builder makes. ---
 		{name: "DescribeRegions refused", rules: []testbed.Rule{failAlways("DescribeRegions", "AuthFailure"), failAlways("GetCallerIdentity", "InvalidClientTokenId")},
 			want: failedSayingSo, output: []string{"AWS rejected the credentials", "check your credentials or profile"}, check: noCreates},
@@ -811,7 +800,8 @@ func faultMatrix() []scenario {
 		{name: "on-error=abort keeps and lists", args: []string{"-on-error=abort"}, extra: "  nixos_config = \"${path.root}/configuration.nix\"\n", files: failingConfig,
 			want: failedSayingSo, output: []string{"-on-error=abort: the build left 4 resource(s)", "aws ec2 terminate-instances", "aws ec2 delete-security-group"},
 			after: removeAsPrinted},
-	}, awsScenarios()...)
+	}
+	return slices.Concat(rows, awsScenarios(), instanceScenarios(), provisionerScenarios(), lookupScenarios())
 }
 
 // notFoundAnswered checks the proxy did answer NotFound for what it hid.

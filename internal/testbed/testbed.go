@@ -38,10 +38,6 @@ type Options struct {
 	Regions []string
 	// BootDelay is how long a host takes to accept SSH after its instance runs.
 	BootDelay time.Duration
-	// ShutdownMinute is how long a minute of a scheduled shutdown
-	// ("shutdown -P +m") lasts on the hosts; 0 = a minute. Tests of the
-	// user data's lifetime cap shorten it.
-	ShutdownMinute time.Duration
 	// Link shapes the hosts' network (rate, RTT); nil = unshaped.
 	Link *LinkProfile
 	// StandIn configures the stand-in nix's image.
@@ -132,11 +128,7 @@ func Start(ctx context.Context, opts Options) (tb *Testbed, err error) {
 	if err = writeHostsFile(hostsPath, static); err != nil {
 		return tb, err
 	}
-	minute := opts.ShutdownMinute
-	if minute <= 0 {
-		minute = time.Minute
-	}
-	tb.watch = startWatcher(tb.moto.url, tb.ip.ip, hostsPath, tb.pool, tb.direct, opts.Regions, tb.proxy, minute, opts.Logf)
+	tb.watch = startWatcher(tb.moto.url, tb.ip.ip, hostsPath, tb.pool, tb.direct, opts.Regions, tb.proxy, opts.Logf)
 	tb.watch.setStatic(s3Host, static[s3Host])
 	opts.Logf("testbed: EC2 (moto %s) at %s, fault proxy at %s, public IP %s at %s, work dir %s",
 		MotoVersion, tb.moto.url, tb.proxy.URL(), FakePublicIP, tb.ip.URL(), tb.workDir)
@@ -277,6 +269,11 @@ func (tb *Testbed) EndInstance(ctx context.Context, region, id, code string, sto
 func (tb *Testbed) Interrupt(ctx context.Context, region, id string) error {
 	return tb.EndInstance(ctx, region, id, "Server.SpotInstanceTermination", false, "instance-terminated-no-capacity")
 }
+
+// SetShutdownMinute sets how long a minute of a scheduled shutdown
+// ("shutdown -P +m") lasts on the hosts from now on; 0 = a minute. Tests of
+// the user data's lifetime cap shorten it, and set it back when done.
+func (tb *Testbed) SetShutdownMinute(d time.Duration) { tb.watch.setMinute(d) }
 
 // WatcherErrors lists what went wrong turning instances into hosts.
 func (tb *Testbed) WatcherErrors() []string { return tb.watch.errors() }

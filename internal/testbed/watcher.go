@@ -77,9 +77,9 @@ type watcher struct {
 	regions   []string
 	proxy     *Proxy
 	logf      func(string, ...any)
-	minute    time.Duration // a minute of shutdown's TIME
 
 	mu        sync.Mutex
+	minute    time.Duration // a minute of shutdown's TIME (setMinute)
 	instances map[string]*watchedInstance
 	errs      []string
 	failed    map[string]bool
@@ -89,13 +89,24 @@ type watcher struct {
 	wg     sync.WaitGroup
 }
 
-func startWatcher(motoURL, callerIP, hostsPath string, pool *HostPool, clients map[string]*ec2.Client, regions []string, proxy *Proxy, minute time.Duration, logf func(string, ...any)) *watcher {
+func startWatcher(motoURL, callerIP, hostsPath string, pool *HostPool, clients map[string]*ec2.Client, regions []string, proxy *Proxy, logf func(string, ...any)) *watcher {
 	ctx, cancel := context.WithCancel(context.Background())
-	w := &watcher{motoURL: motoURL, hostsPath: hostsPath, dns: map[string][]string{}, callerIP: callerIP, failed: map[string]bool{}, cidrCache: map[string]cidrs{}, pool: pool, clients: clients, regions: regions, proxy: proxy, logf: logf, minute: minute,
+	w := &watcher{motoURL: motoURL, hostsPath: hostsPath, dns: map[string][]string{}, callerIP: callerIP, failed: map[string]bool{}, cidrCache: map[string]cidrs{}, pool: pool, clients: clients, regions: regions, proxy: proxy, logf: logf, minute: time.Minute,
 		instances: map[string]*watchedInstance{}, cancel: cancel}
 	w.wg.Add(1)
 	go w.loop(ctx)
 	return w
+}
+
+// setMinute sets how long a minute of shutdown's TIME lasts; d <= 0 = a
+// minute. A power-off already scheduled keeps its time.
+func (w *watcher) setMinute(d time.Duration) {
+	if d <= 0 {
+		d = time.Minute
+	}
+	w.mu.Lock()
+	w.minute = d
+	w.mu.Unlock()
 }
 
 func (w *watcher) Close() {

@@ -21,7 +21,8 @@ import (
 // replaces an earlier one, "shutdown -c" cancels it), and when it is due
 // terminates (or stops) the instance in moto with the state reason
 // Client.InstanceInitiatedShutdown, as EC2 does; the host goes down with it
-// as usual. A test bed minute lasts Options.ShutdownMinute.
+// as usual. A test bed minute lasts a minute, or what
+// Testbed.SetShutdownMinute says.
 
 type shutdownKind int
 

@@ -1,0 +1,203 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/testbed"
+)
+
+// Rows of the fault matrix for the provisioner, on a host each row starts
+// (onHost), and for the data source (lookup). Every provisioner row checks
+// the host keeps no working directory of the build, unless the row says why.
+
+func provisionerScenarios() []scenario {
+	slowBuild := func(t *testing.T, h *provHost) { useSlowNix(t, h.host.Dir) }
+	return []scenario{
+		{name: "provisioner: remote build fails", files: failingConfig,
+			bench: onHost{body: `    nixos_config = "configuration.nix"`, check: nixBuilt},
+			want:  failedSayingSo, output: []string{"nixos-sd build failed", "nix build exited with status 1", "error: builder for '/nix/store/", "failed with exit code 1"}},
+		// The host's dd flips one byte of the range starting at offset 0, as
+		// a faulty transfer would; its sha256sum is untouched.
+		{name: "provisioner: download corrupted in transit",
+			bench: onHost{prepare: func(t *testing.T, h *provHost) { hostScript(t, h.host, "dd", corruptingDD) }, check: nixBuilt},
+			want:  failedSayingSo, output: []string{"nixos-sd verify failed", "SHA-256", "the partial file was removed"}},
+		// The build runs as root through sudo: the host's own timeout stops it.
+		{name: "provisioner: build outlives build_timeout",
+			bench: onHost{body: `    build_timeout = "3s"`, prepare: slowBuild, check: slowNixStopped(10 * time.Second)},
+			want:  failedSayingSo, within: 90 * time.Second, output: []string{"ran longer than build_timeout (3s)"}},
+		// Ctrl-C (SIGINT to Packer's process group). Packer does not wait for
+		// a provisioner when interrupted (the SDK's StepProvision returns at
+		// once and Packer exits), so the plugin cannot run its stop command:
+		// build.sh notices that the SSH session that started it is gone and
+		// stops the build itself.
+		{name: "provisioner: Ctrl-C during the build",
+			bench: onHost{prepare: slowBuild,
+				during: func(t *testing.T, h *provHost, p *bgPacker) {
+					started, _ := slowNixMarkers(h.host.Dir)
+					if !p.waitFor(2*time.Minute, func() bool { _, err := os.Stat(started); return err == nil }) {
+						t.Fatalf("the slow build never started:\n%s", p.out.String())
+					}
+					sigint(t, p)
+				},
+				check:        slowNixStopped(15 * time.Second),
+				keepsWorkDir: "Packer does not wait for an interrupted provisioner, so nothing is left to remove the working directory"},
+			want: failedSayingSo},
+		// On Debian 12, apt-get installs Nix 2.8, and nixpkgs' own check
+		// (lib/minver.nix: 2.18.0) stops the evaluation.
+		{name: "provisioner: Nix of Debian 12 too old for nixpkgs",
+			bench: onHost{pool: testbed.HostPoolOptions{DebianSuite: "bookworm"}},
+			want:  failedSayingSo, output: []string{"nix (Nix) 2.8.0 installed from Debian's packages in ", "This version of Nixpkgs requires Nix >= 2.18.0",
+				"this host's Nix (nix (Nix) 2.8.0) is older than the requested nixpkgs needs (Nix >= 2.18.0)", "Debian 13 AMI"}},
+		// The host's real Nix only warns about a misspelt setting and would
+		// build without it; the plugin stops.
+		{name: "provisioner: nix_options names no setting of the host's Nix",
+			bench: onHost{body: `    nix_options = { "max-job" = "8", "extra-substituters" = "https://cache.example.org" }`,
+				check: func(t *testing.T, h *provHost, _ string) {
+					if strings.Contains(h.standInCalls(t), "max-job") {
+						t.Errorf("nix built with the unknown setting")
+					}
+				}},
+			want: failedSayingSo, output: []string{`nix_options: "max-job" is not a setting of this host's Nix (nix (Nix) 2.26.3)`}},
+		// On an x86_64 host (another builder's default instance type) the
+		// build stops before Nix is installed.
+		{name: "provisioner: x86_64 host",
+			bench: onHost{pool: testbed.HostPoolOptions{StandIn: testbed.StandInOptions{Arch: "x86_64"}},
+				check: func(t *testing.T, h *provHost, _ string) {
+					for _, f := range []string{"upper/usr/bin/nix.real", "upper/var/lib/dpkg/info/nix-bin.list"} {
+						if _, err := os.Stat(filepath.Join(h.host.Dir, f)); err == nil {
+							t.Errorf("Nix was installed on the host: %s exists", f)
+						}
+					}
+					if calls := h.standInCalls(t); calls != "" {
+						t.Errorf("nix ran on the host:\n%s", calls)
+					}
+				}},
+			want: failedSayingSo, output: []string{"this host is x86_64 (uname -m), not AArch64", "arm64 instance type", "Nothing was installed",
+				"the host cannot build the aarch64-linux image"}},
+		{name: "provisioner: working directory planted by another user", bench: plantedWorkDir(), want: succeeded},
+	}
+}
+
+// nixBuilt checks the host's nix was asked for the image.
+func nixBuilt(t *testing.T, h *provHost, _ string) {
+	t.Helper()
+	if calls := h.standInCalls(t); !strings.Contains(calls, "config.system.build.sdImage") {
+		t.Errorf("nix was never asked for the image:\n%s", calls)
+	}
+}
+
+// slowNixStopped checks the host's slow nix was stopped within d.
+func slowNixStopped(d time.Duration) func(t *testing.T, h *provHost, out string) {
+	return func(t *testing.T, h *provHost, _ string) {
+		t.Helper()
+		_, stopped := slowNixMarkers(h.host.Dir)
+		for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+			if _, err := os.Stat(stopped); err == nil {
+				return
+			}
+		}
+		t.Errorf("the remote nix was not stopped within %s", d)
+	}
+}
+
+// corruptingDD replaces dd on the host's PATH (its private /usr/local/bin,
+// ahead of /usr/bin): it flips one byte of the range starting at offset 0.
+const corruptingDD = `#!/bin/bash
+# Test bed: a dd that corrupts byte 1000 of the range starting at offset 0.
+case " $* " in
+*" skip=0 "*)
+	tmp=$(mktemp)
+	/bin/dd "$@" of="$tmp"
+	b=$(od -An -tu1 -j1000 -N1 "$tmp" | tr -d ' ')
+	printf "\\$(printf %03o $((255 - b)))" | /bin/dd of="$tmp" bs=1 seek=1000 conv=notrunc status=none
+	cat "$tmp"
+	rm -f "$tmp"
+	;;
+*) exec /bin/dd "$@" ;;
+esac
+`
+
+// plantedWorkDir: another local user of the host prepared the old
+// predictable path /tmp/nixos-sd in advance, as a symlink to a directory of
+// their own (where they could swap the configuration or the result between
+// upload and build). The build must work in a fresh private directory and
+// put nothing there.
+func plantedWorkDir() onHost {
+	var planted atomic.Int32
+	var stop context.CancelFunc
+	done := make(chan struct{})
+	return onHost{
+		prepare: func(t *testing.T, h *provHost) {
+			hostTmp := filepath.Join(h.host.Dir, "tmp")
+			attacker := filepath.Join(hostTmp, "attacker")
+			link := filepath.Join(hostTmp, "nixos-sd")
+			for _, err := range []error{os.Mkdir(attacker, 0o777), os.Chmod(attacker, 0o777), os.Chown(attacker, 65534, 65534), // nobody
+				os.Symlink("/tmp/attacker", link), os.Lchown(link, 65534, 65534)} {
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			// Watch the attacker's directory for the whole build.
+			var ctx context.Context
+			ctx, stop = context.WithCancel(context.Background())
+			t.Cleanup(stop)
+			go func() {
+				defer close(done)
+				for ctx.Err() == nil {
+					if entries, _ := os.ReadDir(attacker); len(entries) > 0 {
+						planted.Add(1)
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+			}()
+		},
+		check: func(t *testing.T, h *provHost, _ string) {
+			stop()
+			<-done
+			if n := planted.Load(); n != 0 {
+				t.Errorf("the build wrote into the directory planted at /tmp/nixos-sd (seen %d times)", n)
+			}
+			if calls := h.standInCalls(t); !workDirPath.MatchString(calls) {
+				t.Errorf("nix did not run in a mktemp -d working directory:\n%s", calls)
+			}
+			if target, err := os.Readlink(filepath.Join(h.host.Dir, "tmp", "nixos-sd")); err != nil || target != "/tmp/attacker" {
+				t.Errorf("the planted symlink was changed: %q %v", target, err)
+			}
+		},
+	}
+}
+
+func lookupScenarios() []scenario {
+	// The data source failed: the build's provisioner never printed an AMI.
+	noAMI := []string{"AMI="}
+	return []scenario{
+		{name: "data source: unknown release at validate", bench: lookup{command: "validate", vars: []string{"region=us-east-2", "release=stretch"}},
+			want: failedSayingSo, absent: noAMI, check: noCalls,
+			output: []string{`release: unknown Debian release "stretch"; use one of "buster" (10), "bullseye" (11), "bookworm" (12), "trixie" (13), "forky" (14)`}},
+		{name: "data source: no region at validate", bench: lookup{command: "validate", vars: []string{"region="}, noRegion: true},
+			want: failedSayingSo, absent: noAMI, check: noCalls,
+			output: []string{`region: required, and the AWS SDK's configuration gives none`, `for example region = "us-east-2" in the source, or export AWS_REGION=us-east-2`}},
+		{name: "data source: no region at build", bench: lookup{command: "build", vars: []string{"region="}, noRegion: true},
+			want: failedSayingSo, absent: noAMI, check: noCalls, output: []string{`region: required`}},
+		{name: "data source: no image in the region", bench: lookup{command: "build", vars: []string{"region=us-east-2", "release=forky"}},
+			want: failedSayingSo, absent: noAMI, called: []string{"DescribeImages"},
+			output: []string{"no Debian 14 (forky) arm64 AMI owned by 136693071363 in region us-east-2 matches",
+				"name=debian-14-arm64-*", "check the region, or set include_deprecated = true, or widen owners/filters"}},
+		{name: "data source: only deprecated images", bench: lookup{command: "build", vars: []string{"region=eu-west-1", "release=bullseye"}},
+			want: failedSayingSo, absent: noAMI, called: []string{"DescribeImages"},
+			output: []string{"no Debian 11 (bullseye) arm64 AMI owned by 136693071363 in region eu-west-1 matches", "2 deprecated", "set include_deprecated = true"}},
+		{name: "data source: EC2 refuses the credentials", bench: lookup{command: "build", vars: []string{"region=us-east-1"}},
+			rules: []testbed.Rule{{Action: "DescribeImages", ErrorCode: "AuthFailure", HTTPStatus: 401, Message: "AWS was not able to validate the provided access credentials"}},
+			want:  failedSayingSo, absent: noAMI,
+			output: []string{"DescribeImages in us-east-1 failed: AuthFailure: AWS was not able to validate the provided access credentials", "check your credentials"},
+			check:  callCount("DescribeImages", func(n int) bool { return n > 0 }, "at least one (refused)")},
+	}
+}
