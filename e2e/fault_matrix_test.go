@@ -4,10 +4,12 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -87,16 +89,70 @@ const mxTypes = `  instance_types = ["c7g.2xlarge", "m7g.2xlarge"]
 `
 
 func TestFaultMatrix(t *testing.T) {
+	inShard, err := matrixShard(os.Getenv(matrixShardEnv))
+	if err != nil {
+		t.Fatal(err)
+	}
 	tb := startTestbed(t, testbed.Options{})
 	start := time.Now()
 	var ran int
-	for _, sc := range faultMatrix() {
+	for i, sc := range faultMatrix() {
+		if !inShard(i) {
+			continue
+		}
 		t.Run(sc.name, func(t *testing.T) {
 			ran++
 			runScenario(t, tb, sc)
 		})
 	}
 	t.Logf("fault matrix: %d scenarios in %s", ran, time.Since(start).Round(time.Second))
+}
+
+// matrixShardEnv selects the rows one process runs when the suite is split
+// across processes (scripts/e2e-suite.sh): "K/N" or "K,L/N" runs the rows
+// whose index modulo N is K (or L); unset runs them all.
+const matrixShardEnv = "NIXOS_SD_MATRIX_SHARD"
+
+// matrixShard parses a matrixShardEnv value.
+func matrixShard(v string) (func(int) bool, error) {
+	if v == "" {
+		return func(int) bool { return true }, nil
+	}
+	bad := fmt.Errorf("%s=%q: want K/N or K,L/N with 0 <= K < N", matrixShardEnv, v)
+	ks, ns, ok := strings.Cut(v, "/")
+	n, err := strconv.Atoi(ns)
+	if !ok || err != nil || n < 1 {
+		return nil, bad
+	}
+	var keep []int
+	for _, f := range strings.Split(ks, ",") {
+		k, err := strconv.Atoi(f)
+		if err != nil || k < 0 || k >= n {
+			return nil, bad
+		}
+		keep = append(keep, k)
+	}
+	return func(i int) bool { return slices.Contains(keep, i%n) }, nil
+}
+
+// TestMatrixShard: the shards of a split run cover every row once.
+func TestMatrixShard(t *testing.T) {
+	a, errA := matrixShard("0,1/3")
+	b, errB := matrixShard("2/3")
+	all, errAll := matrixShard("")
+	if errA != nil || errB != nil || errAll != nil {
+		t.Fatal(errA, errB, errAll)
+	}
+	for i := range 10 {
+		if a(i) == b(i) || !all(i) {
+			t.Errorf("row %d: in 0,1/3 %v, in 2/3 %v, in all %v", i, a(i), b(i), all(i))
+		}
+	}
+	for _, v := range []string{"3/3", "1", "a/2", "0/0", "-1/2", "0,/2"} {
+		if _, err := matrixShard(v); err == nil {
+			t.Errorf("matrixShard(%q) accepted", v)
+		}
+	}
 }
 
 // TestFaultMatrixDocumented: docs/reliability.md names every scenario.
