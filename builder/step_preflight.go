@@ -32,6 +32,11 @@ func (s *stepPreflight) Run(ctx context.Context, state multistep.StateBag) multi
 	if src := e.cfg.RegionSource(); src != "" {
 		e.ui.Say(fmt.Sprintf("Using region %s (region is not set; taken from %s)", e.cfg.Region, src))
 	}
+	// The channel first: a mistake there is found without AWS, and the
+	// release is fixed before the instance is paid for.
+	if err := e.cfg.PinNixpkgs(ctx, e.ui); err != nil {
+		return halt(state, err)
+	}
 	e.ui.Say("Checking the AWS credentials and the configuration against EC2...")
 	if err := s.check(ctx, e, state); err != nil {
 		return halt(state, err)

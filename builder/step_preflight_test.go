@@ -2,6 +2,9 @@ package builder
 
 import (
 	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -41,6 +44,44 @@ func TestPreflightPasses(t *testing.T) {
 	offers := inputsOf[*ec2.DescribeInstanceTypeOfferingsInput](f, "DescribeInstanceTypeOfferings")
 	if len(offers) != 1 || offers[0].LocationType != types.LocationTypeAvailabilityZone {
 		t.Errorf("offerings must be asked per availability zone when one is given: %+v", offers)
+	}
+}
+
+// TestPreflightUnknownChannel: a nixpkgs channel the channel server does not
+// have stops the build before any EC2 call, naming the living channels; the
+// one it has is fixed to its release for the build.
+func TestPreflightUnknownChannel(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/nixos-unstable":
+			http.Redirect(w, r, "/releases/nixos/unstable/nixos-26.11pre806999.1234567890ab", http.StatusMovedPermanently)
+		case "/releases/nixos/unstable/nixos-26.11pre806999.1234567890ab/git-revision":
+			fmt.Fprintln(w, "1234567890ab"+strings.Repeat("0", 28))
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer srv.Close()
+	f := newFakeEC2()
+	cfg := testConfig(t, map[string]interface{}{"nixpkgs": "nixos-26.06", "nixpkgs_channels_url": srv.URL})
+	action, state := runPreflight(t, cfg, f)
+	if action != multistep.ActionHalt {
+		t.Fatal("preflight passed a channel that does not exist")
+	}
+	if err := stateErr(state); err == nil || !strings.Contains(err.Error(), `nixpkgs: channel "nixos-26.06" does not exist on `+srv.URL) ||
+		!strings.Contains(err.Error(), "nixos-unstable") {
+		t.Errorf("error = %v, want it to name the channel and the living ones", err)
+	}
+	if calls := f.Calls(); len(calls) > 0 {
+		t.Errorf("preflight called EC2 (%v) before refusing the channel", calls)
+	}
+
+	cfg = testConfig(t, map[string]interface{}{"nixpkgs": "nixos-unstable", "nixpkgs_channels_url": srv.URL})
+	if action, state := runPreflight(t, cfg, newFakeEC2()); action != multistep.ActionContinue {
+		t.Fatalf("preflight halted: %v", stateErr(state))
+	}
+	if p := cfg.Pin(); p == nil || p.URL != srv.URL+"/releases/nixos/unstable/nixos-26.11pre806999.1234567890ab/nixexprs.tar.xz" {
+		t.Errorf("pin = %+v", p)
 	}
 }
 

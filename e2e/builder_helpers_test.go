@@ -10,8 +10,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -55,7 +57,7 @@ func bldConnection(t testing.TB, tb *testbed.Testbed) string {
 	if host == "" {
 		t.Fatal("the test bed has no SSH endpoint for the next instance")
 	}
-	s := fmt.Sprintf("  ssh_host      = %q\n  public_ip_url = %q\n", host, tb.PublicIPURL())
+	s := fmt.Sprintf("  ssh_host      = %q\n  public_ip_url = %q\n  nixpkgs_channels_url = %q\n", host, tb.PublicIPURL(), tb.Channels().URL())
 	if port != 22 {
 		s += fmt.Sprintf("  ssh_port      = %d\n", port)
 	}
@@ -402,17 +404,24 @@ func readManifest(t testing.TB, image string) map[string]any {
 	return m
 }
 
-// channelRevision is the revision the test bed's stand-in nix reports for a
-// nixpkgs channel (standin/nix.sh, channel_revision).
-func channelRevision(channel string) string {
-	sum := sha256.Sum256([]byte("channel " + channel + "\n"))
-	return "0000000" + hex.EncodeToString(sum[:])[:33]
+// releaseRevision is the git-revision of a release on the test bed's
+// channel server.
+func releaseRevision(t *testing.T, release string) string {
+	t.Helper()
+	resp, err := http.Get(release + "/git-revision")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return strings.TrimSpace(string(b))
 }
 
 // checkBuilderManifest checks the manifest a builder build wrote: the schema,
-// the image and its sums, the nixpkgs revision of the default channel, the
-// instance, the phases and the cost.
-func checkBuilderManifest(t *testing.T, tb *testbed.Testbed, image, sum string) {
+// the image and its sums, the nixpkgs release of the default channel the
+// test bed's channel server named before the build (release), the instance,
+// the phases and the cost.
+func checkBuilderManifest(t *testing.T, tb *testbed.Testbed, image, sum, release string) {
 	t.Helper()
 	m := readManifest(t, image)
 	// The price is the spot price in effect in the instance's own zone.
@@ -428,9 +437,10 @@ func checkBuilderManifest(t *testing.T, tb *testbed.Testbed, image, sum string) 
 		"image":            filepath.Base(image),
 		"sha256":           sum,
 		"nixpkgs":          "nixos-26.05",
-		"nixpkgs_revision": channelRevision("nixos-26.05"),
-		"nixpkgs_version":  "26.05.20260601.0000000",
-		"nixpkgs_source":   "channel .git-revision",
+		"nixpkgs_revision": releaseRevision(t, release),
+		"nixpkgs_version":  strings.TrimPrefix(path.Base(release), "nixos-"),
+		"nixpkgs_url":      release + "/nixexprs.tar.xz",
+		"nixpkgs_source":   "channel git-revision before the build",
 		"lifecycle":        "spot",
 	}
 	for k, v := range want {

@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -32,19 +33,45 @@ const buildIDTag = "nixos-sd:build-id"
 // TestBuilderMinimal: a template with only region, ssh_host and
 // public_ip_url builds, downloads a verified image and makes the calls the
 // documentation promises: a spot instant fleet from a hardened launch
-// template, SSH open to this machine only, everything tagged, no AMI.
+// template, SSH open to this machine only, everything tagged, no AMI. The
+// nixpkgs channel moves to a new release while the image builds: the build
+// uses, and the manifest names, the release the channel pointed at before.
 func TestBuilderMinimal(t *testing.T) {
 	tb := startTestbed(t, testbed.Options{})
 	dir := t.TempDir()
 	writeTemplate(t, dir, "build.pkr.hcl", bldTemplate(t, tb, "min", ""))
-	out, code := bldBuild(t, tb, dir)
-	if code != 0 {
-		t.Fatalf("packer build exited %d:\n%s", code, out)
+	before := tb.Channels().ReleaseURL(payload.DefaultNixpkgs)
+	pk := startPacker(t, tb, dir)
+	h := firstHost(t, tb, pk)
+	building := func() bool {
+		calls, _ := h.StandInCalls()
+		for _, c := range calls {
+			if strings.HasPrefix(c, "nix build ") {
+				return true
+			}
+		}
+		return false
+	}
+	if !pk.waitFor(3*time.Minute, building) {
+		t.Fatal("the build never ran nix build on the host")
+	}
+	moved := tb.Channels().Advance(payload.DefaultNixpkgs)
+	out, code, ok := pk.wait(5 * time.Minute)
+	checkBuildReport(t, out)
+	if !ok || code != 0 {
+		t.Fatalf("packer build exited %d (ended: %v):\n%s", code, ok, out)
+	}
+	calls, _ := h.StandInCalls()
+	if joined := strings.Join(calls, "\n"); !strings.Contains(joined, "nixpkgs="+before+"/nixexprs.tar.xz") {
+		t.Errorf("the build did not use the release %s the channel named before it:\n%s", before, joined)
 	}
 
 	image := filepath.Join(dir, "output-min", bldImageName)
 	sum := checkBuiltImage(t, image)
-	checkBuilderManifest(t, tb, image, sum)
+	checkBuilderManifest(t, tb, image, sum, before)
+	if m := readManifest(t, image); m["nixpkgs_revision"] == moved {
+		t.Errorf("the manifest names the release the channel moved to during the build (%s), not the one built", moved)
+	}
 	// Packer's artifact list names the image (relative to the working directory).
 	artifact := "--> nixos-sd.min: NixOS SD image: " + filepath.Join("output-min", bldImageName) + " (sha256 " + sum + ")"
 	if !strings.Contains(out, artifact) {
@@ -183,9 +210,10 @@ build {
     ssh_host      = %q
     ssh_port      = %d
     public_ip_url = %q
+    nixpkgs_channels_url = %q
   }
 }
-`, lines[0], host, port, tb.PublicIPURL()))
+`, lines[0], host, port, tb.PublicIPURL(), tb.Channels().URL()))
 
 	home := t.TempDir()
 	key := "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl pi-owner@laptop"
@@ -206,7 +234,7 @@ build {
 	}
 	image := filepath.Join(dir, "output-pi", bldImageName)
 	sum := checkBuiltImage(t, image)
-	checkBuilderManifest(t, tb, image, sum)
+	checkBuilderManifest(t, tb, image, sum, tb.Channels().ReleaseURL(payload.DefaultNixpkgs))
 	if m := readManifest(t, image); m["ssh_authorized_keys"] != float64(1) || m["region"] != bldRegion {
 		t.Errorf("the manifest says %v keys in region %v, want the user's key in %s", m["ssh_authorized_keys"], m["region"], bldRegion)
 	}

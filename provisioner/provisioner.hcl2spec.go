@@ -22,6 +22,7 @@ type FlatConfig struct {
 	NixOSConfig         *string              `mapstructure:"nixos_config" required:"false" cty:"nixos_config" hcl:"nixos_config"`
 	Flake               *string              `mapstructure:"flake" required:"false" cty:"flake" hcl:"flake"`
 	Nixpkgs             *string              `mapstructure:"nixpkgs" required:"false" cty:"nixpkgs" hcl:"nixpkgs"`
+	NixpkgsChannelsURL  *string              `mapstructure:"nixpkgs_channels_url" required:"false" cty:"nixpkgs_channels_url" hcl:"nixpkgs_channels_url"`
 	SSHAuthorizedKeys   []string             `mapstructure:"ssh_authorized_keys" required:"false" cty:"ssh_authorized_keys" hcl:"ssh_authorized_keys"`
 	UseLocalSSHKeys     *bool                `mapstructure:"use_local_ssh_keys" required:"false" cty:"use_local_ssh_keys" hcl:"use_local_ssh_keys"`
 	Hostname            *string              `mapstructure:"hostname" required:"false" cty:"hostname" hcl:"hostname"`
@@ -62,6 +63,7 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 		"nixos_config":               &hcldec.AttrSpec{Name: "nixos_config", Type: cty.String, Required: false},
 		"flake":                      &hcldec.AttrSpec{Name: "flake", Type: cty.String, Required: false},
 		"nixpkgs":                    &hcldec.AttrSpec{Name: "nixpkgs", Type: cty.String, Required: false},
+		"nixpkgs_channels_url":       &hcldec.AttrSpec{Name: "nixpkgs_channels_url", Type: cty.String, Required: false},
 		"ssh_authorized_keys":        &hcldec.AttrSpec{Name: "ssh_authorized_keys", Type: cty.List(cty.String), Required: false},
 		"use_local_ssh_keys":         &hcldec.AttrSpec{Name: "use_local_ssh_keys", Type: cty.Bool, Required: false},
 		"hostname":                   &hcldec.AttrSpec{Name: "hostname", Type: cty.String, Required: false},

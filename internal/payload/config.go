@@ -6,6 +6,7 @@ package payload
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path"
 	"path/filepath"
@@ -49,6 +50,14 @@ type Config struct {
 	// 40-hex-digit nixpkgs git revision. Defaults to `nixos-26.05`. Refused
 	// with `flake`, which pins its own inputs.
 	Nixpkgs string `mapstructure:"nixpkgs" required:"false"`
+	// The NixOS channel server a `nixpkgs` channel is resolved on before the
+	// build: the channel's URL there redirects to the release it points at
+	// (for example `https://releases.nixos.org/nixos/26.05/nixos-26.05.806273.650e572363c0`),
+	// whose `nixexprs.tar.xz` the build uses and whose `git-revision` the
+	// manifest records. A channel it does not have fails before anything is
+	// created; a server that cannot be asked is a warning. Defaults to
+	// `https://channels.nixos.org`.
+	NixpkgsChannelsURL string `mapstructure:"nixpkgs_channels_url" required:"false"`
 	// SSH public keys allowed to log in as `root` and `nixos` on the built image
 	// of the built-in configuration, and as `root` on a `nixos_config` build
 	// (through a module the plugin adds, with `services.openssh.enable`; the
@@ -144,6 +153,9 @@ type Config struct {
 	warnings      []string
 	// extraArgs are arguments of this run's nix build (the cache's).
 	extraArgs []string
+	// pinned is set once PinNixpkgs ran; pin is the release it fixed.
+	pinned bool
+	pin    *ChannelPin
 }
 
 var (
@@ -204,6 +216,9 @@ func (c *Config) prepareSource(add func(...error)) {
 		c.Nixpkgs = DefaultNixpkgs
 	} else if !revisionPattern.MatchString(c.Nixpkgs) && !channelPattern.MatchString(c.Nixpkgs) {
 		add(fmt.Errorf("nixpkgs: %q is neither a channel nor a nixpkgs revision; use a channel such as \"nixos-26.05\" or a 40-hex-digit revision", c.Nixpkgs))
+	}
+	if u, err := url.Parse(c.NixpkgsChannelsURL); c.NixpkgsChannelsURL != "" && (err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "") {
+		add(fmt.Errorf("nixpkgs_channels_url: %q is not an http(s) URL; use a URL such as %q, or leave it unset", c.NixpkgsChannelsURL, DefaultChannelsURL))
 	}
 	if strings.HasPrefix(c.Nixpkgs, "nixos-") && strings.Contains(c.Nixpkgs, "release") {
 		add(fmt.Errorf("nixpkgs: %q is not a channel; use a nixos-* channel such as %q", c.Nixpkgs, DefaultNixpkgs))

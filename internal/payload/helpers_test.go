@@ -72,7 +72,10 @@ var _ packersdk.Ui = (*testUi)(nil)
 // prepared returns a Config prepared as Packer would, with the given changes.
 func prepared(t *testing.T, edit func(c *Config)) *Config {
 	t.Helper()
-	c := &Config{OutputDirectory: filepath.Join(t.TempDir(), "out")}
+	// No channel server answers (TCP port 1 refuses): Run uses channel:NAME
+	// and asks Nix for the revision after the build (channel_test.go tests
+	// the channel server's part).
+	c := &Config{OutputDirectory: filepath.Join(t.TempDir(), "out"), NixpkgsChannelsURL: "http://127.0.0.1:1"}
 	if edit != nil {
 		edit(c)
 	}

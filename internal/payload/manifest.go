@@ -95,6 +95,9 @@ func (r *run) manifest(res *Result, final, remoteSum string, zst bool) ([]byte, 
 	m["nixpkgs_revision"] = res.Nixpkgs.Revision
 	m["nixpkgs_version"] = res.Nixpkgs.Version
 	m["nixpkgs_source"] = res.Nixpkgs.Source
+	if res.Nixpkgs.URL != "" {
+		m["nixpkgs_url"] = res.Nixpkgs.URL
+	}
 	nixOptions := cfg.NixOptions
 	if nixOptions == nil {
 		nixOptions = map[string]string{}

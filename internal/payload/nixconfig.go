@@ -56,9 +56,13 @@ func settingsJSON(cfg *Config) ([]byte, error) {
 	}{host, keys, stateVersion(nixpkgs)}, "", "  ")
 }
 
-// nixpkgsURL is what `-I nixpkgs=` points at: a channel, or the tarball of a
-// nixpkgs revision.
-func nixpkgsURL(nixpkgs string) string {
+// nixpkgsURL is what `-I nixpkgs=` points at: the release a channel was
+// pinned to, the channel, or the tarball of a nixpkgs revision.
+func nixpkgsURL(cfg *Config) string {
+	if cfg.pin != nil {
+		return cfg.pin.URL
+	}
+	nixpkgs := cfg.Nixpkgs
 	if nixpkgs == "" {
 		nixpkgs = DefaultNixpkgs
 	}
@@ -101,7 +105,7 @@ func nixArgs(cfg *Config) []string {
 	return append(args,
 		"--file", "<nixpkgs/nixos>",
 		"-I", "nixos-config="+path.Join(rd, remoteNixOS),
-		"-I", "nixpkgs="+nixpkgsURL(cfg.Nixpkgs),
+		"-I", "nixpkgs="+nixpkgsURL(cfg),
 		"config.system.build.sdImage",
 	)
 }

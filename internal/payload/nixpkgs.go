@@ -32,9 +32,13 @@ type Nixpkgs struct {
 	// Version is nixpkgs' lib.version (for a channel: release, date and
 	// short revision), empty for a flake.
 	Version string `json:"version,omitempty"`
-	// Source says how Revision was found: "channel .git-revision",
-	// "nixpkgs option", "flake.lock", or why it was not.
+	// Source says how Revision was found: "channel git-revision before the
+	// build", "channel .git-revision" (asked of Nix after the build), "nixpkgs
+	// option", "flake.lock", or why it was not.
 	Source string `json:"source"`
+	// URL is the nixpkgs the build used, when the plugin chose it: the
+	// release a channel was pinned to, or a revision's tarball.
+	URL string `json:"url,omitempty"`
 }
 
 // nixpkgsExpr reads, in the nixpkgs `-I nixpkgs=` names, what a channel
@@ -57,7 +61,7 @@ func nixpkgsCommand(cfg *Config) string {
 		args = append(args, "flake", "metadata", "--extra-experimental-features", "nix-command flakes", "--json", ref)
 	} else {
 		args = append(args, "eval", "--extra-experimental-features", "nix-command flakes", "--impure", "--json",
-			"-I", "nixpkgs="+nixpkgsURL(cfg.Nixpkgs), "--expr", nixpkgsExpr)
+			"-I", "nixpkgs="+nixpkgsURL(cfg), "--expr", nixpkgsExpr)
 	}
 	rd := cfg.RemoteDirectory
 	return "bash " + remotecmd.Quote(path.Join(rd, remoteScript)) + " build " + remotecmd.Quote(rd) + " " +
@@ -72,6 +76,13 @@ func (r *run) resolveNixpkgs(ctx context.Context) Nixpkgs {
 	n := Nixpkgs{Requested: cfg.Nixpkgs}
 	if cfg.Flake != "" {
 		n.Requested = cfg.Flake
+	} else {
+		n.URL = nixpkgsURL(cfg)
+	}
+	if p := cfg.pin; p != nil {
+		n.Revision, n.Version, n.Source = p.Revision, p.Version, "channel git-revision before the build"
+		r.ui.Say(fmt.Sprintf("The build used nixpkgs revision %s (%s)", n.Revision, p.URL))
+		return n
 	}
 	out, err := remotecmd.Output(ctx, r.comm, nixpkgsCommand(cfg))
 	if err == nil {

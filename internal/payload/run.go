@@ -109,6 +109,10 @@ func (r *run) run(ctx context.Context) (res *Result, err error) {
 			}
 		}
 	}()
+	// The builder pins nixpkgs at preflight; the provisioner here.
+	if err := r.cfg.PinNixpkgs(ctx, r.ui); err != nil {
+		return nil, err
+	}
 	if err := r.prepareOutput(); err != nil {
 		return nil, err
 	}

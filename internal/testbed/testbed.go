@@ -55,6 +55,7 @@ type Testbed struct {
 	proxy      *Proxy
 	ip         *ipServer
 	s3         *s3Front
+	channels   *ChannelServer
 	pool       *HostPool
 	watch      *watcher
 	direct     map[string]*ec2.Client
@@ -104,6 +105,9 @@ func Start(ctx context.Context, opts Options) (tb *Testbed, err error) {
 		return tb, err
 	}
 	if tb.s3, err = startS3Front(tb.moto.url); err != nil {
+		return tb, err
+	}
+	if tb.channels, err = startChannelServer(); err != nil {
 		return tb, err
 	}
 	for _, r := range opts.Regions {
@@ -165,6 +169,9 @@ func (tb *Testbed) Close() error {
 		}
 		if tb.s3 != nil {
 			tb.s3.Close()
+		}
+		if tb.channels != nil {
+			tb.channels.Close()
 		}
 		if tb.moto != nil {
 			tb.moto.Close()
@@ -239,6 +246,9 @@ func (tb *Testbed) EC2Client(region string) *ec2.Client {
 func (tb *Testbed) MotoClient(region string) *ec2.Client {
 	return newEC2Client(region, tb.moto.url)
 }
+
+// Channels is the stand-in NixOS channel server (nixpkgs_channels_url).
+func (tb *Testbed) Channels() *ChannelServer { return tb.channels }
 
 // PublicIPURL serves PublicIP as text.
 func (tb *Testbed) PublicIPURL() string { return tb.ip.URL() }

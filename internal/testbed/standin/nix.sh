@@ -14,7 +14,7 @@
 #   as it would. The evaluation runs against the stand-in nixpkgs next to
 #   this script (nixpkgs' real lib/minver.nix and version check; a NixOS
 #   whose sdImage is a plain derivation): `-I nixpkgs=channel:...` and
-#   nixpkgs tarball URLs name it, a flake's `nixpkgs` input is overridden
+#   nixpkgs tarball URLs and a release's ./nixexprs.tar.xz name it, a flake's `nixpkgs` input is overridden
 #   with it, and a flake that is not a local path is replaced by a local one
 #   with the same nixosConfigurations attribute, since the host has no
 #   network.
@@ -257,6 +257,9 @@ standin_eval() {
 		rev=""
 		version="${rel}pre-git"
 		;;
+	http*://*/nixexprs.tar.xz)
+		die "the stand-in nix cannot read the .git-revision of $nixpkgs: the host has no network (the plugin reads a release's git-revision before the build)"
+		;;
 	"") die "file 'nixpkgs' was not found in the Nix search path (add it using \$NIX_PATH or -I)" ;;
 	*) die "the stand-in nix knows no nixpkgs at '$nixpkgs'" ;;
 	esac
@@ -301,7 +304,8 @@ standin_command() {
 	for a in "$@"; do
 		case "$a" in
 		-f | --file | --expr | -E) uses_file=1 ;;
-		nixpkgs=channel:?* | nixpkgs=https://nixos.org/channels/?* | nixpkgs=https://github.com/NixOS/nixpkgs/archive/?*.tar.gz)
+		nixpkgs=channel:?* | nixpkgs=https://nixos.org/channels/?* | nixpkgs=https://github.com/NixOS/nixpkgs/archive/?*.tar.gz | \
+			nixpkgs=http://?*/nixexprs.tar.xz | nixpkgs=https://?*/nixexprs.tar.xz)
 			a="nixpkgs=$nixpkgs_standin"
 			;;
 		esac

@@ -1,0 +1,137 @@
+package payload
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
+)
+
+// channelServer answers as channels.nixos.org and releases.nixos.org do: a
+// channel redirects (301) to its release, whose git-revision holds the full
+// revision; a channel it does not have is 404.
+func channelServer(t *testing.T, releases map[string]string) *httptest.Server {
+	t.Helper()
+	var srv *httptest.Server
+	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := strings.TrimPrefix(r.URL.Path, "/")
+		if rel, ok := releases[p]; ok {
+			http.Redirect(w, r, srv.URL+"/releases/nixos/"+rel, http.StatusMovedPermanently)
+			return
+		}
+		if rest, ok := strings.CutPrefix(p, "releases/nixos/"); ok && strings.HasSuffix(rest, "/git-revision") {
+			name := strings.TrimSuffix(rest[strings.LastIndex(strings.TrimSuffix(rest, "/git-revision"), "/")+1:], "/git-revision")
+			short := name[strings.LastIndex(name, ".")+1:]
+			w.Write([]byte(short + strings.Repeat("0", 40-len(short)) + "\n"))
+			return
+		}
+		http.NotFound(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func TestPinNixpkgsFixesTheRelease(t *testing.T) {
+	srv := channelServer(t, map[string]string{"nixos-26.05": "26.05/nixos-26.05.806273.650e572363c0"})
+	cfg := &Config{Nixpkgs: "nixos-26.05", NixpkgsChannelsURL: srv.URL, RemoteDirectory: "/tmp/r"}
+	ui := packersdk.TestUi(t)
+	if err := cfg.PinNixpkgs(context.Background(), ui); err != nil {
+		t.Fatal(err)
+	}
+	p := cfg.Pin()
+	wantURL := srv.URL + "/releases/nixos/26.05/nixos-26.05.806273.650e572363c0/nixexprs.tar.xz"
+	if p == nil || p.URL != wantURL || p.Revision != "650e572363c0"+strings.Repeat("0", 28) || p.Version != "26.05.806273.650e572363c0" {
+		t.Fatalf("pin = %+v, want %s", p, wantURL)
+	}
+	if args := strings.Join(nixArgs(cfg), " "); !strings.Contains(args, "-I nixpkgs="+wantURL+" ") {
+		t.Errorf("the build does not use the pinned release: %s", args)
+	}
+}
+
+func TestPinNixpkgsUnknownChannelFails(t *testing.T) {
+	srv := channelServer(t, map[string]string{
+		"nixos-26.05":      "26.05/nixos-26.05.806273.650e572363c0",
+		"nixos-unstable":   "unstable/nixos-26.11pre806999.1234567890ab",
+		"nixpkgs-unstable": "unstable/nixpkgs-26.11pre806999.1234567890ab",
+	})
+	cfg := &Config{Nixpkgs: "nixos-26.06", NixpkgsChannelsURL: srv.URL}
+	err := cfg.PinNixpkgs(context.Background(), packersdk.TestUi(t))
+	if err == nil {
+		t.Fatal("a channel the server does not have passed")
+	}
+	msg := err.Error()
+	for _, want := range []string{`"nixos-26.06" does not exist`, "nixos-unstable", "nixpkgs-unstable"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("the error does not say %q: %s", want, msg)
+		}
+	}
+	// nixos-26.05 is living only until 31 December 2026.
+	if time.Now().Before(time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)) && !strings.Contains(msg, "nixos-26.05") {
+		t.Errorf("the error does not name the living nixos-26.05: %s", msg)
+	}
+}
+
+func TestPinNixpkgsUnreachableServerWarns(t *testing.T) {
+	srv := httptest.NewServer(http.NotFoundHandler())
+	srv.Close()
+	cfg := &Config{Nixpkgs: "nixos-26.05", NixpkgsChannelsURL: srv.URL}
+	ui := &testUi{}
+	if err := cfg.PinNixpkgs(context.Background(), ui); err != nil {
+		t.Fatalf("an unreachable channel server failed the build: %v", err)
+	}
+	if cfg.Pin() != nil || !strings.Contains(nixpkgsURL(cfg), "channel:nixos-26.05") {
+		t.Errorf("without the server the build should use channel:nixos-26.05, got %s", nixpkgsURL(cfg))
+	}
+	if out := strings.Join(ui.errors, "\n"); !strings.Contains(out, "Warning: nixpkgs: could not ask the channel server") {
+		t.Errorf("no warning: %q", out)
+	}
+}
+
+func TestPinNixpkgsEndOfLifeWarns(t *testing.T) {
+	srv := channelServer(t, map[string]string{"nixos-24.11": "24.11/nixos-24.11.719113.50ab793786d9"})
+	cfg := &Config{Nixpkgs: "nixos-24.11", NixpkgsChannelsURL: srv.URL}
+	ui := &testUi{}
+	if err := cfg.PinNixpkgs(context.Background(), ui); err != nil {
+		t.Fatal(err)
+	}
+	if out := strings.Join(ui.errors, "\n"); !strings.Contains(out, "nixos-24.11 reached its end of life on 2025-06-30") {
+		t.Errorf("no end-of-life warning: %q", out)
+	}
+	if cfg.Pin() == nil {
+		t.Error("an end-of-life channel that exists was not pinned")
+	}
+}
+
+func TestChannelEndOfLife(t *testing.T) {
+	for ch, want := range map[string]string{"nixos-25.05": "2025-12-31", "nixos-25.11": "2026-06-30", "nixos-26.05-small": "2026-12-31"} {
+		got, ok := channelEndOfLife(ch)
+		if !ok || got.Format(time.DateOnly) != want {
+			t.Errorf("end of life of %s = %v, want %s", ch, got, want)
+		}
+	}
+	if _, ok := channelEndOfLife("nixos-unstable"); ok {
+		t.Error("nixos-unstable has an end of life")
+	}
+	at := func(s string) time.Time { d, _ := time.Parse(time.DateOnly, s); return d }
+	for day, want := range map[string]string{"2026-06-15": "nixos-26.05 nixos-25.11", "2026-12-03": "nixos-26.11 nixos-26.05", "2027-03-01": "nixos-26.11"} {
+		if got := strings.Join(stableCandidates(at(day)), " "); got != want {
+			t.Errorf("living stable channels on %s = %q, want %q", day, got, want)
+		}
+	}
+}
+
+// TestDefaultChannelIsLiving fails once DefaultNixpkgs is past its end of
+// life: then the default must move to the newest living release.
+func TestDefaultChannelIsLiving(t *testing.T) {
+	eol, ok := channelEndOfLife(DefaultNixpkgs)
+	if !ok {
+		t.Fatalf("DefaultNixpkgs %s is not a stable channel", DefaultNixpkgs)
+	}
+	if time.Now().After(eol) {
+		t.Errorf("DefaultNixpkgs %s reached its end of life on %s; make it the newest living release (%s)", DefaultNixpkgs, eol.Format(time.DateOnly), newestStable(time.Now()))
+	}
+}
