@@ -90,8 +90,20 @@ func resolveChannel(ctx context.Context, base, channel string) (*ChannelPin, err
 	if release == nil {
 		return nil, fmt.Errorf("%s answered %s, not a redirect to a release; check that nixpkgs_channels_url is a NixOS channel server", u, resp.Status)
 	}
-	m := releasePattern.FindStringSubmatch(path.Base(strings.TrimSuffix(release.Path, "/")))
-	rel := strings.TrimSuffix(release.String(), "/")
+	pin, err := pinRelease(ctx, strings.TrimSuffix(release.String(), "/"))
+	if pin != nil {
+		pin.Channel = channel
+	}
+	return pin, err
+}
+
+// pinRelease reads the git-revision of the release at rel, whose name
+// (releasePattern) gives its version and short revision.
+func pinRelease(ctx context.Context, rel string) (*ChannelPin, error) {
+	m := releasePattern.FindStringSubmatch(path.Base(rel))
+	if m == nil {
+		return nil, fmt.Errorf("%s is not named as a NixOS release (such as nixos-26.05.806273.650e572363c0); check that nixpkgs_channels_url is a NixOS channel server", rel)
+	}
 	rev, err := channelFile(ctx, rel+"/git-revision")
 	if err != nil {
 		return nil, err
@@ -99,7 +111,22 @@ func resolveChannel(ctx context.Context, base, channel string) (*ChannelPin, err
 	if !revisionPattern.MatchString(rev) || !strings.HasPrefix(rev, m[3]) {
 		return nil, fmt.Errorf("%s/git-revision holds %q, not the revision %s... the release is named after; check that nixpkgs_channels_url is a NixOS channel server", rel, rev, m[3])
 	}
-	return &ChannelPin{Channel: channel, Release: rel, URL: rel + "/nixexprs.tar.xz", Revision: rev, Version: m[2]}, nil
+	return &ChannelPin{Release: rel, URL: rel + "/nixexprs.tar.xz", Revision: rev, Version: m[2]}, nil
+}
+
+// releaseOfURL is the release directory of a release's nixexprs.tar.xz URL
+// (https://releases.nixos.org/nixos/26.05/nixos-26.05.806273.650e572363c0/nixexprs.tar.xz)
+// and its lib.version; ok is false for anything else.
+func releaseOfURL(s string) (release, version string, ok bool) {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || path.Base(u.Path) != "nixexprs.tar.xz" {
+		return "", "", false
+	}
+	m := releasePattern.FindStringSubmatch(path.Base(path.Dir(u.Path)))
+	if m == nil {
+		return "", "", false
+	}
+	return strings.TrimSuffix(s, "/nixexprs.tar.xz"), m[2], true
 }
 
 // channelFile is the trimmed content of a small file of a release.
@@ -125,6 +152,20 @@ func (c *Config) PinNixpkgs(ctx context.Context, ui packersdk.Ui) error {
 	if c.pinned || c.Flake != "" || revisionPattern.MatchString(c.Nixpkgs) {
 		return nil
 	}
+	c.pinned = true
+	if rel, _, ok := releaseOfURL(c.Nixpkgs); ok {
+		pin, err := pinRelease(ctx, rel)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			ui.Error(fmt.Sprintf("Warning: nixpkgs: could not read the git-revision of %s (%v); the build uses it as given, and the manifest records the revision Nix reports after the build", rel, err))
+			return nil
+		}
+		c.pin = pin
+		ui.Say(fmt.Sprintf("nixpkgs is release %s (revision %s)", path.Base(rel), pin.Revision))
+		return nil
+	}
 	now := time.Now()
 	if eol, ok := channelEndOfLife(c.Nixpkgs); ok && now.After(eol) {
 		ui.Error(fmt.Sprintf("Warning: nixpkgs: %s reached its end of life on %s and gets no security fixes any more; use a living channel such as %s", c.Nixpkgs, eol.Format(time.DateOnly), newestStable(now)))
@@ -135,9 +176,11 @@ func (c *Config) PinNixpkgs(ctx context.Context, ui packersdk.Ui) error {
 	switch {
 	case errors.As(err, &nf):
 		living := livingChannels(ctx, server, now)
+		c.pinned = false
 		return fmt.Errorf("nixpkgs: channel %q does not exist on %s; the living channels are %s. Set nixpkgs to one of them (or to a 40-hex-digit nixpkgs revision)", c.Nixpkgs, server, strings.Join(living, ", "))
 	case err != nil:
 		if ctx.Err() != nil {
+			c.pinned = false
 			return ctx.Err()
 		}
 		ui.Error(fmt.Sprintf("Warning: nixpkgs: could not ask the channel server which release %s is (%v); the build uses channel:%s as Nix resolves it, and the manifest records the revision Nix reports after the build", c.Nixpkgs, err, c.Nixpkgs))
@@ -145,7 +188,6 @@ func (c *Config) PinNixpkgs(ctx context.Context, ui packersdk.Ui) error {
 		c.pin = pin
 		ui.Say(fmt.Sprintf("nixpkgs %s is release %s (revision %s); the build uses %s", c.Nixpkgs, path.Base(pin.Release), pin.Revision, pin.URL))
 	}
-	c.pinned = true
 	return nil
 }
 

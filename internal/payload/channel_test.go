@@ -135,3 +135,28 @@ func TestDefaultChannelIsLiving(t *testing.T) {
 		t.Errorf("DefaultNixpkgs %s reached its end of life on %s; make it the newest living release (%s)", DefaultNixpkgs, eol.Format(time.DateOnly), newestStable(time.Now()))
 	}
 }
+
+// TestNixpkgsReleaseURL: a release's nixexprs.tar.xz URL (a manifest's
+// nixpkgs_url) is built as given, its revision read from the release's
+// git-revision before the build.
+func TestNixpkgsReleaseURL(t *testing.T) {
+	srv := channelServer(t, nil)
+	u := srv.URL + "/releases/nixos/26.05/nixos-26.05.806273.650e572363c0/nixexprs.tar.xz"
+	cfg := prepared(t, func(c *Config) { c.Nixpkgs = u })
+	if err := cfg.PinNixpkgs(context.Background(), &testUi{}); err != nil {
+		t.Fatal(err)
+	}
+	if p := cfg.Pin(); p == nil || p.URL != u || p.Revision != "650e572363c0"+strings.Repeat("0", 28) {
+		t.Errorf("pin = %+v", p)
+	}
+	if args := strings.Join(nixArgs(cfg), " "); !strings.Contains(args, "-I nixpkgs="+u+" ") {
+		t.Errorf("the build does not use the release URL: %s", args)
+	}
+	if v := stateVersion(u); v != "26.05" {
+		t.Errorf("stateVersion = %s", v)
+	}
+	bad := &Config{Nixpkgs: "https://example.org/nixpkgs.tar.gz", OutputDirectory: t.TempDir() + "/out"}
+	if errs := bad.Prepare("x", false); len(errs) == 0 || !strings.Contains(errs[0].Error(), "nixexprs.tar.xz URL") {
+		t.Errorf("a URL that is no release's passed: %v", errs)
+	}
+}

@@ -178,6 +178,9 @@ func MinNix(nixpkgs string) (string, bool) {
 	case strings.Contains(nixpkgs, "unstable"):
 		return "2.18", true
 	}
+	if _, version, ok := releaseOfURL(nixpkgs); ok {
+		nixpkgs = "nixos-" + version[:5]
+	}
 	m := channelRelease.FindStringSubmatch(nixpkgs)
 	if m == nil {
 		return "", false

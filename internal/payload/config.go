@@ -46,9 +46,13 @@ type Config struct {
 	// `nixpkgs.hostPlatform`); anything but `aarch64-linux`, or a cross
 	// build from another platform, is refused.
 	Flake string `mapstructure:"flake" required:"false"`
-	// The nixpkgs to build against: a channel name such as `nixos-26.05`, or a
-	// 40-hex-digit nixpkgs git revision. Defaults to `nixos-26.05`. Refused
-	// with `flake`, which pins its own inputs.
+	// The nixpkgs to build against: a channel name such as `nixos-26.05`, a
+	// 40-hex-digit nixpkgs git revision (GitHub's archive of it), or a NixOS
+	// release's `nixexprs.tar.xz` URL, such as the `nixpkgs_url` a manifest
+	// records (`https://releases.nixos.org/nixos/26.05/nixos-26.05.806273.650e572363c0/nixexprs.tar.xz`).
+	// A channel is fixed to the release it points at before the build (see
+	// `nixpkgs_channels_url`). Defaults to `nixos-26.05`. Refused with
+	// `flake`, which pins its own inputs.
 	Nixpkgs string `mapstructure:"nixpkgs" required:"false"`
 	// The NixOS channel server a `nixpkgs` channel is resolved on before the
 	// build: the channel's URL there redirects to the release it points at
@@ -214,8 +218,8 @@ func (c *Config) prepareSource(add func(...error)) {
 	}
 	if c.Nixpkgs == "" {
 		c.Nixpkgs = DefaultNixpkgs
-	} else if !revisionPattern.MatchString(c.Nixpkgs) && !channelPattern.MatchString(c.Nixpkgs) {
-		add(fmt.Errorf("nixpkgs: %q is neither a channel nor a nixpkgs revision; use a channel such as \"nixos-26.05\" or a 40-hex-digit revision", c.Nixpkgs))
+	} else if _, _, release := releaseOfURL(c.Nixpkgs); !release && !revisionPattern.MatchString(c.Nixpkgs) && !channelPattern.MatchString(c.Nixpkgs) {
+		add(fmt.Errorf("nixpkgs: %q is neither a channel, a nixpkgs revision nor a release's nixexprs.tar.xz URL; use a channel such as \"nixos-26.05\", a 40-hex-digit revision or a URL such as \"https://releases.nixos.org/nixos/26.05/nixos-26.05.806273.650e572363c0/nixexprs.tar.xz\" (nixpkgs_url in a manifest)", c.Nixpkgs))
 	}
 	if u, err := url.Parse(c.NixpkgsChannelsURL); c.NixpkgsChannelsURL != "" && (err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "") {
 		add(fmt.Errorf("nixpkgs_channels_url: %q is not an http(s) URL; use a URL such as %q, or leave it unset", c.NixpkgsChannelsURL, DefaultChannelsURL))

@@ -32,6 +32,9 @@ func stateVersion(nixpkgs string) string {
 	if m := re.FindStringSubmatch(nixpkgs); m != nil {
 		return m[1]
 	}
+	if _, version, ok := releaseOfURL(nixpkgs); ok {
+		return version[:5]
+	}
 	return re.FindStringSubmatch(DefaultNixpkgs)[1]
 }
 
@@ -68,6 +71,9 @@ func nixpkgsURL(cfg *Config) string {
 	}
 	if revisionPattern.MatchString(nixpkgs) {
 		return "https://github.com/NixOS/nixpkgs/archive/" + nixpkgs + ".tar.gz"
+	}
+	if _, _, ok := releaseOfURL(nixpkgs); ok {
+		return nixpkgs
 	}
 	return "channel:" + nixpkgs
 }

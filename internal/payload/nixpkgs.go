@@ -33,7 +33,8 @@ type Nixpkgs struct {
 	// short revision), empty for a flake.
 	Version string `json:"version,omitempty"`
 	// Source says how Revision was found: "channel git-revision before the
-	// build", "channel .git-revision" (asked of Nix after the build), "nixpkgs
+	// build", "release git-revision before the build" (a release URL),
+	// "channel .git-revision" (asked of Nix after the build), "nixpkgs
 	// option", "flake.lock", or why it was not.
 	Source string `json:"source"`
 	// URL is the nixpkgs the build used, when the plugin chose it: the
@@ -81,6 +82,9 @@ func (r *run) resolveNixpkgs(ctx context.Context) Nixpkgs {
 	}
 	if p := cfg.pin; p != nil {
 		n.Revision, n.Version, n.Source = p.Revision, p.Version, "channel git-revision before the build"
+		if p.Channel == "" {
+			n.Source = "release git-revision before the build"
+		}
 		r.ui.Say(fmt.Sprintf("The build used nixpkgs revision %s (%s)", n.Revision, p.URL))
 		return n
 	}
