@@ -14,7 +14,7 @@
 #   as it would. The evaluation runs against the stand-in nixpkgs next to
 #   this script (nixpkgs' real lib/minver.nix and version check; a NixOS
 #   whose sdImage is a plain derivation): `-I nixpkgs=channel:...` and
-#   nixpkgs tarball URLs and a release's ./nixexprs.tar.xz name it, a flake's `nixpkgs` input is overridden
+#   nixpkgs tarball URLs and a release's .../nixexprs.tar.xz name it, a flake's `nixpkgs` input is overridden
 #   with it, and a flake that is not a local path is replaced by a local one
 #   with the same nixosConfigurations attribute, since the host has no
 #   network.
