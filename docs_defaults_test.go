@@ -156,6 +156,7 @@ func TestDocsDefaultsMatchTheCode(t *testing.T) {
 		"nixcache/pull":                    tf(*cache.Pull),
 		"nixcache/push":                    tf(*cache.Push),
 		"payload/nixpkgs":                  q(b.Nixpkgs),
+		"payload/nixpkgs_channels_url":     q(b.NixpkgsChannelsURL),
 		"payload/use_local_ssh_keys":       tf(*b.UseLocalSSHKeys) + " for the built-in configuration",
 		"payload/hostname":                 q(b.Hostname),
 		"payload/image_name":               "",

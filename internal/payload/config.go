@@ -221,7 +221,9 @@ func (c *Config) prepareSource(add func(...error)) {
 	} else if _, _, release := releaseOfURL(c.Nixpkgs); !release && !revisionPattern.MatchString(c.Nixpkgs) && !channelPattern.MatchString(c.Nixpkgs) {
 		add(fmt.Errorf("nixpkgs: %q is neither a channel, a nixpkgs revision nor a release's nixexprs.tar.xz URL; use a channel such as \"nixos-26.05\", a 40-hex-digit revision or a URL such as \"https://releases.nixos.org/nixos/26.05/nixos-26.05.806273.650e572363c0/nixexprs.tar.xz\" (nixpkgs_url in a manifest)", c.Nixpkgs))
 	}
-	if u, err := url.Parse(c.NixpkgsChannelsURL); c.NixpkgsChannelsURL != "" && (err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "") {
+	if c.NixpkgsChannelsURL == "" {
+		c.NixpkgsChannelsURL = DefaultChannelsURL
+	} else if u, err := url.Parse(c.NixpkgsChannelsURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		add(fmt.Errorf("nixpkgs_channels_url: %q is not an http(s) URL; use a URL such as %q, or leave it unset", c.NixpkgsChannelsURL, DefaultChannelsURL))
 	}
 	if strings.HasPrefix(c.Nixpkgs, "nixos-") && strings.Contains(c.Nixpkgs, "release") {
