@@ -361,20 +361,25 @@ func sigint(t *testing.T, p *bgPacker) {
 	}
 }
 
-// firstHost waits for the build's first host to come up.
+// launchedInstance is the builder's line naming the instance it launched.
+var launchedInstance = regexp.MustCompile(`Launched (?:spot|on-demand) instance (i-[0-9a-f]+)`)
+
+// firstHost waits for the host of the first instance the build launched to
+// come up. A host of an earlier row may still be running (its teardown is
+// asynchronous), so the host is picked by the instance id the build names.
 func firstHost(t *testing.T, tb *testbed.Testbed, p *bgPacker) *testbed.Host {
 	t.Helper()
 	var h *testbed.Host
 	if !p.waitFor(2*time.Minute, func() bool {
-		for _, id := range tb.Hosts().Running() {
-			if hh, ok := tb.Hosts().Host(id); ok {
-				h = hh
-				return true
-			}
+		m := launchedInstance.FindStringSubmatch(p.out.String())
+		if m == nil || !slices.Contains(tb.Hosts().Running(), m[1]) {
+			return false
 		}
-		return false
+		hh, ok := tb.Hosts().Host(m[1])
+		h = hh
+		return ok
 	}) {
-		t.Fatalf("no test bed host came up for the build")
+		t.Fatalf("the host of the build's first instance did not come up:\n%s", p.out.String())
 	}
 	return h
 }
