@@ -484,10 +484,23 @@ SPOT_STATUS_MESSAGES = {
 
 
 # EC2 gives an instance its state reason as it leaves running: no call sees
-# it stopped or terminated without one. moto sets the state first and the
-# reason after, and its threaded server can answer DescribeInstances in
-# between (a spot instance ending without a reason reads as EC2's doing).
-# Here the reason is set before the state changes, and again after.
+# it stopped or terminated without one (a spot instance ending without a
+# reason reads as EC2's doing). moto's threaded server can answer
+# DescribeInstances while another request changes the instance, reading the
+# reason before the change and the state after it; EC2 answers each call
+# from one consistent view. So moto serves one EC2 request at a time (each
+# takes milliseconds), and stop and terminate take the reason EC2 gives
+# instead of moto's Client.UserInitiatedShutdown.
+_ec2_lock = threading.RLock()
+_ec2_call_action = EC2Response.call_action
+
+
+def _ec2_call_action_one_at_a_time(self):
+    with _ec2_lock:
+        return _ec2_call_action(self)
+
+
+EC2Response.call_action = _ec2_call_action_one_at_a_time
 _terminate_reasonless = Instance.terminate
 _stop_reasonless = Instance.stop
 
