@@ -4,10 +4,13 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -83,8 +86,42 @@ func provisionerScenarios() []scenario {
 			want: failedSayingSo, output: []string{"this host is x86_64 (uname -m), not AArch64", "arm64 instance type", "Nothing was installed",
 				"the host cannot build the aarch64-linux image"}},
 		{name: "provisioner: working directory planted by another user", bench: plantedWorkDir(), want: succeeded},
+		// The real Nix evaluates the flake configuration's platform; the
+		// plugin refuses it before any build.
+		{name: "provisioner: flake configuration for another platform", files: map[string]string{"pi-flake/flake.nix": x86Flake},
+			bench: onHost{body: `    flake = "./pi-flake#pc"`,
+				check: func(t *testing.T, h *provHost, _ string) {
+					if calls := h.standInCalls(t); !strings.Contains(calls, "nixosConfigurations.pc --apply") || strings.Contains(calls, "nix build") {
+						t.Errorf("the platform was not evaluated, or a build ran:\n%s", calls)
+					}
+				}},
+			want: failedSayingSo, output: []string{`flake: nixosConfigurations.pc of "./pi-flake" is built for x86_64-linux (its pkgs.stdenv.hostPlatform.system), not aarch64-linux`,
+				`Set nixpkgs.hostPlatform = "aarch64-linux"`}},
+		// Every SSH connection of the download is cut twice while it runs
+		// (see dropConnections); 256 MiB (about 85 MB compressed) at
+		// 100 Mbit/s lasts long enough.
+		{name: "provisioner: download connections dropped",
+			bench: onHost{body: "    download_connections = 3\n    download_channels    = 2",
+				pool: testbed.HostPoolOptions{
+					Link:    &testbed.LinkProfile{RateMbit: 100, RTT: 40 * time.Millisecond, TCPWindow: 4 << 20},
+					StandIn: testbed.StandInOptions{ImageMiB: 256},
+				},
+				during: dropConnections(0.25, 0.6)},
+			want: succeeded, output: []string{"moving the download to 3 SSH connections of its own with 2 channels each",
+				"resumed after a dropped channel or connection", "SHA-256 verified"}},
 	}
 }
+
+// x86Flake is a flake whose only configuration is built for x86_64-linux.
+const x86Flake = `{
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-26.05";
+  outputs = { nixpkgs, ... }: {
+    nixosConfigurations.pc = nixpkgs.lib.nixosSystem {
+      modules = [ { nixpkgs.hostPlatform = "x86_64-linux"; } ];
+    };
+  };
+}
+`
 
 // nixBuilt checks the host's nix was asked for the image.
 func nixBuilt(t *testing.T, h *provHost, _ string) {
@@ -106,6 +143,88 @@ func slowNixStopped(d time.Duration) func(t *testing.T, h *provHost, out string)
 		}
 		t.Errorf("the remote nix was not stopped within %s", d)
 	}
+}
+
+// dropConnections cuts every SSH connection of the download once each share
+// of it arrived: the host's sshd loses the processes serving each connection
+// (its per-connection children, SIGKILLed with what they run), as when a NAT
+// or a flaky link drops them. The download must reconnect (the
+// communicator's connection and the provisioner's own), go on from what it
+// has, and deliver the image the host built, verified (onHost checks it).
+func dropConnections(shares ...float64) func(t *testing.T, h *provHost, p *bgPacker) {
+	return func(t *testing.T, h *provHost, p *bgPacker) {
+		t.Helper()
+		out := filepath.Join(p.cmd.Dir, "out") // onHost's output_directory
+		for _, share := range shares {
+			if !p.waitFor(3*time.Minute, func() bool { return downloaded(out) >= share }) {
+				t.Errorf("the download ended before %.0f%% of it was seen arriving: the row proves nothing; make the image larger or the link slower", share*100)
+				return
+			}
+			// The communicator's connection and at least one of the download's own.
+			n, err := killSSHDConnections(h.host)
+			t.Logf("at %.0f%%: %d connections cut", share*100, n)
+			if err != nil || n < 2 {
+				t.Errorf("the cut at %.0f%% dropped %d connection(s) (%v), want several", share*100, n, err)
+			}
+		}
+	}
+}
+
+// downloaded is the share of the partial download in out that arrived (its
+// allocated blocks: the file is sparse until ranges land); 0 when there is
+// none.
+func downloaded(out string) float64 {
+	matches, _ := filepath.Glob(filepath.Join(out, "*.zst.partial"))
+	share := 0.0
+	for _, m := range matches {
+		var st syscall.Stat_t
+		if syscall.Stat(m, &st) == nil && st.Size > 0 {
+			share = max(share, float64(st.Blocks*512)/float64(st.Size))
+		}
+	}
+	return share
+}
+
+// killSSHDConnections SIGKILLs the processes serving each SSH connection of
+// the host's sshd (its children and theirs) and returns how many connections
+// it cut.
+func killSSHDConnections(h *testbed.Host) (int, error) {
+	b, err := os.ReadFile(filepath.Join(h.Dir, "state", "sshd", "sshd.pid"))
+	if err != nil {
+		return 0, err
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return 0, err
+	}
+	conns := children(pid)
+	for _, c := range conns {
+		killTree(c)
+	}
+	return len(conns), nil
+}
+
+func children(pid int) []int {
+	var out []int
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+	for _, t := range tasks {
+		b, _ := os.ReadFile(t)
+		for _, f := range strings.Fields(string(b)) {
+			if n, err := strconv.Atoi(f); err == nil {
+				out = append(out, n)
+			}
+		}
+	}
+	return out
+}
+
+func killTree(pid int) {
+	// Stop it first so that its children cannot be reparented away.
+	_ = syscall.Kill(pid, syscall.SIGSTOP)
+	for _, c := range children(pid) {
+		killTree(c)
+	}
+	_ = syscall.Kill(pid, syscall.SIGKILL)
 }
 
 // corruptingDD replaces dd on the host's PATH (its private /usr/local/bin,

@@ -18,7 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/payload"
 	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/testbed"
 )
 
@@ -223,15 +222,6 @@ func checkSDImage(t *testing.T, path string, want []byte) {
 	}
 }
 
-// leftOnlyBuildLog: after the failure what names, the output directory is
-// gone or holds only the build log, which the next build may reuse.
-func leftOnlyBuildLog(t *testing.T, dir, what string) {
-	t.Helper()
-	if got := dirEntries(t, dir); len(got) > 1 || len(got) == 1 && got[0] != payload.BuildLogName {
-		t.Errorf("%s left %q in the output directory; want at most %s", what, got, payload.BuildLogName)
-	}
-}
-
 // dirEntries lists a directory's names, nil when it does not exist.
 func dirEntries(t *testing.T, dir string) []string {
 	t.Helper()
@@ -349,8 +339,8 @@ func TestProvisionerUserConfiguration(t *testing.T) {
 }
 
 // TestProvisionerLocalFlake: a flake beside the template is uploaded and
-// built. Before, on the same host, its configuration for another platform
-// is refused after the real Nix evaluated its platform, before any build.
+// built. (Its refusal of a configuration for another platform is a row of
+// the fault matrix.)
 func TestProvisionerLocalFlake(t *testing.T) {
 	p := startProvHost(t, testbed.HostPoolOptions{StandIn: testbed.StandInOptions{Uncompressed: true}})
 	dir := t.TempDir()
@@ -360,37 +350,16 @@ func TestProvisionerLocalFlake(t *testing.T) {
     nixosConfigurations.rpi4 = nixpkgs.lib.nixosSystem {
       modules = [ "${nixpkgs}/nixos/modules/installer/sd-card/sd-image-aarch64.nix" ];
     };
-    nixosConfigurations.pc = nixpkgs.lib.nixosSystem {
-      modules = [ { nixpkgs.hostPlatform = "x86_64-linux"; } ];
-    };
   };
 }
 `)
-	writeTemplate(t, dir, "build.pkr.hcl", p.template(`    flake            = "./pi-flake#pc"
-    output_directory = "out"`))
-	out, code := packerBuild(t, dir)
-	if code == 0 {
-		t.Fatalf("packer build of an x86_64-linux configuration succeeded:\n%s", out)
-	}
-	if flat := normalizeSpace(out); !strings.Contains(flat, `flake: nixosConfigurations.pc of "./pi-flake" is built for x86_64-linux (its pkgs.stdenv.hostPlatform.system), not aarch64-linux`) ||
-		!strings.Contains(flat, `Set nixpkgs.hostPlatform = "aarch64-linux"`) {
-		t.Errorf("the x86_64-linux configuration was not refused by its platform:\n%s", out)
-	}
-	if calls := p.standInCalls(t); !strings.Contains(calls, "nixosConfigurations.pc --apply") || strings.Contains(calls, "nix build") {
-		t.Errorf("the platform was not evaluated, or a build ran:\n%s", calls)
-	}
-	leftOnlyBuildLog(t, filepath.Join(dir, "out"), "a refused flake")
-	if left := p.remoteDirs(); len(left) != 0 {
-		t.Errorf("the remote directory was left on the host after the refusal: %q", left)
-	}
-
 	// The lock the flake's nixpkgs revision is read from (nix flake metadata).
 	const lockedRev = "9f4128e00b0ae8ec65918efeba59db998750ead6"
 	writeTemplate(t, dir, "pi-flake/flake.lock", `{"nodes":{"nixpkgs":{"locked":{"lastModified":1780000000,"narHash":"sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=","owner":"NixOS","repo":"nixpkgs","rev":"`+lockedRev+`","type":"github"},"original":{"owner":"NixOS","ref":"nixos-26.05","repo":"nixpkgs","type":"github"}},"root":{"inputs":{"nixpkgs":"nixpkgs"}}},"root":"root","version":7}
 `)
 	writeTemplate(t, dir, "build.pkr.hcl", p.template(`    flake            = "./pi-flake#rpi4"
     output_directory = "out"`))
-	out, code = packerBuild(t, dir)
+	out, code := packerBuild(t, dir)
 	if code != 0 {
 		t.Fatalf("packer build exited %d:\n%s", code, out)
 	}
