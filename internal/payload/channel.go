@@ -166,11 +166,17 @@ func (c *Config) PinNixpkgs(ctx context.Context, ui packersdk.Ui) error {
 		ui.Say(fmt.Sprintf("nixpkgs is release %s (revision %s)", path.Base(rel), pin.Revision))
 		return nil
 	}
-	now := time.Now()
+	now := c.today()
+	server := c.channelsURL()
+	if c.nixpkgsDefault {
+		done, err := c.pinDefault(ctx, ui, server, now)
+		if done || err != nil {
+			return err
+		}
+	}
 	if eol, ok := channelEndOfLife(c.Nixpkgs); ok && now.After(eol) {
 		ui.Error(fmt.Sprintf("Warning: nixpkgs: %s reached its end of life on %s and gets no security fixes any more; use a living channel such as %s", c.Nixpkgs, eol.Format(time.DateOnly), newestStable(now)))
 	}
-	server := c.channelsURL()
 	pin, err := resolveChannel(ctx, server, c.Nixpkgs)
 	var nf *channelNotFoundError
 	switch {
@@ -189,6 +195,37 @@ func (c *Config) PinNixpkgs(ctx context.Context, ui packersdk.Ui) error {
 		ui.Say(fmt.Sprintf("nixpkgs %s is release %s (revision %s); the build uses %s", c.Nixpkgs, path.Base(pin.Release), pin.Revision, pin.URL))
 	}
 	return nil
+}
+
+// pinDefault makes an unset nixpkgs the newest stable channel alive at now
+// on the channel server, pinned to its release. When the server cannot be
+// asked the build keeps DefaultNixpkgs, with a warning, and done is true;
+// when it has none of the calendar's channels, done is false and PinNixpkgs
+// goes on with DefaultNixpkgs.
+func (c *Config) pinDefault(ctx context.Context, ui packersdk.Ui, server string, now time.Time) (done bool, err error) {
+	pin, reached, err := newestLiving(ctx, server, now)
+	switch {
+	case pin != nil:
+		c.Nixpkgs, c.pin = pin.Channel, pin
+		ui.Say(fmt.Sprintf("nixpkgs is not set: %s is the newest stable channel on %s, release %s (revision %s); the build uses %s", pin.Channel, server, path.Base(pin.Release), pin.Revision, pin.URL))
+		return true, nil
+	case ctx.Err() != nil:
+		c.pinned = false
+		return true, ctx.Err()
+	case !reached:
+		ui.Error(fmt.Sprintf("Warning: nixpkgs: could not ask the channel server %s which stable channel is the newest (%v); the build uses %s, the newest the plugin knows, as channel:%s as Nix resolves it, and the manifest records the revision Nix reports after the build. Set nixpkgs to choose the channel", server, err, DefaultNixpkgs, DefaultNixpkgs))
+		return true, nil
+	}
+	ui.Error(fmt.Sprintf("Warning: nixpkgs: the channel server %s has none of the stable channels alive on %s (%s); the build uses %s, the newest the plugin knows. Set nixpkgs to choose the channel", server, now.Format(time.DateOnly), strings.Join(stableCandidates(now), ", "), DefaultNixpkgs))
+	return false, nil
+}
+
+// today is the day of the build, as c.now tells it.
+func (c *Config) today() time.Time {
+	if c.now != nil {
+		return c.now()
+	}
+	return time.Now()
 }
 
 // Pin is the release PinNixpkgs fixed, nil when none was.

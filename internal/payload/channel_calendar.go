@@ -2,6 +2,7 @@ package payload
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"regexp"
 	"slices"
@@ -87,4 +88,31 @@ func livingChannels(ctx context.Context, base string, now time.Time) []string {
 		}
 	}
 	return out
+}
+
+// stableVersion matches the lib.version of a stable release (26.05.806273.
+// 650e572363c0), not of a beta or a pre-release.
+var stableVersion = regexp.MustCompile(`^[0-9]{2}\.(05|11)\.[0-9]+\.[0-9a-f]+$`)
+
+// newestLiving asks the channel server at base for the newest stable
+// channel alive at now: the calendar's candidates, newest first, the first
+// the server resolves to a stable release. reached is false when the server
+// answered none of them (err is then the last failure).
+func newestLiving(ctx context.Context, base string, now time.Time) (pin *ChannelPin, reached bool, err error) {
+	for _, ch := range stableCandidates(now) {
+		p, e := resolveChannel(ctx, base, ch)
+		var nf *channelNotFoundError
+		switch {
+		case e == nil && stableVersion.MatchString(p.Version):
+			return p, true, nil
+		case e == nil || errors.As(e, &nf):
+			reached = true
+		default:
+			err = e
+		}
+		if ctx.Err() != nil {
+			return nil, reached, ctx.Err()
+		}
+	}
+	return nil, reached, err
 }

@@ -58,7 +58,7 @@ func TestPinNixpkgsUnknownChannelFails(t *testing.T) {
 		"nixos-unstable":   "unstable/nixos-26.11pre806999.1234567890ab",
 		"nixpkgs-unstable": "unstable/nixpkgs-26.11pre806999.1234567890ab",
 	})
-	cfg := &Config{Nixpkgs: "nixos-26.06", NixpkgsChannelsURL: srv.URL}
+	cfg := &Config{Nixpkgs: "nixos-26.06", NixpkgsChannelsURL: srv.URL, now: day(t, "2026-12-03")}
 	err := cfg.PinNixpkgs(context.Background(), packersdk.TestUi(t))
 	if err == nil {
 		t.Fatal("a channel the server does not have passed")
@@ -69,8 +69,7 @@ func TestPinNixpkgsUnknownChannelFails(t *testing.T) {
 			t.Errorf("the error does not say %q: %s", want, msg)
 		}
 	}
-	// nixos-26.05 is living only until 31 December 2026.
-	if time.Now().Before(time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)) && !strings.Contains(msg, "nixos-26.05") {
+	if !strings.Contains(msg, "nixos-26.05") {
 		t.Errorf("the error does not name the living nixos-26.05: %s", msg)
 	}
 }
@@ -93,7 +92,7 @@ func TestPinNixpkgsUnreachableServerWarns(t *testing.T) {
 
 func TestPinNixpkgsEndOfLifeWarns(t *testing.T) {
 	srv := channelServer(t, map[string]string{"nixos-24.11": "24.11/nixos-24.11.719113.50ab793786d9"})
-	cfg := &Config{Nixpkgs: "nixos-24.11", NixpkgsChannelsURL: srv.URL}
+	cfg := &Config{Nixpkgs: "nixos-24.11", NixpkgsChannelsURL: srv.URL, now: day(t, "2026-12-03")}
 	ui := &testUi{}
 	if err := cfg.PinNixpkgs(context.Background(), ui); err != nil {
 		t.Fatal(err)
@@ -124,15 +123,108 @@ func TestChannelEndOfLife(t *testing.T) {
 	}
 }
 
-// TestDefaultChannelIsLiving fails once DefaultNixpkgs is past its end of
-// life: then the default must move to the newest living release.
-func TestDefaultChannelIsLiving(t *testing.T) {
-	eol, ok := channelEndOfLife(DefaultNixpkgs)
-	if !ok {
-		t.Fatalf("DefaultNixpkgs %s is not a stable channel", DefaultNixpkgs)
+// day is a clock stopped at the start of a day (YYYY-MM-DD).
+func day(t *testing.T, s string) func() time.Time {
+	t.Helper()
+	d, err := time.Parse(time.DateOnly, s)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if time.Now().After(eol) {
-		t.Errorf("DefaultNixpkgs %s reached its end of life on %s; make it the newest living release (%s)", DefaultNixpkgs, eol.Format(time.DateOnly), newestStable(time.Now()))
+	return func() time.Time { return d }
+}
+
+// TestDefaultChannelIsNewestLiving: an unset nixpkgs is the newest stable
+// channel alive on the day of the build that the channel server has; a
+// channel not released yet, a beta and one past its end of life are passed
+// over.
+func TestDefaultChannelIsNewestLiving(t *testing.T) {
+	srv := channelServer(t, map[string]string{
+		"nixos-24.11":    "24.11/nixos-24.11.719113.50ab793786d9",
+		"nixos-25.11":    "25.11/nixos-25.11.801234.aaaaaaaaaaaa",
+		"nixos-26.05":    "26.05/nixos-26.05.806273.650e572363c0",
+		"nixos-27.05":    "27.05-beta/nixos-27.05beta900001.bbbbbbbbbbbb",
+		"nixos-unstable": "unstable/nixos-27.05pre900001.cccccccccccc",
+	})
+	for today, want := range map[string]string{
+		"2026-06-15": "nixos-26.05", // 26.05 and 25.11 alive: the newer
+		"2026-12-03": "nixos-26.05", // 26.11 is not on the server (yet)
+		"2026-01-20": "nixos-25.11", // 26.05 not released by the calendar
+		"2027-05-20": "nixos-26.11", // no 26.11 on the server; 27.05 is a beta: see below
+	} {
+		t.Run(today, func(t *testing.T) {
+			cfg := prepared(t, func(c *Config) { c.NixpkgsChannelsURL = srv.URL })
+			cfg.now = day(t, today)
+			ui := &testUi{}
+			if err := cfg.PinNixpkgs(context.Background(), ui); err != nil {
+				t.Fatal(err)
+			}
+			if today == "2027-05-20" {
+				// 27.05 (a beta) and 26.11 (missing) are passed over and
+				// the server has no other stable channel alive: the
+				// newest the plugin knows, with a warning.
+				if cfg.Nixpkgs != DefaultNixpkgs || !strings.Contains(strings.Join(ui.errors, "\n"), "has none of the stable channels alive on 2027-05-20 (nixos-27.05, nixos-26.11)") {
+					t.Errorf("nixpkgs = %s, warnings %q", cfg.Nixpkgs, ui.errors)
+				}
+				return
+			}
+			if cfg.Nixpkgs != want || cfg.Pin() == nil || cfg.Pin().Channel != want {
+				t.Fatalf("nixpkgs = %s (pin %+v), want %s", cfg.Nixpkgs, cfg.Pin(), want)
+			}
+			if len(ui.errors) != 0 {
+				t.Errorf("warnings for a living default: %q", ui.errors)
+			}
+			if !strings.Contains(nixpkgsURL(cfg), "/releases/nixos/"+strings.TrimPrefix(want, "nixos-")+"/") {
+				t.Errorf("the build does not use the default's release: %s", nixpkgsURL(cfg))
+			}
+		})
+	}
+}
+
+// TestDefaultChannelServerUnreachable: without a channel server the default
+// is DefaultNixpkgs, as Nix resolves it, with one warning.
+func TestDefaultChannelServerUnreachable(t *testing.T) {
+	srv := httptest.NewServer(http.NotFoundHandler())
+	srv.Close()
+	cfg := prepared(t, func(c *Config) { c.NixpkgsChannelsURL = srv.URL })
+	cfg.now = day(t, "2026-12-03")
+	ui := &testUi{}
+	if err := cfg.PinNixpkgs(context.Background(), ui); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Nixpkgs != DefaultNixpkgs || cfg.Pin() != nil || nixpkgsURL(cfg) != "channel:"+DefaultNixpkgs {
+		t.Errorf("nixpkgs = %s, build uses %s", cfg.Nixpkgs, nixpkgsURL(cfg))
+	}
+	if len(ui.errors) != 1 || !strings.Contains(ui.errors[0], "could not ask the channel server "+srv.URL+" which stable channel is the newest") {
+		t.Errorf("warnings = %q", ui.errors)
+	}
+}
+
+// TestDefaultChannelPastItsEndOfLife: when the newest channel the plugin
+// knows is the only one the server has, past its end of life, the build
+// uses it and warns twice: none alive, and its end of life.
+func TestDefaultChannelPastItsEndOfLife(t *testing.T) {
+	srv := channelServer(t, map[string]string{"nixos-26.05": "26.05/nixos-26.05.806273.650e572363c0"})
+	cfg := prepared(t, func(c *Config) { c.NixpkgsChannelsURL = srv.URL })
+	cfg.now = day(t, "2030-02-01")
+	ui := &testUi{}
+	if err := cfg.PinNixpkgs(context.Background(), ui); err != nil {
+		t.Fatal(err)
+	}
+	out := strings.Join(ui.errors, "\n")
+	for _, want := range []string{"none of the stable channels alive on 2030-02-01 (nixos-29.11)", "nixos-26.05 reached its end of life on 2026-12-31"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("warnings lack %q: %s", want, out)
+		}
+	}
+	if cfg.Pin() == nil || cfg.Pin().Channel != "nixos-26.05" {
+		t.Errorf("pin = %+v", cfg.Pin())
+	}
+}
+
+// TestDefaultNixpkgsIsStable: the fallback is a stable channel.
+func TestDefaultNixpkgsIsStable(t *testing.T) {
+	if _, ok := channelEndOfLife(DefaultNixpkgs); !ok {
+		t.Fatalf("DefaultNixpkgs %s is not a stable channel", DefaultNixpkgs)
 	}
 }
 

@@ -17,8 +17,10 @@ import (
 	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/nixcache"
 )
 
-// DefaultNixpkgs is the nixpkgs channel used when `nixpkgs` is not set: the
-// newest stable NixOS channel the plugin was tested with. A `nixos-*` channel
+// DefaultNixpkgs is the newest stable NixOS channel the plugin knows. When
+// `nixpkgs` is not set the build asks the channel server for the newest
+// stable channel alive that day and uses this one only when the server
+// cannot tell (see PinNixpkgs). A `nixos-*` channel
 // is served from the binary cache; `release-*` branches are not (builds then
 // take hours).
 const DefaultNixpkgs = "nixos-26.05"
@@ -51,7 +53,9 @@ type Config struct {
 	// release's `nixexprs.tar.xz` URL, such as the `nixpkgs_url` a manifest
 	// records (`https://releases.nixos.org/nixos/26.05/nixos-26.05.806273.650e572363c0/nixexprs.tar.xz`).
 	// A channel is fixed to the release it points at before the build (see
-	// `nixpkgs_channels_url`). Defaults to `nixos-26.05`. Refused with
+	// `nixpkgs_channels_url`). Defaults to the newest stable channel alive on
+	// the day of the build, as the channel server has it (`nixos-26.05` when
+	// the server cannot be asked, with a warning). Refused with
 	// `flake`, which pins its own inputs.
 	Nixpkgs string `mapstructure:"nixpkgs" required:"false"`
 	// The NixOS channel server a `nixpkgs` channel is resolved on before the
@@ -160,6 +164,10 @@ type Config struct {
 	// pinned is set once PinNixpkgs ran; pin is the release it fixed.
 	pinned bool
 	pin    *ChannelPin
+	// nixpkgsDefault is set when nixpkgs was not given; now is the clock
+	// the default channel and end-of-life checks read (time.Now if nil).
+	nixpkgsDefault bool
+	now            func() time.Time
 }
 
 var (
@@ -218,6 +226,7 @@ func (c *Config) prepareSource(add func(...error)) {
 	}
 	if c.Nixpkgs == "" {
 		c.Nixpkgs = DefaultNixpkgs
+		c.nixpkgsDefault = true
 	} else if _, _, release := releaseOfURL(c.Nixpkgs); !release && !revisionPattern.MatchString(c.Nixpkgs) && !channelPattern.MatchString(c.Nixpkgs) {
 		add(fmt.Errorf("nixpkgs: %q is neither a channel, a nixpkgs revision nor a release's nixexprs.tar.xz URL; use a channel such as \"nixos-26.05\", a 40-hex-digit revision or a URL such as \"https://releases.nixos.org/nixos/26.05/nixos-26.05.806273.650e572363c0/nixexprs.tar.xz\" (nixpkgs_url in a manifest)", c.Nixpkgs))
 	}
