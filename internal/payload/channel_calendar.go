@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"regexp"
 	"slices"
 	"strconv"
@@ -108,6 +109,11 @@ func newestLiving(ctx context.Context, base string, now time.Time) (pin *Channel
 		case e == nil || errors.As(e, &nf):
 			reached = true
 		default:
+			// A server that cannot be reached is not asked again.
+			var ue *url.Error
+			if errors.As(e, &ue) && !reached {
+				return nil, false, e
+			}
 			err = e
 		}
 		if ctx.Err() != nil {
