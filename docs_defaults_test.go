@@ -155,7 +155,7 @@ func TestDocsDefaultsMatchTheCode(t *testing.T) {
 		"nixcache/endpoint":                "",
 		"nixcache/pull":                    tf(*cache.Pull),
 		"nixcache/push":                    tf(*cache.Push),
-		"payload/nixpkgs":                  q(b.Nixpkgs),
+		"payload/nixpkgs":                  "the newest stable channel alive on the day of the build",
 		"payload/nixpkgs_channels_url":     q(b.NixpkgsChannelsURL),
 		"payload/use_local_ssh_keys":       tf(*b.UseLocalSSHKeys) + " for the built-in configuration",
 		"payload/hostname":                 q(b.Hostname),
@@ -192,6 +192,10 @@ func TestDocsDefaultsMatchTheCode(t *testing.T) {
 			continue
 		}
 		seen[key] = true
+		// The channel Prepare fills in is the fallback the docs name.
+		if key == "payload/nixpkgs" && !strings.Contains(o.text, q(b.Nixpkgs)+" when the server cannot be asked") {
+			t.Errorf("%s: nixpkgs does not name %s as the fallback", o.file, q(b.Nixpkgs))
+		}
 		w, known := want[key]
 		switch {
 		case !known:
