@@ -355,8 +355,9 @@ func TestProvisionerLocalFlake(t *testing.T) {
 `)
 	// The lock the flake's nixpkgs revision is read from (nix flake metadata).
 	const lockedRev = "9f4128e00b0ae8ec65918efeba59db998750ead6"
-	writeTemplate(t, dir, "pi-flake/flake.lock", `{"nodes":{"nixpkgs":{"locked":{"lastModified":1780000000,"narHash":"sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=","owner":"NixOS","repo":"nixpkgs","rev":"`+lockedRev+`","type":"github"},"original":{"owner":"NixOS","ref":"nixos-26.05","repo":"nixpkgs","type":"github"}},"root":{"inputs":{"nixpkgs":"nixpkgs"}}},"root":"root","version":7}
-`)
+	const lockFile = `{"nodes":{"nixpkgs":{"locked":{"lastModified":1780000000,"narHash":"sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=","owner":"NixOS","repo":"nixpkgs","rev":"` + lockedRev + `","type":"github"},"original":{"owner":"NixOS","ref":"nixos-26.05","repo":"nixpkgs","type":"github"}},"root":{"inputs":{"nixpkgs":"nixpkgs"}}},"root":"root","version":7}
+`
+	writeTemplate(t, dir, "pi-flake/flake.lock", lockFile)
 	writeTemplate(t, dir, "build.pkr.hcl", p.template(`    flake            = "./pi-flake#rpi4"
     output_directory = "out"`))
 	out, code := packerBuild(t, dir)
@@ -371,6 +372,13 @@ func TestProvisionerLocalFlake(t *testing.T) {
 	}
 	if m := readManifest(t, filepath.Join(dir, "out", standInImage)); m["nixpkgs_revision"] != lockedRev || m["nixpkgs_source"] != "flake.lock" {
 		t.Errorf("the manifest's nixpkgs revision = %v (%v), want the flake.lock's %s", m["nixpkgs_revision"], m["nixpkgs_source"], lockedRev)
+	} else if in, _ := m["flake_inputs"].(map[string]any); fmt.Sprint(in["nixpkgs"]) != "map[revision:"+lockedRev+" url:github:NixOS/nixpkgs/"+lockedRev+"?narHash=sha256-47DEQpj8HBSa%2B/TImW%2B5JCeuQeRkm5NMpJWZG3hSuFU%3D]" ||
+		m["flake_lock"] != standInImage+".flake.lock" {
+		t.Errorf("the manifest's flake_inputs = %v, flake_lock = %v", m["flake_inputs"], m["flake_lock"])
+	}
+	// The flake.lock the host had after the build, beside the image.
+	if b, err := os.ReadFile(filepath.Join(dir, "out", standInImage+".flake.lock")); err != nil || string(b) != lockFile {
+		t.Errorf("the flake.lock beside the image = %q (%v), want the uploaded one", b, err)
 	}
 	// An uncompressed image travels compressed.
 	if !strings.Contains(out, "compressed in transit with zstd") {

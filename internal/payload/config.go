@@ -168,6 +168,8 @@ type Config struct {
 	// the default channel and end-of-life checks read (time.Now if nil).
 	nixpkgsDefault bool
 	now            func() time.Time
+	// flakeLock is a remote flake as locked before the build.
+	flakeLock *FlakeLock
 }
 
 var (

@@ -27,6 +27,14 @@ func (r *run) writeSidecars(res *Result, n localNames, remoteSum string) ([]stri
 		return nil, fmt.Errorf("nixos-sd: writing %s: %w", jsonFile, err)
 	}
 	files := []string{res.ImagePath, sumFile, jsonFile}
+	if lock := res.Nixpkgs.FlakeLockFile; lock != nil {
+		lockFile := res.ImagePath + ".flake.lock"
+		if err := writeFileAtomic(lockFile, lock); err != nil {
+			return nil, fmt.Errorf("nixos-sd: writing %s: %w", lockFile, err)
+		}
+		r.partials = append(r.partials, lockFile)
+		files = append(files, lockFile)
+	}
 	if res.BuildLog != "" {
 		files = append(files, res.BuildLog)
 	}
@@ -97,6 +105,18 @@ func (r *run) manifest(res *Result, final, remoteSum string, zst bool) ([]byte, 
 	m["nixpkgs_source"] = res.Nixpkgs.Source
 	if res.Nixpkgs.URL != "" {
 		m["nixpkgs_url"] = res.Nixpkgs.URL
+	}
+	if f := res.Nixpkgs.Flake; f != nil {
+		if f.URL != "" {
+			m["flake_locked_url"] = f.URL
+		}
+		if f.Revision != "" {
+			m["flake_revision"] = f.Revision
+		}
+		m["flake_inputs"] = f.Inputs
+	}
+	if res.Nixpkgs.FlakeLockFile != nil {
+		m["flake_lock"] = filepath.Base(res.ImagePath) + ".flake.lock"
 	}
 	nixOptions := cfg.NixOptions
 	if nixOptions == nil {

@@ -84,6 +84,8 @@ func flakeTarget(cfg *Config) string {
 	ref, attr, _ := strings.Cut(cfg.Flake, "#")
 	if _, local := LocalFlakeDir(cfg.Flake); local {
 		ref = "path:" + path.Join(cfg.RemoteDirectory, remoteFlake)
+	} else if cfg.flakeLock != nil {
+		ref = cfg.flakeLock.URL
 	}
 	return ref + "#nixosConfigurations." + attr + ".config.system.build.sdImage"
 }

@@ -38,8 +38,15 @@ type Nixpkgs struct {
 	// option", "flake.lock", or why it was not.
 	Source string `json:"source"`
 	// URL is the nixpkgs the build used, when the plugin chose it: the
-	// release a channel was pinned to, or a revision's tarball.
+	// release a channel was pinned to, or a revision's tarball; for a
+	// flake, its nixpkgs input's locked reference.
 	URL string `json:"url,omitempty"`
+	// Flake is the flake as locked, nil without a flake or when Nix could
+	// not say.
+	Flake *FlakeLock `json:"flake,omitempty"`
+	// FlakeLockFile is a local flake's flake.lock on the host after the
+	// build, nil when there was none.
+	FlakeLockFile []byte `json:"-"`
 }
 
 // nixpkgsExpr reads, in the nixpkgs `-I nixpkgs=` names, what a channel
@@ -88,19 +95,17 @@ func (r *run) resolveNixpkgs(ctx context.Context) Nixpkgs {
 		r.ui.Say(fmt.Sprintf("The build used nixpkgs revision %s (%s)", n.Revision, p.URL))
 		return n
 	}
+	if cfg.Flake != "" {
+		return r.resolveFlakeNixpkgs(ctx, n)
+	}
 	out, err := remotecmd.Output(ctx, r.comm, nixpkgsCommand(cfg))
 	if err == nil {
-		if cfg.Flake != "" {
-			n.Revision, err = flakeNixpkgsRevision([]byte(out))
-			n.Source = "flake.lock"
-		} else {
-			n.Revision, n.Version, err = parseNixpkgsEval([]byte(out))
-			n.Source = "channel .git-revision"
-		}
+		n.Revision, n.Version, err = parseNixpkgsEval([]byte(out))
+		n.Source = "channel .git-revision"
 	}
 	// A revision given as the nixpkgs option is a GitHub tarball, which
 	// carries no .git-revision: the option itself is the revision.
-	if cfg.Flake == "" && revisionPattern.MatchString(cfg.Nixpkgs) && (err != nil || n.Revision == "") {
+	if revisionPattern.MatchString(cfg.Nixpkgs) && (err != nil || n.Revision == "") {
 		n.Revision, n.Source, err = cfg.Nixpkgs, "nixpkgs option", nil
 	}
 	if err == nil && n.Revision == "" {
@@ -127,6 +132,13 @@ func parseNixpkgsEval(out []byte) (revision, version string, err error) {
 // from `nix flake metadata --json`: locks.nodes.<root>.inputs.nixpkgs names
 // the node (or, as a list, the path of a `follows`).
 func flakeNixpkgsRevision(out []byte) (string, error) {
+	_, rev, err := flakeNixpkgsInput(out)
+	return rev, err
+}
+
+// flakeNixpkgsInput is the lock file's node of the flake's nixpkgs input
+// and its locked revision.
+func flakeNixpkgsInput(out []byte) (node, rev string, err error) {
 	var m struct {
 		Locks struct {
 			Root  string `json:"root"`
@@ -139,7 +151,7 @@ func flakeNixpkgsRevision(out []byte) (string, error) {
 		} `json:"locks"`
 	}
 	if err := json.Unmarshal(lastJSON(out), &m); err != nil {
-		return "", fmt.Errorf("nix flake metadata printed no JSON: %w", err)
+		return "", "", fmt.Errorf("nix flake metadata printed no JSON: %w", err)
 	}
 	nodes := m.Locks.Nodes
 	root := cmp.Or(m.Locks.Root, "root")
@@ -170,9 +182,9 @@ func flakeNixpkgsRevision(out []byte) (string, error) {
 	}
 	node, ok := input(root, "nixpkgs")
 	if !ok {
-		return "", errors.New("the flake has no input named nixpkgs")
+		return "", "", errors.New("the flake has no input named nixpkgs")
 	}
-	return nodes[node].Locked.Rev, nil
+	return node, nodes[node].Locked.Rev, nil
 }
 
 // lastJSON is the last line of out that starts a JSON value: Nix prints

@@ -135,6 +135,9 @@ func (r *run) run(ctx context.Context) (res *Result, err error) {
 	if err := r.ensureNix(ctx); err != nil {
 		return nil, err
 	}
+	if err := r.lockFlake(ctx); err != nil {
+		return nil, phaseErr(PhaseBuild, err, nil)
+	}
 	r.startCache(ctx)
 	err = r.build(ctx)
 	r.stopPull()

@@ -34,7 +34,11 @@ type runEnv struct {
 // fakeRevision is the nixpkgs revision the fake nix reports.
 const fakeRevision = "5e0ca22929f3342b19569b21b2f3462f053e497b"
 
+// fakeFlakeRevision is the revision a remote flake's branch points at.
+const fakeFlakeRevision = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c"
+
 var fakeNix = `#!/bin/bash
+echo "$*" >>"$FAKE_ARGS.calls"
 if [ "$1" = --version ]; then echo "nix (Nix) 2.28.3"; exit 0; fi
 # Its settings: an AArch64 Nix.
 case "$*" in *"config show"*) printf '%s\n' "max-jobs = 1" "system = aarch64-linux"; exit 0 ;; esac
@@ -50,9 +54,22 @@ if [ "$1" = eval ]; then
 	echo '{"revision":"` + fakeRevision + `","version":"26.05.20260601.` + fakeRevision[:7] + `"}'
 	exit 0
 fi
+# nix flake metadata --json REF as Nix 2.26 prints it: "url" is the locked
+# reference; a path's lock file is its flake.lock.
 if [ "$1 $2" = "flake metadata" ]; then
 	printf '%s\n' "$@" >"$FAKE_ARGS.eval"
-	echo '{"locks":{"nodes":{"root":{"inputs":{"nixpkgs":"nixpkgs_2","utils":"utils"}},"nixpkgs_2":{"locked":{"rev":"` + fakeRevision + `","type":"github"}},"utils":{"inputs":{"nixpkgs":["nixpkgs"]},"locked":{"rev":"ffff"}}},"root":"root","version":7}}'
+	ref=${!#}
+	locks='{"nodes":{"root":{"inputs":{"nixpkgs":"nixpkgs_2","utils":"utils"}},"nixpkgs_2":{"locked":{"lastModified":1780000000,"narHash":"sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=","owner":"NixOS","repo":"nixpkgs","rev":"` + fakeRevision + `","type":"github"}},"utils":{"inputs":{"nixpkgs":["nixpkgs"]},"locked":{"rev":"ffff","type":"git","url":"https://example.org/utils.git","ref":"main"}}},"root":"root","version":7}'
+	case "$ref" in
+	path:*)
+		dir=${ref#path:}
+		if [ -f "$dir/flake.lock" ]; then locks=$(tr -d '\n' <"$dir/flake.lock"); fi
+		printf '{"lastModified":1780000000,"locks":%s,"path":"/nix/store/0000-source","url":"path:%s?lastModified=1780000000&narHash=sha256-AAAA"}\n' "$locks" "$dir"
+		;;
+	*)
+		printf '{"lastModified":1780000000,"locks":%s,"path":"/nix/store/0000-source","revision":"` + fakeFlakeRevision + `","url":"github:me/pi/` + fakeFlakeRevision + `?narHash=sha256-BBBB"}\n' "$locks"
+		;;
+	esac
 	exit 0
 fi
 printf '%s\n' "$@" >"$FAKE_ARGS"

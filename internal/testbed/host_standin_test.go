@@ -324,8 +324,25 @@ func TestStandInNixWhatTheBuildUsed(t *testing.T) {
 	lock := `{"nodes":{"nixpkgs":{"locked":{"rev":"abcd"}},"root":{"inputs":{"nixpkgs":"nixpkgs"}}},"root":"root","version":7}`
 	os.WriteFile(filepath.Join(flake, "flake.lock"), []byte(lock+"\n"), 0o644)
 	out, _, code = e.run("nix", "flake", "metadata", "--json", "path:"+flake)
-	if code != 0 || !strings.HasPrefix(out, `{"locks":`+lock+`,`) {
+	if code != 0 || !strings.HasPrefix(out, `{"locks":`+lock+`,`) || !strings.Contains(out, `"url":"path:`+flake) {
 		t.Errorf("nix flake metadata with a lock: exit %d, %q", code, out)
+	}
+	// A remote flake is locked to a revision fixed per reference, named
+	// in its url as real Nix names a locked reference.
+	out, _, code = e.run("nix", "flake", "metadata", "--json", "github:me/pi/main")
+	var meta struct{ URL, Revision string }
+	json.Unmarshal([]byte(out), &meta)
+	if code != 0 || !regexp.MustCompile(`^0000000[0-9a-f]{33}$`).MatchString(meta.Revision) ||
+		!regexp.MustCompile(`^github:me/pi/`+meta.Revision+`\?narHash=sha256-[A-Za-z0-9/%]{40,}$`).MatchString(meta.URL) {
+		t.Errorf("nix flake metadata of a remote flake: exit %d, %q", code, out)
+	}
+	again, _, _ = e.run("nix", "flake", "metadata", "--json", "github:me/pi/main")
+	if again != out {
+		t.Errorf("a remote flake's lock is not fixed per reference: %q, then %q", out, again)
+	}
+	out, _, _ = e.run("nix", "flake", "metadata", "--json", "git+https://example.org/pi.git?ref=main")
+	if !strings.Contains(out, `"url":"git+https://example.org/pi.git?ref=main&rev=0000000`) {
+		t.Errorf("nix flake metadata of a git flake: %q", out)
 	}
 }
 

@@ -266,23 +266,54 @@ standin_eval() {
 	printf '{"revision":"%s","version":"%s"}\n' "$rev" "$version"
 }
 
+# A local flake (path:DIR) answers with its flake.lock and a url with the
+# narHash the real Nix computes of DIR (nix hash path). A remote flake, which
+# the host cannot fetch, is locked as real Nix locks it, to a revision fixed
+# per reference: "url" names the revision (github:OWNER/REPO/REV?narHash=...,
+# or the reference with ?rev=REV), "revision" is it; the real Nix first
+# parses the reference, so one it refuses fails.
 standin_flake_metadata() {
 	local ref=${positional[2]:-}
 	[ -n "$ref" ] || die "the stand-in 'nix flake metadata' needs a flake reference"
-	local dir=${ref#path:}
-	dir=${dir%%\?*}
-	if [ -f "$dir/flake.lock" ]; then
-		printf '{"locks":%s,"original":{"path":"%s","type":"path"},"url":"path:%s"}\n' \
-			"$(tr -d '\n' <"$dir/flake.lock")" "$dir" "$dir"
-		return 0
-	fi
-	if [ -d "$dir" ] && [ ! -f "$dir/flake.nix" ]; then
-		die "path '$dir' does not contain a 'flake.nix'"
-	fi
-	# No lock file: Nix locks the inputs it fetches (nixpkgs here) in memory.
-	local rev
+	local rev nar locks
 	rev=$(channel_revision "$ref")
-	printf '{"locks":{"nodes":{"nixpkgs":{"locked":{"owner":"NixOS","repo":"nixpkgs","rev":"%s","type":"github"},"original":{"owner":"NixOS","ref":"nixos-26.05","repo":"nixpkgs","type":"github"}},"root":{"inputs":{"nixpkgs":"nixpkgs"}}},"root":"root","version":7},"url":"%s"}\n' "$rev" "$ref"
+	locks='{"nodes":{"nixpkgs":{"locked":{"owner":"NixOS","repo":"nixpkgs","rev":"'"$rev"'","type":"github"},"original":{"owner":"NixOS","ref":"nixos-26.05","repo":"nixpkgs","type":"github"}},"root":{"inputs":{"nixpkgs":"nixpkgs"}}},"root":"root","version":7}'
+	case "$ref" in
+	path:* | /* | ./* | ../* | . | ..)
+		local dir=${ref#path:}
+		dir=${dir%%\?*}
+		if [ -d "$dir" ] && [ ! -f "$dir/flake.nix" ]; then
+			die "path '$dir' does not contain a 'flake.nix'"
+		fi
+		# No lock file: Nix locks the inputs it fetches (nixpkgs here) in memory.
+		if [ -f "$dir/flake.lock" ]; then locks=$(tr -d '\n' <"$dir/flake.lock"); fi
+		nar=$("$real_nix" --extra-experimental-features nix-command hash path --sri "$dir" 2>/dev/null || true)
+		printf '{"locks":%s,"original":{"path":"%s","type":"path"},"url":"path:%s%s"}\n' \
+			"$locks" "$dir" "$dir" "${nar:+?narHash=$nar}"
+		;;
+	*)
+		"$real_nix" --extra-experimental-features 'nix-command flakes' eval --raw \
+			--expr "builtins.flakeRefToString (builtins.parseFlakeRef \"$ref\")" >/dev/null || exit 1
+		local hex
+		hex=$(printf 'source %s\n' "$rev" | sha256sum | cut -c1-64)
+		# shellcheck disable=SC2001 # every byte of the hex, as \xHH
+		nar="sha256-$(printf '%b' "$(sed 's/../\\x&/g' <<<"$hex")" | base64 -w0 | sed 's|+|%2B|g; s|=|%3D|g')"
+		local url base=${ref%%\?*}
+		case "$base" in
+		github:* | gitlab:* | sourcehut:*)
+			# owner/repo[/ref]: the revision replaces the branch.
+			local scheme=${base%%:*} rest=${base#*:}
+			url="$scheme:$(cut -d/ -f1,2 <<<"$rest")/$rev?narHash=$nar"
+			;;
+		*)
+			url="$ref"
+			if [[ $url == *'?'* ]]; then url="$url&rev=$rev"; else url="$url?rev=$rev"; fi
+			;;
+		esac
+		printf '{"locks":%s,"original":{"url":"%s"},"originalUrl":"%s","revision":"%s","url":"%s"}\n' \
+			"$locks" "$ref" "$ref" "$rev" "$url"
+		;;
+	esac
 }
 
 # ---- the command line the real Nix judges -----------------------------------

@@ -1,0 +1,224 @@
+package payload
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"path"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/remotecmd"
+)
+
+// FlakeLock is a flake as Nix locked it (`nix flake metadata --json`): the
+// locked reference and revision, and every input of its lock file.
+type FlakeLock struct {
+	// URL is the locked reference (Nix's "url"), such as
+	// github:me/pi/<rev>?narHash=...; for a remote flake the build uses it.
+	URL string `json:"url"`
+	// Revision is the flake's own revision, empty for a path.
+	Revision string `json:"revision,omitempty"`
+	// Inputs are the lock file's nodes but the root, by node name.
+	Inputs map[string]LockedInput `json:"inputs"`
+	// nixpkgs is the node of the flake's nixpkgs input, or why there is
+	// none.
+	nixpkgs    string
+	nixpkgsErr error
+}
+
+// LockedInput is one input of a flake's lock file.
+type LockedInput struct {
+	URL      string `json:"url"`
+	Revision string `json:"revision,omitempty"`
+}
+
+// flakeMetadataCommand is `nix flake metadata --json ref`, run on the host
+// through build.sh as the build's own user.
+func flakeMetadataCommand(cfg *Config, ref string) string {
+	args := []string{"nix", "flake", "metadata", "--extra-experimental-features", "nix-command flakes", "--json", ref}
+	rd := cfg.RemoteDirectory
+	return "bash " + remotecmd.Quote(path.Join(rd, remoteScript)) + " build " + remotecmd.Quote(rd) + " " +
+		fmt.Sprint(int(nixpkgsTimeout.Seconds())) + " " + remotecmd.Join(args)
+}
+
+// lockFlake locks a remote flake on the host before the build: the build
+// then uses the locked reference, so a branch that moves during the build
+// does not change what is built. A local flake is uploaded as it is and
+// needs nothing.
+func (r *run) lockFlake(ctx context.Context) error {
+	cfg := r.cfg
+	if cfg.Flake == "" || cfg.flakeLock != nil {
+		return nil
+	}
+	if _, local := LocalFlakeDir(cfg.Flake); local {
+		return nil
+	}
+	ref, _, _ := strings.Cut(cfg.Flake, "#")
+	out, err := remotecmd.Output(ctx, r.comm, flakeMetadataCommand(cfg, ref))
+	if err != nil {
+		return fmt.Errorf("could not lock the flake %s on the host; check that the reference exists and the host can fetch it. nix flake metadata: %w", ref, err)
+	}
+	lock, err := parseFlakeMetadata([]byte(out))
+	if err != nil {
+		return fmt.Errorf("could not lock the flake %s on the host: %w", ref, err)
+	}
+	cfg.flakeLock = lock
+	r.ui.Say(fmt.Sprintf("The flake %s is locked to %s; the build uses it", ref, lock.URL))
+	return nil
+}
+
+// parseFlakeMetadata reads `nix flake metadata --json`.
+func parseFlakeMetadata(out []byte) (*FlakeLock, error) {
+	var m struct {
+		URL      string `json:"url"`
+		Revision string `json:"revision"`
+		Locks    struct {
+			Root  string `json:"root"`
+			Nodes map[string]struct {
+				Locked map[string]any `json:"locked"`
+			} `json:"nodes"`
+		} `json:"locks"`
+	}
+	if err := json.Unmarshal(lastJSON(out), &m); err != nil {
+		return nil, fmt.Errorf("nix flake metadata printed no JSON: %w", err)
+	}
+	if m.URL == "" {
+		return nil, fmt.Errorf("nix flake metadata printed no locked url")
+	}
+	lock := &FlakeLock{URL: m.URL, Revision: m.Revision, Inputs: map[string]LockedInput{}}
+	lock.nixpkgs, _, lock.nixpkgsErr = flakeNixpkgsInput(out)
+	root := cmp.Or(m.Locks.Root, "root")
+	for name, n := range m.Locks.Nodes {
+		if name == root || n.Locked == nil {
+			continue
+		}
+		rev, _ := n.Locked["rev"].(string)
+		lock.Inputs[name] = LockedInput{URL: lockedURL(n.Locked), Revision: rev}
+	}
+	return lock, nil
+}
+
+// lockedURL writes a lock file's "locked" attributes as a flake reference,
+// as Nix 2.26 writes a locked input: github:owner/repo/rev?narHash=...,
+// git+URL?ref=...&rev=..., a tarball's URL?narHash=..., path:DIR with its
+// other attributes as the query; an unknown type as its JSON.
+func lockedURL(attrs map[string]any) string {
+	str := func(k string) string {
+		switch v := attrs[k].(type) {
+		case string:
+			return v
+		case float64:
+			return strconv.FormatInt(int64(v), 10)
+		case bool:
+			if v {
+				return "1"
+			}
+		}
+		return ""
+	}
+	var base string
+	var query []string
+	switch typ := str("type"); typ {
+	case "github", "gitlab", "sourcehut":
+		base = typ + ":" + str("owner") + "/" + str("repo") + "/" + cmp.Or(str("rev"), str("ref"))
+		query = []string{"host", "narHash"}
+	case "git", "hg":
+		base = str("url")
+		if !strings.HasPrefix(base, typ+":") {
+			base = typ + "+" + base
+		}
+		query = []string{"ref", "rev", "shallow", "submodules"}
+	case "tarball", "file":
+		base = str("url")
+		query = []string{"narHash"}
+	case "path":
+		base = "path:" + str("path")
+		for k := range attrs {
+			if k != "type" && k != "path" {
+				query = append(query, k)
+			}
+		}
+	default:
+		b, _ := json.Marshal(attrs)
+		return string(b)
+	}
+	slices.Sort(query)
+	var q []string
+	for _, k := range query {
+		if v := str(k); v != "" {
+			q = append(q, k+"="+queryEscape(v))
+		}
+	}
+	if len(q) == 0 {
+		return base
+	}
+	sep := "?"
+	if strings.Contains(base, "?") {
+		sep = "&"
+	}
+	return base + sep + strings.Join(q, "&")
+}
+
+// queryEscape percent-encodes a query value as Nix does, keeping / : @.
+func queryEscape(v string) string {
+	e := url.QueryEscape(v)
+	return strings.NewReplacer("%2F", "/", "%3A", ":", "%40", "@").Replace(e)
+}
+
+// resolveFlakeNixpkgs fills in n from the flake as locked: a remote flake's
+// lock from before the build, a local one's as Nix reads it on the host
+// after the build (which may have written its flake.lock, copied back).
+func (r *run) resolveFlakeNixpkgs(ctx context.Context, n Nixpkgs) Nixpkgs {
+	cfg := r.cfg
+	n.Source = "flake.lock"
+	lock := cfg.flakeLock
+	if lock == nil {
+		out, err := remotecmd.Output(ctx, r.comm, nixpkgsCommand(cfg))
+		if err == nil {
+			lock, err = parseFlakeMetadata([]byte(out))
+		}
+		if err != nil {
+			n.Source = "unresolved: " + firstLine(err.Error())
+			r.ui.Error(fmt.Sprintf("Warning: could not find the nixpkgs revision the build used (%v); the manifest leaves it empty", err))
+			return n
+		}
+		// The host's path of the upload names nothing the user has.
+		lock.URL = ""
+		lock.Revision = ""
+		n.FlakeLockFile = r.hostFlakeLock(ctx)
+	}
+	n.Flake = lock
+	if lock.nixpkgsErr != nil {
+		n.Source = "unresolved: " + firstLine(lock.nixpkgsErr.Error())
+		r.ui.Error(fmt.Sprintf("Warning: could not find the nixpkgs revision the build used (%v); the manifest leaves it empty", lock.nixpkgsErr))
+		return n
+	}
+	in := lock.Inputs[lock.nixpkgs]
+	n.Revision, n.URL = in.Revision, in.URL
+	if n.Revision == "" {
+		n.Source = "unresolved: the flake's nixpkgs input records no revision"
+		r.ui.Error("Warning: could not find the nixpkgs revision the build used (the flake's nixpkgs input records no revision); the manifest leaves it empty. Run nix flake lock so that nixpkgs is locked to a revision")
+		return n
+	}
+	r.ui.Say(fmt.Sprintf("The build used nixpkgs revision %s (%s)", n.Revision, n.URL))
+	return n
+}
+
+// hostFlakeLock is the uploaded flake's flake.lock on the host, nil when it
+// has none (or it cannot be read: the manifest still records the inputs).
+func (r *run) hostFlakeLock(ctx context.Context) []byte {
+	f := path.Join(r.cfg.RemoteDirectory, remoteFlake, "flake.lock")
+	out, err := remotecmd.Output(ctx, r.comm, "if [ -f "+remotecmd.Quote(f)+" ]; then cat "+remotecmd.Quote(f)+"; fi")
+	if err != nil {
+		r.ui.Error(fmt.Sprintf("Warning: could not read the flake's flake.lock on the host (%v); it is not copied beside the image, but the manifest's flake_inputs record its inputs. Check the host's build log", err))
+		return nil
+	}
+	if strings.TrimSpace(out) == "" {
+		return nil
+	}
+	return []byte(out)
+}
