@@ -82,17 +82,21 @@ func TestOnDemandTable(t *testing.T) {
 		t.Error("a family without size has a price")
 	}
 	for family, row := range onDemandLarge {
-		if row.large <= 0 || row.source == "" || strings.Contains(strings.ToLower(row.source), "unconfirmed") {
+		if row.large <= 0 || !strings.HasPrefix(row.source, "https://") {
 			t.Errorf("%s: row %+v lacks a price or its source", family, row)
 		}
 		if _, err := time.Parse(time.DateOnly, row.read); err != nil || row.read > pricesDate {
 			t.Errorf("%s: read date %q is not a date on or before the table's %s", family, row.read, pricesDate)
 		}
 	}
-	// The figures the cited pages give, for sizes other than .large.
-	for it, want := range map[string]float64{"c7g.16xlarge": 2.32, "c8g.8xlarge": 1.276, "c8g.16xlarge": 2.552, "r8g.4xlarge": 0.9426, "t4g.large": 0.0672, "m6gd.large": 0.0904} {
-		if p, _ := onDemandPrice(it); math.Abs(p-want) > 0.0005 {
-			t.Errorf("%s = %v, the cited page says %v", it, p, want)
+	// The figures the cited table gives, for sizes other than .large.
+	for it, want := range map[string]float64{
+		"c7g.16xlarge": 2.32, "c8g.8xlarge": 1.27616, "r8g.4xlarge": 0.94256, "a1.xlarge": 0.102,
+		"c6gn.12xlarge": 2.0736, "c7gd.8xlarge": 1.4515, "c7gn.16xlarge": 3.9936, "m7gd.2xlarge": 0.4271,
+		"m8g.48xlarge": 8.61696, "r7gd.4xlarge": 1.0886, "t4g.medium": 0.0336,
+	} {
+		if p, _ := onDemandPrice(it); math.Abs(p-want) > want*0.002 {
+			t.Errorf("%s = %v, the cited table says %v", it, p, want)
 		}
 	}
 }

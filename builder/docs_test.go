@@ -2,6 +2,8 @@ package builder
 
 import (
 	"os"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -68,4 +70,31 @@ func TestDocsDefaults(t *testing.T) {
 func shortDuration(d time.Duration) string {
 	s := strings.TrimSuffix(d.String(), "0s")
 	return strings.TrimSuffix(s, "h0m") + map[bool]string{true: "h", false: ""}[strings.HasSuffix(s, "h0m")]
+}
+
+// TestDocsPriceTable: the price table in docs/guides/costs-and-cleanup.md is
+// builder/prices.go's, row for row.
+func TestDocsPriceTable(t *testing.T) {
+	doc, err := os.ReadFile("../docs/guides/costs-and-cleanup.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cell := regexp.MustCompile("`([a-z0-9]+)` \\| ([0-9.]+) \\|")
+	seen := map[string]bool{}
+	for _, m := range cell.FindAllStringSubmatch(string(doc), -1) {
+		row, ok := onDemandLarge[m[1]]
+		if !ok {
+			t.Errorf("the docs price %s, which builder/prices.go lacks", m[1])
+			continue
+		}
+		if p, _ := strconv.ParseFloat(m[2], 64); p != row.large {
+			t.Errorf("the docs price %s.large at %s, builder/prices.go at %v", m[1], m[2], row.large)
+		}
+		seen[m[1]] = true
+	}
+	for family := range onDemandLarge {
+		if !seen[family] {
+			t.Errorf("docs/guides/costs-and-cleanup.md's price table lacks %s", family)
+		}
+	}
 }

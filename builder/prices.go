@@ -18,14 +18,17 @@ const (
 	pricesDate   = "2026-12-03"
 	pricesRegion = "us-east-1"
 	// gp3PerGBMonth is the gp3 storage price in US dollars per GB-month
-	// (Amazon EBS Pricing, gp3 storage).
+	// (Amazon EBS Pricing, gp3 storage; no page that could be read
+	// confirmed it at the last review).
 	gp3PerGBMonth = 0.08
 	// hoursPerMonth is the month AWS prorates EBS storage over.
 	hoursPerMonth = 730
 	// publicIPv4PerHour is what an instance's public IPv4 address costs
-	// per hour, since 2024-02-01 (Amazon VPC pricing, "Public IPv4 address";
-	// announced on the AWS Networking & Content Delivery blog, "Identify and
-	// optimize public IPv4 address usage on AWS"), in every region.
+	// per hour, since 2024-02-01, in every region (Amazon VPC pricing,
+	// "Public IPv4 address"; read on
+	// https://community.aws/content/2c6cKl0W4KQZIO6dWnnDHs1tHSp/aws-to-charge-public-ipv4-addresses
+	// and https://www.repost.aws/articles/ARapCqBMkaTfCidGWemmSjAA/public-ipv4-addresses-cost-projection
+	// on 2026-12-03).
 	publicIPv4PerHour = 0.005
 )
 
@@ -36,42 +39,37 @@ type odPrice struct {
 	read   string  // the date it was read there, YYYY-MM-DD
 }
 
-// The pages the table was read from: third-party pages quoting AWS's price
-// list, as AWS's own page could not be read; rows no page confirmed say so.
+// The page the table was read from: Karpenter's fallback price table, which
+// hack/code/prices_gen writes from the AWS Price List API (Linux, shared
+// tenancy, us-east-1). Every row is its .large figure; the other sizes it
+// lists are that times sizeFactor to within 0.2%.
 const (
-	srcVantage  = "https://huggingface.co/spaces/arcee-ai/Benchmarks/commit/75372ac4c9f447f8fec7f064ec40c7285d3bec20 (results.py, prices quoted from instances.vantage.sh: c7g.16xlarge $2.32, c8g.8xlarge $1.276, c8g.16xlarge $2.552, r8g.4xlarge $0.9426; size multiples of .large)"
-	srcFactual  = "https://www.factualminds.com/blog/amazon-ec2-on-demand-pricing-instance-families-2026/ (published 2026-06-17: m7g.large $0.0816 in us-east-1)"
-	srcCackler  = "https://github.com/mbainter/minecraft-cackler/blob/HEAD/terraform/minecraft/InstanceCosts.md (t4g.large $0.0672, c6gd.large $0.0768, m6g.large $0.0770, m6gd.large $0.0904, r6gd.large $0.1152)"
-	srcGistA1   = "https://gist.github.com/loretoparisi/905c454228e8ac84b97b77c527018e31 (a1.large $37.23 a month = $0.051 x 730 hours)"
-	srcGitHubOD = "public GitHub cost tables found by exact-string code search, repositories not recorded: c6g.large 0.068 and r6g.large 0.1008 in several agreeing tables, r7g.large 0.1071 in one"
-	srcCarried  = "none found: no page searched lists this family; kept from the table's revision of 2026-11-30, which did not record its page; re-read it on AWS's on-demand page"
-	srcC7gn     = "none confirmed: kept from the revision of 2026-11-30, which marked it as not read from AWS's page; the one public table found (c7gn.large 0.087) also prices c6i.large at c6a's 0.0765 and r6i.large at r6g's 0.1008, so it was not taken; re-read it on AWS's on-demand page"
-	readToday   = "2026-12-03"
-	readCarried = "2026-11-30"
+	srcKarpenter = "https://github.com/aws/karpenter-provider-aws/blob/265ee0ba5b8e337dec6b82dde965b03021ccb418/pkg/providers/pricing/zz_generated.pricing_aws.go (generated 2026-02-09T13:43:35Z for us-east-1 from the AWS Price List API)"
+	readToday    = "2026-12-03"
 )
 
 // onDemandLarge is the hourly on-demand price of each Graviton family's
 // .large size; other sizes scale with their vCPU count, as AWS prices them.
 var onDemandLarge = map[string]odPrice{
-	"a1":   {0.051, srcGistA1, readToday},
-	"c6g":  {0.068, srcGitHubOD, readToday},
-	"c6gd": {0.0768, srcCackler, readToday},
-	"c6gn": {0.0864, srcCarried, readCarried},
-	"c7g":  {0.0725, srcVantage, readToday},
-	"c7gd": {0.0907, srcCarried, readCarried},
-	"c7gn": {0.1248, srcC7gn, readCarried},
-	"c8g":  {0.07976, srcVantage, readToday},
-	"m6g":  {0.077, srcCackler, readToday},
-	"m6gd": {0.0904, srcCackler, readToday},
-	"m7g":  {0.0816, srcFactual, readToday},
-	"m7gd": {0.1068, srcCarried, readCarried},
-	"m8g":  {0.08976, srcCarried, readCarried},
-	"r6g":  {0.1008, srcGitHubOD, readToday},
-	"r6gd": {0.1152, srcCackler, readToday},
-	"r7g":  {0.1071, srcGitHubOD, readToday},
-	"r7gd": {0.1361, srcCarried, readCarried},
-	"r8g":  {0.11782, srcVantage, readToday},
-	"t4g":  {0.0672, srcCackler, readToday},
+	"a1":   {0.051, srcKarpenter, readToday},
+	"c6g":  {0.068, srcKarpenter, readToday},
+	"c6gd": {0.0768, srcKarpenter, readToday},
+	"c6gn": {0.0864, srcKarpenter, readToday},
+	"c7g":  {0.0725, srcKarpenter, readToday},
+	"c7gd": {0.0907, srcKarpenter, readToday},
+	"c7gn": {0.1248, srcKarpenter, readToday},
+	"c8g":  {0.07976, srcKarpenter, readToday},
+	"m6g":  {0.077, srcKarpenter, readToday},
+	"m6gd": {0.0904, srcKarpenter, readToday},
+	"m7g":  {0.0816, srcKarpenter, readToday},
+	"m7gd": {0.1068, srcKarpenter, readToday},
+	"m8g":  {0.08976, srcKarpenter, readToday},
+	"r6g":  {0.1008, srcKarpenter, readToday},
+	"r6gd": {0.1152, srcKarpenter, readToday},
+	"r7g":  {0.1071, srcKarpenter, readToday},
+	"r7gd": {0.1361, srcKarpenter, readToday},
+	"r8g":  {0.11782, srcKarpenter, readToday},
+	"t4g":  {0.0672, srcKarpenter, readToday},
 }
 
 // sizeFactor is each size's multiple of .large.
