@@ -86,6 +86,11 @@ func TestBuilderPrivateIP(t *testing.T) {
 		t.Fatalf("packer build exited %d:\n%s", code, out)
 	}
 	checkBuiltImage(t, filepath.Join(dir, "output-priv", bldImageName))
+	// This machine is inside the default VPC (its route to the VPC leaves
+	// from a VPC address): nothing to warn of.
+	if !strings.Contains(out, "SSH will be allowed from the VPC") || strings.Contains(out, "set ssh_source_cidrs") {
+		t.Errorf("a build from inside the VPC does not say SSH is allowed from it, or warns:\n%s", out)
+	}
 	auth := onlyCall(t, tb, "AuthorizeSecurityGroupIngress")
 	cidrs := indexedValues(auth.Params, "IpPermissions.1.IpRanges", "CidrIp")
 	vpcs, err := tb.MotoClient(bldRegion).DescribeVpcs(motoCtx(t), &ec2.DescribeVpcsInput{Filters: []types.Filter{{Name: aws.String("is-default"), Values: []string{"true"}}}})
@@ -201,6 +206,9 @@ func TestBuilderDNSNames(t *testing.T) {
 				t.Fatalf("packer build exited %d:\n%s", code, out)
 			}
 			checkBuiltImage(t, filepath.Join(dir, "output-dns", bldImageName))
+			if strings.Contains(out, "set ssh_source_cidrs") {
+				t.Errorf("a build from inside the VPC warns:\n%s", out)
+			}
 		})
 	}
 }

@@ -743,6 +743,15 @@ func faultMatrix() []scenario {
 		// --- SSH, the remote build, the download. ---
 		{name: "SSH never answers", extra: "  ssh_source_cidrs = [\"203.0.113.0/24\"]\n  ssh_timeout = \"10s\"\n",
 			want: failedSayingSo, output: []string{"Timeout waiting for SSH", "the security group admits SSH to", "only from 203.0.113.0/24", "ssh_source_cidrs", "Terminating instance"}},
+		// ssh_interface = "private_ip" in a VPC this machine is not inside (no
+		// VPN or peering leads there): the build warns before it launches,
+		// naming ssh_source_cidrs, and SSH to the private address times out,
+		// as AWS has no route for it.
+		{name: "private address from outside the VPC", files: map[string]string{"subnet.pkr.hcl": "variable \"mx_subnet\" {\n  type = string\n}\n"},
+			extra: "  subnet_id     = var.mx_subnet\n  ssh_interface = \"private_ip\"\n  ssh_timeout   = \"5s\"\n",
+			setup: otherVPCSubnet,
+			want:  failedSayingSo, output: []string{`Warning: ssh_interface = "private_ip", and this machine`, "set ssh_source_cidrs",
+				"Timeout waiting for SSH", "only from 10.77.0.0/16", "Terminating instance"}},
 		{name: "remote build fails", extra: "  nixos_config = \"${path.root}/configuration.nix\"\n", files: failingConfig,
 			want: failedSayingSo, output: []string{"building the NixOS SD image on instance i-", "error: builder for '/nix/store/", "failed with exit code 1", "Terminating instance"},
 			called: []string{"TerminateInstances", "DeleteFleets", "DeleteLaunchTemplate", "DeleteSecurityGroup"}},
@@ -998,4 +1007,32 @@ func checkLoginKeyOnly(t *testing.T, tb *testbed.Testbed, h *testbed.Host) {
 	if n := len(tb.Proxy().CallsOf("ImportKeyPair")) + len(tb.Proxy().CallsOf("CreateKeyPair")); n > 0 {
 		t.Errorf("the build made %d EC2 key pair(s); the key goes in user data only", n)
 	}
+}
+
+// otherVPCSubnet makes a VPC (10.77.0.0/16) other than the default one, the
+// only VPC this machine is inside, with a subnet the row's template takes as
+// var.mx_subnet.
+func otherVPCSubnet(t *testing.T, tb *testbed.Testbed) {
+	ctx := motoCtx(t)
+	c := tb.MotoClient(bldRegion)
+	vpc, err := c.CreateVpc(ctx, &ec2.CreateVpcInput{CidrBlock: aws.String("10.77.0.0/16")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sn, err := c.CreateSubnet(ctx, &ec2.CreateSubnetInput{VpcId: vpc.Vpc.VpcId, CidrBlock: aws.String("10.77.1.0/24"), AvailabilityZone: aws.String(bldRegion + "a")})
+	t.Cleanup(func() {
+		bg := context.Background()
+		if err == nil {
+			if _, err := c.DeleteSubnet(bg, &ec2.DeleteSubnetInput{SubnetId: sn.Subnet.SubnetId}); err != nil {
+				t.Errorf("deleting the other VPC's subnet: %v", err)
+			}
+		}
+		if _, err := c.DeleteVpc(bg, &ec2.DeleteVpcInput{VpcId: vpc.Vpc.VpcId}); err != nil {
+			t.Errorf("deleting the other VPC: %v", err)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PKR_VAR_mx_subnet", aws.ToString(sn.Subnet.SubnetId))
 }

@@ -24,7 +24,10 @@ import (
 //     instance's public address or to NSAddr (which tests use as ssh_host),
 //     and to an address of the instance's subnet (VPCCallerIP, this machine
 //     playing a machine inside the VPC) when it went to the private address.
-//     Traffic from another instance keeps its private source address.
+//     This machine is inside the default VPCs only (joinDefaultVPC): a
+//     connection to the private address of an instance in another VPC is
+//     dropped, as AWS has no route for it. Traffic from another instance
+//     keeps its private source address.
 //   - Security groups are stateful: replies pass, as do connections the host
 //     opened. Everything else is dropped, so a refused connection times out
 //     as on AWS.
@@ -61,9 +64,64 @@ type HostNetwork struct {
 	// public address (or NSAddr) shows to the security groups.
 	CallerPublicIP string
 	// VPCCallerIP is the source a connection from this machine to the
-	// private address shows.
+	// private address shows; empty when this machine is outside the
+	// instance's VPC, whose private addresses it then cannot reach.
 	VPCCallerIP string
 	Rules       []SGRule
+}
+
+const (
+	// defaultVPCNet is the IPv4 block of every default VPC: AWS's (VPC user
+	// guide, "Default VPCs") and moto's.
+	defaultVPCNet = "172.31.0.0/16"
+	// defaultVPCSubnet is the first default subnet, where this machine
+	// plays its address.
+	defaultVPCSubnet = "172.31.0.0/20"
+)
+
+// joinDefaultVPC makes this machine's routes say what the hosts' firewalls
+// play: a machine inside the default VPC. Its address there (VPCCallerIP of
+// the first default subnet) goes on lo, and the VPC's block is routed from
+// it, so the kernel's source address toward the VPC is a VPC address, as on
+// an instance of that VPC; the builder's check of a private ssh_interface
+// (routeWarning) sees what it would see there. The instances' /32 routes are
+// more specific; what goes to another VPC address is dropped (a local
+// source arriving on lo is a martian). A machine that has an address in the
+// block already (one in a default VPC) is left as it is. Like
+// setupRouting's routes these stay: other test beds on the machine use
+// them.
+func joinDefaultVPC(ctx context.Context) error {
+	_, block, _ := net.ParseCIDR(defaultVPCNet)
+	mine, err := VPCCallerIP(defaultVPCSubnet)
+	if err != nil {
+		return err
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return fmt.Errorf("testbed: listing this machine's addresses: %w", err)
+	}
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok && block.Contains(ipn.IP) && !ipn.IP.Equal(net.ParseIP(mine)) {
+			return nil
+		}
+	}
+	for _, args := range [][]string{
+		{"addr", "replace", mine + "/32", "dev", "lo"},
+		{"route", "replace", defaultVPCNet, "dev", "lo", "src", mine},
+	} {
+		if err := run(ctx, "ip", args...); err != nil {
+			return fmt.Errorf("testbed: putting this machine in the default VPC (%s): %w", defaultVPCNet, err)
+		}
+	}
+	return nil
+}
+
+// inDefaultVPC says whether a subnet's block is in the default VPC's, the
+// one VPC this machine is inside.
+func inDefaultVPC(subnetCIDR string) bool {
+	_, block, _ := net.ParseCIDR(defaultVPCNet)
+	ip, _, err := net.ParseCIDR(subnetCIDR)
+	return err == nil && block.Contains(ip)
 }
 
 var routingSetup sync.Once
@@ -176,7 +234,11 @@ func (h *Host) removeRule(ctx context.Context) error {
 }
 
 func (n HostNetwork) nftRuleset(h *Host) (string, error) {
-	for _, ip := range []string{n.PrivateIP, n.CallerPublicIP, n.VPCCallerIP} {
+	ips := []string{n.PrivateIP, n.CallerPublicIP}
+	if n.VPCCallerIP != "" {
+		ips = append(ips, n.VPCCallerIP)
+	}
+	for _, ip := range ips {
 		if net.ParseIP(ip).To4() == nil {
 			return "", fmt.Errorf("testbed: host %s: %q is not an IPv4 address", h.ID, ip)
 		}
@@ -191,12 +253,19 @@ func (n HostNetwork) nftRuleset(h *Host) (string, error) {
 	fmt.Fprintf(&b, "    ip daddr %s ct mark set 1\n  }\n", h.NSAddr)
 	b.WriteString("  chain in_nat {\n    type nat hook input priority 100; policy accept;\n")
 	fmt.Fprintf(&b, "    ct mark 1 ip saddr %s snat to %s\n", hostsNet, n.CallerPublicIP)
-	fmt.Fprintf(&b, "    ct mark 2 ip saddr %s snat to %s\n  }\n", hostsNet, n.VPCCallerIP)
+	if n.VPCCallerIP != "" {
+		fmt.Fprintf(&b, "    ct mark 2 ip saddr %s snat to %s\n", hostsNet, n.VPCCallerIP)
+	}
+	b.WriteString("  }\n")
 	b.WriteString("  chain out_nat {\n    type nat hook postrouting priority 100; policy accept;\n")
 	fmt.Fprintf(&b, "    oifname %q ip daddr != %s snat to %s\n  }\n", h.net.nsIf, hostsNet, n.PrivateIP)
 	// After in_nat (priority 100): the filter sees the rewritten source.
 	b.WriteString("  chain sg {\n    type filter hook input priority 200; policy drop;\n")
 	b.WriteString("    ct state established,related accept\n    iifname \"lo\" accept\n")
+	if n.VPCCallerIP == "" {
+		// This machine is outside the VPC: its private address is out of reach.
+		fmt.Fprintf(&b, "    ct mark 2 ip saddr %s drop\n", hostsNet)
+	}
 	for _, r := range n.Rules {
 		line, err := r.nft()
 		if err != nil {

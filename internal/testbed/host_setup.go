@@ -59,5 +59,5 @@ func setupMachine(ctx context.Context, logf func(string, ...any)) error {
 	if err := run(ctx, "ip", "route", "replace", "unreachable", hostsNet); err != nil {
 		return fmt.Errorf("testbed: routing %s nowhere outside the hosts: %w", hostsNet, err)
 	}
-	return nil
+	return joinDefaultVPC(ctx)
 }

@@ -171,3 +171,29 @@ func TestStandInOptions(t *testing.T) {
 		t.Error("a 40 MiB image accepted")
 	}
 }
+
+// TestFirewallPrivateAddressFromOutsideTheVPC: this machine is inside the
+// default VPC only; the private address of an instance in another VPC is
+// out of its reach, as AWS has no route for it.
+func TestFirewallPrivateAddressFromOutsideTheVPC(t *testing.T) {
+	if !inDefaultVPC("172.31.16.0/20") || inDefaultVPC("10.77.0.0/24") || inDefaultVPC("bad") {
+		t.Error("inDefaultVPC is wrong")
+	}
+	h := &Host{ID: "i-1", NSAddr: "10.213.0.6", net: &netns{nsIf: "vn1"}}
+	n := HostNetwork{PrivateIP: "172.31.3.4", CallerPublicIP: "203.0.113.7", VPCCallerIP: "172.31.15.254"}
+	inside, err := n.nftRuleset(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(inside, "ct mark 2 ip saddr 10.213.0.0/16 snat to 172.31.15.254") || strings.Contains(inside, "drop\n") {
+		t.Errorf("inside the VPC:\n%s", inside)
+	}
+	n.PrivateIP, n.VPCCallerIP = "10.77.0.9", ""
+	outside, err := n.nftRuleset(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(outside, "ct mark 2 ip saddr 10.213.0.0/16 snat") || !strings.Contains(outside, "ct mark 2 ip saddr 10.213.0.0/16 drop") {
+		t.Errorf("outside the VPC:\n%s", outside)
+	}
+}

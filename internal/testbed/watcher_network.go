@@ -92,6 +92,9 @@ func (w *watcher) networkOf(ctx context.Context, region string, inst types.Insta
 	if err != nil {
 		return HostNetwork{}, err
 	}
+	if !inDefaultVPC(c.subnet) {
+		caller = ""
+	}
 	n := HostNetwork{
 		PrivateIP:      aws.ToString(inst.PrivateIpAddress),
 		PublicIP:       aws.ToString(inst.PublicIpAddress),
