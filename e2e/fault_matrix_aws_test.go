@@ -5,6 +5,8 @@ package e2e
 import (
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -179,6 +181,22 @@ func lostAnswerRows() []scenario {
 				}
 				if strings.Contains(out, "Leaving out") || strings.Contains(out, "in any pool") {
 					t.Errorf("the request's error was blamed on the pools:\n%s", out)
+				}
+			}},
+		// The test bed's spot prices are of the size AWS shows (0.30 to 0.45
+		// of the on-demand price): a spot_price of a cent is below every
+		// pool, where moto's $0.00001 was below none.
+		{name: "spot_price below every pool's current price", extra: "  spot_price = \"0.01\"\n",
+			want: failedSayingSo, output: []string{"spot_price: 0.01 is below the current price of every spot pool of instance_types", "raise spot_price to at least"},
+			check: func(t *testing.T, tb *testbed.Testbed, out string) {
+				noCreates(t, tb, out)
+				m := regexp.MustCompile(`the cheapest: (c7g|m7g)\.2xlarge in us-east-2[a-c] at \$([0-9.]+)/h`).FindStringSubmatch(normalizeSpace(out))
+				if m == nil {
+					t.Fatalf("the refusal names no pool and its price:\n%s", out)
+				}
+				// c7g.2xlarge is $0.29/h on demand: its spot price is about a third.
+				if p, err := strconv.ParseFloat(m[2], 64); err != nil || p < 0.07 || p > 0.15 {
+					t.Errorf("the cheapest spot price %s is not of the size AWS shows (a third or so of $0.29)", m[2])
 				}
 			}},
 		{name: "CreateLaunchTemplate answer lost", rules: []testbed.Rule{{Action: "CreateLaunchTemplate", Nth: 1, DropAnswer: true}},
