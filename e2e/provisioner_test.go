@@ -339,8 +339,10 @@ func TestProvisionerUserConfiguration(t *testing.T) {
 }
 
 // TestProvisionerLocalFlake: a flake beside the template is uploaded and
-// built. (Its refusal of a configuration for another platform is a row of
-// the fault matrix.)
+// built. Before, on the same host, its configuration that sets no platform
+// is refused, saying what to set, once the real Nix failed to evaluate it
+// (a flake's lib.nixosSystem has no default platform). (The refusal of a
+// configuration for another platform is a row of the fault matrix.)
 func TestProvisionerLocalFlake(t *testing.T) {
 	p := startProvHost(t, testbed.HostPoolOptions{StandIn: testbed.StandInOptions{Uncompressed: true}})
 	dir := t.TempDir()
@@ -348,11 +350,28 @@ func TestProvisionerLocalFlake(t *testing.T) {
   inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-26.05";
   outputs = { nixpkgs, ... }: {
     nixosConfigurations.rpi4 = nixpkgs.lib.nixosSystem {
+      modules = [
+        "${nixpkgs}/nixos/modules/installer/sd-card/sd-image-aarch64.nix"
+        { nixpkgs.hostPlatform = "aarch64-linux"; }
+      ];
+    };
+    nixosConfigurations.noplatform = nixpkgs.lib.nixosSystem {
       modules = [ "${nixpkgs}/nixos/modules/installer/sd-card/sd-image-aarch64.nix" ];
     };
   };
 }
 `)
+	writeTemplate(t, dir, "build.pkr.hcl", p.template(`    flake            = "./pi-flake#noplatform"
+    output_directory = "out"`))
+	out, code := packerBuild(t, dir)
+	if flat := normalizeSpace(out); code == 0 || !strings.Contains(flat, `flake: nixosConfigurations.noplatform of "./pi-flake" sets no platform`) ||
+		!strings.Contains(flat, `Set nixpkgs.hostPlatform = "aarch64-linux" in that configuration`) {
+		t.Errorf("a configuration without a platform was not refused as such (exit %d):\n%s", code, out)
+	}
+	if calls := p.standInCalls(t); strings.Contains(calls, "nix build") {
+		t.Errorf("a build ran:\n%s", calls)
+	}
+	os.RemoveAll(filepath.Join(dir, "out"))
 	// The lock the flake's nixpkgs revision is read from (nix flake metadata).
 	const lockedRev = "9f4128e00b0ae8ec65918efeba59db998750ead6"
 	const lockFile = `{"nodes":{"nixpkgs":{"locked":{"lastModified":1780000000,"narHash":"sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=","owner":"NixOS","repo":"nixpkgs","rev":"` + lockedRev + `","type":"github"},"original":{"owner":"NixOS","ref":"nixos-26.05","repo":"nixpkgs","type":"github"}},"root":{"inputs":{"nixpkgs":"nixpkgs"}}},"root":"root","version":7}
@@ -360,7 +379,7 @@ func TestProvisionerLocalFlake(t *testing.T) {
 	writeTemplate(t, dir, "pi-flake/flake.lock", lockFile)
 	writeTemplate(t, dir, "build.pkr.hcl", p.template(`    flake            = "./pi-flake#rpi4"
     output_directory = "out"`))
-	out, code := packerBuild(t, dir)
+	out, code = packerBuild(t, dir)
 	if code != 0 {
 		t.Fatalf("packer build exited %d:\n%s", code, out)
 	}

@@ -94,7 +94,22 @@ func (r *run) checkFlakePlatform(ctx context.Context) ([]string, error) {
 		return tail.Tail(), err
 	}
 	if st != 0 {
-		return tail.Tail(), fmt.Errorf("flake: evaluating nixosConfigurations.%s failed (nix eval exited %d); see the errors above and fix the flake", flakeAttrName(r.cfg), st)
+		return tail.Tail(), evalFailed(r.cfg, st, tail.Tail())
 	}
 	return nil, checkPlatform(r.cfg, []byte(stdout.String()))
+}
+
+// noPlatform is what nixpkgs says of a configuration that sets no platform
+// (nixos/modules/misc/nixpkgs.nix): a flake's lib.nixosSystem does not
+// default to the evaluating machine's.
+const noPlatform = "Neither nixpkgs.hostPlatform nor the legacy option nixpkgs.system has been set"
+
+// evalFailed says why the evaluation of the platform failed, from the last
+// lines Nix printed.
+func evalFailed(cfg *Config, st int, lines []string) error {
+	if slices.ContainsFunc(lines, func(l string) bool { return strings.Contains(l, noPlatform) }) {
+		attr := fmt.Sprintf("nixosConfigurations.%s of %q", flakeAttrName(cfg), flakeRefName(cfg))
+		return fmt.Errorf("flake: %s sets no platform (Nix: %q), and a flake's lib.nixosSystem does not default to the host's. Set nixpkgs.hostPlatform = %q in that configuration", attr, noPlatform, imageSystem)
+	}
+	return fmt.Errorf("flake: evaluating nixosConfigurations.%s failed (nix eval exited %d); see the errors above and fix the flake", flakeAttrName(cfg), st)
 }

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -102,5 +103,28 @@ func TestBuildScriptEvaluates(t *testing.T) {
 	out, code = e.run(context.Background(), words[2:]...)
 	if code != 1 || !strings.Contains(out, "nix eval failed with exit status 1") {
 		t.Fatalf("exit %d:\n%s", code, out)
+	}
+}
+
+// A flake configuration that sets no platform fails to evaluate in nixpkgs
+// (a flake's lib.nixosSystem passes system = null): the build stops before
+// building, saying what to set; another evaluation error points at Nix's.
+func TestRunFlakeWithoutPlatform(t *testing.T) {
+	for _, tc := range []struct{ nixSays, want string }{
+		// Nix 2.26's words, as the test bed's hosts print them.
+		{"error:\n       … while evaluating the attribute 'pkgs'\n\n       error: Neither nixpkgs.hostPlatform nor the legacy option nixpkgs.system has been set.\n       You can set nixpkgs.hostPlatform in hardware-configuration.nix by re-running",
+			`flake: nixosConfigurations.rpi4 of "github:me/pi" sets no platform (Nix: "Neither nixpkgs.hostPlatform nor the legacy option nixpkgs.system has been set"), and a flake's lib.nixosSystem does not default to the host's. Set nixpkgs.hostPlatform = "aarch64-linux" in that configuration`},
+		{"error: attribute 'sdImage' missing",
+			"flake: evaluating nixosConfigurations.rpi4 failed (nix eval exited 1); see the errors above and fix the flake"},
+	} {
+		e := newRunEnv(t, "FAKE_EVAL_ERROR="+tc.nixSays)
+		e.publish(true)
+		_, err := e.run(context.Background(), e.config(func(c *Config) { c.Flake = "github:me/pi#rpi4" }))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Run: %v\nwant %s", err, tc.want)
+		}
+		if calls, _ := os.ReadFile(e.args + ".calls"); regexp.MustCompile(`(?m)^build `).Match(calls) {
+			t.Errorf("a build ran after the evaluation failed:\n%s", calls)
+		}
 	}
 }

@@ -42,8 +42,10 @@ echo "$*" >>"$FAKE_ARGS.calls"
 if [ "$1" = --version ]; then echo "nix (Nix) 2.28.3"; exit 0; fi
 # Its settings: an AArch64 Nix.
 case "$*" in *"config show"*) printf '%s\n' "max-jobs = 1" "system = aarch64-linux"; exit 0 ;; esac
-# A flake configuration's platform (platform.go): aarch64-linux.
+# A flake configuration's platform (platform.go): aarch64-linux, or the
+# error FAKE_EVAL_ERROR holds.
 if [ "$1" = eval ] && [[ " $* " == *" --apply "* ]]; then
+	if [ -n "${FAKE_EVAL_ERROR:-}" ]; then printf '%s\n' "$FAKE_EVAL_ERROR" >&2; exit 1; fi
 	echo '{"build":"aarch64-linux","host":"aarch64-linux"}'
 	exit 0
 fi

@@ -22,6 +22,12 @@ func TestHostNixIsStrict(t *testing.T) {
   inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-26.05";
   outputs = { nixpkgs, ... }: {
     nixosConfigurations.rpi4 = nixpkgs.lib.nixosSystem {
+      modules = [
+        "${nixpkgs}/nixos/modules/installer/sd-card/sd-image-aarch64.nix"
+        { nixpkgs.hostPlatform = "aarch64-linux"; }
+      ];
+    };
+    nixosConfigurations.noplatform = nixpkgs.lib.nixosSystem {
       modules = [ "${nixpkgs}/nixos/modules/installer/sd-card/sd-image-aarch64.nix" ];
     };
   };
@@ -55,6 +61,7 @@ EOF`)
 		{"a wrong --file", "--file '<nixpkgs/nixo>' -I nixos-config=/tmp/b/cfg -I nixpkgs=channel:nixos-26.05 config.system.build.sdImage", false, "nixo"},
 		{"a wrong attribute path", file + "config.system.build.sdImag", false, "sdImag"},
 		{"a flake without its output", "path:/tmp/b/flake", false, "does not provide attribute"},
+		{"a flake configuration without a platform", "path:/tmp/b/flake#nixosConfigurations.noplatform.config.system.build.sdImage", false, "Neither nixpkgs.hostPlatform nor the legacy option nixpkgs.system has been set"},
 		{"a flake's wrong configuration", "path:/tmp/b/flake#nixosConfigurations.rpi5.config.system.build.sdImage", false, "rpi5"},
 		{"a remote flake without its output", "github:me/nixos-pi", false, "does not provide attribute"},
 		{"a malformed flake reference", "'github:#nixosConfigurations.rpi4.config.system.build.sdImage'", false, "github:"},

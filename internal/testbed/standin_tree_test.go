@@ -3,7 +3,9 @@ package testbed
 import (
 	"io/fs"
 	"os"
+	"os/exec"
 	"path"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -78,3 +80,71 @@ func TestStandInNixpkgsModuleTree(t *testing.T) {
 		}
 	}
 }
+
+// TestStandInNixosSystemNeedsAPlatform: the stand-in's lib.nixosSystem, as
+// nixpkgs' flake's, passes system = null, so a configuration that sets
+// neither nixpkgs.hostPlatform nor the legacy nixpkgs.system (or system)
+// fails with nixpkgs' words; <nixpkgs/nixos>'s evaluation keeps the legacy
+// default, the evaluating machine's system. The machine's real Nix
+// evaluates it.
+func TestStandInNixosSystemNeedsAPlatform(t *testing.T) {
+	nix, err := exec.LookPath("nix-instantiate")
+	if err != nil {
+		t.Fatalf("this test needs the real nix-instantiate (Debian's nix-bin): %v", err)
+	}
+	dir := t.TempDir()
+	sub, err := fs.Sub(standinNixpkgs, "standin/nixpkgs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.CopyFS(dir, sub); err != nil {
+		t.Fatal(err)
+	}
+	// This machine's Nix may be older than nixpkgs asks for (the hosts'
+	// Nix 2.26 runs the version check; TestHostNixIsStrict).
+	if err := os.WriteFile(filepath.Join(dir, "lib", "minver.nix"), []byte("builtins.nixVersion\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	const sd = dirSD + "/sd-image-aarch64.nix"
+	eval := func(expr string) (string, string, error) {
+		cmd := exec.Command(nix, "--eval", "--strict", "--json", "-E",
+			"let nixpkgs = (import ./flake.nix).outputs { self = nixpkgs; }; s = "+expr+
+				"; in [ s.pkgs.stdenv.hostPlatform.system s.pkgs.stdenv.buildPlatform.system s.config.system.build.sdImage.name ]")
+		cmd.Dir = dir
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		return strings.TrimSpace(string(out)), stderr.String(), err
+	}
+	const aarch64 = `["aarch64-linux","aarch64-linux","nixos-image-sd-card-26.05.20260601.0000000-aarch64-linux.img"]`
+	for _, tc := range []struct{ name, expr, want string }{
+		{"nixpkgs.hostPlatform", `nixpkgs.lib.nixosSystem { modules = [ ` + sd + ` { nixpkgs.hostPlatform = "aarch64-linux"; } ]; }`, aarch64},
+		{"nixpkgs.hostPlatform as attributes", `nixpkgs.lib.nixosSystem { modules = [ ` + sd + ` { nixpkgs.hostPlatform = { system = "aarch64-linux"; }; } ]; }`, aarch64},
+		{"the legacy nixpkgs.system", `nixpkgs.lib.nixosSystem { modules = [ ` + sd + ` { nixpkgs.system = "aarch64-linux"; } ]; }`, aarch64},
+		{"the legacy system argument", `nixpkgs.lib.nixosSystem { system = "aarch64-linux"; modules = [ ` + sd + ` ]; }`, aarch64},
+		{"a cross-compiling configuration", `nixpkgs.lib.nixosSystem { modules = [ { nixpkgs.hostPlatform = "aarch64-linux"; nixpkgs.buildPlatform = "x86_64-linux"; } ]; }`,
+			`["aarch64-linux","x86_64-linux","nixos-image-sd-card-26.05.20260601.0000000-aarch64-linux.img"]`},
+		{"<nixpkgs/nixos>: the evaluating machine's system", `import ./nixos/lib/eval-config.nix { modules = [ ` + sd + ` ]; }`, ""},
+	} {
+		out, stderr, err := eval(tc.expr)
+		if tc.want == "" {
+			b, err := exec.Command(nix, "--eval", "--json", "-E", "builtins.currentSystem").Output()
+			if err != nil {
+				t.Fatal(err)
+			}
+			sys := strings.Trim(strings.TrimSpace(string(b)), `"`)
+			tc.want = `["` + sys + `","` + sys + `","nixos-image-sd-card-26.05.20260601.0000000-` + sys + `.img"]`
+		}
+		if err != nil || out != tc.want {
+			t.Errorf("%s: %v, %s\n%s\nwant %s", tc.name, err, out, stderr, tc.want)
+		}
+	}
+	// nixos/modules/misc/nixpkgs.nix's error, when anything reads pkgs.
+	out, stderr, err := eval(`nixpkgs.lib.nixosSystem { modules = [ ` + sd + ` ]; }`)
+	if err == nil || !strings.Contains(stderr, "error: Neither nixpkgs.hostPlatform nor the legacy option nixpkgs.system has been set.") {
+		t.Errorf("a flake configuration without a platform: %v, %s\n%s", err, out, stderr)
+	}
+}
+
+// dirSD is the stand-in's sd-card modules, from its root.
+const dirSD = "./nixos/modules/installer/sd-card"

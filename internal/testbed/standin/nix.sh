@@ -372,7 +372,8 @@ standin_command() {
 				;;
 			*)
 				# A flake the host cannot fetch: a local one with the same
-				# nixosConfigurations entry, on the stand-in nixpkgs.
+				# nixosConfigurations entry, on the stand-in nixpkgs, an
+				# AArch64 configuration (as a real one sets hostPlatform).
 				"$real_nix" --extra-experimental-features 'nix-command flakes' eval --raw \
 					--expr "builtins.flakeRefToString (builtins.parseFlakeRef \"$ref\")" >/dev/null || exit 1
 				tmp=$(mktemp -d /tmp/nixos-sd-standin-flake.XXXXXX)
@@ -385,7 +386,7 @@ standin_command() {
 				{
 					printf '{\n  inputs.nixpkgs.url = "path:%s";\n  outputs = { nixpkgs, ... }: {\n' "$nixpkgs_standin"
 					if [ -n "$name" ]; then
-						printf '    nixosConfigurations."%s" = nixpkgs.lib.nixosSystem { modules = [ ]; };\n' "$name"
+						printf '    nixosConfigurations."%s" = nixpkgs.lib.nixosSystem { modules = [ { nixpkgs.hostPlatform = "aarch64-linux"; } ]; };\n' "$name"
 					fi
 					printf '  };\n}\n'
 				} >"$tmp/flake.nix"

@@ -2,6 +2,10 @@
 # syntax error or a module called without the arguments it needs fails as in
 # nixpkgs), without typing options. The image derivation depends on the
 # modules' files; the test bed realises it outside Nix.
+#
+# system is nixpkgs' legacy argument: builtins.currentSystem unless given,
+# null from the flake's lib.nixosSystem, which then needs the configuration
+# to set nixpkgs.hostPlatform (or the legacy nixpkgs.system).
 {
   system ? builtins.currentSystem,
   modules ? [ ],
@@ -9,7 +13,7 @@
   ...
 }:
 let
-  pkgs = import ../.. { inherit system; };
+  pkgs = import ../.. { system = hostPlatform; };
   inherit (pkgs) lib;
   args = {
     inherit pkgs lib;
@@ -35,26 +39,51 @@ let
     ++ builtins.concatMap load (r.imports or [ ]);
   modulesLoaded = builtins.concatMap load modules;
   loaded = map (m: m.name) modulesLoaded;
-  # nixpkgs.hostPlatform as NixOS reads it: the last module that sets it
-  # (an import's plain value over its importer's lib.mkDefault), else the
-  # evaluating machine's system.
-  # nixpkgs.buildPlatform likewise, else the host platform.
-  platformOf =
-    name: default:
+  # A nixpkgs.* setting as NixOS reads it: the last module that sets it (an
+  # import's plain value over its importer's lib.mkDefault), else null.
+  setting =
+    name:
     let
       set = builtins.concatMap (
         m: if m.value ? nixpkgs && m.value.nixpkgs ? ${name} then [ m.value.nixpkgs.${name} ] else [ ]
       ) modulesLoaded;
-      last = builtins.elemAt set (builtins.length set - 1);
     in
-    if set == [ ] then
-      default
-    else if builtins.isAttrs last then
-      last.system
+    if set == [ ] then null else builtins.elemAt set (builtins.length set - 1);
+  systemOf = p: if builtins.isAttrs p then p.system else p;
+  # The legacy options: nixpkgs.localSystem, else nixpkgs.system, else the
+  # system argument (its lib.mkDefault); nixpkgs.crossSystem for the host.
+  legacySystem =
+    if setting "localSystem" != null then
+      systemOf (setting "localSystem")
+    else if setting "system" != null then
+      setting "system"
+    else if system != null then
+      system
     else
-      last;
-  hostPlatform = platformOf "hostPlatform" system;
-  buildPlatform = platformOf "buildPlatform" hostPlatform;
+      # nixos/modules/misc/nixpkgs.nix's words.
+      throw ''
+        Neither nixpkgs.hostPlatform nor the legacy option nixpkgs.system has been set.
+        You can set nixpkgs.hostPlatform in hardware-configuration.nix by re-running
+        a recent version of nixos-generate-config.
+        The option nixpkgs.system is still fully supported for NixOS 22.05 interoperability,
+        but will be deprecated in the future, so we recommend to set nixpkgs.hostPlatform.
+      '';
+  # nixpkgs.hostPlatform, else the legacy options; nixpkgs.buildPlatform
+  # likewise, else the host platform.
+  hostPlatform =
+    if setting "hostPlatform" != null then
+      systemOf (setting "hostPlatform")
+    else if setting "crossSystem" != null then
+      systemOf (setting "crossSystem")
+    else
+      legacySystem;
+  buildPlatform =
+    if setting "buildPlatform" != null then
+      systemOf (setting "buildPlatform")
+    else if setting "hostPlatform" == null && setting "crossSystem" != null then
+      legacySystem
+    else
+      hostPlatform;
   # A real build step for the test bed's binary cache: input-addressed, no
   # nixpkgs (the host's /bin/sh), a few seconds long. The stand-in nix builds
   # it with the real Nix when standin.conf says BUILD_INPUTS=1. Pure
