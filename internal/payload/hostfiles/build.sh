@@ -145,10 +145,11 @@ ensure_nix() {
 }
 
 # needs_root reports whether Nix must run as root here: this user cannot write
-# the store and no daemon would do it on the user's behalf.
+# the store and no daemon would do it on the user's behalf (at the socket
+# where Nix looks for it).
 needs_root() {
 	[ "$(id -u)" -ne 0 ] || return 1
-	[ -S /nix/var/nix/daemon-socket/socket ] && return 1
+	[ -S "${NIX_DAEMON_SOCKET_PATH:-/nix/var/nix/daemon-socket/socket}" ] && return 1
 	[ -d /nix/store ] && [ -w /nix/store ] && return 1
 	return 0
 }
