@@ -521,8 +521,24 @@ func buildFlakeExample(t *testing.T, tb *testbed.Testbed) {
 	}
 	image := filepath.Join(dir, "output-rpi5", bldImageName)
 	checkBuiltImage(t, image)
-	if m := readManifest(t, image); m["config_source"] != "flake" {
+	m := readManifest(t, image)
+	if m["config_source"] != "flake" {
 		t.Errorf("example/flake's image was built from %v, want the flake", m["config_source"])
+	}
+	// The example has no flake.lock: the one Nix wrote on the instance is
+	// copied beside the image, and the manifest records its inputs and the
+	// nixpkgs revision it locked.
+	lock, err := os.ReadFile(image + ".flake.lock")
+	var l struct {
+		Nodes map[string]struct{ Locked struct{ Rev string } }
+	}
+	if err != nil || json.Unmarshal(lock, &l) != nil || l.Nodes["nixpkgs"].Locked.Rev == "" || l.Nodes["nixos-hardware"].Locked.Rev == "" {
+		t.Errorf("the flake.lock beside the image: %v\n%s", err, lock)
+	}
+	inputs, _ := m["flake_inputs"].(map[string]any)
+	if m["flake_lock"] != bldImageName+".flake.lock" || m["nixpkgs_source"] != "flake.lock" || m["nixpkgs_revision"] != l.Nodes["nixpkgs"].Locked.Rev ||
+		inputs["nixos-hardware"] == nil {
+		t.Errorf("the manifest does not record the flake.lock Nix wrote: flake_lock %v, nixpkgs %v (%v), flake_inputs %v", m["flake_lock"], m["nixpkgs_revision"], m["nixpkgs_source"], m["flake_inputs"])
 	}
 	if !strings.Contains(out, "Checking that nixosConfigurations.rpi5 is built for aarch64-linux") {
 		t.Errorf("the flake's platform was not checked:\n%s", out)

@@ -3,6 +3,8 @@
 package testbed
 
 import (
+	"encoding/json"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -79,5 +81,27 @@ EOF`)
 				t.Errorf("stderr lacks %q", tc.says)
 			}
 		})
+	}
+	// Real Nix writes the lock file of a local flake it builds; so does the
+	// stand-in, whose --override-input keeps the real one from it.
+	var lock struct {
+		Nodes map[string]struct {
+			Inputs map[string]any
+			Locked map[string]any
+		}
+		Root    string
+		Version int
+	}
+	raw := mustRun(t, c, "cat /tmp/b/flake/flake.lock")
+	if err := json.Unmarshal([]byte(raw), &lock); err != nil {
+		t.Fatalf("the local flake's flake.lock after its build: %v\n%s", err, raw)
+	}
+	np := lock.Nodes["nixpkgs"].Locked
+	rev, _ := np["rev"].(string)
+	nar, _ := np["narHash"].(string)
+	if lock.Root != "root" || lock.Version != 7 || lock.Nodes["root"].Inputs["nixpkgs"] != "nixpkgs" ||
+		np["type"] != "github" || np["owner"] != "NixOS" || np["repo"] != "nixpkgs" || np["ref"] != nil ||
+		!regexp.MustCompile(`^[0-9a-f]{40}$`).MatchString(rev) || !strings.HasPrefix(nar, "sha256-") {
+		t.Errorf("the local flake's flake.lock after its build: %s", raw)
 	}
 }

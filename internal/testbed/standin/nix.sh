@@ -331,6 +331,46 @@ cleanup_validation() {
 	if [ "${#tmp_flakes[@]}" -gt 0 ]; then rm -rf "${tmp_flakes[@]}"; fi
 }
 trap cleanup_validation EXIT
+# standin_write_lock writes the flake.lock real Nix writes when it evaluates
+# or builds a local flake that has none (the stand-in's --override-input
+# keeps the real one from writing it): every input in flake.nix locked to a
+# revision fixed per input and URL, as real Nix writes a lock file (version
+# 7, "follows" as a path). --no-write-lock-file writes nothing, as in Nix.
+standin_write_lock() {
+	local dir=$1 json
+	[ -f "$dir/flake.nix" ] && [ ! -e "$dir/flake.lock" ] && [ -w "$dir" ] || return 0
+	case " ${positional[0]:-} " in " build " | " eval ") ;; *) return 0 ;; esac
+	case " $* ${validate[*]} " in *" --no-write-lock-file "*) return 0 ;; esac
+	dir=$(cd "$dir" && pwd) || return 0
+	# shellcheck disable=SC2016 # ${...} is Nix's
+	json=$("$real_nix" --extra-experimental-features 'nix-command flakes' eval --raw --impure --expr '
+		let
+		  ins = (import '"$dir"'/flake.nix).inputs or { };
+		  follows = i: builtins.filter builtins.isString (builtins.split "/" i.follows);
+		  url = i: i.url or (builtins.flakeRefToString (removeAttrs i [ "inputs" "flake" ]));
+		  node = name: i:
+		    let
+		      o = builtins.parseFlakeRef (url i);
+		      rev = builtins.hashString "sha1" "nixos-sd stand-in ${name} ${url i}";
+		    in
+		    { original = o; locked = removeAttrs o [ "ref" ] // {
+		        inherit rev;
+		        lastModified = 1780000000;
+		        narHash = builtins.convertHash { hash = builtins.hashString "sha256" rev; hashAlgo = "sha256"; toHashFormat = "sri"; };
+		      }; }
+		    // (if i ? inputs then { inputs = builtins.mapAttrs (_: v: follows v) (builtins.removeAttrs i.inputs
+		      (builtins.filter (n: !(i.inputs.${n} ? follows)) (builtins.attrNames i.inputs))); } else { })
+		    // (if i.flake or true then { } else { flake = false; });
+		  direct = builtins.removeAttrs ins (builtins.filter (n: ins.${n} ? follows) (builtins.attrNames ins));
+		in
+		builtins.toJSON {
+		  nodes = builtins.mapAttrs node direct // { root.inputs = builtins.mapAttrs (n: i: if i ? follows then follows i else n) ins; };
+		  root = "root";
+		  version = 7;
+		}' 2>/dev/null) || return 0
+	printf '%s\n' "$json" >"$dir/flake.lock"
+}
+
 standin_command() {
 	for a in "$@"; do
 		case "$a" in
@@ -363,6 +403,7 @@ standin_command() {
 				local dir=${ref#path:} input
 				dir=${dir#git+file://}
 				dir=${dir%%\?*}
+				standin_write_lock "$dir"
 				for input in $("$real_nix" --extra-experimental-features nix-command eval --impure --raw --expr \
 					"builtins.concatStringsSep \" \" (builtins.attrNames ((import $dir/flake.nix).inputs or { }))" 2>/dev/null || true); do
 					if [ "$input" != nixpkgs ] && [ -f "$standin_dir/$input/flake.nix" ]; then
