@@ -339,7 +339,8 @@ func TestProvisionerUserConfiguration(t *testing.T) {
 }
 
 // TestProvisionerLocalFlake: a flake beside the template is uploaded and
-// built. Before, on the same host, its configuration that sets no platform
+// built; then, on the same host, a remote flake is locked and built by its
+// locked reference. Before, on the same host, its configuration that sets no platform
 // is refused, saying what to set, once the real Nix failed to evaluate it
 // (a flake's lib.nixosSystem has no default platform). (The refusal of a
 // configuration for another platform is a row of the fault matrix.)
@@ -402,6 +403,37 @@ func TestProvisionerLocalFlake(t *testing.T) {
 	// An uncompressed image travels compressed.
 	if !strings.Contains(out, "compressed in transit with zstd") {
 		t.Errorf("the uncompressed image was not compressed in transit:\n%s", out)
+	}
+
+	// A remote flake is locked on the host before the build, which builds
+	// the locked reference; the manifest records it (no lock file is copied).
+	writeTemplate(t, dir, "build.pkr.hcl", p.template(`    flake            = "github:me/nixos-pi/main#rpi4"
+    output_directory = "out-remote"`))
+	out, code = packerBuild(t, dir)
+	if code != 0 {
+		t.Fatalf("packer build of a remote flake exited %d:\n%s", code, out)
+	}
+	m := readManifest(t, filepath.Join(dir, "out-remote", standInImage))
+	locked, _ := m["flake_locked_url"].(string)
+	rev, _ := m["flake_revision"].(string)
+	if !regexp.MustCompile(`^github:me/nixos-pi/[0-9a-f]{40}\?narHash=sha256-`).MatchString(locked) || !strings.Contains(locked, "/"+rev+"?") ||
+		m["nixpkgs_source"] != "flake.lock" || m["nixpkgs_revision"] == "" {
+		t.Errorf("the manifest of a remote flake: flake_locked_url %v, flake_revision %v, nixpkgs %v (%v)", m["flake_locked_url"], m["flake_revision"], m["nixpkgs_revision"], m["nixpkgs_source"])
+	}
+	lockAt, buildAt := -1, -1
+	for i, c := range strings.Split(strings.ReplaceAll(p.standInCalls(t), `\`, ""), "\n") {
+		if strings.HasPrefix(c, "nix flake metadata ") && strings.Contains(c, " github:me/nixos-pi/main ") && lockAt < 0 {
+			lockAt = i
+		}
+		if strings.HasPrefix(c, "nix build ") && strings.Contains(c, " "+locked+"#nixosConfigurations.rpi4.config.system.build.sdImage") {
+			buildAt = i
+		}
+	}
+	if lockAt < 0 || buildAt < lockAt {
+		t.Errorf("the remote flake was not locked before a build of its locked reference %s (lock at call %d, build at %d):\n%s", locked, lockAt, buildAt, p.standInCalls(t))
+	}
+	if _, err := os.Stat(filepath.Join(dir, "out-remote", standInImage+".flake.lock")); err == nil {
+		t.Error("a remote flake's lock file was copied beside the image")
 	}
 
 	// The same host, whose Nix is installed now, builds example/provisioner.
