@@ -83,7 +83,7 @@ func (d *incoming) startLocal(ctx context.Context, tracker *prefixTracker, decod
 	})
 	d.decoding.Go(func() (err error) {
 		im := &d.decoded
-		im.size, im.sum, im.first, err = decodeSparse(io.TeeReader(pr, h), decodeTo, d.hashImage)
+		im.size, im.sum, im.first, err = decodeImage(ctx, io.TeeReader(pr, h), decodeTo, d.hashImage)
 		d.decodedAt = time.Now()
 		// What the decoder did not read (after a failure) still counts.
 		_, herr := io.CopyBuffer(h, pr, make([]byte, 1<<20))

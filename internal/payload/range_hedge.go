@@ -110,9 +110,13 @@ func (q *rangeQueue) settleRace(c *chunk, ok bool) (drop bool) {
 var maxBacklog int64 = 48 << 20
 
 // gatedLocked reports whether the local work lags so far behind the
-// download that extra channels should wait. q.mu is held.
+// download that extra channels should wait. The prefix grows in bursts (the
+// ranges every channel asked for land at about the same time and complete
+// it at once), so the backlog may exceed maxBacklog by what the channels
+// of our own have asked for without the local work lagging. q.mu is held.
 func (q *rangeQueue) gatedLocked() bool {
-	if q.tracker == nil || q.tracker.backlog() <= maxBacklog {
+	burst := int64(q.ownActive*streamDepth) * q.carve.longest
+	if q.tracker == nil || q.tracker.backlog() <= maxBacklog+burst {
 		return false
 	}
 	q.gated.Add(1)
