@@ -100,3 +100,24 @@ func TestExtraConnectionsWaitForTheDecoder(t *testing.T) {
 		t.Fatal("the second connection never waited for the stalled reader")
 	}
 }
+
+// The prefix grows in bursts of every channel's ranges: a backlog within
+// maxBacklog plus what the channels of our own asked for does not pause the
+// extra connections; beyond it, it does.
+func TestExtraConnectionsAllowForThePrefixsBursts(t *testing.T) {
+	old := maxBacklog
+	maxBacklog = 2 << 20
+	t.Cleanup(func() { maxBacklog = old })
+	tracker := newPrefixTracker(64 << 20)
+	tracker.reading.Store(true)
+	tracker.complete(0, 10<<20)
+	// 4 channels x streamDepth ranges x 1 MiB + maxBacklog = 10 MiB.
+	q := &rangeQueue{tracker: tracker, carve: &rangeCarver{size: 64 << 20, longest: 1 << 20}, ownActive: 4}
+	if q.gatedLocked() {
+		t.Fatal("a 10 MiB backlog paused the extra connections")
+	}
+	tracker.complete(10<<20, 1<<20)
+	if !q.gatedLocked() {
+		t.Fatal("an 11 MiB backlog did not pause the extra connections")
+	}
+}
