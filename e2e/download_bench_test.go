@@ -416,6 +416,8 @@ func (h *benchHost) engineRow(b *testing.B, method string, conns int) benchRow {
 	if cpuLimit {
 		comment += "; the engine reports the CPU as the limit"
 	}
+	// Which of the two ended the fetch: the download or the host's checksum.
+	comment += fmt.Sprintf("; download %.2fs, host's checksum %.2fs", t[payload.PhaseDownload].Seconds(), t[payload.PhaseChecksum].Seconds())
 	return benchRow{method: method, fetch: fetch, total: fetch + t[payload.PhaseDecompress],
 		rssMiB: float64(r.VmHWMKiB) / 1024, cpuBusy: r.cpuBusy, procCPU: r.cpu, comment: comment}
 }
