@@ -22,11 +22,26 @@ func TestHostNixIsStrict(t *testing.T) {
 	mustRun(t, c, `cat > /tmp/b/flake/flake.nix <<'EOF'
 {
   inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-26.05";
-  outputs = { nixpkgs, ... }: {
+  inputs.nixos-hardware.url = "github:NixOS/nixos-hardware";
+  outputs = { nixpkgs, nixos-hardware, ... }: {
     nixosConfigurations.rpi4 = nixpkgs.lib.nixosSystem {
       modules = [
         "${nixpkgs}/nixos/modules/installer/sd-card/sd-image-aarch64.nix"
         { nixpkgs.hostPlatform = "aarch64-linux"; }
+      ];
+    };
+    nixosConfigurations.pi5 = nixpkgs.lib.nixosSystem {
+      modules = [
+        "${nixpkgs}/nixos/modules/installer/sd-card/sd-image-aarch64.nix"
+        nixos-hardware.nixosModules.raspberry-pi-5
+        { nixpkgs.hostPlatform = "aarch64-linux"; }
+      ];
+    };
+    nixosConfigurations.pi5-without-all-hardware = nixpkgs.lib.nixosSystem {
+      modules = [
+        "${nixpkgs}/nixos/modules/installer/sd-card/sd-image-aarch64.nix"
+        nixos-hardware.nixosModules.raspberry-pi-5
+        ({ lib, ... }: { nixpkgs.hostPlatform = "aarch64-linux"; hardware.enableAllHardware = lib.mkForce false; })
       ];
     };
     nixosConfigurations.noplatform = nixpkgs.lib.nixosSystem {
@@ -63,6 +78,10 @@ EOF`)
 		{"a wrong --file", "--file '<nixpkgs/nixo>' -I nixos-config=/tmp/b/cfg -I nixpkgs=channel:nixos-26.05 config.system.build.sdImage", false, "nixo"},
 		{"a wrong attribute path", file + "config.system.build.sdImag", false, "sdImag"},
 		{"a flake without its output", "path:/tmp/b/flake", false, "does not provide attribute"},
+		// sd-image.nix's hardware.enableAllHardware asks the initrd for
+		// modules nixos-hardware's Raspberry Pi kernel lacks (example/flake).
+		{"the Pi 5 kernel with all hardware's initrd modules", "path:/tmp/b/flake#nixosConfigurations.pi5.config.system.build.sdImage", false, "modprobe: FATAL: Module ahci not found"},
+		{"the Pi 5 kernel without them", "path:/tmp/b/flake#nixosConfigurations.pi5-without-all-hardware.config.system.build.sdImage", true, ""},
 		{"a flake configuration without a platform", "path:/tmp/b/flake#nixosConfigurations.noplatform.config.system.build.sdImage", false, "Neither nixpkgs.hostPlatform nor the legacy option nixpkgs.system has been set"},
 		{"a flake's wrong configuration", "path:/tmp/b/flake#nixosConfigurations.rpi5.config.system.build.sdImage", false, "rpi5"},
 		{"a remote flake without its output", "github:me/nixos-pi", false, "does not provide attribute"},

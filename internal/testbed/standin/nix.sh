@@ -526,6 +526,29 @@ if [ "$BUILD_INPUTS" = 1 ] && [ -n "$real_drv" ]; then
 	fi
 fi
 
+# ---- an initrd that asks for modules the kernel lacks -------------------------
+
+# The stand-in nixpkgs names them in the image derivation
+# (initrdMissingModules): real Nix fails building the initrd, in
+# makeModulesClosure's modprobe.
+if [ -n "$real_drv" ] && [ -f "$real_drv" ]; then
+	missing=$(grep -o '"initrdMissingModules","[^"]*"' "$real_drv" | cut -d'"' -f4 || true)
+	if [ -n "$missing" ]; then
+		h=$(printf 'initrd %s\n' "$real_drv" | sha256sum | cut -c1-32)
+		initrd_drv="/nix/store/$h-initrd-linux-rpi-6.12.25.drv"
+		{
+			printf "building '%s'...\n" "$initrd_drv"
+			printf "error: builder for '%s' failed with exit code 1;\n" "$initrd_drv"
+			printf '       last 10 log lines:\n'
+			printf '       > root module: %s\n' "${missing%% *}"
+			printf '       > modprobe: FATAL: Module %s not found in directory /nix/store/%s-linux-rpi-6.12.25-modules/lib/modules/6.12.25\n' "${missing%% *}" "$h"
+			printf "       For full logs, run:\n         nix log %s\n" "$initrd_drv"
+			printf "error: 1 dependencies of derivation '%s' failed to build\n" "$real_drv"
+		} >&2
+		exit 1
+	fi
+fi
+
 # ---- STANDIN_FAIL ---------------------------------------------------------
 
 # fail_reason prints why the build must fail, if it must: an argument names an

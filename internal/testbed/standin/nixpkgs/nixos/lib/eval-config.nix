@@ -84,6 +84,29 @@ let
       legacySystem
     else
       hostPlatform;
+  # Any other setting at a path, the last module's (default when none sets it).
+  at =
+    path: v:
+    if path == [ ] then
+      [ v ]
+    else if builtins.isAttrs v && v ? ${builtins.head path} then
+      at (builtins.tail path) v.${builtins.head path}
+    else
+      [ ];
+  settingAt =
+    path: default:
+    let
+      set = builtins.concatMap (m: at path m.value) modulesLoaded;
+    in
+    if set == [ ] then default else builtins.elemAt set (builtins.length set - 1);
+  # The initrd modules the kernel does not have: with nixos-hardware's
+  # Raspberry Pi kernel, those hardware.enableAllHardware (which sd-image.nix
+  # sets) asks for. The stand-in realisation fails building the initrd then.
+  initrdMissing =
+    if settingAt [ "boot" "kernelPackages" ] null == "linux-rpi" && settingAt [ "hardware" "enableAllHardware" ] false then
+      [ "ahci" ]
+    else
+      [ ];
   # A real build step for the test bed's binary cache: input-addressed, no
   # nixpkgs (the host's /bin/sh), a few seconds long. The stand-in nix builds
   # it with the real Nix when standin.conf says BUILD_INPUTS=1. Pure
@@ -97,14 +120,17 @@ let
       "echo building the nixos-sd test bed probe; /bin/sleep 3; echo probe > $out"
     ];
   };
-  sdImage = derivation {
-    name = "nixos-image-sd-card-26.05.20260601.0000000-${hostPlatform}.img";
-    system = hostPlatform;
-    builder = "/bin/sh";
-    args = [ "-c" "echo the nixos-sd test bed realises this image outside Nix; exit 1" ];
-    modules = builtins.toJSON loaded;
-    inherit probe;
-  };
+  sdImage = derivation (
+    {
+      name = "nixos-image-sd-card-26.05.20260601.0000000-${hostPlatform}.img";
+      system = hostPlatform;
+      builder = "/bin/sh";
+      args = [ "-c" "echo the nixos-sd test bed realises this image outside Nix; exit 1" ];
+      modules = builtins.toJSON loaded;
+      inherit probe;
+    }
+    // (if initrdMissing == [ ] then { } else { initrdMissingModules = toString initrdMissing; })
+  );
 in
 # The image is built with pkgs, so evaluating it runs nixpkgs' version check.
 builtins.seq pkgs.lib (builtins.seq (builtins.length loaded) {
