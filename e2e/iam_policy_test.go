@@ -206,7 +206,7 @@ func checkIAMPolicy(code int) int {
 // split into (scripts/e2e-suite.sh); each expects partsExpected parts.
 const (
 	partsDirEnv   = "NIXOS_SD_E2E_PARTS_DIR"
-	partsExpected = 2
+	partsExpected = 3
 )
 
 // mergeParts records this part's calls in the parts folder and, when every

@@ -12,9 +12,20 @@
 # installed, and runs the real one), and apt runs the host's
 # /usr/local/lib/nixos-sd-standin/after-dpkg after each dpkg run.
 #
-#   scripts/debian-root.sh [SUITE]      (SUITE: trixie, the default)
+#   scripts/debian-root.sh [SUITE [ARCH]]   (SUITE: trixie, the default;
+#                                            ARCH: this machine's, or arm64)
 #
-# Output, under .cache/debian-SUITE/: root/ (the file system; the hosts mount
+# An arm64 root (on an amd64 machine) runs Debian's arm64 programs through
+# binfmt_misc and qemu-user-static, registered with the F flag
+# (scripts/testbed-deps.sh does it): mmdebstrap runs its maintainer scripts
+# that way, and so do the hosts. It is made as small as a host needs (variant
+# minbase with the packages below, plus systemd-sysv, as a Debian cloud image
+# boots with it), since everything in it runs emulated; dpkg leaves out
+# documentation, manual pages and translations there (a speed-only
+# difference: the hosts' apt-get install of Nix unpacks fewer files).
+#
+# Output, under .cache/debian-SUITE/ (.cache/debian-SUITE-ARCH/ for another
+# architecture than this machine's): root/ (the file system; the hosts mount
 # it read-only below a private overlay), mirror/ (dists/ and pool/; the hosts
 # see it as file:/srv/debian-mirror, which the root's apt sources name) and
 # recipe (the hash of this script and the suite: the cache is rebuilt only
@@ -23,8 +34,29 @@ set -euo pipefail
 root_dir="$(cd "$(dirname "$0")/.." && pwd)"
 suite="${1:-trixie}"
 archive="${NIXOS_SD_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
-arch="$(dpkg --print-architecture)"
+native="$(dpkg --print-architecture)"
+arch="${2:-$native}"
 out="$root_dir/.cache/debian-$suite"
+# What Debian's cloud images carry that the plugin's remote side uses, plus the
+# tools the stand-in nix makes its image with (fdisk, dosfstools, mtools, zstd).
+include=openssh-server,openssh-sftp-server,sudo,ca-certificates,curl,procps,iproute2,less,zstd,fdisk,dosfstools,mtools,e2fsprogs
+variant=important
+dpkgopts=()
+if [ "$arch" != "$native" ]; then
+	case "$arch" in
+	arm64) qemu=aarch64 ;;
+	*)
+		echo "debian-root: ARCH must be $native (this machine's) or arm64, got $arch" >&2
+		exit 1
+		;;
+	esac
+	out="$root_dir/.cache/debian-$suite-$arch"
+	variant=minbase
+	include="$include,systemd-sysv"
+	dpkgopts=(--dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright'
+		--dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*'
+		--dpkgopt='path-exclude=/usr/share/info/*')
+fi
 
 recipe="$( (cat "$0"; echo "$suite $arch $archive") | sha256sum | cut -d' ' -f1)"
 if [ -f "$out/recipe" ] && [ "$(cat "$out/recipe")" = "$recipe" ] && [ -d "$out/root/etc" ] && [ -d "$out/mirror/dists" ]; then
@@ -38,18 +70,18 @@ command -v mmdebstrap >/dev/null || {
 	echo "debian-root: mmdebstrap is missing; run scripts/testbed-deps.sh" >&2
 	exit 1
 }
+if [ "$arch" != "$native" ] && ! grep -qs '^flags:.*F' "/proc/sys/fs/binfmt_misc/qemu-$qemu"; then
+	echo "debian-root: building the $arch root runs $arch programs, which needs qemu-user-static registered with binfmt_misc with the F flag (/proc/sys/fs/binfmt_misc/qemu-$qemu); run scripts/testbed-deps.sh as root" >&2
+	exit 1
+fi
 
 start=$(date +%s)
 echo "debian-root: building the Debian $suite root in $out (recipe $recipe)" >&2
 rm -rf "$out.new"
 mkdir -p "$out.new/mirror/pool"
 
-# What Debian's cloud images carry that the plugin's remote side uses, plus the
-# tools the stand-in nix makes its image with (fdisk, dosfstools, mtools, zstd).
-include=openssh-server,openssh-sftp-server,sudo,ca-certificates,curl,procps,iproute2,less,zstd,fdisk,dosfstools,mtools,e2fsprogs
-
 # shellcheck disable=SC2016 # the hooks' $1 is mmdebstrap's, not ours
-mmdebstrap --quiet --variant=important --architectures="$arch" --include="$include" \
+mmdebstrap --quiet --variant="$variant" --architectures="$arch" --include="$include" "${dpkgopts[@]}" \
 	--customize-hook='chroot "$1" useradd --comment Debian --groups adm,audio,cdrom,dialout,dip,floppy,plugdev,sudo,video --shell /bin/bash --create-home admin' \
 	--customize-hook='chroot "$1" passwd --lock admin' \
 	--customize-hook='printf "%s\n" "# Created by cloud-init on instance boot." "" "# User rules for admin" "admin ALL=(ALL) NOPASSWD:ALL" >"$1/etc/sudoers.d/90-cloud-init-users"; chmod 0440 "$1/etc/sudoers.d/90-cloud-init-users"' \

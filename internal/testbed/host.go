@@ -30,6 +30,11 @@ type Host struct {
 	// NSAddr is the host's own address in its namespace, where sshd listens
 	// on port 22.
 	NSAddr string
+	// Emulator is the program the kernel runs the host's sshd with, read from
+	// its /proc/PID/exe, when the host's root is of another architecture
+	// (HostPoolOptions.DebianArch): the binfmt_misc interpreter
+	// (qemu-user-static). Empty on this machine's own root.
+	Emulator string
 
 	pool    *HostPool
 	net     *netns
@@ -45,6 +50,7 @@ type Host struct {
 	stopped  bool
 	shutdown []string // cached at Stop
 	standin  []string // cached at Stop
+	machine  []string // cached at Stop
 	// The instance's network (host_firewall.go): the nftables ruleset last
 	// applied, what it was made from, and whether the policy routing rule is in.
 	firewall   string
@@ -64,6 +70,16 @@ func (h *Host) ShutdownCalls() ([]string, error) {
 // "nix build -L --out-link /tmp/x/result --file default.nix".
 func (h *Host) StandInCalls() ([]string, error) {
 	return h.records("standin-calls.log", func() []string { return h.standin })
+}
+
+// MachineRecords returns, on a host of another architecture's root, one line
+// per build the stand-in nix faked, of what the real programs said in the
+// build's environment just before: "uname=PATH:MACHINE system=SYSTEM
+// currentSystem=CURRENT", where PATH is the uname on the build's PATH,
+// MACHINE its -m, SYSTEM the real Nix's `system` setting and CURRENT its
+// builtins.currentSystem. Hosts of this machine's root keep none.
+func (h *Host) MachineRecords() ([]string, error) {
+	return h.records("standin-machine.log", func() []string { return h.machine })
 }
 
 func (h *Host) records(name string, cached func() []string) ([]string, error) {

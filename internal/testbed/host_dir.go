@@ -37,8 +37,8 @@ func safeName(id string) string {
 //	bin/    -> /usr/local/lib/nixos-sd-standin (the stand-in nix, the
 //	           after-dpkg hook, the stand-in nixpkgs)
 //	sbin/   -> /usr/local/sbin (shutdown, poweroff, halt, reboot)
-//	localbin/ -> /usr/local/bin (the stand-in uname; tests put tools there
-//	           that shadow the system's)
+//	localbin/ -> /usr/local/bin (the stand-in uname, but on an arm64 root;
+//	           tests put tools there that shadow the system's)
 //	state/  -> /var/lib/nixos-sd-standin (standin.conf, logs, store/, sshd/)
 //	tmp/    -> /tmp (a link to tmpfs/tmp, a small tmpfs: host_boot.go)
 //	sshd.log
@@ -75,14 +75,19 @@ func (p *HostPool) populateDir(ctx context.Context, h *Host, root debianRoot, ke
 	if err := chownTree(d("home"), root.AdminUID, root.AdminGID); err != nil {
 		return err
 	}
-	if err := installStandInsWithUname(d("bin"), d("sbin"), d("localbin")); err != nil {
+	// An arm64 root's hosts are aarch64 by emulation: no stand-in plays it.
+	localBin, conf := d("localbin"), p.opts.StandIn.conf()
+	if p.emulator != "" {
+		localBin, conf = "", p.opts.StandIn.realConf()
+	}
+	if err := installStandInsWithUname(d("bin"), d("sbin"), localBin); err != nil {
 		return err
 	}
-	if err := os.WriteFile(d("state/standin.conf"), []byte(p.opts.StandIn.conf()), 0o644); err != nil {
+	if err := os.WriteFile(d("state/standin.conf"), []byte(conf), 0o644); err != nil {
 		return err
 	}
 	// The stand-ins may run as admin or as root: both append to the logs.
-	for _, f := range []string{"state/shutdown.log", "state/standin-calls.log"} {
+	for _, f := range []string{"state/shutdown.log", "state/standin-calls.log", "state/standin-machine.log"} {
 		if err := os.WriteFile(d(f), nil, 0o666); err != nil {
 			return err
 		}

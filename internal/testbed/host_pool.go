@@ -29,6 +29,13 @@ type HostPoolOptions struct {
 	// default) or "bookworm", whose nix-bin (Nix 2.8) is older than current
 	// nixpkgs requires.
 	DebianSuite string
+	// DebianArch is the architecture of the hosts' Debian root: "" (this
+	// machine's), or "arm64", whose programs the kernel runs through
+	// binfmt_misc and qemu-user-static (binfmt.go): uname -m and Nix say
+	// aarch64 as on a Graviton instance, with no stand-in making them, and
+	// everything on the host runs emulated (slowly). Only the trixie root
+	// is built for arm64 (scripts/testbed-deps.sh).
+	DebianArch string
 	// KeepDirs keeps each host's folder (sshd.log, state/ with the stand-ins'
 	// logs and images) after Stop, for post-mortems.
 	KeepDirs bool
@@ -41,8 +48,11 @@ type HostPoolOptions struct {
 
 // HostPool starts and stops hosts. Its methods are safe for concurrent use.
 type HostPool struct {
-	opts       HostPoolOptions
-	root       debianRoot
+	opts HostPoolOptions
+	root debianRoot
+	// emulator is the binfmt_misc interpreter that runs an arm64 root's
+	// programs; empty for this machine's own.
+	emulator   string
 	logf       func(string, ...any)
 	workDir    string
 	ownWorkDir bool
@@ -106,12 +116,17 @@ func NewHostPool(opts HostPoolOptions) (*HostPool, error) {
 	if err := setupMachine(ctx, logf); err != nil {
 		return nil, err
 	}
-	root, err := findDebianRoot(opts.DebianSuite)
+	emulator, err := rootEmulator(opts)
+	if err != nil {
+		return nil, err
+	}
+	root, err := findDebianRoot(opts.DebianSuite, opts.DebianArch)
 	if err != nil {
 		return nil, err
 	}
 	p := &HostPool{
 		root:     root,
+		emulator: emulator,
 		opts:     opts,
 		logf:     logf,
 		workDir:  opts.WorkDir,
@@ -368,6 +383,11 @@ func (p *HostPool) create(ctx context.Context, id string, slot *hostSlot, keys [
 	}
 	if err := h.checkMounts(); err != nil {
 		return nil, err
+	}
+	if p.emulator != "" {
+		if err := h.checkEmulated(p.emulator); err != nil {
+			return nil, err
+		}
 	}
 	if p.opts.StandIn.Arch == "x86_64-binfmt" {
 		if err := h.preinstallNix(ctx); err != nil {

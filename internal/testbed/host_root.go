@@ -32,8 +32,9 @@ const (
 )
 
 // findDebianRoot locates the cached root of suite (empty: trixie) in the
-// repository's .cache/debian-SUITE.
-func findDebianRoot(suite string) (debianRoot, error) {
+// repository's .cache/debian-SUITE, or .cache/debian-SUITE-ARCH for arch
+// (empty: this machine's).
+func findDebianRoot(suite, arch string) (debianRoot, error) {
 	if suite == "" {
 		suite = debianSuite
 	}
@@ -41,11 +42,11 @@ func findDebianRoot(suite string) (debianRoot, error) {
 	if err != nil {
 		return debianRoot{}, err
 	}
-	dir := filepath.Join(repo, ".cache", "debian-"+suite)
+	dir := filepath.Join(repo, ".cache", debianRootDir(suite, arch))
 	r := debianRoot{FS: filepath.Join(dir, "root"), Mirror: filepath.Join(dir, "mirror")}
 	for _, p := range []string{filepath.Join(r.FS, "etc", "debian_version"), filepath.Join(r.Mirror, "dists", suite, "InRelease")} {
 		if _, err := os.Stat(p); err != nil {
-			return debianRoot{}, fmt.Errorf("testbed: the Debian %s root is not built (%s is missing); run `make testbed-deps` (scripts/debian-root.sh %s)", suite, p, suite)
+			return debianRoot{}, fmt.Errorf("testbed: the Debian %s root is not built (%s is missing); run `make testbed-deps` (scripts/debian-root.sh %s)", suite, p, strings.TrimSpace(suite+" "+arch))
 		}
 	}
 	uid, gid, err := passwdIDs(filepath.Join(r.FS, "etc", "passwd"), hostUser)
@@ -54,6 +55,15 @@ func findDebianRoot(suite string) (debianRoot, error) {
 	}
 	r.AdminUID, r.AdminGID = uid, gid
 	return r, nil
+}
+
+// debianRootDir is the folder under .cache that scripts/debian-root.sh SUITE
+// [ARCH] builds.
+func debianRootDir(suite, arch string) string {
+	if arch == "" {
+		return "debian-" + suite
+	}
+	return "debian-" + suite + "-" + arch
 }
 
 // passwdIDs reads a user's uid and gid from a passwd file.

@@ -82,6 +82,14 @@ func (o StandInOptions) conf() string {
 	return conf
 }
 
+// realConf is standin.conf on a host whose root is of another architecture
+// (o.Arch is empty there): ARCH=real, the machine is what the real programs
+// say under emulation, and the stand-in nix records it at each build
+// (Host.MachineRecords).
+func (o StandInOptions) realConf() string {
+	return o.conf() + "ARCH=real\n"
+}
+
 // installStandIns writes the stand-ins into a host's bin and sbin.
 func installStandIns(binDir, sbinDir string) error {
 	return installStandInsWithUname(binDir, sbinDir, "")

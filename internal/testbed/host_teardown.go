@@ -46,6 +46,7 @@ func (p *HostPool) stopHost(h *Host) error {
 	// Keep the records before the folder goes.
 	shutdown, err1 := readLines(filepath.Join(h.Dir, "state", "shutdown.log"))
 	standin, err2 := readLines(filepath.Join(h.Dir, "state", "standin-calls.log"))
+	machine, err3 := readLines(filepath.Join(h.Dir, "state", "standin-machine.log"))
 	h.mu.Lock()
 	h.stopped = true
 	if err1 == nil {
@@ -53,6 +54,9 @@ func (p *HostPool) stopHost(h *Host) error {
 	}
 	if err2 == nil {
 		h.standin = standin
+	}
+	if err3 == nil {
+		h.machine = machine
 	}
 	h.mu.Unlock()
 	if !p.opts.KeepDirs {

@@ -42,6 +42,10 @@ type Options struct {
 	Link *LinkProfile
 	// StandIn configures the stand-in nix's image.
 	StandIn StandInOptions
+	// DebianArch is the architecture of the instances' Debian root
+	// (HostPoolOptions.DebianArch): "" for this machine's, "arm64" for
+	// real aarch64 hosts under emulation.
+	DebianArch string
 	// Logf receives progress lines; nil = log.Printf.
 	Logf func(string, ...any)
 }
@@ -121,6 +125,7 @@ func Start(ctx context.Context, opts Options) (tb *Testbed, err error) {
 		BootDelay:    opts.BootDelay,
 		Link:         opts.Link,
 		StandIn:      opts.StandIn,
+		DebianArch:   opts.DebianArch,
 		GatewayNames: s3Names(opts.Regions),
 		Logf:         opts.Logf,
 	})

@@ -81,6 +81,8 @@ die() {
 # host's Nix builds for aarch64-linux (its system, and so
 # builtins.currentSystem); an x86_64 host's for x86_64-linux, with
 # aarch64-linux among its extra-platforms when binfmt emulation is there.
+# ARCH=real: the host's root is arm64 and runs emulated; its Nix says what it
+# is on its own.
 arch=aarch64
 if [ -r "$state/standin.conf" ]; then
 	arch=$(sed -n 's/^ARCH=//p' "$state/standin.conf")
@@ -479,6 +481,18 @@ else
 fi
 
 # ---- the real Nix's verdict -----------------------------------------------
+
+# On a host of a real arm64 root, what the machine is as the build sees it:
+# the uname on its PATH and what it says, the real Nix's system and
+# builtins.currentSystem (Host.MachineRecords).
+if [ "$arch" = real ]; then
+	{
+		u=$(command -v uname || echo none)
+		printf 'uname=%s:%s system=%s currentSystem=%s\n' "$u" "$(uname -m 2>&1)" \
+			"$("$real_nix" --extra-experimental-features nix-command config show system 2>&1)" \
+			"$(exec -a nix-instantiate "$real_nix" --eval --expr builtins.currentSystem 2>&1)"
+	} >>"$state/standin-machine.log" 2>/dev/null || true
+fi
 
 standin_command "$@"
 # --dry-run evaluates and instantiates, and builds nothing; with no
