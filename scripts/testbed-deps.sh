@@ -44,11 +44,14 @@ if ! grep -qs '^flags: .*C' "$binfmt/qemu-aarch64" || ! grep -qs '^flags: .*F' "
     exit 1
   fi
   echo "testbed-deps: registering qemu-user-static's aarch64 entry with binfmt_misc (flags F and C)" >&2
-  mountpoint -q "$binfmt" || mount -t binfmt_misc binfmt_misc "$binfmt"
-  [ ! -e "$binfmt/qemu-aarch64" ] || echo -1 >"$binfmt/qemu-aarch64"
   line=$(grep '^:qemu-aarch64:' /usr/lib/binfmt.d/qemu-aarch64.conf)
   case "${line##*:}" in *C*) ;; *) line="${line}C" ;; esac
-  printf '%s\n' "$line" >"$binfmt/register"
+  if ! { mountpoint -q "$binfmt" || mount -t binfmt_misc binfmt_misc "$binfmt"; } ||
+    ! { [ ! -e "$binfmt/qemu-aarch64" ] || echo -1 >"$binfmt/qemu-aarch64"; } ||
+    ! printf '%s\n' "$line" >"$binfmt/register"; then
+    echo "testbed-deps: binfmt_misc cannot be registered on this machine (above), so the arm64 root cannot be built and TestBuilderArm64 cannot run; it needs a kernel with binfmt_misc and root in the initial namespaces" >&2
+    exit 1
+  fi
 fi
 
 # Debian 13, Debian 12 (whose Nix is too old for current nixpkgs: the test of that case) and
