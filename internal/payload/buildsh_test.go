@@ -35,7 +35,7 @@ func newScriptEnv(t *testing.T) *scriptEnv {
 		t.Fatal(err)
 	}
 	os.WriteFile(e.script, b, 0o755)
-	for _, tool := range []string{"bash", "id", "rm", "readlink", "timeout", "env", "cat", "sleep", "printf", "grep", "mkdir", "ln", "touch", "chmod", "true", "kill", "mktemp", "mkfifo", "tee", "sed", "head"} {
+	for _, tool := range []string{"bash", "id", "rm", "readlink", "timeout", "env", "cat", "sleep", "printf", "grep", "mkdir", "ln", "touch", "chmod", "true", "kill", "mktemp", "mkfifo", "tee", "sed", "head", "sh"} {
 		p, err := exec.LookPath(tool)
 		if err != nil {
 			t.Fatalf("%s not found: %v", tool, err)
@@ -231,10 +231,14 @@ func TestBuildScriptEnforcesTimeout(t *testing.T) {
 // creates ready once its trap is set, so a test signals it only then (a TERM
 // before that would end it without a trace). Both files are made by the
 // shell itself, not by touch: timeout passes TERM on to its whole process
-// group, which would also kill a touch started by the trap.
+// group, which would also kill a touch started by the trap. Like Nix, it
+// does not die of SIGPIPE: once the session's output is gone, bash's report
+// of its sleep's end would otherwise kill it before its trap runs. It sleeps
+// in the foreground: bash's wait builtin may drop a trapped signal that
+// comes with the end of the job it waits for.
 func (e *scriptEnv) stoppableNix(dir string) (marker, ready string) {
 	marker, ready = filepath.Join(dir, "nix-got-term"), filepath.Join(dir, "nix-ready")
-	e.fake("nix", `trap ': >`+marker+`; exit 143' TERM; : >`+ready+`; sleep 60 & wait`)
+	e.fake("nix", `trap '' PIPE; trap ': >`+marker+`; exit 143' TERM; : >`+ready+`; for ((i = 0; i < 600; i++)); do sleep 0.1; done`)
 	return marker, ready
 }
 

@@ -241,30 +241,35 @@ ppid_of() {
 	printf '%s\n' "$ppid"
 }
 
-# stop_child stops the build process $1 (sudo relays the signal to nix).
+# stop_child stops the build process $1 (sudo relays the signal to timeout)
+# and the process group timeout leads with nix: timeout ends without passing
+# a signal on when the signal comes before its fork has returned.
 stop_child() {
+	local group=""
+	[ -z "$group_file" ] || group=$(cat "$group_file" 2>/dev/null) || group=""
+	local -a targets=("$1")
+	[ -z "$group" ] || targets+=("-$group")
 	if [ -n "${run_as_root:-}" ]; then
-		as_root kill -TERM "$1" 2>/dev/null || true
+		as_root kill -TERM -- "${targets[@]}" 2>/dev/null || true
 	else
-		kill -TERM "$1" 2>/dev/null || true
+		kill -TERM -- "${targets[@]}" 2>/dev/null || true
 	fi
 }
 
 # watch_session stops the build when the SSH session that started this script
 # ends: Packer does not wait for a provisioner when it is interrupted, so
 # nobody would run the stop command. The session's end re-parents this script
-# (or ends it without its trap running).
+# (or ends it without its trap running). The watcher stops the build itself
+# too: bash's wait builtin may drop the script's trapped SIGTERM when it comes
+# with the end of a child, such as this watcher's.
 watch_session() {
 	local pid=$1 parent=$2 build=$3
 	trap '' HUP PIPE
 	while true; do
 		sleep 2 || true
 		if [ "$(ppid_of "$pid" || true)" != "$parent" ]; then
-			if kill -0 "$pid" 2>/dev/null; then
-				kill -TERM "$pid" 2>/dev/null || true
-			else
-				stop_child "$build"
-			fi
+			kill -TERM "$pid" 2>/dev/null || true
+			stop_child "$build"
 			return 0
 		fi
 	done
@@ -273,6 +278,7 @@ watch_session() {
 child=""
 watcher=""
 errlog=""
+group_file=""
 build_dir=""
 run_as_root=""
 
@@ -299,6 +305,7 @@ stop_build() {
 		say "stopping the build"
 		wait "$pid" 2>/dev/null
 	fi
+	[ -z "$group_file" ] || as_root rm -f "$group_file" 2>/dev/null
 	remove_build_dir
 	exit 143
 }
@@ -346,15 +353,21 @@ run_build() {
 	mkfifo -m 600 "$fifo"
 	tee "$errlog" <"$fifo" >&2 &
 	tee_pid=$!
-	"${run[@]}" timeout --kill-after=60 "$timeout_s" "$nix_bin" "$@" "${opts[@]}" </dev/null 2>"$fifo" &
+	# The process id of timeout, the leader of its group, goes to group_file.
+	group_file="$remote_dir/build.group"
+	rm -f "$group_file"
+	# shellcheck disable=SC2016 # expanded by sh
+	"${run[@]}" sh -c 'printf "%s\n" "$$" >"$0" && exec "$@"' "$group_file" \
+		timeout --kill-after=60 "$timeout_s" "$nix_bin" "$@" "${opts[@]}" </dev/null 2>"$fifo" &
 	child=$!
 	# Written once the build runs, so whoever reads it to stop the build finds
 	# this script ready to pass the signal on.
 	printf '%s\n' "$$" >"$remote_dir/build.pid"
-	local parent
-	if parent=$(ppid_of "$$"); then
+	# The session is the parent this script started with ($PPID): by now it
+	# may have ended already.
+	if ppid_of "$$" >/dev/null; then
 		# Its own output goes nowhere, so that it never holds the session open.
-		watch_session "$$" "$parent" "$child" >/dev/null 2>&1 &
+		watch_session "$$" "$PPID" "$child" >/dev/null 2>&1 &
 		watcher=$!
 	fi
 	wait "$child" || status=$?
@@ -364,6 +377,8 @@ run_build() {
 		watcher=""
 	fi
 	rm -f "$remote_dir/build.pid"
+	as_root rm -f "$group_file" 2>/dev/null || true
+	group_file=""
 	remove_build_dir
 	if [ "$status" -eq 124 ]; then
 		die 124 "the $what ran longer than build_timeout (${timeout_s}s) and was stopped. Raise build_timeout or use a larger instance."
