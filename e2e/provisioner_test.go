@@ -435,6 +435,22 @@ func TestProvisionerLocalFlake(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "out-remote", standInImage+".flake.lock")); err == nil {
 		t.Error("a remote flake's lock file was copied beside the image")
 	}
+	// The flake has no flake.lock and its nixpkgs branch moves between two
+	// lockings on the test bed: the build read the lock made before it
+	// (--reference-lock-file), so it built the nixpkgs the manifest names.
+	recs, err := p.host.FlakeInputRecords()
+	if err != nil {
+		t.Fatal(err)
+	}
+	built := ""
+	for _, r := range recs {
+		if after, ok := strings.CutPrefix(r, "build "+locked+" nixpkgs "); ok {
+			built = after
+		}
+	}
+	if built == "" || built != m["nixpkgs_revision"] {
+		t.Errorf("the remote flake's build used nixpkgs %q, the manifest names %v (stand-in records %q)", built, m["nixpkgs_revision"], recs)
+	}
 
 	// The same host, whose Nix is installed now, builds example/provisioner.
 	buildProvisionerExample(t, p)

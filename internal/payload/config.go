@@ -168,8 +168,11 @@ type Config struct {
 	// the default channel and end-of-life checks read (time.Now if nil).
 	nixpkgsDefault bool
 	now            func() time.Time
-	// flakeLock is a remote flake as locked before the build.
-	flakeLock *FlakeLock
+	// flakeLock is a remote flake as locked before the build;
+	// referenceLock the host's copy of its lock file the build reads, empty
+	// when the host's Nix cannot read one.
+	flakeLock     *FlakeLock
+	referenceLock string
 }
 
 var (

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/url"
 	"path"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -68,7 +69,57 @@ func (r *run) lockFlake(ctx context.Context) error {
 	}
 	cfg.flakeLock = lock
 	r.ui.Say(fmt.Sprintf("The flake %s is locked to %s; the build uses it", ref, lock.URL))
+	return r.keepFlakeLock(ctx, ref, []byte(out))
+}
+
+// referenceLockNix is the first Nix with --reference-lock-file.
+const referenceLockNix = "2.15"
+
+// keepFlakeLock puts the lock file `nix flake metadata` made on the host
+// for the build to read (--reference-lock-file): a flake without a
+// flake.lock of its own would otherwise have its inputs locked again by the
+// build, and they could differ from the manifest's. A Nix older than 2.15
+// (Debian 12's 2.8) cannot read one: the build then locks them again, with
+// a warning.
+func (r *run) keepFlakeLock(ctx context.Context, ref string, metadata []byte) error {
+	var m struct {
+		Locks json.RawMessage `json:"locks"`
+	}
+	if err := json.Unmarshal(lastJSON(metadata), &m); err != nil || len(m.Locks) == 0 || string(m.Locks) == "null" {
+		return fmt.Errorf("could not lock the flake %s on the host: nix flake metadata printed no lock file (\"locks\"); check the host's Nix with nix flake metadata --json %s", ref, ref)
+	}
+	out, err := remotecmd.Output(ctx, r.comm, nixVersionCommand)
+	if err != nil {
+		return fmt.Errorf("could not read the version of the host's Nix (nix --version: %w); check the host's Nix installation", err)
+	}
+	version := nixVersionPattern.FindString(out)
+	if version == "" || VersionLess(version, referenceLockNix) {
+		r.ui.Error(fmt.Sprintf("Warning: the host's Nix (%s) cannot build with a given lock file (--reference-lock-file needs Nix %s or newer): "+
+			"if the flake %s has no flake.lock of its own, the build locks its inputs again and the manifest's flake_inputs may not be what was built. "+
+			"Commit a flake.lock to the flake, or use a Debian 13 AMI (its Nix is 2.26)", cmp.Or(strings.TrimSpace(out), "unknown"), referenceLockNix, ref))
+		return nil
+	}
+	dst := path.Join(r.cfg.RemoteDirectory, remoteFlakeLock)
+	if err := r.uploadBytes(ctx, "the flake's lock file", append(m.Locks, '\n'), dst); err != nil {
+		return fmt.Errorf("could not keep the flake's lock on the host: %w", err)
+	}
+	r.cfg.referenceLock = dst
 	return nil
+}
+
+// nixVersionCommand prints the host's Nix version, finding nix as build.sh
+// does.
+const nixVersionCommand = `PATH="$PATH:/nix/var/nix/profiles/default/bin:/run/current-system/sw/bin" nix --version`
+
+var nixVersionPattern = regexp.MustCompile(`[0-9]+\.[0-9]+(\.[0-9]+)?`)
+
+// referenceLockArgs make a remote flake's build and evaluation read the lock
+// file kept on the host.
+func referenceLockArgs(cfg *Config) []string {
+	if cfg.Flake == "" || cfg.referenceLock == "" {
+		return nil
+	}
+	return []string{"--reference-lock-file", cfg.referenceLock}
 }
 
 // parseFlakeMetadata reads `nix flake metadata --json`.

@@ -87,6 +87,23 @@ func TestRunRemoteFlakeLockedBeforeBuild(t *testing.T) {
 	if strings.Count(string(calls), "flake metadata") != 1 {
 		t.Errorf("the flake was locked more than once (it may have moved in between):\n%s", calls)
 	}
+	// The build and the platform's evaluation read the lock that metadata
+	// made, so a flake without a flake.lock of its own is not locked again.
+	ref := "--reference-lock-file " + filepath.Join(c.RemoteDirectory, remoteFlakeLock) + " "
+	for _, l := range lines {
+		if (strings.HasPrefix(l, "build ") || strings.HasPrefix(l, "eval ") && strings.Contains(l, "--apply")) && !strings.Contains(l, ref) {
+			t.Errorf("%q does not read the lock file kept on the host (%s)", l, ref)
+		}
+	}
+	kept, err := os.ReadFile(e.args + ".reflock")
+	var lockFile struct {
+		Nodes map[string]struct {
+			Locked map[string]any `json:"locked"`
+		} `json:"nodes"`
+	}
+	if err != nil || json.Unmarshal(kept, &lockFile) != nil || lockFile.Nodes["nixpkgs_2"].Locked["rev"] != fakeRevision {
+		t.Errorf("the lock file the build read: %v, %s", err, kept)
+	}
 	m := readManifestFile(t, res.ImagePath+".json")
 	if m["flake_locked_url"] != "github:me/pi/"+fakeFlakeRevision+"?narHash=sha256-BBBB" || m["flake_revision"] != fakeFlakeRevision ||
 		m["nixpkgs_revision"] != fakeRevision || m["nixpkgs_source"] != "flake.lock" ||
@@ -132,6 +149,28 @@ func TestRunLocalFlakeCopiesLockBack(t *testing.T) {
 	}
 	if calls, _ := os.ReadFile(e.args + ".calls"); strings.Count(string(calls), "flake metadata") != 1 {
 		t.Errorf("a local flake is not locked before the build, only read after it:\n%s", calls)
+	}
+}
+
+// TestRunRemoteFlakeOldNixWarns: a host Nix without --reference-lock-file
+// (Debian 12's 2.8) builds the locked reference as before, and the run says
+// that the flake's inputs are locked again.
+func TestRunRemoteFlakeOldNixWarns(t *testing.T) {
+	e := newRunEnv(t, "FAKE_NIX_VERSION=2.8.0")
+	e.publish(true)
+	c := e.config(func(c *Config) { c.Flake = "github:me/pi#rpi4" })
+	if _, err := e.run(context.Background(), c); err != nil {
+		t.Fatalf("Run: %v\n%s", err, e.ui.all())
+	}
+	calls, _ := os.ReadFile(e.args + ".calls")
+	if strings.Contains(string(calls), "--reference-lock-file") {
+		t.Errorf("Nix 2.8 was given --reference-lock-file:\n%s", calls)
+	}
+	if !strings.Contains(string(calls), "github:me/pi/"+fakeFlakeRevision) {
+		t.Errorf("the build does not use the locked reference:\n%s", calls)
+	}
+	if w := e.ui.all(); !strings.Contains(w, "Warning: the host's Nix (nix (Nix) 2.8.0) cannot build with a given lock file (--reference-lock-file needs Nix 2.15 or newer)") {
+		t.Errorf("no warning:\n%s", w)
 	}
 }
 

@@ -25,11 +25,14 @@ const (
 	remoteConfig   = "nixos/config"
 	remotePlugin   = "nixos/plugin.nix"
 	remoteFlake    = "flake"
-	remoteResult   = "result"
-	remotePID      = "build.pid"
+	// remoteFlakeLock is a remote flake's lock as `nix flake metadata`
+	// made it, which the build reads (--reference-lock-file).
+	remoteFlakeLock = "flake-metadata.lock"
+	remoteResult    = "result"
+	remotePID       = "build.pid"
 )
 
 // remoteEntries are every name the plugin creates in remote_directory; only
 // these are removed, never the directory's other contents.
-var remoteEntries = []string{remoteScript, remoteNixOS, remoteFlake, remoteResult, remotePID,
+var remoteEntries = []string{remoteScript, remoteNixOS, remoteFlake, remoteFlakeLock, remoteResult, remotePID,
 	nixcache.RemoteScript}

@@ -108,7 +108,7 @@ func nixArgs(cfg *Config) []string {
 	}
 	args = append(args, cfg.extraArgs...)
 	if cfg.Flake != "" {
-		return append(args, flakeTarget(cfg))
+		return append(append(args, referenceLockArgs(cfg)...), flakeTarget(cfg))
 	}
 	return append(args,
 		"--file", "<nixpkgs/nixos>",

@@ -42,6 +42,7 @@ func platformArgs(cfg *Config) []string {
 			i += 2
 		}
 	}
+	args = append(args, referenceLockArgs(cfg)...)
 	return append(args, flakeConfigAttr(cfg), "--apply", platformExpr)
 }
 

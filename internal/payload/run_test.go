@@ -39,7 +39,7 @@ const fakeFlakeRevision = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c"
 
 var fakeNix = `#!/bin/bash
 echo "$*" >>"$FAKE_ARGS.calls"
-if [ "$1" = --version ]; then echo "nix (Nix) 2.28.3"; exit 0; fi
+if [ "$1" = --version ]; then echo "nix (Nix) ${FAKE_NIX_VERSION:-2.28.3}"; exit 0; fi
 # Its settings: an AArch64 Nix.
 case "$*" in *"config show"*) printf '%s\n' "max-jobs = 1" "system = aarch64-linux"; exit 0 ;; esac
 # A flake configuration's platform (platform.go): aarch64-linux, or the
@@ -92,6 +92,8 @@ fi
 out=
 while [ $# -gt 0 ]; do
 	if [ "$1" = --out-link ]; then out=$2; fi
+	# The lock file the build reads, for the tests to compare.
+	if [ "$1" = --reference-lock-file ]; then cp "$2" "$FAKE_ARGS.reflock"; fi
 	shift
 done
 ln -sfn "$FAKE_STORE" "$out"

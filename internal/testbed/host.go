@@ -51,6 +51,7 @@ type Host struct {
 	shutdown []string // cached at Stop
 	standin  []string // cached at Stop
 	machine  []string // cached at Stop
+	inputs   []string // cached at Stop
 	// The instance's network (host_firewall.go): the nftables ruleset last
 	// applied, what it was made from, and whether the policy routing rule is in.
 	firewall   string
@@ -80,6 +81,14 @@ func (h *Host) StandInCalls() ([]string, error) {
 // builtins.currentSystem. Hosts of this machine's root keep none.
 func (h *Host) MachineRecords() ([]string, error) {
 	return h.records("standin-machine.log", func() []string { return h.machine })
+}
+
+// FlakeInputRecords returns, per build or evaluation of a flake the host
+// cannot fetch, the nixpkgs revision the stand-in nix locked its input to:
+// "build REF nixpkgs REV" (or "eval ..."), REF as the command line named
+// the flake.
+func (h *Host) FlakeInputRecords() ([]string, error) {
+	return h.records("standin-flake-inputs.log", func() []string { return h.inputs })
 }
 
 func (h *Host) records(name string, cached func() []string) ([]string, error) {

@@ -87,7 +87,8 @@ func (p *HostPool) populateDir(ctx context.Context, h *Host, root debianRoot, ke
 		return err
 	}
 	// The stand-ins may run as admin or as root: both append to the logs.
-	for _, f := range []string{"state/shutdown.log", "state/standin-calls.log", "state/standin-machine.log"} {
+	for _, f := range []string{"state/shutdown.log", "state/standin-calls.log", "state/standin-machine.log",
+		"state/standin-flake-inputs.log", "state/standin-nixpkgs-branch"} {
 		if err := os.WriteFile(d(f), nil, 0o666); err != nil {
 			return err
 		}

@@ -328,21 +328,79 @@ func TestStandInNixWhatTheBuildUsed(t *testing.T) {
 		t.Errorf("nix flake metadata with a lock: exit %d, %q", code, out)
 	}
 	// A remote flake is locked to a revision fixed per reference, named
-	// in its url as real Nix names a locked reference.
+	// in its url as real Nix names a locked reference; it has no lock file,
+	// and its nixpkgs branch has moved each time it is locked.
 	out, _, code = e.run("nix", "flake", "metadata", "--json", "github:me/pi/main")
-	var meta struct{ URL, Revision string }
+	var meta remoteMetadata
 	json.Unmarshal([]byte(out), &meta)
 	if code != 0 || !regexp.MustCompile(`^0000000[0-9a-f]{33}$`).MatchString(meta.Revision) ||
 		!regexp.MustCompile(`^github:me/pi/`+meta.Revision+`\?narHash=sha256-[A-Za-z0-9/%]{40,}$`).MatchString(meta.URL) {
 		t.Errorf("nix flake metadata of a remote flake: exit %d, %q", code, out)
 	}
 	again, _, _ = e.run("nix", "flake", "metadata", "--json", "github:me/pi/main")
-	if again != out {
+	var meta2 remoteMetadata
+	json.Unmarshal([]byte(again), &meta2)
+	if meta2.URL != meta.URL || meta2.Revision != meta.Revision {
 		t.Errorf("a remote flake's lock is not fixed per reference: %q, then %q", out, again)
+	}
+	if r1, r2 := meta.nixpkgs(), meta2.nixpkgs(); !regexp.MustCompile(`^[0-9a-f]{40}$`).MatchString(r1) || r1 == r2 {
+		t.Errorf("a remote flake's nixpkgs branch did not move between two lockings: %q, then %q", r1, r2)
 	}
 	out, _, _ = e.run("nix", "flake", "metadata", "--json", "git+https://example.org/pi.git?ref=main")
 	if !strings.Contains(out, `"url":"git+https://example.org/pi.git?ref=main&rev=0000000`) {
 		t.Errorf("nix flake metadata of a git flake: %q", out)
+	}
+}
+
+// remoteMetadata is what the tests read of `nix flake metadata --json`.
+type remoteMetadata struct {
+	URL, Revision string
+	Locks         json.RawMessage
+}
+
+// nixpkgs is the revision of the lock's nixpkgs node.
+func (m remoteMetadata) nixpkgs() string {
+	var l struct {
+		Nodes map[string]struct{ Locked struct{ Rev string } }
+	}
+	json.Unmarshal(m.Locks, &l)
+	return l.Nodes["nixpkgs"].Locked.Rev
+}
+
+// TestStandInNixRemoteFlakeReferenceLock: a remote flake (without a
+// flake.lock of its own) built with --reference-lock-file of the lock `nix
+// flake metadata` printed builds the nixpkgs revision of that lock; without
+// it, or with a lock file that does not exist, the build locks the moving
+// branch again, as real Nix does. The real Nix here accepts the flag as
+// Nix 2.15 and newer do; TestProvisionerLocalFlake runs Debian 13's 2.26.
+func TestStandInNixRemoteFlakeReferenceLock(t *testing.T) {
+	e := newStandinEnv(t, StandInOptions{})
+	out, _, code := e.run("nix", "flake", "metadata", "--json", "github:me/pi/main")
+	var meta remoteMetadata
+	if err := json.Unmarshal([]byte(out), &meta); code != 0 || err != nil || meta.nixpkgs() == "" {
+		t.Fatalf("nix flake metadata: exit %d, %v, %q", code, err, out)
+	}
+	lock := filepath.Join(e.work, "reference.lock")
+	os.WriteFile(lock, append(meta.Locks, '\n'), 0o644)
+	const attr = "#nixosConfigurations.rpi4.config.system.build.sdImage"
+	build := func(extra ...string) string {
+		t.Helper()
+		args := append([]string{"build", "--extra-experimental-features", "nix-command flakes", "--out-link", "result"}, extra...)
+		if _, stderr, code := e.run("nix", append(args, meta.URL+attr)...); code != 0 {
+			t.Fatalf("nix build %q: exit %d: %s", extra, code, stderr)
+		}
+		recs := e.calls(t, "standin-flake-inputs.log")
+		return recs[len(recs)-1]
+	}
+	if got, want := build("--reference-lock-file", lock), "build "+meta.URL+" nixpkgs "+meta.nixpkgs(); got != want {
+		t.Errorf("with the reference lock file: %q, want %q", got, want)
+	}
+	moved := build()
+	if !strings.HasPrefix(moved, "build "+meta.URL+" nixpkgs ") || strings.HasSuffix(moved, meta.nixpkgs()) {
+		t.Errorf("without a reference lock file the branch was not locked again: %q", moved)
+	}
+	if missing := build("--reference-lock-file", filepath.Join(e.work, "none.lock")); missing == moved || strings.HasSuffix(missing, meta.nixpkgs()) {
+		t.Errorf("a reference lock file that does not exist: %q", missing)
 	}
 }
 

@@ -47,6 +47,7 @@ func (p *HostPool) stopHost(h *Host) error {
 	shutdown, err1 := readLines(filepath.Join(h.Dir, "state", "shutdown.log"))
 	standin, err2 := readLines(filepath.Join(h.Dir, "state", "standin-calls.log"))
 	machine, err3 := readLines(filepath.Join(h.Dir, "state", "standin-machine.log"))
+	inputs, err4 := readLines(filepath.Join(h.Dir, "state", "standin-flake-inputs.log"))
 	h.mu.Lock()
 	h.stopped = true
 	if err1 == nil {
@@ -57,6 +58,9 @@ func (p *HostPool) stopHost(h *Host) error {
 	}
 	if err3 == nil {
 		h.machine = machine
+	}
+	if err4 == nil {
+		h.inputs = inputs
 	}
 	h.mu.Unlock()
 	if !p.opts.KeepDirs {

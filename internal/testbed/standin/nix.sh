@@ -31,7 +31,13 @@
 # ./result) becomes a symlink to $STATE/store/<hash>-nixos-sd-image.
 #
 # Contract (see internal/testbed): every invocation's argv is appended to
-# $STATE/standin-calls.log. `nix eval` of nixpkgs' lib.version and
+# $STATE/standin-calls.log. A flake the host cannot fetch (a remote one) has
+# no flake.lock of its own: every locking of it resolves its nixpkgs input,
+# the branch nixos-26.05, anew, and that branch moves on every resolution
+# (counted in $STATE/standin-nixpkgs-branch), unless a lock file given with
+# --reference-lock-file locks that input, as real Nix (2.15 and newer) then
+# uses the lock file's entry; each build and evaluation of a remote flake
+# appends "build|eval REF nixpkgs REV" to $STATE/standin-flake-inputs.log. `nix eval` of nixpkgs' lib.version and
 # revision, and `nix flake metadata`, are answered by the stand-in too (see
 # below; the host has no network to fetch what they ask about). The build
 # fails like nix does (exit 1, "error: builder for
@@ -142,6 +148,7 @@ input_opts=" --include -I --file -f --expr --attr -A --system --arg --argstr --o
 
 out_link="result"
 build_dir_opt=""
+reference_lock=""
 json=0
 options=()
 no_link=0
@@ -172,6 +179,10 @@ while [ "$i" -le "$#" ]; do
 	--build-dir)
 		i=$((i + 1))
 		build_dir_opt=${!i}
+		;;
+	--reference-lock-file)
+		i=$((i + 1))
+		reference_lock=${!i:-}
 		;;
 	--print-out-paths) print_out_paths=1 ;;
 	-L | --print-build-logs) print_logs=1 ;;
@@ -227,6 +238,35 @@ done
 # "pre-git", as real nixpkgs says.
 channel_revision() {
 	printf '0000000%s\n' "$(printf 'channel %s\n' "$1" | sha256sum | cut -c1-33)"
+}
+
+# branch_revision resolves the branch nixos-26.05 of NixOS/nixpkgs, a
+# remote flake's nixpkgs input, anew: it has moved since it was last
+# resolved, to a revision fixed per resolution.
+nixpkgs_branch_original='"original":{"owner":"NixOS","ref":"nixos-26.05","repo":"nixpkgs","type":"github"}'
+branch_revision() {
+	local f="$state/standin-nixpkgs-branch" n
+	# Two builds at once each see it move.
+	{
+		flock 8
+		n=$(cat "$f" 2>/dev/null || true)
+		n=$((${n:-0} + 1))
+		printf '%s\n' "$n" >"$f"
+	} 8<"$state"
+	channel_revision "github:NixOS/nixpkgs/nixos-26.05 $n"
+}
+
+# remote_nixpkgs_revision is the revision a remote flake's locking gives its
+# nixpkgs input: the entry of the lock file given (as `nix flake metadata
+# --json` prints "locks", or flake.lock) whose original is that input, else
+# the branch resolved anew (also when the file does not exist, which real
+# Nix reads as an empty lock file).
+remote_nixpkgs_revision() {
+	local rev=""
+	if [ -n "$1" ] && [ -r "$1" ]; then
+		rev=$(tr -d '\n' <"$1" | sed -n 's/.*"nixpkgs":{"locked":{[^}]*"rev":"\([0-9a-f]\{40\}\)"[^}]*},'"$nixpkgs_branch_original"'}.*/\1/p')
+	fi
+	if [ -n "$rev" ]; then printf '%s\n' "$rev"; else branch_revision; fi
 }
 
 standin_eval() {
@@ -296,6 +336,8 @@ standin_flake_metadata() {
 	*)
 		"$real_nix" --extra-experimental-features 'nix-command flakes' eval --raw \
 			--expr "builtins.flakeRefToString (builtins.parseFlakeRef \"$ref\")" >/dev/null || exit 1
+		# No flake.lock of its own: its nixpkgs input is resolved now.
+		locks='{"nodes":{"nixpkgs":{"locked":{"owner":"NixOS","repo":"nixpkgs","rev":"'"$(branch_revision)"'","type":"github"},'"$nixpkgs_branch_original"'},"root":{"inputs":{"nixpkgs":"nixpkgs"}}},"root":"root","version":7}'
 		local hex
 		hex=$(printf 'source %s\n' "$rev" | sha256sum | cut -c1-64)
 		# shellcheck disable=SC2001 # every byte of the hex, as \xHH
@@ -327,6 +369,12 @@ standin_flake_metadata() {
 # nixosConfigurations entry.
 nixpkgs_standin="$standin_dir/nixpkgs"
 validate=()
+# What a remote flake's build or evaluation locked its inputs to, once the
+# real Nix accepted the command line.
+remote_inputs=""
+record_remote_inputs() {
+	[ -z "$remote_inputs" ] || printf '%s\n' "$remote_inputs" >>"$state/standin-flake-inputs.log" 2>/dev/null || true
+}
 uses_file=0
 tmp_flakes=()
 cleanup_validation() {
@@ -419,6 +467,7 @@ standin_command() {
 				# AArch64 configuration (as a real one sets hostPlatform).
 				"$real_nix" --extra-experimental-features 'nix-command flakes' eval --raw \
 					--expr "builtins.flakeRefToString (builtins.parseFlakeRef \"$ref\")" >/dev/null || exit 1
+				remote_inputs="${positional[0]:-} $ref nixpkgs $(remote_nixpkgs_revision "$reference_lock")"
 				tmp=$(mktemp -d /tmp/nixos-sd-standin-flake.XXXXXX)
 				tmp_flakes+=("$tmp")
 				name=""
@@ -453,6 +502,7 @@ if [ "$prog" = "nix" ] && [ "${positional[0]:-}" = eval ] && [[ " $* " != *" --e
 	else
 		# Its warnings, but for those about the stand-in's own flakes and lock files.
 		grep -E '^warning:' "$elog" | grep -vE 'nixos-sd-standin|lock file' >&2 || true
+		record_remote_inputs
 	fi
 	exit "$st"
 fi
@@ -522,6 +572,7 @@ if [ "$vstatus" -ne 0 ]; then
 	cat "$vlog" >&2
 	exit "$vstatus"
 fi
+record_remote_inputs
 # The derivations it would build, for tests to read back what was
 # evaluated (the image's name carries its platform).
 grep -E '^ +/nix/store/.*\.drv$' "$vlog" | sed 's/^ *//' >>"$state/standin-drvs.log" 2>/dev/null || true
