@@ -10,12 +10,15 @@
 //     NixOS configuration is put in it; cleanupRemote removes them again.
 //   - install nix and build (build.go): build.sh installs Nix when it is
 //     missing, then runs `nix build` under build_timeout; stopBuild asks it to
-//     stop when the context ends.
+//     stop when the context ends. Once the build succeeded, build.sh computes
+//     the image's SHA-256 and, when it is to be decompressed here, that of
+//     the decompressed image, on the host's cores before the download.
 //   - locate image (locate.go): the one .img or .img.zst in the build result,
 //     its size, whether the host has zstd and sshd's MaxSessions.
-//   - checksum and download (fetch.go): the host computes the image's SHA-256
-//     while the image downloads; an errgroup joins the two, and the first to
-//     fail cancels the other.
+//   - checksum and download (fetch.go): the host prints the sums build.sh
+//     kept (computing them only when the image changed since) while the image
+//     downloads; an errgroup joins the two, and the first to fail cancels the
+//     other.
 //   - verify and decompress (verify.go): the local SHA-256 is compared with
 //     the host's, and the image must carry an MBR with a FAT firmware and a
 //     Linux root partition.

@@ -119,7 +119,7 @@ func (r *run) fetch(ctx context.Context, image string, info imageInfo, n localNa
 	transfer, tctx := errgroup.WithContext(ctx)
 	transfer.Go(func() error {
 		defer r.timer.track(PhaseChecksum)()
-		s, err := remoteSHA256(tctx, r.comm, image, remoteImage)
+		s, err := remoteSHA256(tctx, r.comm, sha256Command(r.cfg, image, remoteImage), remoteImage)
 		if err != nil && tctx.Err() == nil {
 			return phaseErr(PhaseChecksum, fmt.Errorf("computing the image's SHA-256 on the host: %w; check that sha256sum (and zstd) work on the host and run the build again, or set hash_image_locally = true", err), nil)
 		}
@@ -176,14 +176,14 @@ const checksumAttempts = 4
 // the image decompressed from it when asked for.
 type remoteSums struct{ file, image string }
 
-// remoteSHA256 is the SHA-256 of the host's file image and, with
-// decompressed, of the image zstd decompresses from it. A dropped connection
-// runs it again (the communicator reconnects).
-func remoteSHA256(ctx context.Context, comm packersdk.Communicator, image string, decompressed bool) (remoteSums, error) {
+// remoteSHA256 runs sha256Command cmd for the SHA-256 of the host's image
+// file and, with decompressed, of the image zstd decompresses from it. A
+// dropped connection runs it again (the communicator reconnects).
+func remoteSHA256(ctx context.Context, comm packersdk.Communicator, cmd string, decompressed bool) (remoteSums, error) {
 	var out string
 	var err error
 	for attempt := 1; ; attempt++ {
-		out, err = remotecmd.Output(ctx, comm, sha256Command(image, decompressed))
+		out, err = remotecmd.Output(ctx, comm, cmd)
 		if err == nil || ctx.Err() != nil || attempt == checksumAttempts || !remotecmd.Dropped(err) {
 			break
 		}

@@ -41,9 +41,7 @@ type LockedInput struct {
 // through build.sh as the build's own user.
 func flakeMetadataCommand(cfg *Config, ref string) string {
 	args := []string{"nix", "flake", "metadata", "--extra-experimental-features", "nix-command flakes", "--json", ref}
-	rd := cfg.RemoteDirectory
-	return "bash " + remotecmd.Quote(path.Join(rd, remoteScript)) + " build " + remotecmd.Quote(rd) + " " +
-		fmt.Sprint(int(nixpkgsTimeout.Seconds())) + " " + remotecmd.Join(args)
+	return scriptCommand(cfg, append([]string{"build", cfg.RemoteDirectory, fmt.Sprint(int(nixpkgsTimeout.Seconds()))}, args...)...)
 }
 
 // lockFlake locks a remote flake on the host before the build: the build
@@ -88,7 +86,7 @@ func (r *run) keepFlakeLock(ctx context.Context, ref string, metadata []byte) er
 	if err := json.Unmarshal(lastJSON(metadata), &m); err != nil || len(m.Locks) == 0 || string(m.Locks) == "null" {
 		return fmt.Errorf("could not lock the flake %s on the host: nix flake metadata printed no lock file (\"locks\"); check the host's Nix with nix flake metadata --json %s", ref, ref)
 	}
-	out, err := remotecmd.Output(ctx, r.comm, nixVersionCommand)
+	out, err := remotecmd.Output(ctx, r.comm, scriptCommand(r.cfg, "nix-version"))
 	if err != nil {
 		return fmt.Errorf("could not read the version of the host's Nix (nix --version: %w); check the host's Nix installation", err)
 	}
@@ -106,10 +104,6 @@ func (r *run) keepFlakeLock(ctx context.Context, ref string, metadata []byte) er
 	r.cfg.referenceLock = dst
 	return nil
 }
-
-// nixVersionCommand prints the host's Nix version, finding nix as build.sh
-// does.
-const nixVersionCommand = `PATH="$PATH:/nix/var/nix/profiles/default/bin:/run/current-system/sw/bin" nix --version`
 
 var nixVersionPattern = regexp.MustCompile(`[0-9]+\.[0-9]+(\.[0-9]+)?`)
 

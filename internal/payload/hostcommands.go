@@ -14,21 +14,30 @@ func buildCommand(cfg *Config) string {
 	return remotecmd.Join(append([]string{"nix"}, nixArgs(cfg)...))
 }
 
+// scriptCommand runs build.sh in remote_directory with args.
+func scriptCommand(cfg *Config, args ...string) string {
+	return "bash " + remotecmd.Quote(path.Join(cfg.RemoteDirectory, remoteScript)) + " " + remotecmd.Join(args)
+}
+
 // remoteBuildCommand runs buildCommand through build.sh, which chooses the
-// user to build as and enforces the timeout on the host itself.
+// user to build as and enforces the timeout on the host itself. Once the
+// build succeeded, build.sh computes the image's SHA-256 (and that of the
+// decompressed image when it is to be decompressed here) for sha256Command.
 func remoteBuildCommand(cfg *Config) string {
 	secs := int64(cfg.BuildTimeoutDuration() / time.Second)
 	if secs < 1 {
 		secs = 1
 	}
-	rd := cfg.RemoteDirectory
-	return "bash " + remotecmd.Quote(path.Join(rd, remoteScript)) + " build " + remotecmd.Quote(rd) + " " +
-		strconv.FormatInt(secs, 10) + " " + buildCommand(cfg)
+	sums := "--sums=file"
+	if cfg.Decompress == nil || *cfg.Decompress {
+		sums = "--sums=image"
+	}
+	return scriptCommand(cfg, "build", cfg.RemoteDirectory, strconv.FormatInt(secs, 10), sums) + " " + buildCommand(cfg)
 }
 
 // ensureNixCommand installs Nix on the host when it is missing.
 func ensureNixCommand(cfg *Config) string {
-	return "bash " + remotecmd.Quote(path.Join(cfg.RemoteDirectory, remoteScript)) + " ensure-nix"
+	return scriptCommand(cfg, "ensure-nix")
 }
 
 // workDirCommand creates the run's private working directory and prints its
@@ -75,8 +84,7 @@ func stopCommand(cfg *Config) string {
 // locateCommand lists the images in the build result, one store path per
 // line.
 func locateCommand(cfg *Config) string {
-	dir := remotecmd.Quote(path.Join(cfg.RemoteDirectory, remoteResult, "sd-image") + "/")
-	return "find -L " + dir + " -maxdepth 1 -type f \\( -name '*.img.zst' -o -name '*.img' \\) -exec readlink -f {} \\;"
+	return scriptCommand(cfg, "locate", cfg.RemoteDirectory)
 }
 
 // probeCommand reports the image's size, whether zstd exists on the host and
@@ -90,13 +98,14 @@ func probeCommand(image string) string {
 
 // sha256Command prints the image's SHA-256 as sha256sum does; with
 // decompressed, also "image " and the SHA-256 of what zstd decompresses from
-// it, computed alongside on the host's other cores (bash for pipefail: a
-// failed zstd fails the command).
-func sha256Command(image string, decompressed bool) string {
-	if !decompressed {
-		return "sha256sum " + remotecmd.Quote(image)
+// it. build.sh computed both right after the build; it computes them again
+// only when the image changed since.
+func sha256Command(cfg *Config, image string, decompressed bool) string {
+	args := []string{"sums", cfg.RemoteDirectory, image}
+	if decompressed {
+		args = append(args, "image")
 	}
-	return `bash -c 'set -o pipefail; zstd -dcq -- "$1" | sha256sum | sed "s/^/image /" & sha256sum "$1" || exit 1; wait "$!"' nixos-sd ` + remotecmd.Quote(image)
+	return scriptCommand(cfg, args...)
 }
 
 // streamCommand serves ranges of a remote file one after another on one

@@ -93,7 +93,7 @@ func TestBuildCommandFlakes(t *testing.T) {
 func TestRemoteBuildCommandCarriesTimeout(t *testing.T) {
 	c := prepared(t, func(c *Config) { c.BuildTimeout = "90m" })
 	got := remotecmdtest.ShellWords(t, remoteBuildCommand(c))
-	want := append([]string{"bash", "/tmp/nixos-sd/build.sh", "build", "/tmp/nixos-sd", "5400"}, remotecmdtest.ShellWords(t, buildCommand(c))...)
+	want := append([]string{"bash", "/tmp/nixos-sd/build.sh", "build", "/tmp/nixos-sd", "5400", "--sums=image"}, remotecmdtest.ShellWords(t, buildCommand(c))...)
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("remoteBuildCommand:\n got %q\nwant %q", got, want)
 	}

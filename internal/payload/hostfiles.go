@@ -30,9 +30,12 @@ const (
 	remoteFlakeLock = "flake-metadata.lock"
 	remoteResult    = "result"
 	remotePID       = "build.pid"
+	// remoteSumsFile holds the image's SHA-256 sums build.sh computed after
+	// the build (written through remoteSumsFile + ".tmp").
+	remoteSumsFile = "image.sums"
 )
 
 // remoteEntries are every name the plugin creates in remote_directory; only
 // these are removed, never the directory's other contents.
 var remoteEntries = []string{remoteScript, remoteNixOS, remoteFlake, remoteFlakeLock, remoteResult, remotePID,
-	nixcache.RemoteScript}
+	remoteSumsFile, remoteSumsFile + ".tmp", nixcache.RemoteScript}

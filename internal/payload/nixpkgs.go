@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -71,9 +70,7 @@ func nixpkgsCommand(cfg *Config) string {
 		args = append(args, "eval", "--extra-experimental-features", "nix-command flakes", "--impure", "--json",
 			"-I", "nixpkgs="+nixpkgsURL(cfg), "--expr", nixpkgsExpr)
 	}
-	rd := cfg.RemoteDirectory
-	return "bash " + remotecmd.Quote(path.Join(rd, remoteScript)) + " build " + remotecmd.Quote(rd) + " " +
-		fmt.Sprint(int(nixpkgsTimeout/time.Second)) + " " + remotecmd.Join(args)
+	return scriptCommand(cfg, append([]string{"build", cfg.RemoteDirectory, fmt.Sprint(int(nixpkgsTimeout / time.Second))}, args...)...)
 }
 
 // resolveNixpkgs finds the exact nixpkgs revision the build used. It never

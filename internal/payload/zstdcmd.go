@@ -7,19 +7,37 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
+	"time"
 
 	"github.com/nixos-sd/packer-plugin-nixos-sd/internal/remotecmd"
 )
 
-// localZstd is the path of this machine's zstd program, "" when there is
-// none. Tests replace it.
+// localZstd is the path of this machine's zstd program when it can decode
+// the image, "" otherwise (no zstd, or one too old for --long). Tests
+// replace it.
 var localZstd = func() string {
 	p, err := exec.LookPath("zstd")
 	if err != nil {
 		return ""
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, p, "-V").Output()
+	if err != nil || !zstdDecodes(string(out)) {
+		return ""
+	}
 	return p
+}
+
+var zstdVersionPattern = regexp.MustCompile(`v([0-9]+\.[0-9]+\.[0-9]+)`)
+
+// zstdDecodes reports whether `zstd -V` printed a version that has --long
+// (zstd 1.3.2 and newer); the Go decoder serves older ones.
+func zstdDecodes(version string) bool {
+	m := zstdVersionPattern.FindStringSubmatch(version)
+	return m != nil && !VersionLess(m[1], "1.3.2")
 }
 
 // decodeImage decodes the zstd stream r into the sparse file dst, as

@@ -124,3 +124,24 @@ func TestDecodeImageWithoutZstd(t *testing.T) {
 type errReader struct{ err error }
 
 func (e errReader) Read([]byte) (int, error) { return 0, e.err }
+
+// A zstd without --long (older than 1.3.2) is left to the Go decoder: it
+// would refuse the image's arguments.
+func TestZstdDecodesFromVersion(t *testing.T) {
+	for v, want := range map[string]bool{
+		"*** Zstandard CLI (64-bit) v1.5.4, by Yann Collet ***":              true,
+		"*** zstd command line interface 64-bits v1.3.3, by Yann Collet ***": true,
+		"*** zstd command line interface 64-bits v1.3.2, by Yann Collet ***": true,
+		"*** zstd command line interface 64-bits v1.3.1, by Yann Collet ***": false,
+		"*** zstd command line interface 64-bits v0.8.1, by Yann Collet ***": false,
+		"zstd: unknown version": false,
+	} {
+		if got := zstdDecodes(v); got != want {
+			t.Errorf("zstdDecodes(%q) = %v, want %v", v, got, want)
+		}
+	}
+	// The zstd program here (Debian's) is new enough.
+	if localZstd() == "" {
+		t.Fatal("localZstd found no usable zstd program on PATH")
+	}
+}

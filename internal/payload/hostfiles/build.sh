@@ -26,6 +26,23 @@
 #       cancellation: SIGTERM stops the build. The build is also stopped when
 #       the SSH session that started it ends.
 #
+#   bash build.sh locate REMOTE_DIR
+#       Prints the real path of every .img and .img.zst file in the build
+#       result's sd-image directory, one per line.
+#
+#   bash build.sh sums REMOTE_DIR IMAGE [image]
+#       Prints IMAGE's SHA-256 as sha256sum does and, with "image", a line
+#       "image SUM" with the SHA-256 of what zstd decompresses from it. The
+#       sums `build --sums=` computed right after the build are printed
+#       without reading the image again.
+#
+#   bash build.sh nix-version
+#       Prints `nix --version` of the Nix that build and eval run.
+#
+# build's --sums=file|image (before "nix") computes those sums once the build
+# succeeded, when it made exactly one image: on the host's cores, before the
+# download, so that the download never waits for them.
+#
 # Exit status: 0 success; 3 Nix could not be installed; 4 no usable root
 # access; 5 the host cannot build for aarch64-linux; 124 the build ran longer than its timeout; anything else is the
 # build's own failure.
@@ -275,6 +292,76 @@ watch_session() {
 	done
 }
 
+# list_images prints the real path of each image in REMOTE_DIR's result.
+list_images() {
+	local dir="$1/result/sd-image/"
+	[ -d "$dir" ] || die 2 "$dir does not exist: the build result has no sd-image directory"
+	find -L "$dir" -maxdepth 1 -type f \( -name '*.img.zst' -o -name '*.img' \) -exec readlink -f {} \;
+}
+
+# sums_key names the image's current contents: its real path (a store path
+# names them), size and modification time.
+sums_key() {
+	local real st
+	real=$(readlink -f -- "$1") && st=$(stat -L -c '%s %Y' -- "$1") || return 1
+	printf '%s %s\n' "$real" "$st"
+}
+
+# compute_sums prints image $1's SHA-256 as sha256sum does and, with $2 =
+# image, "image SUM" of its zstd decompression, hashed alongside on another
+# core.
+compute_sums() {
+	local image=$1 want=${2:-} tmp zpid status=0
+	if [ "$want" != image ]; then
+		sha256sum -- "$image"
+		return
+	fi
+	tmp=$(mktemp)
+	{ zstd -dcq -- "$image" | sha256sum | sed 's/^/image /' >"$tmp"; } &
+	zpid=$!
+	sha256sum -- "$image" || status=$?
+	wait "$zpid" || status=$?
+	[ "$status" -ne 0 ] || cat "$tmp"
+	rm -f "$tmp"
+	return "$status"
+}
+
+# image_sums prints what compute_sums does, from REMOTE_DIR/image.sums when
+# that holds the sums of the image as it is now.
+image_sums() {
+	local cache="$1/image.sums" image=$2 want=${3:-} key
+	key=$(sums_key "$image") || die 2 "cannot read $image on the host"
+	if [ -r "$cache" ] && [ "$(sed -n 1p "$cache")" = "$key" ] &&
+		{ [ "$want" != image ] || grep -q '^image ' "$cache"; }; then
+		sed -n '2,$p' "$cache"
+		return 0
+	fi
+	compute_sums "$image" "$want"
+}
+
+# keep_sums computes the sums of the build's one image into
+# REMOTE_DIR/image.sums ($2: file or image; image only for a .zst file and
+# with zstd here). Without exactly one image there is nothing to keep: the
+# plugin says what is wrong when it looks for the image.
+keep_sums() {
+	local remote_dir=$1 want=$2 images image key start tmp
+	images=$(list_images "$remote_dir" 2>/dev/null) || return 0
+	[ -n "$images" ] && [ "$(printf '%s\n' "$images" | wc -l)" -eq 1 ] || return 0
+	image=$images
+	case "$image" in *.zst) ;; *) want="file" ;; esac
+	command -v zstd >/dev/null 2>&1 || want="file"
+	key=$(sums_key "$image") || return 0
+	start=$SECONDS
+	tmp="$remote_dir/image.sums.tmp"
+	if { printf '%s\n' "$key" && compute_sums "$image" "$want"; } >"$tmp"; then
+		mv -f -- "$tmp" "$remote_dir/image.sums"
+		say "computed the image's SHA-256 in $((SECONDS - start))s"
+	else
+		rm -f -- "$tmp"
+		say "warning: could not compute the image's SHA-256 on the host now; the download computes it again"
+	fi
+}
+
 child=""
 watcher=""
 errlog=""
@@ -314,8 +401,14 @@ stop_build() {
 what=build
 
 run_build() {
-	local remote_dir=$1 timeout_s=$2
+	local remote_dir=$1 timeout_s=$2 sums=""
 	shift 2
+	case "${1:-}" in
+	--sums=file | --sums=image)
+		sums=${1#--sums=}
+		shift
+		;;
+	esac
 	if [ "${1:-}" != nix ]; then
 		die 2 "internal error: build expects 'nix ARGS...', got '${1:-}'"
 	fi
@@ -400,6 +493,7 @@ run_build() {
 	fi
 	[ "$what" = build ] || return 0
 	say "build finished: $(readlink "$remote_dir/result" || echo "$remote_dir/result")"
+	[ -z "$sums" ] || keep_sums "$remote_dir" "$sums"
 }
 
 case "${1:-}" in
@@ -412,7 +506,21 @@ build | eval)
 	shift
 	run_build "$@"
 	;;
+locate)
+	[ "$#" -eq 2 ] || die 2 "usage: build.sh locate REMOTE_DIR"
+	list_images "$2"
+	;;
+sums)
+	if [ "$#" -lt 3 ] || [ "$#" -gt 4 ]; then
+		die 2 "usage: build.sh sums REMOTE_DIR IMAGE [image]"
+	fi
+	image_sums "$2" "$3" "${4:-}"
+	;;
+nix-version)
+	nix_bin=$(find_nix) || die 3 "Nix is not installed on this host."
+	"$nix_bin" --version
+	;;
 *)
-	die 2 "usage: build.sh ensure-nix | build REMOTE_DIR TIMEOUT_SECONDS nix ARGS... | eval REMOTE_DIR TIMEOUT_SECONDS nix ARGS..."
+	die 2 "usage: build.sh ensure-nix | build REMOTE_DIR TIMEOUT_SECONDS [--sums=file|image] nix ARGS... | eval REMOTE_DIR TIMEOUT_SECONDS nix ARGS... | locate REMOTE_DIR | sums REMOTE_DIR IMAGE [image] | nix-version"
 	;;
 esac
