@@ -73,8 +73,8 @@ type downloader struct {
 	// hedged counts ranges asked for a second time because they held the
 	// prefix back.
 	hedged atomic.Int64
-	// gated counts the times a channel beyond the first connection waited
-	// for the local work to catch up.
+	// gated counts the times a channel waited for the local work to catch
+	// up.
 	gated atomic.Int64
 }
 
@@ -113,8 +113,8 @@ type worker struct {
 	// opened for dialPatience.
 	own bool
 	// extra is set for a channel on a connection of our own beyond the
-	// first: it takes new ranges only while the local work keeps up
-	// (rangeQueue.gatedLocked).
+	// first: while the local work lags (rangeQueue.gatedLocked) it takes
+	// no new range, even when none is in flight.
 	extra bool
 }
 

@@ -273,7 +273,7 @@ func (r *run) download(ctx context.Context, image string, info imageInfo, f *os.
 		again += fmt.Sprintf(", %d asked for again on another connection as they held the decoder back", n)
 	}
 	if d.gated.Load() > 0 {
-		again += "; the extra connections paused while this machine's decoding caught up"
+		again += "; the download paused while this machine's decoding caught up"
 	}
 	r.ui.Say(fmt.Sprintf("Downloaded %s in %s (%s/s, %d ranges%s)", humanBytes(info.size), el.Round(100*time.Millisecond), humanBytes(int64(float64(info.size)/max(el.Seconds(), 1e-3))), d.ranges.Load(), again))
 	return nil

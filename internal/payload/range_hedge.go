@@ -102,15 +102,16 @@ func (q *rangeQueue) settleRace(c *chunk, ok bool) (drop bool) {
 }
 
 // maxBacklog is how far the arrived prefix may run ahead of the local work
-// (the decoder) before channels on connections beyond the first stop taking
-// new ranges: when this machine's CPU and not the link sets the pace, more
-// connections only take CPU from the decoder. The first connection (or the
-// communicator's) keeps fetching, so the download is never slower than on
-// one connection.
+// (the decoder) before channels stop taking new ranges while another range
+// is in flight: when this machine's CPU and not the link sets the pace,
+// fetching further ahead only takes CPU from the decoder, and the bytes
+// would wait for it anyway. One range stays in flight on the first
+// connection (or the communicator's), so the download never stops; the
+// channels resume as soon as the decoder caught up.
 var maxBacklog int64 = 48 << 20
 
 // gatedLocked reports whether the local work lags so far behind the
-// download that extra channels should wait. The prefix grows in bursts (the
+// download that channels should wait. The prefix grows in bursts (the
 // ranges every channel asked for land at about the same time and complete
 // it at once), so the backlog may exceed maxBacklog by what the channels
 // of our own have asked for without the local work lagging. q.mu is held.

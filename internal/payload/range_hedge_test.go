@@ -64,8 +64,8 @@ func TestNoRangeIsAskedForTwiceWithoutAStall(t *testing.T) {
 }
 
 // While the local work lags behind the download by more than maxBacklog,
-// channels on connections beyond the first take no new ranges; the first
-// connection fetches the rest, so the download still completes.
+// channels take no new ranges while one is in flight, so the download
+// still completes.
 func TestExtraConnectionsWaitForTheDecoder(t *testing.T) {
 	old := maxBacklog
 	maxBacklog = 2 << 20
@@ -98,6 +98,37 @@ func TestExtraConnectionsWaitForTheDecoder(t *testing.T) {
 	}
 	if d.gated.Load() == 0 {
 		t.Fatal("the second connection never waited for the stalled reader")
+	}
+}
+
+// On one connection too, the channels wait for a stalled decoder, one range
+// in flight at a time, and the download completes.
+func TestOneConnectionWaitsForTheDecoder(t *testing.T) {
+	old := maxBacklog
+	maxBacklog = 2 << 20
+	t.Cleanup(func() { maxBacklog = old })
+	srv, user := newSSHServer(t, 1)
+	src := filepath.Join(t.TempDir(), "remote.img")
+	want := randomFile(t, src, 16<<20, 14)
+	a := &sshConn{target: srv.target(user), pin: &hostKeyPin{}}
+	defer a.close()
+	tracker := newPrefixTracker(int64(len(want)))
+	d := &downloader{conns: []*sshConn{a}, connChannels: 3, chunkSize: 512 << 10, retryDelay: time.Millisecond, tracker: tracker}
+	dst, err := os.Create(src + ".local")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
+	r := &prefixReader{ctx: t.Context(), t: tracker, f: dst}
+	go r.Read(make([]byte, 1))
+	if err := d.download(t.Context(), src, int64(len(want)), dst); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(dst.Name()); string(got) != string(want) {
+		t.Fatal("the download differs from the source")
+	}
+	if d.gated.Load() == 0 {
+		t.Fatal("the channels never waited for the stalled reader")
 	}
 }
 

@@ -175,7 +175,9 @@ func (q *rangeQueue) takeLocked(w worker) *chunk {
 			c.race.live++
 		}
 	} else if c = q.hedgeLocked(conn); c != nil {
-	} else if w.extra && q.gatedLocked() {
+	} else if (w.extra || q.inFlight > 0) && q.gatedLocked() {
+		// The decoder lags: one range stays in flight, and a channel
+		// beyond the first connection waits even for that.
 		return nil
 	} else if off, n, ok := q.carve.take(q.channels); ok {
 		c = &chunk{off: off, n: n}

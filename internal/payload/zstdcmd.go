@@ -67,11 +67,16 @@ func decodeWithZstd(ctx context.Context, zstd string, r io.Reader, dst string) (
 	cmd.Stdout = out
 	stderr := &remotecmd.LimitedBuffer{B: &bytes.Buffer{}, Max: 4 << 10}
 	cmd.Stderr = stderr
-	in, err := cmd.StdinPipe()
+	pr, in, err := os.Pipe()
 	if err != nil {
 		return 0, nil, err
 	}
-	if err := cmd.Start(); err != nil {
+	defer in.Close()
+	growPipe(in)
+	cmd.Stdin = pr
+	err = cmd.Start()
+	pr.Close()
+	if err != nil {
 		return 0, nil, fmt.Errorf("starting %s: %w", zstd, err)
 	}
 	src := &readErr{r: r}

@@ -295,7 +295,7 @@ watch_session() {
 # list_images prints the real path of each image in REMOTE_DIR's result.
 list_images() {
 	local dir="$1/result/sd-image/"
-	[ -d "$dir" ] || die 2 "$dir does not exist: the build result has no sd-image directory"
+	[ -d "$dir" ] || die 2 "$dir does not exist; make sure the configuration imports nixpkgs' sd-image module"
 	find -L "$dir" -maxdepth 1 -type f \( -name '*.img.zst' -o -name '*.img' \) -exec readlink -f {} \;
 }
 
@@ -330,7 +330,7 @@ compute_sums() {
 # that holds the sums of the image as it is now.
 image_sums() {
 	local cache="$1/image.sums" image=$2 want=${3:-} key
-	key=$(sums_key "$image") || die 2 "cannot read $image on the host"
+	key=$(sums_key "$image") || die 2 "cannot read $image on the host; check that the build result still exists and run the build again"
 	if [ -r "$cache" ] && [ "$(sed -n 1p "$cache")" = "$key" ] &&
 		{ [ "$want" != image ] || grep -q '^image ' "$cache"; }; then
 		sed -n '2,$p' "$cache"
