@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -49,9 +51,10 @@ func (c CatalogueImage) DeprecatedAt(t time.Time) bool {
 	return c.DeprecationTime != nil && !c.DeprecationTime.After(t)
 }
 
-// Deprecated says whether the image is deprecated now. The catalogue's
-// deprecation times are either before 2026-08 or after 2027-04, so the answer
-// is stable for any clock between those.
+// Deprecated says whether the image is deprecated now, as moto decides it.
+// The catalogue's deprecation times are either before 2026-08 or a year or
+// more after the day it is made (futureDeprecation), so the answer does not
+// change with the day the tests run.
 func (c CatalogueImage) Deprecated() bool { return c.DeprecatedAt(time.Now()) }
 
 // catalogueEntry is one image name and where it is published.
@@ -59,7 +62,8 @@ type catalogueEntry struct {
 	release int
 	stamp   string // Debian's date-serial, e.g. 20250610-2137
 	created string // RFC 3339 creation time
-	// deprecated maps region -> deprecation time ("" = none); "*" applies to all.
+	// deprecated maps region -> deprecation time ("" = none); "*" applies to
+	// all. "+Nd" is N days after the day the catalogue is made.
 	deprecated map[string]string
 	regions    []string // nil = all CatalogueRegions
 }
@@ -73,8 +77,8 @@ var debianEntries = []catalogueEntry{
 	// Debian 12: the oldest deprecated, the middle one with a future deprecation
 	// time, the newest current except in eu-west-1 where it was deprecated.
 	{release: 12, stamp: "20250316-2053", created: "2025-03-16T20:53:00Z", deprecated: map[string]string{"*": "2025-09-16T20:53:00Z"}},
-	{release: 12, stamp: "20250428-2096", created: "2025-04-28T09:30:00Z", deprecated: map[string]string{"*": "2027-04-28T09:30:00Z"}},
-	{release: 12, stamp: "20250610-2137", created: "2025-06-10T21:37:00Z", deprecated: map[string]string{"eu-west-1": "2025-06-20T00:00:00Z", "*": "2027-06-10T21:37:00Z"}},
+	{release: 12, stamp: "20250428-2096", created: "2025-04-28T09:30:00Z", deprecated: map[string]string{"*": "+365d"}},
+	{release: 12, stamp: "20250610-2137", created: "2025-06-10T21:37:00Z", deprecated: map[string]string{"eu-west-1": "2025-06-20T00:00:00Z", "*": "+400d"}},
 	// Debian 13: the two newest images share their creation time to the second
 	// (a same-day tie; the higher serial is the newer build).
 	{release: 13, stamp: "20250814-2204", created: "2025-08-14T22:04:00Z"},
@@ -94,6 +98,19 @@ var otherEntries = []struct {
 	{ImpostorOwner, "", "debian-13-amd64-20251224-9999", "x86_64", "2025-12-24T00:00:00Z"},
 	{AmazonOwner, "amazon", "al2023-ami-2023.9.20251110.0-kernel-6.1-arm64", "arm64", "2025-11-10T18:00:00Z"},
 	{AmazonOwner, "amazon", "al2023-ami-2023.9.20251110.0-kernel-6.1-x86_64", "x86_64", "2025-11-10T18:00:00Z"},
+}
+
+// deprecationTime reads a catalogue deprecation time: RFC 3339, or "+Nd",
+// N days after the start of today (UTC).
+func deprecationTime(s string) time.Time {
+	if days, ok := strings.CutPrefix(s, "+"); ok {
+		n, err := strconv.Atoi(strings.TrimSuffix(days, "d"))
+		if err != nil {
+			panic(fmt.Sprintf("testbed: catalogue deprecation %q: %v", s, err))
+		}
+		return time.Now().UTC().Truncate(24*time.Hour).AddDate(0, 0, n)
+	}
+	return mustTime(s)
 }
 
 // Catalogue returns every image the test bed's moto serves, per region, sorted
@@ -126,7 +143,7 @@ func Catalogue() []CatalogueImage {
 					dep = e.deprecated["*"]
 				}
 				if dep != "" {
-					t := mustTime(dep)
+					t := deprecationTime(dep)
 					img.DeprecationTime = &t
 				}
 				out = append(out, img)
