@@ -24,17 +24,7 @@ import (
 func TestBuilderArm64(t *testing.T) {
 	start := time.Now()
 	tb := startTestbed(t, testbed.Options{DebianArch: "arm64"})
-	dir := t.TempDir()
-	copyTree(t, filepath.Join(repoRoot(t), "example"), dir)
-	host, port := tb.NextSSHEndpoint()
-	if port != 22 {
-		t.Fatalf("the next host answers SSH on port %d; the example has no ssh_port variable", port)
-	}
-	out, code := packerRun(t, dir, tb.Env(), "build", "-color=false",
-		"-var", "ssh_host="+host, "-var", "public_ip_url="+tb.PublicIPURL(), "nixos-sd.pkr.hcl")
-	if code != 0 {
-		t.Fatalf("packer build exited %d:\n%s", code, out)
-	}
+	dir, out := buildExample(t, tb)
 	checkBuildReport(t, out)
 	checkBuiltImage(t, filepath.Join(dir, "output-rpi", bldImageName))
 

@@ -474,3 +474,26 @@ func checkBuilderManifest(t *testing.T, tb *testbed.Testbed, image, sum, release
 		t.Errorf("manifest phases = %s", got)
 	}
 }
+
+// buildExample runs packer build on a copy of the checked-in example against
+// the test bed's next host, with the variables vars (NAME=VALUE) besides
+// ssh_host and public_ip_url, and fails the test unless the build succeeds.
+func buildExample(t *testing.T, tb *testbed.Testbed, vars ...string) (dir, out string) {
+	t.Helper()
+	dir = t.TempDir()
+	copyTree(t, filepath.Join(repoRoot(t), "example"), dir)
+	host, port := tb.NextSSHEndpoint()
+	if port != 22 {
+		t.Fatalf("the next host answers SSH on port %d; the example has no ssh_port variable", port)
+	}
+	args := []string{"build", "-color=false"}
+	for _, v := range vars {
+		args = append(args, "-var", v)
+	}
+	args = append(args, "-var", "ssh_host="+host, "-var", "public_ip_url="+tb.PublicIPURL(), "nixos-sd.pkr.hcl")
+	out, code := packerRun(t, dir, tb.Env(), args...)
+	if code != 0 {
+		t.Fatalf("packer build exited %d:\n%s", code, out)
+	}
+	return dir, out
+}

@@ -363,19 +363,7 @@ func checkQuietOutput(t *testing.T, output, out string) {
 // post-processor lists the image.
 func TestBuilderExample(t *testing.T) {
 	tb := startTestbed(t, testbed.Options{})
-	dir := t.TempDir()
-	copyTree(t, filepath.Join(repoRoot(t), "example"), dir)
-	host, port := tb.NextSSHEndpoint()
-	if port != 22 {
-		t.Fatalf("the next host answers SSH on port %d; the example has no ssh_port variable", port)
-	}
-	out, code := packerRun(t, dir, tb.Env(), "build", "-color=false",
-		"-var", "region=eu-west-1", "-var", "availability_zone=eu-west-1b",
-		"-var", "ssh_host="+host, "-var", "public_ip_url="+tb.PublicIPURL(),
-		"nixos-sd.pkr.hcl")
-	if code != 0 {
-		t.Fatalf("packer build exited %d:\n%s", code, out)
-	}
+	dir, out := buildExample(t, tb, "region=eu-west-1", "availability_zone=eu-west-1b")
 	image := filepath.Join(dir, "output-rpi", bldImageName)
 	checkBuiltImage(t, image)
 	checkQuietOutput(t, out, filepath.Join(dir, "output-rpi"))
