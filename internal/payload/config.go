@@ -105,8 +105,8 @@ type Config struct {
 	Decompress *bool `mapstructure:"decompress" required:"false"`
 	// Hash the decompressed image locally as it is written, for its
 	// `.sha256` and manifest, and compare it with the host's. By default the
-	// host computes the image's SHA-256 (decompressing its copy alongside
-	// the download) and this machine checks the compressed bytes against the
+	// host computes the image's SHA-256 right after the build (decompressing
+	// its copy on its own cores) and this machine checks the compressed bytes against the
 	// host's SHA-256 as they arrive and relies on zstd's frame checksum for
 	// the decoding, which saves about 0.6 CPU-seconds per GiB here. Hosts
 	// without `zstd` always have the image hashed locally.
