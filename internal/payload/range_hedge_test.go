@@ -64,71 +64,40 @@ func TestNoRangeIsAskedForTwiceWithoutAStall(t *testing.T) {
 }
 
 // While the local work lags behind the download by more than maxBacklog,
-// channels take no new ranges while one is in flight, so the download
-// still completes.
-func TestExtraConnectionsWaitForTheDecoder(t *testing.T) {
+// channels take no new ranges while one is in flight, on one connection as
+// on two, and the download still completes.
+func TestChannelsWaitForTheDecoder(t *testing.T) {
 	old := maxBacklog
 	maxBacklog = 2 << 20
 	t.Cleanup(func() { maxBacklog = old })
 	srv, user := newSSHServer(t, 1)
-	dir := t.TempDir()
-	src := filepath.Join(dir, "remote.img")
-	want := randomFile(t, src, 16<<20, 13)
-	a := &sshConn{target: srv.target(user), pin: &hostKeyPin{}}
-	defer a.close()
-	b := &sshConn{target: srv.target(user), pin: &hostKeyPin{}}
-	defer b.close()
-	tracker := newPrefixTracker(int64(len(want)))
-	d := &downloader{conns: []*sshConn{a, b}, connChannels: 2, chunkSize: 512 << 10, retryDelay: time.Millisecond, tracker: tracker}
-	// A reader that read the first bytes and then stalls, as a decoder
-	// on a busy CPU would.
-	dst, err := os.Create(src + ".local")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dst.Close()
-	r := &prefixReader{ctx: t.Context(), t: tracker, f: dst}
-	go r.Read(make([]byte, 1))
-	if err := d.download(t.Context(), src, int64(len(want)), dst); err != nil {
-		t.Fatal(err)
-	}
-	got, _ := os.ReadFile(dst.Name())
-	if string(got) != string(want) {
-		t.Fatal("the download differs from the source")
-	}
-	if d.gated.Load() == 0 {
-		t.Fatal("the second connection never waited for the stalled reader")
-	}
-}
-
-// On one connection too, the channels wait for a stalled decoder, one range
-// in flight at a time, and the download completes.
-func TestOneConnectionWaitsForTheDecoder(t *testing.T) {
-	old := maxBacklog
-	maxBacklog = 2 << 20
-	t.Cleanup(func() { maxBacklog = old })
-	srv, user := newSSHServer(t, 1)
-	src := filepath.Join(t.TempDir(), "remote.img")
-	want := randomFile(t, src, 16<<20, 14)
-	a := &sshConn{target: srv.target(user), pin: &hostKeyPin{}}
-	defer a.close()
-	tracker := newPrefixTracker(int64(len(want)))
-	d := &downloader{conns: []*sshConn{a}, connChannels: 3, chunkSize: 512 << 10, retryDelay: time.Millisecond, tracker: tracker}
-	dst, err := os.Create(src + ".local")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dst.Close()
-	r := &prefixReader{ctx: t.Context(), t: tracker, f: dst}
-	go r.Read(make([]byte, 1))
-	if err := d.download(t.Context(), src, int64(len(want)), dst); err != nil {
-		t.Fatal(err)
-	}
-	if got, _ := os.ReadFile(dst.Name()); string(got) != string(want) {
-		t.Fatal("the download differs from the source")
-	}
-	if d.gated.Load() == 0 {
-		t.Fatal("the channels never waited for the stalled reader")
+	for _, conns := range []int{1, 2} {
+		src := filepath.Join(t.TempDir(), "remote.img")
+		want := randomFile(t, src, 16<<20, int64(12+conns))
+		d := &downloader{connChannels: 2, chunkSize: 512 << 10, retryDelay: time.Millisecond, tracker: newPrefixTracker(int64(len(want)))}
+		for range conns {
+			c := &sshConn{target: srv.target(user), pin: &hostKeyPin{}}
+			defer c.close()
+			d.conns = append(d.conns, c)
+		}
+		dst, err := os.Create(src + ".local")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer dst.Close()
+		// A reader that read the first bytes and then stalls, as a
+		// decoder on a busy CPU would.
+		r := &prefixReader{ctx: t.Context(), t: d.tracker, f: dst}
+		go r.Read(make([]byte, 1))
+		if err := d.download(t.Context(), src, int64(len(want)), dst); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := os.ReadFile(dst.Name()); string(got) != string(want) {
+			t.Fatalf("%d connections: the download differs from the source", conns)
+		}
+		if d.gated.Load() == 0 {
+			t.Fatalf("%d connections: no channel waited for the stalled reader", conns)
+		}
 	}
 }
 
