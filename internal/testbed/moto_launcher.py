@@ -13,6 +13,7 @@ import json
 import math
 import os
 import random
+import struct
 import sys
 import threading
 from datetime import datetime, timedelta, timezone
@@ -356,17 +357,37 @@ Fleet.create_on_demand_requests = _fleet_on_demand_from_template
 # Amazon's pool. The test bed routes each instance's addresses to its host
 # (host_addresses.go), so they must be unique on this machine and no one's
 # on the internet: private addresses are drawn at random in the subnet,
-# public ones from 198.18.0.0/15 (RFC 2544, never routed on the internet), in
-# a /24 of their own per moto process.
+# skipping those a host of another test bed on this machine holds (every
+# moto has the same default VPC, 172.31.0.0/16), and public ones from
+# 198.18.0.0/15 (RFC 2544, never routed on the internet), in a /24 of their
+# own per moto process.
 _subnet_ip = Subnet.get_available_subnet_ip
+
+
+def _routed_here():
+    """The /32 destinations of this machine's main routing table: the
+    addresses the test beds' hosts hold."""
+    held = set()
+    try:
+        with open("/proc/net/route") as f:
+            next(f, None)
+            for line in f:
+                p = line.split()
+                if len(p) > 7 and p[7] == "FFFFFFFF":
+                    # The kernel prints the address as a native-order u32.
+                    held.add(str(ipaddress.ip_address(struct.pack("=I", int(p[1], 16)))))
+    except (OSError, ValueError):
+        pass
+    return held
 
 
 def _random_subnet_ip(self, instance):
     first = int(self.cidr.network_address) + 4
     last = int(self.cidr.broadcast_address) - 1
+    held = _routed_here()
     for _ in range(256):
         ip = str(ipaddress.ip_address(random.randint(first, last)))
-        if ip not in self._subnet_ips:
+        if ip not in self._subnet_ips and ip not in held:
             self._subnet_ips[ip] = instance
             return ip
     return _subnet_ip(self, instance)
