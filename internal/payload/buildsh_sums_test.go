@@ -17,16 +17,9 @@ import (
 func sumsEnv(t *testing.T, rd, name, src string, withZstd bool) *scriptEnv {
 	t.Helper()
 	e := newScriptEnv(t)
-	tools := []string{"find", "stat", "sha256sum", "wc", "mv", "cp"}
+	e.link("find", "stat", "sha256sum", "wc", "mv", "cp")
 	if withZstd {
-		tools = append(tools, "zstd")
-	}
-	for _, tool := range tools {
-		p, err := exec.LookPath(tool)
-		if err != nil {
-			t.Fatalf("%s not found: %v", tool, err)
-		}
-		os.Symlink(p, filepath.Join(e.bin, tool))
+		e.link("zstd")
 	}
 	e.fake("nix", `while [ "$1" != --out-link ]; do shift; done
 mkdir -p "`+rd+`/store/sd-image" && cp "`+src+`" "`+rd+`/store/sd-image/`+name+`" && ln -sfn "`+rd+`/store" "$2"`)

@@ -35,18 +35,24 @@ func newScriptEnv(t *testing.T) *scriptEnv {
 		t.Fatal(err)
 	}
 	os.WriteFile(e.script, b, 0o755)
-	for _, tool := range []string{"bash", "id", "rm", "readlink", "timeout", "env", "cat", "sleep", "printf", "grep", "mkdir", "ln", "touch", "chmod", "true", "kill", "mktemp", "mkfifo", "tee", "sed", "head", "sh"} {
-		p, err := exec.LookPath(tool)
-		if err != nil {
-			t.Fatalf("%s not found: %v", tool, err)
-		}
-		os.Symlink(p, filepath.Join(e.bin, tool))
-	}
+	e.link("bash", "id", "rm", "readlink", "timeout", "env", "cat", "sleep", "printf", "grep", "mkdir", "ln", "touch", "chmod", "true", "kill", "mktemp", "mkfifo", "tee", "sed", "head", "sh")
 	// The host is AArch64, as the instances are.
 	e.fake("uname", `echo aarch64`)
 	// sudo runs its command directly: the tests need no root.
 	e.fake("sudo", `while [ "${1#-}" != "$1" ]; do shift; done; echo "sudo $*" >>`+e.log+`; exec "$@"`)
 	return e
+}
+
+// link puts this machine's tools on build.sh's PATH.
+func (e *scriptEnv) link(tools ...string) {
+	e.t.Helper()
+	for _, tool := range tools {
+		p, err := exec.LookPath(tool)
+		if err != nil {
+			e.t.Fatalf("%s not found: %v", tool, err)
+		}
+		os.Symlink(p, filepath.Join(e.bin, tool))
+	}
 }
 
 func (e *scriptEnv) fake(name, body string) {
